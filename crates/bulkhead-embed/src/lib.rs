@@ -1,1 +1,45 @@
-//! placeholder
+//! The embedding pipeline: tokenize -> run -> pool -> normalise, over any engine.
+//!
+//! * [`Tokenizer`]: the model's `tokenizer.json`, without padding, truncated at the model's `max_seq_length`
+//!   (as sentence-transformers does);
+//! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
+//! * [`Engines`]: the registry of engines compiled into the binary;
+//! * [`load_chain`]: walks a chain of units and returns the first that loads and passes a real forward pass,
+//!   with the reason every earlier unit was skipped.
+//!
+//! Warm-up ([`warmup_rows`]) is made of real tokenizer output, so it prepares inputs exactly as live requests do.
+#![deny(missing_docs)]
+
+mod chain;
+mod embedder;
+mod engines;
+mod pooling;
+mod tokenizer;
+
+pub use chain::{load_chain, ChainError, LoadedChain, SkippedUnit};
+pub use embedder::{Embedder, StageTiming};
+pub use engines::Engines;
+pub use pooling::{l2_normalize, pool};
+pub use tokenizer::{probe_texts, warmup_rows, Tokenizer};
+
+/// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    /// The model has no tokenizer.json.
+    #[error("{path}: no tokenizer.json beside the model; put the model's Hugging Face tokenizer.json there or pass --tokenizer FILE")]
+    NoTokenizer {
+        /// Where it was looked for.
+        path: std::path::PathBuf,
+    },
+    /// tokenizer.json does not parse.
+    #[error("{path}: cannot read tokenizer: {reason}")]
+    BadTokenizer {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// Tokenization of an input failed.
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+}

@@ -1,0 +1,40 @@
+//! The registry of engines compiled into the binary.
+
+use bulkhead_core::{Availability, Engine, EngineError, EngineKind, ModelFiles, Session, Unit};
+
+/// The engines this build has, by kind. A unit whose engine is absent is `NotCompiled`.
+#[derive(Default)]
+pub struct Engines {
+    engines: Vec<(EngineKind, Box<dyn Engine>)>,
+}
+
+impl Engines {
+    /// A registry of the given engines.
+    pub fn new(engines: Vec<(EngineKind, Box<dyn Engine>)>) -> Engines {
+        Engines { engines }
+    }
+
+    fn get(&self, unit: &Unit) -> Option<&dyn Engine> {
+        self.engines.iter().find(|(k, _)| *k == unit.engine).map(|(_, e)| e.as_ref())
+    }
+
+    fn not_compiled(unit: &Unit) -> String {
+        format!("this build has no `{}` engine; rebuild with `--features {}`", unit.engine.as_str(), unit.engine.as_str())
+    }
+
+    /// Whether `unit` can be tried here.
+    pub fn availability(&self, unit: &Unit) -> Availability {
+        match self.get(unit) {
+            Some(e) => e.availability(unit),
+            None => Availability::NotCompiled(Self::not_compiled(unit)),
+        }
+    }
+
+    /// Loads `model` on `unit`.
+    pub fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
+        match self.get(unit) {
+            Some(e) => e.load(model, unit),
+            None => Err(EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) }),
+        }
+    }
+}

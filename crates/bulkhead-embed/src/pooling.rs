@@ -1,0 +1,107 @@
+//! Pooling of token states into one vector per input, and L2 normalisation.
+
+use bulkhead_core::{Pooling, Tensor, TokenBatch};
+
+/// Pools `[batch, seq, hidden]` token states with the batch's attention mask. A `[batch, hidden]` tensor (a model
+/// that pools itself) is returned row by row.
+pub fn pool(states: &Tensor, batch: &TokenBatch, mode: Pooling) -> Result<Vec<Vec<f32>>, String> {
+    match states.shape.as_slice() {
+        &[b, h] if b == batch.batch => Ok(states.data.chunks_exact(h).map(<[f32]>::to_vec).collect()),
+        &[b, s, h] if b == batch.batch && s == batch.seq => {
+            let mut out = Vec::with_capacity(b);
+            for row in 0..b {
+                let mask = &batch.attention_mask[row * s..(row + 1) * s];
+                let tokens = &states.data[row * s * h..(row + 1) * s * h];
+                out.push(pool_row(tokens, mask, h, mode));
+            }
+            Ok(out)
+        }
+        shape => Err(format!(
+            "model output has shape {shape:?}; expected [{}, {}, hidden] token states or [{}, hidden] embeddings",
+            batch.batch, batch.seq, batch.batch
+        )),
+    }
+}
+
+fn pool_row(tokens: &[f32], mask: &[i64], h: usize, mode: Pooling) -> Vec<f32> {
+    let real = || tokens.chunks_exact(h).zip(mask).filter(|(_, &m)| m != 0).map(|(t, _)| t);
+    let count = mask.iter().filter(|&&m| m != 0).count();
+    match mode {
+        Pooling::Cls => tokens[..h].to_vec(),
+        Pooling::LastToken => {
+            let last = mask.iter().rposition(|&m| m != 0).unwrap_or(0);
+            tokens[last * h..(last + 1) * h].to_vec()
+        }
+        Pooling::Max => {
+            let mut acc = vec![f32::NEG_INFINITY; h];
+            for t in real() {
+                acc.iter_mut().zip(t).for_each(|(a, &x)| *a = a.max(x));
+            }
+            if count == 0 {
+                acc.fill(0.0);
+            }
+            acc
+        }
+        Pooling::Mean | Pooling::MeanSqrtLen => {
+            let mut acc = vec![0f32; h];
+            for t in real() {
+                acc.iter_mut().zip(t).for_each(|(a, &x)| *a += x);
+            }
+            // sentence-transformers clamps the token count at 1e-9.
+            let div = match mode {
+                Pooling::Mean => (count as f32).max(1e-9),
+                _ => (count as f32).sqrt().max(1e-9),
+            };
+            acc.iter_mut().for_each(|a| *a /= div);
+            acc
+        }
+    }
+}
+
+/// L2-normalises `v` in place (as torch.nn.functional.normalize, with eps 1e-12).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> (Tensor, TokenBatch) {
+        // Two rows, seq 3, hidden 2; row 1 has one padding token whose state must be ignored.
+        let b = TokenBatch::from_rows(&[vec![1, 2, 3], vec![1, 2]], 0, None);
+        let t = Tensor::new(vec![2, 3, 2], vec![1., 2., 3., 4., 5., 6., 1., 1., 3., 3., 100., -100.]).unwrap();
+        (t, b)
+    }
+
+    #[test]
+    fn pools_ignoring_padding() {
+        let (t, b) = batch();
+        assert_eq!(pool(&t, &b, Pooling::Mean).unwrap(), vec![vec![3., 4.], vec![2., 2.]]);
+        assert_eq!(pool(&t, &b, Pooling::Cls).unwrap()[1], vec![1., 1.]);
+        assert_eq!(pool(&t, &b, Pooling::Max).unwrap()[1], vec![3., 3.]);
+        assert_eq!(pool(&t, &b, Pooling::LastToken).unwrap()[1], vec![3., 3.]);
+        let s = pool(&t, &b, Pooling::MeanSqrtLen).unwrap();
+        assert!((s[1][0] - 4.0 / 2f32.sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rejects_unexpected_shapes_and_passes_pooled_outputs() {
+        let (_, b) = batch();
+        let pooled = Tensor::new(vec![2, 2], vec![1., 2., 3., 4.]).unwrap();
+        assert_eq!(pool(&pooled, &b, Pooling::Mean).unwrap(), vec![vec![1., 2.], vec![3., 4.]]);
+        let wrong = Tensor::new(vec![3, 2], vec![0.; 6]).unwrap();
+        assert!(pool(&wrong, &b, Pooling::Mean).unwrap_err().contains("[3, 2]"));
+    }
+
+    #[test]
+    fn normalises() {
+        let mut v = vec![3., 4.];
+        l2_normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+        let mut z = vec![0., 0.];
+        l2_normalize(&mut z);
+        assert_eq!(z, vec![0., 0.]);
+    }
+}
