@@ -36,11 +36,8 @@ pub fn project_site_packages() -> Vec<PathBuf> {
 
 fn python_lib_site_packages(lib: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(lib) else { return vec![] };
-    let mut v: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path().join("site-packages"))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut v: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path().join("site-packages")).filter(|p| p.is_dir()).collect();
     v.sort();
     v
 }

@@ -123,10 +123,7 @@ impl ModelFiles {
             normalize: false,
             max_seq_length: field("max_position_embeddings").and_then(Value::as_u64).unwrap_or(512) as usize,
             pad_token_id: field("pad_token_id").and_then(Value::as_i64).unwrap_or(0),
-            architecture: field("architectures")
-                .and_then(|a| a.get(0))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            architecture: field("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).map(str::to_string),
             model_type: field("model_type").and_then(Value::as_str).map(str::to_string),
             config,
         };
@@ -231,8 +228,16 @@ mod tests {
     fn reads_sentence_transformers_settings() {
         let d = tmp("st");
         write(&d, "model.safetensors", "x");
-        write(&d, "config.json", r#"{"architectures":["BertModel"],"model_type":"bert","max_position_embeddings":512,"pad_token_id":0}"#);
-        write(&d, "modules.json", r#"[{"type":"sentence_transformers.models.Pooling","path":"1_Pooling"},{"type":"sentence_transformers.models.Normalize","path":"2_Normalize"}]"#);
+        write(
+            &d,
+            "config.json",
+            r#"{"architectures":["BertModel"],"model_type":"bert","max_position_embeddings":512,"pad_token_id":0}"#,
+        );
+        write(
+            &d,
+            "modules.json",
+            r#"[{"type":"sentence_transformers.models.Pooling","path":"1_Pooling"},{"type":"sentence_transformers.models.Normalize","path":"2_Normalize"}]"#,
+        );
         write(&d, "1_Pooling/config.json", r#"{"pooling_mode_cls_token":true}"#);
         write(&d, "sentence_bert_config.json", r#"{"max_seq_length":256}"#);
         let m = ModelFiles::open(&d).unwrap();

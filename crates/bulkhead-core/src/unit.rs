@@ -352,14 +352,8 @@ mod tests {
         assert_eq!(Chain::parse("ALL", &nvidia).unwrap().to_string(), "ort:cuda,candle:cuda,ort:cpu,candle:cpu");
         assert_eq!(Chain::parse("CPU_ONLY", &nvidia).unwrap().to_string(), "ort:cpu,candle:cpu");
         let mac = Platform { macos: true, ..LINUX_CPU };
-        assert_eq!(
-            Chain::parse("CPU_AND_NE", &mac).unwrap().to_string(),
-            "ort:coreml[CPU_AND_NE],ort:cpu,candle:cpu"
-        );
-        assert_eq!(
-            Chain::parse("ALL", &mac).unwrap().to_string(),
-            "ort:coreml[ALL],candle:metal,ort:cpu,candle:cpu"
-        );
+        assert_eq!(Chain::parse("CPU_AND_NE", &mac).unwrap().to_string(), "ort:coreml[CPU_AND_NE],ort:cpu,candle:cpu");
+        assert_eq!(Chain::parse("ALL", &mac).unwrap().to_string(), "ort:coreml[ALL],candle:metal,ort:cpu,candle:cpu");
     }
 
     #[test]

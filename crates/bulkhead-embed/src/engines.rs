@@ -19,7 +19,11 @@ impl Engines {
     }
 
     fn not_compiled(unit: &Unit) -> String {
-        format!("this build has no `{}` engine; rebuild with `--features {}`", unit.engine.as_str(), unit.engine.as_str())
+        format!(
+            "this build has no `{}` engine; rebuild with `--features {}`",
+            unit.engine.as_str(),
+            unit.engine.as_str()
+        )
     }
 
     /// Whether `unit` can be tried here.

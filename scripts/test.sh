@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to a full test run: set-up (runtime, models, test packages), format and lint
+# checks, then every test of the workspace against real models, real ONNX Runtime and real processes.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/setup.sh --test
+step() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+step "cargo test (dependencies are optimised even in test builds; see Cargo.toml)"
+cargo test --locked --workspace -- --test-threads 2
