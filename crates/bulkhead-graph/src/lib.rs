@@ -1,0 +1,229 @@
+//! Builds the ONNX graph of a BERT-family encoder directly from `config.json` + `model.safetensors`, so Hugging Face
+//! safetensors folders run on ONNX Runtime without a Python export step.
+//!
+//! * [`build_cached`]: writes `cache_dir/<key>/model.onnx` (weights as ONNX external data pointing into a hard link
+//!   of the safetensors file, or embedded when no link can be made) and reuses it on later calls;
+//! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
+//! * [`supported_architectures`]: what the builder accepts.
+//!
+//! The graph is written in the patterns ONNX Runtime's CPU optimiser fuses into `EmbedLayerNormalization`,
+//! `Attention`, `SkipLayerNormalization` and `BiasGelu`; see [`bert`](crate::bert) for the shapes and
+//! `README.md` for the measurements behind the choices.
+#![deny(missing_docs)]
+
+mod bert;
+mod cache;
+mod config;
+mod proto;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+use bulkhead_core::ModelFiles;
+
+pub use cache::{build_cached, BUILDER_VERSION};
+
+/// Input shapes of the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShapeMode {
+    /// `[batch, sequence]` symbolic: one graph for every batch.
+    Dynamic,
+    /// Fixed `[batch, seq]` (buckets for Core ML's Neural Engine, which requires static input shapes); callers pad
+    /// to the bucket and mask the padding.
+    Static {
+        /// Batch size.
+        batch: usize,
+        /// Sequence length.
+        seq: usize,
+    },
+}
+
+/// How to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Input shapes.
+    pub shape: ShapeMode,
+    /// ONNX opset of the graph, 11 to 21. The default, [`DEFAULT_OPSET`] (12), is the one ONNX Runtime fuses
+    /// best: its attention fusion does not match the opset-13 forms of `Unsqueeze`/`Cast` nor the opset-17
+    /// `LayerNormalization` on the query path.
+    pub opset: i64,
+}
+
+/// The opset that ONNX Runtime fuses fully (see [`BuildOptions::opset`]).
+pub const DEFAULT_OPSET: i64 = 12;
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions { shape: ShapeMode::Dynamic, opset: DEFAULT_OPSET }
+    }
+}
+
+/// Where the weights of a built graph live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsStorage {
+    /// ONNX external data pointing into a hard link of `model.safetensors` beside `model.onnx`.
+    HardLink,
+    /// ONNX external data pointing into a symbolic link of `model.safetensors` beside `model.onnx`.
+    SymLink,
+    /// Copied into `model.onnx`.
+    Embedded,
+}
+
+/// A graph on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltGraph {
+    /// The `model.onnx` file.
+    pub path: PathBuf,
+    /// Whether it came from the cache.
+    pub cache_hit: bool,
+    /// Time spent in [`build_cached`], in milliseconds (building, or only looking up on a hit).
+    pub build_ms: f64,
+    /// The cache key (the folder name under the cache directory).
+    pub key: String,
+    /// Where the weights are.
+    pub storage: WeightsStorage,
+}
+
+/// Why a graph could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// The architecture is not one the builder knows.
+    #[error(
+        "architecture {architecture} (model_type {model_type}) is not supported by the ONNX graph builder \
+         (supported: {supported}, or any model_type bert); {hint}"
+    )]
+    UnsupportedArchitecture {
+        /// `architectures[0]` of config.json.
+        architecture: String,
+        /// `model_type` of config.json.
+        model_type: String,
+        /// The supported list.
+        supported: String,
+        /// What can run it instead.
+        hint: String,
+    },
+    /// A BERT variant the builder does not express (activation, position embeddings).
+    #[error("{path}: {reason}")]
+    Unsupported {
+        /// The config file.
+        path: PathBuf,
+        /// What and what to do.
+        reason: String,
+    },
+    /// config.json is missing a field or is malformed.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The safetensors file is corrupt or lacks a tensor the config implies.
+    #[error("{path}: {reason}")]
+    Weights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model folder lacks a file.
+    #[error("{model}: no {file}; the ONNX graph builder needs config.json and model.safetensors")]
+    MissingFile {
+        /// The model's folder.
+        model: PathBuf,
+        /// The missing file.
+        file: &'static str,
+    },
+    /// Bad [`BuildOptions`].
+    #[error("invalid build options: {0}")]
+    Options(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Architectures (`architectures[0]` of config.json) the builder accepts; configs without `architectures` but with
+/// `model_type: "bert"` are accepted too.
+pub fn supported_architectures() -> &'static [&'static str] {
+    config::SUPPORTED_ARCHITECTURES
+}
+
+/// Writes a self-contained ONNX file (weights embedded) for `model` to `output`, atomically.
+pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<(), GraphError> {
+    let inputs = Inputs::open(model, opts)?;
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = inputs.write(opts, &bert::Storage::Embedded, &tmp).and_then(|()| {
+        std::fs::rename(&tmp, output).map_err(|e| GraphError::Io { path: output.to_path_buf(), source: e })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The parsed config and mapped weights of a model.
+pub(crate) struct Inputs {
+    config_path: PathBuf,
+    config: config::BertConfig,
+    pub(crate) weights: weights::Weights,
+}
+
+impl Inputs {
+    pub(crate) fn open(model: &ModelFiles, opts: &BuildOptions) -> Result<Inputs, GraphError> {
+        check_options(opts)?;
+        let folder = || model.source.clone();
+        let config_path =
+            model.config.clone().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
+        let st =
+            model.safetensors.clone().ok_or(GraphError::MissingFile { model: folder(), file: "model.safetensors" })?;
+        let config_text = std::fs::read_to_string(&config_path)
+            .map_err(|e| GraphError::Io { path: config_path.clone(), source: e })?;
+        let config = config::BertConfig::parse(&config_path, &config_text)?;
+        if let ShapeMode::Static { seq, .. } = opts.shape {
+            if seq > config.max_positions {
+                return Err(GraphError::Options(format!(
+                    "static sequence length {seq} exceeds max_position_embeddings {}",
+                    config.max_positions
+                )));
+            }
+        }
+        let weights = weights::Weights::open(&st)?;
+        Ok(Inputs { config_path, config, weights })
+    }
+
+    /// Builds and writes the model to `path` (not atomically: callers write to a temporary name).
+    pub(crate) fn write(&self, opts: &BuildOptions, storage: &bert::Storage, path: &Path) -> Result<(), GraphError> {
+        use std::io::Write;
+        let model = bert::build(&self.config, &self.weights, opts.shape, opts.opset, storage, BUILDER_VERSION)?;
+        let io = |e| GraphError::Io { path: path.to_path_buf(), source: e };
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        model.write_to(&mut w).map_err(io)?;
+        w.flush().map_err(io)?;
+        tracing::debug!(config = %self.config_path.display(), weights = %self.weights.path().display(),
+            out = %path.display(), "ONNX graph written");
+        Ok(())
+    }
+}
+
+fn check_options(opts: &BuildOptions) -> Result<(), GraphError> {
+    if !(11..=21).contains(&opts.opset) {
+        return Err(GraphError::Options(format!("opset {} is outside the supported 11..=21", opts.opset)));
+    }
+    if let ShapeMode::Static { batch, seq } = opts.shape {
+        if batch == 0 || seq == 0 || batch > 1 << 16 || seq > 1 << 16 {
+            return Err(GraphError::Options(format!("static shape [{batch}, {seq}] must be positive and sane")));
+        }
+    }
+    Ok(())
+}
