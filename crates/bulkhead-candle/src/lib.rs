@@ -1,1 +1,193 @@
-//! placeholder
+//! The candle engine: BERT-family safetensors models (all-MiniLM, bge, e5, gte-small) in pure Rust.
+//!
+//! Units: `candle:cpu`; `candle:cuda` and `candle:metal` behind the cargo features `cuda` and `metal` (the binary's
+//! `candle-cuda` / `candle-metal`). Without the feature those units are `NotCompiled`, a different state from
+//! `Unusable` (compiled in, but no device here).
+#![deny(missing_docs)]
+
+use std::path::Path;
+
+use bulkhead_core::{
+    Availability, Device as UnitDevice, Engine, EngineError, EngineKind, ModelFiles, Precision, Session, SessionReport,
+    Tensor, TokenBatch, Unit,
+};
+use candle_core::{DType, Device, Tensor as CTensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+
+/// Architectures (config.json `architectures[0]`) this engine runs; any `model_type: "bert"` is accepted too.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["BertModel", "BertForMaskedLM", "BertForPreTraining"];
+
+/// The candle engine.
+#[derive(Debug, Default)]
+pub struct CandleEngine;
+
+fn device(unit: &Unit) -> Result<Device, Availability> {
+    match unit.device {
+        UnitDevice::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        UnitDevice::Cuda => Device::new_cuda(0).map_err(|e| Availability::Unusable(format!("no CUDA device: {e}"))),
+        #[cfg(not(feature = "cuda"))]
+        UnitDevice::Cuda => Err(Availability::NotCompiled("rebuild with `--features candle-cuda`".into())),
+        #[cfg(feature = "metal")]
+        UnitDevice::Metal => Device::new_metal(0).map_err(|e| Availability::Unusable(format!("no Metal device: {e}"))),
+        #[cfg(not(feature = "metal"))]
+        UnitDevice::Metal => Err(Availability::NotCompiled("rebuild with `--features candle-metal`".into())),
+        _ => Err(Availability::Unusable(format!("{unit} is not a candle unit"))),
+    }
+}
+
+impl Engine for CandleEngine {
+    fn availability(&self, unit: &Unit) -> Availability {
+        if unit.engine != EngineKind::Candle {
+            return Availability::Unusable(format!("{unit} is not a candle unit"));
+        }
+        match device(unit) {
+            Ok(_) => Availability::Usable,
+            Err(a) => a,
+        }
+    }
+
+    fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
+        let u = unit.to_string();
+        let rejected = |reason: String| EngineError::ModelRejected { unit: u.clone(), reason };
+        let device = device(unit).map_err(|a| match a {
+            Availability::NotCompiled(reason) => EngineError::NotCompiled { unit: u.clone(), reason },
+            Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
+            Availability::Usable => EngineError::Unusable { unit: u.clone(), reason: "no device".into() },
+        })?;
+        let weights = model.safetensors.as_ref().ok_or_else(|| {
+            rejected(format!(
+                "{}: the candle engine needs model.safetensors (this model has only ONNX; use an ort: unit)",
+                model.source.display()
+            ))
+        })?;
+        let config_path = model.config.as_ref().ok_or_else(|| {
+            rejected(format!("{}: no config.json beside the weights; candle needs it", model.source.display()))
+        })?;
+        check_architecture(model, config_path).map_err(&rejected)?;
+        let text =
+            std::fs::read_to_string(config_path).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
+        let config: Config = serde_json::from_str(&text)
+            .map_err(|e| rejected(format!("{}: not a BERT config: {e}", config_path.display())))?;
+        let (dtype, precision) = weights_dtype(weights).map_err(&rejected)?;
+        // SAFETY: the file is memory-mapped read-only; bulkhead does not modify model files while serving them.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
+            .map_err(|e| rejected(format!("{}: {e}", weights.display())))?;
+        let bert = BertModel::load(vb, &config).map_err(|e| rejected(format!("{}: {e}", weights.display())))?;
+        let report = SessionReport {
+            unit: *unit,
+            runtime: "candle 0.11".into(),
+            model_file: weights.display().to_string(),
+            precision,
+            placement: vec![],
+            hidden_size: config.hidden_size,
+            notes: vec![format!("weights {dtype:?}, computed in F32 on {unit}")],
+        };
+        Ok(Box::new(CandleSession { bert, device, report }))
+    }
+}
+
+fn check_architecture(model: &ModelFiles, config: &Path) -> Result<(), String> {
+    let bert_type = model.model_type.as_deref() == Some("bert");
+    let known = model.architecture.as_deref().is_some_and(|a| SUPPORTED_ARCHITECTURES.contains(&a));
+    if bert_type || known {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: architecture {} (model_type {}) is not supported by the candle engine (supported: model_type bert: {}); \
+         an ort: unit can run an .onnx export of it",
+        config.display(),
+        model.architecture.as_deref().unwrap_or("unknown"),
+        model.model_type.as_deref().unwrap_or("unknown"),
+        SUPPORTED_ARCHITECTURES.join(", ")
+    ))
+}
+
+/// The stored dtype of the weights (from the safetensors header), checked before candle maps the file.
+fn weights_dtype(path: &Path) -> Result<(safetensors::Dtype, Precision), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| format!("{}: not a safetensors file (shorter than 8 bytes)", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 || n + 8 > size {
+        return Err(format!("{}: not a safetensors file (header length {n} does not fit the file)", path.display()));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| format!("{}: not a safetensors file (header: {e})", path.display()))?;
+    let dtype =
+        meta.tensors().values().next().map(|t| t.dtype).ok_or_else(|| format!("{}: no tensors", path.display()))?;
+    let precision = match dtype {
+        safetensors::Dtype::F32 | safetensors::Dtype::F64 => Precision::Fp32,
+        safetensors::Dtype::F16 | safetensors::Dtype::BF16 => Precision::Fp16,
+        safetensors::Dtype::I8 | safetensors::Dtype::U8 => Precision::Int8,
+        _ => Precision::Unknown,
+    };
+    Ok((dtype, precision))
+}
+
+/// A BERT model loaded on one candle device.
+pub struct CandleSession {
+    bert: BertModel,
+    device: Device,
+    report: SessionReport,
+}
+
+impl Session for CandleSession {
+    fn report(&self) -> &SessionReport {
+        &self.report
+    }
+
+    fn forward(&mut self, batch: &TokenBatch) -> Result<Tensor, EngineError> {
+        let err = |e: candle_core::Error| EngineError::Inference {
+            unit: self.report.unit.to_string(),
+            reason: e.to_string(),
+        };
+        let shape = (batch.batch, batch.seq);
+        let ids = CTensor::from_slice(&batch.input_ids, shape, &self.device).map_err(err)?;
+        let types = CTensor::from_slice(&batch.token_type_ids, shape, &self.device).map_err(err)?;
+        let mask = CTensor::from_slice(&batch.attention_mask, shape, &self.device).map_err(err)?;
+        let out = self.bert.forward(&ids, &types, Some(&mask)).map_err(err)?;
+        let dims = out.dims().to_vec();
+        let data =
+            out.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
+        Tensor::new(dims, data).map_err(|reason| EngineError::Inference { unit: self.report.unit.to_string(), reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_distinguishes_not_compiled_from_usable() {
+        let e = CandleEngine;
+        assert_eq!(e.availability(&Unit::CANDLE_CPU), Availability::Usable);
+        let cuda: Unit = "candle:cuda".parse().unwrap();
+        if !cfg!(feature = "cuda") {
+            assert!(matches!(e.availability(&cuda), Availability::NotCompiled(r) if r.contains("candle-cuda")));
+        }
+        assert!(matches!(e.availability(&Unit::ORT_CPU), Availability::Unusable(_)));
+    }
+
+    #[test]
+    fn rejects_foreign_architectures_and_broken_weights() {
+        let dir = std::env::temp_dir().join(format!("bulkhead-candle-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama"}"#)
+            .unwrap();
+        std::fs::write(dir.join("model.safetensors"), vec![7u8; 4096]).unwrap();
+        let model = ModelFiles::open(&dir).unwrap();
+        let err = CandleEngine.load(&model, &Unit::CANDLE_CPU).err().unwrap().to_string();
+        assert!(err.contains("LlamaForCausalLM") && err.contains("not supported"), "{err}");
+        std::fs::write(dir.join("config.json"), r#"{"architectures":["BertModel"],"model_type":"bert"}"#).unwrap();
+        let model = ModelFiles::open(&dir).unwrap();
+        let err = CandleEngine.load(&model, &Unit::CANDLE_CPU).err().unwrap().to_string();
+        assert!(err.contains("model.safetensors") && err.contains("not a safetensors file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

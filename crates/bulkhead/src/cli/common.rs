@@ -39,14 +39,15 @@ pub fn print_error(e: &anyhow::Error, verbose: bool) {
     }
 }
 
-/// The engines compiled into this build.
+/// The engines compiled into this build (one push per cargo feature).
+#[allow(clippy::vec_init_then_push)]
 pub fn engines() -> Engines {
     #[allow(unused_mut)]
     let mut list: Vec<(EngineKind, Box<dyn bulkhead_core::Engine>)> = vec![];
     #[cfg(feature = "ort")]
     list.push((EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())));
     #[cfg(feature = "candle")]
-    list.push((EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine::default())));
+    list.push((EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)));
     Engines::new(list)
 }
 
