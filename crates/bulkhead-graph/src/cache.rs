@@ -62,42 +62,31 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<Strin
     Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The storage of a published entry, or `None` when it is incomplete (a dangling link, a missing file).
+/// The storage of a published entry, or `None` when it is incomplete.
 fn entry_storage(dir: &Path) -> Option<WeightsStorage> {
     if !dir.join(MODEL_FILE).is_file() {
         return None;
     }
-    let link = dir.join(LINKED_WEIGHTS);
-    match fs::symlink_metadata(&link) {
+    match fs::symlink_metadata(dir.join(LINKED_WEIGHTS)) {
         Err(_) => Some(WeightsStorage::Embedded),
-        // `is_file` follows the link: a dangling link means the original file is gone.
-        Ok(m) if m.file_type().is_symlink() => link.is_file().then_some(WeightsStorage::SymLink),
-        Ok(_) => Some(WeightsStorage::HardLink),
+        Ok(m) if m.is_file() => Some(WeightsStorage::HardLink),
+        Ok(_) => None,
     }
 }
 
-/// Links `source` as `dir/model.safetensors`: a hard link when the file system allows, else a symbolic link.
-fn link_weights(source: &Path, dir: &Path) -> Option<WeightsStorage> {
-    let target = dir.join(LINKED_WEIGHTS);
-    if fs::hard_link(source, &target).is_ok() {
-        return Some(WeightsStorage::HardLink);
-    }
-    #[cfg(unix)]
-    {
-        let absolute = source.canonicalize().ok()?;
-        if std::os::unix::fs::symlink(absolute, &target).is_ok() {
-            return Some(WeightsStorage::SymLink);
-        }
-    }
-    None
+/// Hard-links `source` as `dir/model.safetensors`. A symbolic link is no use: ONNX Runtime (1.31) resolves
+/// links and refuses external data outside the model's folder.
+fn link_weights(source: &Path, dir: &Path) -> bool {
+    fs::hard_link(source, dir.join(LINKED_WEIGHTS)).is_ok()
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Returns the graph of `model` from `cache_dir`, building it first when absent.
 ///
-/// Building maps the safetensors file, writes `model.onnx` whose initializers point into a link of it (no weight
-/// is copied), and publishes the entry by renaming its temporary folder, so concurrent processes never see a half
+/// Building maps the safetensors file, writes `model.onnx` whose initializers point into a hard link of it (no
+/// weight is copied; when the cache is on another file system than the model, the weights are embedded instead),
+/// and publishes the entry by renaming its temporary folder, so concurrent processes never see a half
 /// written entry; the loser of a race uses the winner's entry.
 pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -> Result<BuiltGraph, GraphError> {
     let start = Instant::now();
@@ -115,7 +104,7 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
         return Ok(done(storage, true));
     }
     if dir.exists() {
-        // An entry whose linked weights vanished: rebuild it.
+        // A damaged entry (a file removed by hand): rebuild it.
         tracing::warn!(entry = %dir.display(), "incomplete graph cache entry; rebuilding");
         fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
@@ -128,7 +117,7 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| {
         let st = inputs.weights.path().to_path_buf();
-        let storage = link_weights(&st, &tmp).unwrap_or(WeightsStorage::Embedded);
+        let storage = if link_weights(&st, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
         let how = match storage {
             WeightsStorage::Embedded => Storage::Embedded,
             _ => Storage::External { location: LINKED_WEIGHTS.to_string() },

