@@ -64,3 +64,18 @@ pub fn find_in_python_package(package: &str, relative: &str) -> Option<PathBuf> 
     }
     python_package_dir(package).map(|d| d.join(relative)).filter(|p| p.exists())
 }
+
+/// Where bulkhead caches what it can rebuild (built ONNX graphs, compiled models): `BULKHEAD_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/bulkhead`, else `~/.cache/bulkhead`, else a folder under the system temporary directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BULKHEAD_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("bulkhead");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache").join("bulkhead");
+    }
+    std::env::temp_dir().join("bulkhead-cache")
+}

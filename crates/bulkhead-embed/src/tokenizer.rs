@@ -48,6 +48,24 @@ impl Tokenizer {
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect())
     }
 
+    /// Token ids per text like [`Tokenizer::encode`], each with whether it was truncated (the text had more than
+    /// `max_len` tokens).
+    pub fn encode_checked(&self, texts: &[String]) -> Result<Vec<(Vec<i64>, bool)>, EmbedError> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|e| (e.get_ids().iter().map(|&id| id as i64).collect(), !e.get_overflowing().is_empty()))
+            .collect())
+    }
+
+    /// The vocabulary size (token ids must be below it).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The truncation length.
     pub fn max_len(&self) -> usize {
         self.max_len

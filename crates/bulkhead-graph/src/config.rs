@@ -92,7 +92,7 @@ impl BertConfig {
             eps,
             activation,
         };
-        if c.hidden % c.heads != 0 {
+        if !c.hidden.is_multiple_of(c.heads) {
             return Err(invalid(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 c.hidden, c.heads

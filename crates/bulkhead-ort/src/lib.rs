@@ -123,27 +123,40 @@ impl Engine for OrtEngine {
             return Err(unusable(r));
         }
         let rt = runtime().map_err(unusable)?;
-        let path = model_path(model).map_err(rejected)?;
+        let mut notes = vec![];
+        let path = model_path(model, &mut notes).map_err(rejected)?;
         let bytes = std::fs::read(&path).map_err(|e| rejected(format!("{}: {e}", path.display())))?;
         let info = onnx_info::read(&bytes)
             .map_err(|e| rejected(format!("{}: not a valid ONNX model: {e}", path.display())))?;
+        drop(bytes);
 
         let mut builder = self.builder(rt, unit).map_err(unusable)?;
-        let session =
-            builder.commit_from_memory(&bytes).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
-        drop(bytes);
-        OrtSession::new(session, unit, rt, &path, info).map(|s| Box::new(s) as Box<dyn Session>)
+        // From the file, not from memory: built graphs keep their weights as external data beside model.onnx.
+        let session = builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
+        let mut session = OrtSession::new(session, unit, rt, &path, info)?;
+        session.report.notes.extend(notes);
+        Ok(Box::new(session))
     }
 }
 
-/// The ONNX file to run: the folder's own `.onnx`. (Safetensors-only folders need the graph builder.)
-fn model_path(model: &ModelFiles) -> Result<PathBuf, String> {
+/// The ONNX file to run: the folder's own `.onnx` when it has one; for a safetensors-only folder, the graph built in
+/// Rust by `bulkhead-graph` (cached on disk under [`bulkhead_core::install::cache_dir`]).
+fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<PathBuf, String> {
     match (&model.onnx, &model.safetensors) {
         (Some(p), _) => Ok(p.clone()),
-        (None, Some(st)) => Err(format!(
-            "{}: the folder has safetensors weights but no .onnx file; export one (model.onnx) or use a candle: unit",
-            st.display()
-        )),
+        (None, Some(_)) => {
+            let cache = bulkhead_core::install::cache_dir().join("graphs");
+            let built = bulkhead_graph::build_cached(model, &bulkhead_graph::BuildOptions::default(), &cache)
+                .map_err(|e| e.to_string())?;
+            notes.push(format!(
+                "graph built from safetensors by bulkhead-graph {} ({}, {:.0} ms): {}",
+                bulkhead_graph::BUILDER_VERSION,
+                if built.cache_hit { "cache hit" } else { "cold build" },
+                built.build_ms,
+                built.path.display()
+            ));
+            Ok(built.path)
+        }
         (None, None) => Err(format!("{}: no model file", model.source.display())),
     }
 }
