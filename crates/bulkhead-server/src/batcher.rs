@@ -1,0 +1,261 @@
+//! Dynamic batching per model.
+//!
+//! Requests (already tokenized) wait in a bounded queue. A batch is formed as soon as a worker slot is free
+//! (`max_concurrent_batches` in flight): it takes every waiting request that fits the row and padded-token budgets,
+//! so batches grow exactly while the workers are busy and a lone request on an idle server is not delayed. An
+//! optional `max_batch_wait` adds a short window to collect more. Inside a batch, rows are sorted by length and cut
+//! into chunks of similar length, which limits padding; results are scattered back to each request.
+//!
+//! A chunk that the backend reports as poison (it crashed workers twice) is re-run request by request, so that
+//! only the request that crashes fails and the others that shared its batch still get their answer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bulkhead_core::Unit;
+use bulkhead_embed::StageTiming;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::backend::{Backend, BackendError, BackendOutput};
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+
+/// The answer to one request.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    /// One vector per input row.
+    pub vectors: Vec<Vec<f32>>,
+    /// The unit that computed them.
+    pub unit: Unit,
+    /// queue / infer / post milliseconds (tokenize is the handler's).
+    pub timing: StageTiming,
+}
+
+/// Why a request was not answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full.
+    #[error("queue full")]
+    Overloaded,
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+struct Job {
+    rows: Vec<Vec<i64>>,
+    texts: Vec<String>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<JobOutput, BackendError>>,
+}
+
+/// The handle to a model's batcher.
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    depth: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    rows: usize,
+    tokens: usize,
+}
+
+impl Limits {
+    fn fits(&self, rows: usize, longest: usize) -> bool {
+        rows <= self.rows && rows * longest <= self.tokens
+    }
+}
+
+impl Batcher {
+    /// Starts the batching task of `model` on the current tokio runtime.
+    pub fn spawn(model: String, backend: Arc<dyn Backend>, config: &ServeConfig, metrics: Arc<Metrics>) -> Batcher {
+        let (tx, rx) = mpsc::channel(config.max_queue.max(1));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let limits = Limits { rows: config.max_batch_size.max(1), tokens: config.max_batch_tokens.max(1) };
+        tokio::spawn(run(
+            model,
+            backend,
+            rx,
+            depth.clone(),
+            limits,
+            config.max_batch_wait,
+            config.max_concurrent_batches.max(1),
+            metrics,
+        ));
+        Batcher { tx, depth }
+    }
+
+    /// Queues token rows and waits for their embeddings.
+    pub async fn submit(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job { rows, texts, enqueued: Instant::now(), reply };
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(job).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubmitError::Overloaded);
+        }
+        match rx.await {
+            Ok(r) => r.map_err(SubmitError::Backend),
+            Err(_) => {
+                Err(SubmitError::Backend(BackendError::Failed("the batcher stopped (server shutting down)".into())))
+            }
+        }
+    }
+
+    /// Requests waiting.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    model: String,
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::Receiver<Job>,
+    depth: Arc<AtomicUsize>,
+    limits: Limits,
+    max_wait: std::time::Duration,
+    in_flight: usize,
+    metrics: Arc<Metrics>,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut pending: Option<Job> = None;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let first = match pending.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let mut rows = first.rows.len();
+        let mut longest = first.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let next = match rx.try_recv() {
+                Ok(j) => Some(j),
+                Err(mpsc::error::TryRecvError::Empty) if !max_wait.is_zero() => {
+                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                }
+                Err(_) => None,
+            };
+            let Some(job) = next else { break };
+            let job_longest = job.rows.iter().map(Vec::len).max().unwrap_or(0);
+            if limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
+                rows += job.rows.len();
+                longest = longest.max(job_longest);
+                jobs.push(job);
+            } else {
+                pending = Some(job);
+                break;
+            }
+        }
+        depth.fetch_sub(jobs.len(), Ordering::Relaxed);
+        metrics.queue_depth(&model, depth.load(Ordering::Relaxed));
+        let (backend, metrics, model) = (backend.clone(), metrics.clone(), model.clone());
+        tokio::spawn(async move {
+            run_batch(&model, backend.as_ref(), jobs, limits, &metrics).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One row of a batch: which job and which of its rows.
+struct Slot {
+    job: usize,
+    row: usize,
+}
+
+async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: Limits, metrics: &Metrics) {
+    let dispatched = Instant::now();
+    // Sort every row of the batch by length, then cut chunks that respect the budgets.
+    let mut order: Vec<Slot> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| (0..job.rows.len()).map(move |r| Slot { job: j, row: r }))
+        .collect();
+    order.sort_by_key(|s| jobs[s.job].rows[s.row].len());
+    let mut chunks: Vec<Vec<Slot>> = vec![];
+    let mut current: Vec<Slot> = vec![];
+    for slot in order {
+        let len = jobs[slot.job].rows[slot.row].len();
+        if !current.is_empty() && !limits.fits(current.len() + 1, len) {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.push(slot);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+
+    let mut vectors: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
+    let mut failures: Vec<Option<BackendError>> = vec![None; jobs.len()];
+    let mut unit = None;
+    let mut timing = StageTiming::default();
+    for chunk in chunks {
+        let rows: Vec<Vec<i64>> = chunk.iter().map(|s| jobs[s.job].rows[s.row].clone()).collect();
+        let texts: Vec<String> = chunk.iter().filter_map(|s| jobs[s.job].texts.get(s.row).cloned()).collect();
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        metrics.batch(model, rows.len(), rows.len() * longest);
+        match backend.predict(rows, texts).await {
+            Ok(out) => {
+                merge(&mut timing, &out);
+                unit = Some(out.unit);
+                for (slot, v) in chunk.iter().zip(out.vectors) {
+                    vectors[slot.job][slot.row] = Some(v);
+                }
+            }
+            Err(BackendError::Poison(msg)) => {
+                // Re-run each request of the chunk alone: only the poison one fails.
+                let mut involved: Vec<usize> = chunk.iter().map(|s| s.job).collect();
+                involved.dedup();
+                involved.sort_unstable();
+                involved.dedup();
+                if involved.len() == 1 {
+                    failures[involved[0]] = Some(BackendError::Poison(msg));
+                    continue;
+                }
+                for j in involved {
+                    match backend.predict(jobs[j].rows.clone(), jobs[j].texts.clone()).await {
+                        Ok(out) => {
+                            merge(&mut timing, &out);
+                            unit = Some(out.unit);
+                            for (r, v) in out.vectors.into_iter().enumerate() {
+                                vectors[j][r] = Some(v);
+                            }
+                        }
+                        Err(e) => failures[j] = Some(e),
+                    }
+                }
+            }
+            Err(e) => {
+                for s in &chunk {
+                    failures[s.job] = Some(e.clone());
+                }
+            }
+        }
+    }
+    for ((job, rows), failure) in jobs.into_iter().zip(vectors).zip(failures) {
+        let queue_ms = (dispatched - job.enqueued).as_secs_f64() * 1e3;
+        let result = match (failure, unit) {
+            (Some(e), _) => Err(e),
+            (None, Some(unit)) => Ok(JobOutput {
+                vectors: rows.into_iter().map(|v| v.unwrap_or_default()).collect(),
+                unit,
+                timing: StageTiming { queue_ms, ..timing },
+            }),
+            (None, None) => Err(BackendError::Failed("empty batch".into())),
+        };
+        let _ = job.reply.send(result);
+    }
+}
+
+fn merge(total: &mut StageTiming, out: &BackendOutput) {
+    total.infer_ms += out.timing.infer_ms;
+    total.post_ms += out.timing.post_ms;
+}

@@ -1,0 +1,43 @@
+//! Server settings, with the defaults documented in one place.
+
+use std::time::Duration;
+
+/// Settings of the HTTP layer and the batcher.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Padded tokens (rows x longest row) a batch may hold.
+    pub max_batch_tokens: usize,
+    /// Rows a batch may hold.
+    pub max_batch_size: usize,
+    /// Extra time a batch may wait for more requests when a worker is free (0: dispatch at once; batches still form
+    /// while the workers are busy).
+    pub max_batch_wait: Duration,
+    /// Batches in flight per model (the workers' queue depth).
+    pub max_concurrent_batches: usize,
+    /// Requests waiting per model before new ones get 429.
+    pub max_queue: usize,
+    /// Inputs per request.
+    pub max_inputs: usize,
+    /// Request body limit in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Bearer token required on every route but the liveness probes.
+    pub api_key: Option<String>,
+    /// `/health` fails when no unit of a model answered a forward pass for this long and none can now.
+    pub health_window: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_batch_tokens: 16_384,
+            max_batch_size: 64,
+            max_batch_wait: Duration::ZERO,
+            max_concurrent_batches: 2,
+            max_queue: 1024,
+            max_inputs: 2048,
+            max_body_bytes: 8 << 20,
+            api_key: None,
+            health_window: Duration::from_secs(60),
+        }
+    }
+}

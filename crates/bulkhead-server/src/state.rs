@@ -1,0 +1,88 @@
+//! Shared state of the server: the served models and the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bulkhead_core::ModelFiles;
+use bulkhead_embed::Tokenizer;
+
+use crate::backend::Backend;
+use crate::batcher::Batcher;
+use crate::config::ServeConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// One served model.
+pub struct ModelEntry {
+    /// The name clients use.
+    pub name: String,
+    /// Its files and settings.
+    pub files: ModelFiles,
+    /// Its tokenizer (tokenization happens in the server, so the batcher can count tokens).
+    pub tokenizer: Tokenizer,
+    /// What computes it.
+    pub backend: Arc<dyn Backend>,
+    /// Its queue.
+    pub batcher: Batcher,
+    /// Embedding dimensions.
+    pub dimensions: usize,
+    /// Unix time it was loaded.
+    pub created: u64,
+}
+
+/// A model ready to be served: what [`AppState::new`] takes.
+pub struct LoadedModel {
+    /// The name clients use.
+    pub name: String,
+    /// Its files and settings.
+    pub files: ModelFiles,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// What computes it.
+    pub backend: Arc<dyn Backend>,
+    /// Embedding dimensions.
+    pub dimensions: usize,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Models by name.
+    pub models: BTreeMap<String, Arc<ModelEntry>>,
+    /// The model used when a request names none.
+    pub default_model: String,
+    /// Settings.
+    pub config: ServeConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Builds the state from loaded models (the first is the default) and starts their batchers.
+    pub fn new(
+        models: Vec<LoadedModel>,
+        config: ServeConfig,
+    ) -> Arc<AppState> {
+        let metrics = Arc::new(Metrics::new());
+        let default_model = models.first().map(|m| m.name.clone()).unwrap_or_default();
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let models = models
+            .into_iter()
+            .map(|LoadedModel { name, files, tokenizer, backend, dimensions }| {
+                let batcher = Batcher::spawn(name.clone(), backend.clone(), &config, metrics.clone());
+                let entry = ModelEntry { name: name.clone(), files, tokenizer, backend, batcher, dimensions, created };
+                (name, Arc::new(entry))
+            })
+            .collect();
+        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now() })
+    }
+
+    /// The model called `name` (or the default one for `None`).
+    pub fn model(&self, name: Option<&str>) -> Result<&Arc<ModelEntry>, ApiError> {
+        let name = name.unwrap_or(&self.default_model);
+        self.models.get(name).ok_or_else(|| ApiError::UnknownModel(name.to_string()))
+    }
+}
