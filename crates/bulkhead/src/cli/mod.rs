@@ -3,6 +3,7 @@
 
 mod common;
 mod embed;
+mod export;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,15 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// List every compute unit this build knows, whether it is usable here, and why not.
     Units(units::UnitsArgs),
+    /// Write the ONNX graph bulkhead builds from a safetensors model folder.
+    Export(export::ExportArgs),
+    /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
+    #[command(hide = true)]
+    Worker {
+        /// `--unit UNIT --generation N --model-json JSON [--parent-pid PID]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 impl Command {
@@ -38,6 +48,8 @@ impl Command {
         match self {
             Command::Embed(a) => a.run(),
             Command::Units(a) => a.run(),
+            Command::Export(a) => a.run(),
+            Command::Worker { args } => std::process::exit(bulkhead_supervisor::worker_main(&common::engines(), &args)),
         }
     }
 }

