@@ -38,6 +38,10 @@ fn device(unit: &Unit) -> Result<Device, Availability> {
 }
 
 impl Engine for CandleEngine {
+    fn runtime(&self, _unit: &Unit) -> String {
+        "candle 0.11".to_string()
+    }
+
     fn availability(&self, unit: &Unit) -> Availability {
         if unit.engine != EngineKind::Candle {
             return Availability::Unusable(format!("{unit} is not a candle unit"));

@@ -86,6 +86,13 @@ pub trait Engine: Send + Sync {
     /// Whether `unit` can be tried here. Must be cheap and must not load a model.
     fn availability(&self, unit: &Unit) -> Availability;
 
+    /// The runtime and its version for `unit`, e.g. `onnxruntime 1.31.1` (keys the crash history: an upgraded
+    /// runtime gets a fresh chance). Must not load a model.
+    fn runtime(&self, unit: &Unit) -> String {
+        let _ = unit;
+        "unknown".to_string()
+    }
+
     /// Loads `model` on `unit`. Errors say what failed, naming the file.
     fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError>;
 }

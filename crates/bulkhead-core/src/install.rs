@@ -79,3 +79,18 @@ pub fn cache_dir() -> PathBuf {
     }
     std::env::temp_dir().join("bulkhead-cache")
 }
+
+/// Where bulkhead keeps state that must survive restarts (the crash history): `BULKHEAD_STATE_DIR`, else
+/// `$XDG_STATE_HOME/bulkhead`, else `~/.local/state/bulkhead`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BULKHEAD_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("bulkhead");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local").join("state").join("bulkhead");
+    }
+    std::env::temp_dir().join("bulkhead-state")
+}

@@ -34,6 +34,11 @@ impl Engines {
         }
     }
 
+    /// The runtime and version that would run `unit` (`none` when this build lacks its engine).
+    pub fn runtime(&self, unit: &Unit) -> String {
+        self.get(unit).map(|e| e.runtime(unit)).unwrap_or_else(|| "none".to_string())
+    }
+
     /// Loads `model` on `unit`.
     pub fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
         match self.get(unit) {

@@ -82,6 +82,13 @@ fn wheel_hint(device: Device) -> &'static str {
 }
 
 impl Engine for OrtEngine {
+    fn runtime(&self, _unit: &Unit) -> String {
+        match runtime() {
+            Ok(rt) => format!("onnxruntime {}", rt.version),
+            Err(_) => "onnxruntime (not found)".to_string(),
+        }
+    }
+
     fn availability(&self, unit: &Unit) -> Availability {
         if unit.engine != EngineKind::Ort || unit.device == Device::Metal {
             return Availability::Unusable(format!("{unit} is not an ONNX Runtime unit"));

@@ -11,10 +11,16 @@
 #![deny(missing_docs)]
 
 pub mod faults;
+pub mod history;
 pub mod process;
 pub mod protocol;
+pub mod supervisor;
 pub mod worker;
 
 pub use faults::{FaultKind, FaultRule, FaultsError};
+pub use history::{History, UnitRecord};
 pub use process::{signal_name, WorkerCommand, WorkerEvent, WorkerExit, WorkerLink};
+pub use supervisor::{
+    Isolation, Job, JobAnswer, ModelUnits, PredictError, StartError, Supervisor, SupervisorConfig, UnitState, UnitView,
+};
 pub use worker::{run_worker, worker_main, WorkerArgs};
