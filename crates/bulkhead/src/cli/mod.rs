@@ -1,7 +1,9 @@
 //! Command-line interface: the options shared by subcommands and one module per subcommand, each with
 //! `run(self) -> anyhow::Result<()>`.
 
+mod bench;
 mod common;
+mod doctor;
 mod embed;
 mod export;
 mod units;
@@ -33,6 +35,10 @@ pub enum Command {
     Units(units::UnitsArgs),
     /// Write the ONNX graph bulkhead builds from a safetensors model folder.
     Export(export::ExportArgs),
+    /// Diagnose a model on every unit of the chain: load, placement, latency, shapes, memory, accuracy, crashes.
+    Doctor(doctor::DoctorArgs),
+    /// Throughput and latency per unit and batch size.
+    Bench(bench::BenchArgs),
     /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
     #[command(hide = true)]
     Worker {
@@ -49,6 +55,8 @@ impl Command {
             Command::Embed(a) => a.run(),
             Command::Units(a) => a.run(),
             Command::Export(a) => a.run(),
+            Command::Doctor(a) => a.run(),
+            Command::Bench(a) => a.run(),
             Command::Worker { args } => std::process::exit(bulkhead_supervisor::worker_main(&common::engines(), &args)),
         }
     }

@@ -1,0 +1,283 @@
+//! Static checks, before any unit runs: the model's files (exist, readable, sizes), what the ONNX protobuf and the
+//! safetensors header say (IR version, opsets, operator types, weight precision), and the machine (memory, the
+//! ONNX Runtime library).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use bulkhead_core::ModelFiles;
+
+use super::report::{FileCheck, Finding, Machine, ModelReport, SafetensorsSummary};
+
+fn check_file(role: &str, path: &Path) -> FileCheck {
+    let mut check =
+        FileCheck { role: role.into(), path: path.display().to_string(), bytes: 0, readable: false, error: None };
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            check.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut head = vec![0u8; check.bytes.min(16) as usize];
+            match f.read_exact(&mut head) {
+                Ok(()) => check.readable = true,
+                Err(e) => check.error = Some(e.to_string()),
+            }
+        }
+        Err(e) => check.error = Some(e.to_string()),
+    }
+    check
+}
+
+/// Reads a safetensors header: tensor count, parameters per dtype.
+pub fn safetensors_summary(path: &Path) -> SafetensorsSummary {
+    let mut s = SafetensorsSummary {
+        tensors: 0,
+        parameters: 0,
+        dtypes: BTreeMap::new(),
+        precision: "unknown".into(),
+        error: None,
+    };
+    let header = || -> Result<serde_json::Value, String> {
+        let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(|e| format!("cannot read the header length: {e}"))?;
+        let len = u64::from_le_bytes(len);
+        if len > 100 << 20 {
+            return Err(format!("header length {len} is absurd: not a safetensors file"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(|e| format!("truncated header: {e}"))?;
+        serde_json::from_slice(&buf).map_err(|e| format!("the header is not JSON: {e}"))
+    };
+    match header() {
+        Ok(serde_json::Value::Object(map)) => {
+            for (name, t) in map.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+                let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                let n: u64 = t
+                    .get("shape")
+                    .and_then(|s| s.as_array())
+                    .map(|dims| dims.iter().map(|d| d.as_u64().unwrap_or(0)).product())
+                    .unwrap_or(0);
+                let _ = name;
+                s.tensors += 1;
+                s.parameters += n;
+                *s.dtypes.entry(dtype).or_default() += n;
+            }
+            let of = |names: &[&str]| names.iter().map(|n| s.dtypes.get(*n).copied().unwrap_or(0)).sum::<u64>();
+            s.precision = if s.parameters == 0 {
+                "unknown"
+            } else if of(&["I8", "U8"]) * 10 >= s.parameters {
+                "int8"
+            } else if of(&["F16", "BF16"]) * 2 >= s.parameters {
+                "fp16"
+            } else {
+                "fp32"
+            }
+            .into();
+        }
+        Ok(_) => s.error = Some("the header is not a JSON object".into()),
+        Err(e) => s.error = Some(e),
+    }
+    s
+}
+
+#[cfg(feature = "ort")]
+fn onnx_summary(path: &Path) -> super::report::OnnxSummary {
+    use super::report::{OnnxSummary, Opset};
+    let mut s = OnnxSummary {
+        ir_version: 0,
+        opsets: vec![],
+        producer: String::new(),
+        nodes: 0,
+        op_types: BTreeMap::new(),
+        precision: "unknown".into(),
+        error: None,
+    };
+    match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| bulkhead_ort::onnx_info::read(&b)) {
+        Ok(info) => {
+            s.ir_version = info.ir_version;
+            s.opsets = info.opsets.iter().map(|(d, v)| Opset { domain: d.clone(), version: *v }).collect();
+            s.producer = info.producer.clone();
+            s.nodes = info.op_types.values().sum();
+            s.precision = precision_name(info.precision());
+            s.op_types = info.op_types;
+        }
+        Err(e) => s.error = Some(e),
+    }
+    s
+}
+
+#[cfg(not(feature = "ort"))]
+fn onnx_summary(path: &Path) -> super::report::OnnxSummary {
+    super::report::OnnxSummary {
+        ir_version: 0,
+        opsets: vec![],
+        producer: String::new(),
+        nodes: 0,
+        op_types: BTreeMap::new(),
+        precision: "unknown".into(),
+        error: Some(format!("{}: this build has no ONNX reader (feature `ort` off)", path.display())),
+    }
+}
+
+/// `fp32`, `fp16`, `int8` or `unknown`.
+pub fn precision_name(p: bulkhead_core::Precision) -> String {
+    serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
+}
+
+/// The model section: files, formats, precision, and the static findings.
+pub fn model_report(model: &ModelFiles, has_tokenizer: Result<(), String>) -> ModelReport {
+    let mut files = vec![];
+    let mut findings = vec![];
+    for (role, path) in [
+        ("config", &model.config),
+        ("tokenizer", &model.tokenizer),
+        ("safetensors", &model.safetensors),
+        ("onnx", &model.onnx),
+    ] {
+        if let Some(p) = path {
+            let c = check_file(role, p);
+            if let Some(e) = &c.error {
+                findings.push(Finding::new("1c", "problem", format!("{role} file {} is unreadable: {e}", c.path)));
+            }
+            files.push(c);
+        }
+    }
+    if let Err(e) = has_tokenizer {
+        findings.push(Finding::new("1c", "problem", format!("no usable tokenizer: {e}")));
+    }
+    let onnx = model.onnx.as_deref().map(onnx_summary);
+    let safetensors = model.safetensors.as_deref().map(safetensors_summary);
+    if let Some(o) = &onnx {
+        match &o.error {
+            Some(e) => findings.push(Finding::new("1c", "problem", format!("the ONNX file is not valid: {e}"))),
+            None => {
+                let opsets: Vec<String> = o
+                    .opsets
+                    .iter()
+                    .map(|s| format!("{}{}", if s.domain.is_empty() { "ai.onnx" } else { &s.domain }, s.version))
+                    .collect();
+                findings.push(Finding::new(
+                    "1a",
+                    "info",
+                    format!(
+                        "ONNX IR version {}, opsets {}, {} nodes ({} operator types), producer `{}`",
+                        o.ir_version,
+                        opsets.join(", "),
+                        o.nodes,
+                        o.op_types.len(),
+                        o.producer
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(s) = &safetensors {
+        if let Some(e) = &s.error {
+            findings.push(Finding::new("1c", "problem", format!("the safetensors file is not valid: {e}")));
+        }
+    }
+    let quantized = onnx
+        .iter()
+        .map(|o| o.precision.as_str())
+        .chain(safetensors.iter().map(|s| s.precision.as_str()))
+        .any(|p| p == "int8" || p == "fp16");
+    for (what, p) in onnx
+        .iter()
+        .map(|o| ("ONNX", o.precision.as_str()))
+        .chain(safetensors.iter().map(|s| ("safetensors", s.precision.as_str())))
+    {
+        if p == "int8" || p == "fp16" {
+            findings.push(Finding::new(
+                if p == "int8" { "4b" } else { "5b" },
+                "warning",
+                format!(
+                    "the {what} weights are {p} (quantized or reduced precision): expect outputs to differ from fp32"
+                ),
+            ));
+        }
+    }
+    let candle_ok =
+        model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
+            || model.model_type.as_deref() == Some("bert");
+    if model.safetensors.is_some() && !candle_ok {
+        findings.push(Finding::new(
+            "5a",
+            "warning",
+            format!(
+                "architecture {:?} (model_type {:?}) is not one bulkhead builds or runs from safetensors ({})",
+                model.architecture,
+                model.model_type,
+                bulkhead_graph::supported_architectures().join(", ")
+            ),
+        ));
+    }
+    let format = match (&model.onnx, &model.safetensors) {
+        (Some(_), Some(_)) => "onnx+safetensors",
+        (Some(_), None) => "onnx",
+        _ => "safetensors",
+    };
+    let weights_bytes = files.iter().filter(|f| f.role == "onnx" || f.role == "safetensors").map(|f| f.bytes).max();
+    ModelReport {
+        name: model.name.clone(),
+        source: model.source.display().to_string(),
+        format: format.into(),
+        architecture: model.architecture.clone(),
+        model_type: model.model_type.clone(),
+        pooling: serde_json::to_value(model.pooling)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        normalize: model.normalize,
+        max_seq_length: model.max_seq_length,
+        files,
+        weights_bytes: weights_bytes.unwrap_or(0),
+        onnx,
+        safetensors,
+        quantized,
+        findings,
+    }
+}
+
+/// `MemTotal` and `MemAvailable` of /proc/meminfo, in bytes.
+fn meminfo() -> (Option<u64>, Option<u64>) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// The machine the doctor runs on.
+pub fn machine() -> Machine {
+    let (total, available) = meminfo();
+    #[cfg(feature = "ort")]
+    let onnxruntime = Some(match bulkhead_ort::runtime() {
+        Ok(rt) => format!("onnxruntime {} ({})", rt.version, rt.library.display()),
+        Err(e) => format!("not loaded: {e}"),
+    });
+    #[cfg(not(feature = "ort"))]
+    let onnxruntime = None;
+    Machine {
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_total_bytes: total,
+        memory_available_bytes: available,
+        onnxruntime,
+    }
+}
+
+/// Bytes of the weights that `unit` loads: the ONNX file for ONNX Runtime units (the safetensors a graph is built
+/// from when there is none), the safetensors for candle.
+pub fn unit_weights_bytes(model: &ModelFiles, unit: &bulkhead_core::Unit) -> u64 {
+    let size = |p: &Option<std::path::PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    match unit.engine {
+        bulkhead_core::EngineKind::Ort => size(&model.onnx).or_else(|| size(&model.safetensors)),
+        bulkhead_core::EngineKind::Candle => size(&model.safetensors),
+    }
+    .unwrap_or(0)
+}
