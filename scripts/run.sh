@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to the main job: installs the runtime and the default model (scripts/setup.sh),
-# builds bulkhead in release mode, then runs it on the default model (all-MiniLM-L6-v2).
-# Extra arguments are passed to bulkhead (default: an `embed` demo).
+# builds bulkhead in release mode, then serves the default model (all-MiniLM-L6-v2) on http://127.0.0.1:8080.
+# Extra arguments are passed to bulkhead instead (e.g. `scripts/run.sh serve --port 9000`, `scripts/run.sh units`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,6 +12,4 @@ bin="$root/target/release/bulkhead"
 if [ $# -gt 0 ]; then
   exec "$bin" "$@"
 fi
-"$bin" units
-exec "$bin" embed --json "bulkhead runs models on unreliable compute units safely." \
-  | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({k: (v if k != "embeddings" else [e[:4] + ["..."] for e in v]) for k, v in d.items() if k in ("model","unit","dimensions","embeddings","timing_ms","precision","skipped")}, indent=2))'
+exec "$bin" serve

@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::time::Duration;
+
 use bulkhead_core::Unit;
 use bulkhead_embed::StageTiming;
+use bulkhead_supervisor::{Job, PredictError, Supervisor};
 
 /// The result of one batch.
 #[derive(Debug, Clone)]
@@ -37,14 +40,57 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the server needs from a model's compute side.
 pub trait Backend: Send + Sync + 'static {
-    /// Embeds token rows (texts are passed along for diagnostics and fault rules).
-    fn predict(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> BoxFuture<'_, Result<BackendOutput, BackendError>>;
+    /// Embeds a batch of jobs (one per request; texts are passed along for diagnostics and fault rules); one
+    /// result per job, so that a poison request fails alone.
+    fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>>;
     /// The `/units` view of this model: chain and per-unit state.
     fn units(&self) -> serde_json::Value;
-    /// True when a unit answered a real forward pass recently or can answer now.
-    fn healthy(&self) -> bool;
+    /// True when a unit answered a real forward pass within `window`.
+    fn healthy(&self, window: Duration) -> bool;
     /// True once a unit is serving (after warm-up).
     fn ready(&self) -> bool;
     /// Stops the workers (after in-flight work).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+impl From<PredictError> for BackendError {
+    fn from(e: PredictError) -> Self {
+        match e {
+            PredictError::Poison(m) => BackendError::Poison(m),
+            PredictError::Unavailable(m) => BackendError::Unavailable(m),
+            PredictError::ShuttingDown => BackendError::Unavailable(e.to_string()),
+            PredictError::Failed(m) => BackendError::Failed(m),
+        }
+    }
+}
+
+impl Backend for Supervisor {
+    fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
+        Box::pin(async move {
+            Supervisor::predict(self, jobs)
+                .await
+                .into_iter()
+                .map(|r| {
+                    r.map(|a| BackendOutput { vectors: a.vectors, unit: a.unit, timing: a.timing })
+                        .map_err(BackendError::from)
+                })
+                .collect()
+        })
+    }
+
+    fn units(&self) -> serde_json::Value {
+        serde_json::to_value(Supervisor::units(self)).unwrap_or_default()
+    }
+
+    fn healthy(&self, window: Duration) -> bool {
+        self.is_healthy(window)
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Supervisor::shutdown(self))
+    }
 }

@@ -6,8 +6,8 @@
 //! optional `max_batch_wait` adds a short window to collect more. Inside a batch, rows are sorted by length and cut
 //! into chunks of similar length, which limits padding; results are scattered back to each request.
 //!
-//! A chunk that the backend reports as poison (it crashed workers twice) is re-run request by request, so that
-//! only the request that crashes fails and the others that shared its batch still get their answer.
+//! Each chunk goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
+//! alone while the others that shared its batch still get their answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use std::time::Instant;
 use bulkhead_core::Unit;
 use bulkhead_embed::StageTiming;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use bulkhead_supervisor::Job as BackendJob;
 
 use crate::backend::{Backend, BackendError, BackendOutput};
 use crate::config::ServeConfig;
@@ -198,45 +200,38 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
     let mut unit = None;
     let mut timing = StageTiming::default();
     for chunk in chunks {
-        let rows: Vec<Vec<i64>> = chunk.iter().map(|s| jobs[s.job].rows[s.row].clone()).collect();
-        let texts: Vec<String> = chunk.iter().filter_map(|s| jobs[s.job].texts.get(s.row).cloned()).collect();
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        metrics.batch(model, rows.len(), rows.len() * longest);
-        match backend.predict(rows, texts).await {
-            Ok(out) => {
-                merge(&mut timing, &out);
-                unit = Some(out.unit);
-                for (slot, v) in chunk.iter().zip(out.vectors) {
-                    vectors[slot.job][slot.row] = Some(v);
-                }
+        // One backend job per request present in the chunk (a request's rows may span chunks).
+        let mut parts: Vec<(usize, Vec<usize>)> = vec![];
+        for s in &chunk {
+            match parts.iter_mut().find(|(j, _)| *j == s.job) {
+                Some((_, rows)) => rows.push(s.row),
+                None => parts.push((s.job, vec![s.row])),
             }
-            Err(BackendError::Poison(msg)) => {
-                // Re-run each request of the chunk alone: only the poison one fails.
-                let mut involved: Vec<usize> = chunk.iter().map(|s| s.job).collect();
-                involved.dedup();
-                involved.sort_unstable();
-                involved.dedup();
-                if involved.len() == 1 {
-                    failures[involved[0]] = Some(BackendError::Poison(msg));
-                    continue;
-                }
-                for j in involved {
-                    match backend.predict(jobs[j].rows.clone(), jobs[j].texts.clone()).await {
-                        Ok(out) => {
-                            merge(&mut timing, &out);
-                            unit = Some(out.unit);
-                            for (r, v) in out.vectors.into_iter().enumerate() {
-                                vectors[j][r] = Some(v);
-                            }
-                        }
-                        Err(e) => failures[j] = Some(e),
+        }
+        let backend_jobs: Vec<BackendJob> = parts
+            .iter()
+            .map(|(j, rows)| BackendJob {
+                rows: rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
+                texts: rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
+            })
+            .collect();
+        let longest = chunk.iter().map(|s| jobs[s.job].rows[s.row].len()).max().unwrap_or(0);
+        metrics.batch(model, chunk.len(), chunk.len() * longest);
+        let results = backend.predict(backend_jobs).await;
+        let mut chunk_timing_merged = false;
+        for ((j, rows), result) in parts.into_iter().zip(results) {
+            match result {
+                Ok(out) => {
+                    if !chunk_timing_merged {
+                        merge(&mut timing, &out);
+                        chunk_timing_merged = true;
+                    }
+                    unit = Some(out.unit);
+                    for (r, v) in rows.into_iter().zip(out.vectors) {
+                        vectors[j][r] = Some(v);
                     }
                 }
-            }
-            Err(e) => {
-                for s in &chunk {
-                    failures[s.job] = Some(e.clone());
-                }
+                Err(e) => failures[j] = Some(e),
             }
         }
     }

@@ -21,3 +21,12 @@ pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use routes::app;
 pub use state::{AppState, LoadedModel, ModelEntry};
+
+/// Serves `state` on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: std::sync::Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

@@ -61,10 +61,7 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state from loaded models (the first is the default) and starts their batchers.
-    pub fn new(
-        models: Vec<LoadedModel>,
-        config: ServeConfig,
-    ) -> Arc<AppState> {
+    pub fn new(models: Vec<LoadedModel>, config: ServeConfig) -> Arc<AppState> {
         let metrics = Arc::new(Metrics::new());
         let default_model = models.first().map(|m| m.name.clone()).unwrap_or_default();
         let created =

@@ -8,7 +8,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose, args.log_json);
+    let server = matches!(args.command, cli::Command::Serve(_));
+    cli::init_logging(args.verbose, args.log_json, server);
     match args.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

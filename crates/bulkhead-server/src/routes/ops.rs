@@ -15,7 +15,7 @@ use crate::state::AppState;
 /// otherwise. The HTTP process being up is not enough.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let models: serde_json::Map<String, Value> =
-        state.models.values().map(|m| (m.name.clone(), json!(m.backend.healthy()))).collect();
+        state.models.values().map(|m| (m.name.clone(), json!(m.backend.healthy(state.config.health_window)))).collect();
     let ok = !models.is_empty() && models.values().all(|v| v == &json!(true));
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if ok { "ok" } else { "unhealthy" }, "models": models }))).into_response()

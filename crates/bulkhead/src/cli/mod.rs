@@ -6,6 +6,7 @@ mod common;
 mod doctor;
 mod embed;
 mod export;
+mod serve;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve models over HTTP (OpenAI, TEI and KServe v2 APIs) from supervised worker processes.
+    Serve(serve::ServeArgs),
     /// Embed texts and print the vectors (and, with --json, which unit computed them and how long each stage took).
     Embed(embed::EmbedArgs),
     /// List every compute unit this build knows, whether it is usable here, and why not.
@@ -52,6 +55,7 @@ impl Command {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            Command::Serve(a) => a.run(),
             Command::Embed(a) => a.run(),
             Command::Units(a) => a.run(),
             Command::Export(a) => a.run(),
@@ -62,9 +66,11 @@ impl Command {
     }
 }
 
-/// Sets up `tracing` on stderr: warnings by default (skipped units are warnings), more with -v.
-pub fn init_logging(verbose: u8, json: bool) {
+/// Sets up `tracing` on stderr: warnings by default (skipped units are warnings; `serve` logs at info), more with
+/// -v; `BULKHEAD_LOG` overrides (an `EnvFilter` directive).
+pub fn init_logging(verbose: u8, json: bool, server: bool) {
     let default = match verbose {
+        0 if server => "info,ort=error",
         0 => "warn,ort=error",
         1 => "info,bulkhead=debug,ort=warn",
         _ => "debug,ort=info",

@@ -1,0 +1,269 @@
+//! `bulkhead serve`: the HTTP server over supervised workers, one supervisor and one batcher per model.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bulkhead_core::Chain;
+use bulkhead_embed::Tokenizer;
+use bulkhead_server::{AppState, LoadedModel, ServeConfig};
+use bulkhead_supervisor::{faults, Isolation, Supervisor, SupervisorConfig, UnitState};
+
+use super::common::{engines, open_model, parse_chain, UsageError, DEFAULT_MODEL_NAME};
+
+/// Arguments of `bulkhead serve`. Every option also reads `BULKHEAD_<OPTION>`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A model to serve, `[NAME=]PATH` (repeat for several; the first is the default). Default: all-MiniLM-L6-v2
+    /// installed by the set-up.
+    #[arg(long = "model", env = "BULKHEAD_MODEL", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
+    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
+    compute_units: Chain,
+    /// Address to bind (127.0.0.1: this machine only).
+    #[arg(long, env = "BULKHEAD_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind (0: any free port; the address is printed as `listening on http://ADDR`).
+    #[arg(long, env = "BULKHEAD_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but the health probes.
+    #[arg(long, env = "BULKHEAD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// Worker isolation: `process` (crash-safe) or `none` (in-process, for measuring the overhead).
+    #[arg(long, env = "BULKHEAD_ISOLATION", default_value = "process")]
+    isolation: Isolation,
+    /// Padded tokens (rows x longest row) per batch.
+    #[arg(long, env = "BULKHEAD_MAX_BATCH_TOKENS", default_value_t = 16_384)]
+    max_batch_tokens: usize,
+    /// Rows per batch.
+    #[arg(long, env = "BULKHEAD_MAX_BATCH_SIZE", default_value_t = 64)]
+    max_batch_size: usize,
+    /// Extra milliseconds a batch may wait for more requests (0: batches form while the workers are busy).
+    #[arg(long, env = "BULKHEAD_MAX_BATCH_WAIT_MS", default_value_t = 0)]
+    max_batch_wait_ms: u64,
+    /// Batches in flight per model.
+    #[arg(long, env = "BULKHEAD_MAX_CONCURRENT_BATCHES", default_value_t = 2)]
+    max_concurrent_batches: usize,
+    /// Requests waiting per model before new ones get 429.
+    #[arg(long, env = "BULKHEAD_MAX_QUEUE", default_value_t = 1024)]
+    max_queue: usize,
+    /// Inputs per request (422 beyond).
+    #[arg(long, env = "BULKHEAD_MAX_INPUTS", default_value_t = 2048)]
+    max_inputs: usize,
+    /// Request body limit in bytes (413 beyond).
+    #[arg(long, env = "BULKHEAD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+
+    /// Fixed prediction deadline in ms (default: derived from the warm-up latency x 20, at least 5 s).
+    #[arg(long, env = "BULKHEAD_PREDICT_TIMEOUT_MS")]
+    predict_timeout_ms: Option<u64>,
+    /// Seconds a worker may take to load and warm up before it is killed.
+    #[arg(long, env = "BULKHEAD_LOAD_TIMEOUT_S", default_value_t = 300)]
+    load_timeout_s: u64,
+    /// Replace a worker after this many predictions.
+    #[arg(long, env = "BULKHEAD_RECYCLE_AFTER")]
+    recycle_after: Option<u64>,
+    /// Replace a worker whose resident memory exceeds this many MiB.
+    #[arg(long, env = "BULKHEAD_RECYCLE_RSS_MB")]
+    recycle_rss_mb: Option<u64>,
+    /// Replace a worker whose resident memory grew this many MiB since warm-up.
+    #[arg(long, env = "BULKHEAD_RECYCLE_GROWTH_MB")]
+    recycle_growth_mb: Option<u64>,
+    /// Crashes (one forgiven per 5 minutes) that quarantine a unit.
+    #[arg(long, env = "BULKHEAD_QUARANTINE_CRASHES", default_value_t = 3)]
+    quarantine_crashes: u32,
+    /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
+    #[arg(long, env = "BULKHEAD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+struct Spec {
+    name: String,
+    path: Option<PathBuf>,
+}
+
+fn parse_spec(s: &str) -> Spec {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !name.contains('/') => {
+            Spec { name: name.to_string(), path: Some(PathBuf::from(path)) }
+        }
+        _ => Spec { name: String::new(), path: Some(PathBuf::from(s)) },
+    }
+}
+
+impl ServeArgs {
+    /// Runs the server until Ctrl-C or SIGTERM.
+    pub fn run(self) -> anyhow::Result<()> {
+        let rules = faults::from_env().map_err(|e| UsageError(e.to_string()))?;
+        let specs: Vec<Spec> = if self.models.is_empty() {
+            vec![Spec { name: DEFAULT_MODEL_NAME.into(), path: None }]
+        } else {
+            self.models.iter().map(|s| parse_spec(s)).collect()
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(self.serve(specs, rules))
+    }
+
+    async fn serve(self, specs: Vec<Spec>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
+        let engines = Arc::new(engines());
+        let sup_config = SupervisorConfig {
+            isolation: self.isolation,
+            faults: rules,
+            state_dir: Some(self.state_dir.clone().unwrap_or_else(bulkhead_core::install::state_dir)),
+            quarantine_crashes: self.quarantine_crashes.max(1),
+            load_timeout: Duration::from_secs(self.load_timeout_s.max(1)),
+            predict_timeout: self.predict_timeout_ms.map(Duration::from_millis),
+            recycle_after: self.recycle_after,
+            recycle_rss_bytes: self.recycle_rss_mb.map(|m| m << 20),
+            recycle_growth_bytes: self.recycle_growth_mb.map(|m| m << 20),
+            ..SupervisorConfig::default()
+        };
+        let config = ServeConfig {
+            max_batch_tokens: self.max_batch_tokens.max(1),
+            max_batch_size: self.max_batch_size.max(1),
+            max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
+            max_concurrent_batches: self.max_concurrent_batches.max(1),
+            max_queue: self.max_queue.max(1),
+            max_inputs: self.max_inputs.max(1),
+            max_body_bytes: self.max_body_bytes.max(1024),
+            api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            ..ServeConfig::default()
+        };
+
+        // Open every model first: a bad path is an error before anything starts.
+        let mut opened = vec![];
+        for spec in &specs {
+            let files = open_model(spec.path.as_deref(), None)?;
+            let name = if spec.name.is_empty() { files.name.clone() } else { spec.name.clone() };
+            if opened.iter().any(|(n, _, _): &(String, _, _)| n == &name) {
+                return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
+            }
+            let tokenizer = Tokenizer::load(&files)?;
+            opened.push((name, files, tokenizer));
+        }
+        let sups: Vec<Arc<Supervisor>> = opened
+            .iter()
+            .map(|(name, files, _)| {
+                let mut files = files.clone();
+                files.name = name.clone();
+                Arc::new(Supervisor::start(files, &self.compute_units, engines.clone(), sup_config.clone()))
+            })
+            .collect();
+        wait_all_ready(&sups).await?;
+
+        let mut models = vec![];
+        for ((name, files, tokenizer), sup) in opened.into_iter().zip(&sups) {
+            // One real request through the supervisor gives the dimensions (and proves the path end to end).
+            let rows = tokenizer.encode(&["bulkhead".to_string()])?;
+            let probe =
+                sup.embed(rows, vec![]).await.map_err(|e| anyhow::anyhow!("{name}: first request failed: {e}"))?;
+            let dimensions = probe.vectors.first().map_or(0, Vec::len);
+            models.push(LoadedModel { name, files, tokenizer, backend: sup.clone(), dimensions });
+        }
+        let state = AppState::new(models, config);
+        let listener = tokio::net::TcpListener::bind((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("cannot bind {}:{}", self.host, self.port))?;
+        let addr = listener.local_addr()?;
+        for m in state.models.values() {
+            let v = m.backend.units();
+            tracing::info!(
+                "model {} ({} dimensions) serving on {}",
+                m.name,
+                m.dimensions,
+                v["serving"].as_str().unwrap_or("?")
+            );
+        }
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        tracing::info!("listening on http://{addr} (Ctrl-C to stop)");
+        bulkhead_server::serve(listener, state.clone(), shutdown_signal()).await.context("the HTTP server failed")?;
+        tracing::info!("stopping: in-flight requests are finished, workers stopped");
+        for sup in &sups {
+            sup.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for every model's first unit to serve, with a progress line on stderr.
+async fn wait_all_ready(sups: &[Arc<Supervisor>]) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut waits: Vec<_> = sups.iter().map(|s| Box::pin(s.wait_ready())).collect();
+    let mut done = vec![None; sups.len()];
+    let mut last_line = String::new();
+    loop {
+        for (i, w) in waits.iter_mut().enumerate() {
+            if done[i].is_none() {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), w.as_mut()).await {
+                    done[i] = Some(r);
+                }
+            }
+        }
+        if let Some(Err(e)) = done.iter().flatten().find(|r| r.is_err()) {
+            if tty {
+                eprintln!();
+            }
+            return Err(anyhow::anyhow!("{e}"));
+        }
+        if done.iter().all(Option::is_some) {
+            if tty {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        let line = sups
+            .iter()
+            .map(|s| {
+                let v = s.units();
+                let active = v
+                    .units
+                    .iter()
+                    .find(|u| matches!(u.state, UnitState::Loading | UnitState::Warming | UnitState::Serving))
+                    .map(|u| format!("{} {:?}", u.unit, u.state).to_lowercase())
+                    .unwrap_or_else(|| "starting".into());
+                format!("{}: {active}", v.model)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if line != last_line {
+            if tty {
+                eprint!("\r\x1b[2K[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            } else {
+                eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            }
+            last_line = line;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
