@@ -217,6 +217,19 @@ async fn a_unit_that_keeps_crashing_is_quarantined_and_remembered() {
     let o = drive(&sup, &s, 50, 4).await;
     assert_all_answered(&o, 50);
     sup.shutdown().await;
+
+    // `bulkhead units` shows the history; --clear-history forgets it.
+    let dir = state.path().to_str().unwrap();
+    let out = common::bulkhead(&["units", "--json", "--state-dir", dir], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = &v["crash_history"][0];
+    assert_eq!((rec["unit"].as_str(), rec["quarantined"].as_bool()), (Some("ort:cpu"), Some(true)), "{v}");
+    assert_eq!(rec["crashes"], 3);
+    let out = common::bulkhead(&["units", "--state-dir", dir], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("QUARANTINED"));
+    let out = common::bulkhead(&["units", "--json", "--clear-history", "--state-dir", dir], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["crash_history"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
