@@ -8,7 +8,7 @@
 //! 5. optionally the same 64-connection load while `ort:cpu` segfaults every 500 predictions (`--faults`):
 //!    non-2xx count and the crashes `/metrics` counted.
 //!
-//! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example load_bench -- [--seconds 10] [--faults]`
+//! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example load_bench -- [--seconds 10] [--faults [--fault-seconds 40]]`
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -261,7 +261,13 @@ fn main() -> anyhow::Result<()> {
     if with_faults {
         let rule = format!("[{{\"unit\": \"{unit}\", \"kind\": \"segv\", \"after\": 500}}]");
         let server = start_server(&bin, Some(&rule))?;
-        let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(seconds)));
+        // A prediction is a batch: long enough for several workers to reach 500 predictions.
+        let fault_seconds: f64 = args
+            .iter()
+            .position(|a| a == "--fault-seconds")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(40.0);
+        let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(fault_seconds)));
         let metrics = rt.block_on(async {
             let mut s = TcpStream::connect(server.addr.as_str()).await?;
             let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
@@ -279,7 +285,9 @@ fn main() -> anyhow::Result<()> {
             faulty.ok as f64 / faulty.elapsed,
             pct(&faulty.latencies, 0.99)
         );
-        for line in metrics.lines().filter(|l| l.starts_with("bulkhead_worker_crashes_total{")) {
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("bulkhead_worker_crashes_total{") || l.starts_with("bulkhead_worker_restarts_total{")
+        }) {
             println!("  {line}");
         }
     }

