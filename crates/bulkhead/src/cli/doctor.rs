@@ -236,13 +236,13 @@ impl DoctorArgs {
         let machine = checks::machine();
         let model_report = checks::model_report(model, tokenizer_status);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut progress = Progress::new();
+        let mut progress = Progress::new("doctor");
         let mut units = vec![];
         let mut outputs: Vec<Option<Vec<Vec<f32>>>> = vec![];
         for unit in self.compute_units.units() {
             let availability = engines.availability(unit);
             let (mut r, out) = runtime.block_on(diagnose_unit(&plan, *unit, availability, &mut progress));
-            if let Some(avail) = machine.memory_available_bytes {
+            if let (Some(avail), true) = (machine.memory_available_bytes, r.availability == "usable") {
                 oom_check(&mut r, checks::unit_weights_bytes(model, unit), avail);
             }
             units.push(r);
@@ -268,7 +268,7 @@ impl DoctorArgs {
         } else if let Some(probes) = &plan.probes {
             let ref_model = reference_model.unwrap_or(model);
             progress.phase("reference", "fp32 CPU outputs");
-            if let Some((unit, out)) = runtime.block_on(reference_outputs(ref_model, probes, limits)) {
+            if let Some((unit, out)) = runtime.block_on(reference_outputs(ref_model, &probes.texts, limits)) {
                 reference = Some(report::Reference {
                     unit,
                     model: ref_model.name.clone(),
@@ -344,20 +344,23 @@ fn oom_check(r: &mut UnitReport, weights: u64, available: u64) {
     } else {
         ("info", "fits")
     };
+    let resident =
+        if rss > 0 { format!(", worker resident after load {:.0} MiB", rss as f64 / MIB) } else { String::new() };
     r.findings.push(Finding::new(
         "3b",
         sev,
         format!(
-            "weights {:.0} MiB, worker resident after load {:.0} MiB, available {:.0} MiB: {what}",
+            "weights {:.0} MiB{resident}, available {:.0} MiB: {what}",
             weights as f64 / MIB,
-            rss as f64 / MIB,
             available as f64 / MIB
         ),
     ));
 }
 
-/// Outputs of the fp32 reference on the probes: the first CPU unit that loads fp32 weights.
-async fn reference_outputs(model: &ModelFiles, probes: &Batch, limits: Limits) -> Option<(String, Vec<Vec<f32>>)> {
+/// Outputs of the fp32 reference on the probe texts (tokenized with the reference model's own tokenizer): the first
+/// CPU unit that loads fp32 weights.
+async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits) -> Option<(String, Vec<Vec<f32>>)> {
+    let rows = Tokenizer::load(model).ok()?.encode(texts).ok()?;
     for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
         let Ok(started) = worker::start(model, unit, 0, &[], None, limits).await else { continue };
         if checks::precision_name(started.report.precision) != "fp32" {
@@ -365,7 +368,7 @@ async fn reference_outputs(model: &ModelFiles, probes: &Batch, limits: Limits) -
             continue;
         }
         let mut w = started.worker;
-        let out = w.predict(&probes.rows, &probes.texts).await.ok().map(|p| p.vectors);
+        let out = w.predict(&rows, texts).await.ok().map(|p| p.vectors);
         w.shutdown().await;
         if let Some(out) = out {
             return Some((unit.to_string(), out));
@@ -521,6 +524,7 @@ async fn diagnose_unit(
         return (r, probe_out);
     }
     worker.shutdown().await;
+    r.findings.extend(analyze::warmup_mismatch(&r));
 
     progress.phase(&name, "cached load");
     match worker::start(plan.model, unit, 1, plan.rules, Some(&dir), plan.limits).await {

@@ -77,7 +77,7 @@ pub fn shapes(rows: Vec<ShapeRow>, revisit_seq: usize, revisit_ms: f64) -> Shape
     let spikes = rows.iter().filter(|r| r.spike).count();
     let revisit_p50 = rows.iter().find(|r| r.seq == revisit_seq).map_or(0.0, |r| r.p50_ms);
     let revisit_spike = is_spike(revisit_ms, revisit_p50);
-    let recompiles_suspected = spikes >= 2 || (spikes >= 1 && revisit_spike);
+    let recompiles_suspected = (spikes >= 2 && 2 * spikes >= rows.len()) || (spikes >= 1 && revisit_spike);
     let xs: Vec<f64> = rows.iter().map(|r| r.seq as f64).collect();
     let ys: Vec<f64> = rows.iter().map(|r| r.p50_ms).collect();
     let recommendation = recompiles_suspected.then(|| {
@@ -100,9 +100,10 @@ pub fn shapes(rows: Vec<ShapeRow>, revisit_seq: usize, revisit_ms: f64) -> Shape
     }
 }
 
-/// A first prediction of a shape that took more than twice the steady latency plus 5 ms.
+/// A first prediction of a shape that took more than three times the steady latency plus 20 ms (a recompilation
+/// costs hundreds of milliseconds; a busy machine's scheduling hiccups stay below that).
 pub fn is_spike(first_ms: f64, steady_ms: f64) -> bool {
-    first_ms > 2.0 * steady_ms + 5.0
+    first_ms > 3.0 * steady_ms + 20.0
 }
 
 /// Memory over a run: the slope over its second half (after allocator warm-up) and the recycle interval that keeps
@@ -113,7 +114,8 @@ pub fn memory(rss: Vec<u64>, batch: usize, budget_mb: u64) -> Memory {
     let xs: Vec<f64> = (half..rss.len()).map(|i| i as f64).collect();
     let ys: Vec<f64> = tail.iter().map(|&b| b as f64).collect();
     let s = slope(&xs, &ys);
-    let recycle_every = (s >= 1024.0).then(|| ((budget_mb as f64 * MIB) / s).floor().max(1.0) as u64);
+    let recycle_every =
+        (s / MIB >= LEAK_MIB_PER_PREDICTION).then(|| ((budget_mb as f64 * MIB) / s).floor().max(1.0) as u64);
     Memory {
         predictions: rss.len(),
         batch,
@@ -293,8 +295,29 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
     (verdict, evidence)
 }
 
-/// Why a unit is slow, if it is: live predictions far slower than the warm-up on the same inputs (seed 001), far
-/// slower than the fastest unit of the chain, a very slow first prediction, or recompiles on new input lengths.
+/// Seed 001 (warm-up fast, live queries slow: another unit ran them): live forward passes much slower than the
+/// worker's warm-up on the same inputs. A finding, not a verdict: a machine whose load changes between warm-up and
+/// the measurement shows the same.
+pub fn warmup_mismatch(u: &UnitReport) -> Option<Finding> {
+    let load = u.load.as_ref()?;
+    u.latency.iter().find_map(|row| {
+        let w = load.warmup.iter().find(|w| w.batch == row.batch)?;
+        (row.engine_min_ms > (2.0 * w.ms).max(w.ms + 5.0)).then(|| {
+            Finding::new(
+                "2c",
+                "warning",
+                format!(
+                    "live forward passes at batch {} take at least {:.1} ms while the warm-up on the same inputs took \
+                     {:.1} ms: check that live requests run on the unit (and input preparation) the warm-up used",
+                    row.batch, row.engine_min_ms, w.ms
+                ),
+            )
+        })
+    })
+}
+
+/// Why a unit is slow, if it is: time lost outside the forward pass, far slower than the fastest unit of the chain,
+/// a very slow first prediction, or recompiles on new input lengths.
 fn slow_evidence(u: &UnitReport, batch1: &[(String, f64)]) -> Vec<String> {
     let mut out = vec![];
     // Time lost around the forward pass: the worker computes fast, yet answers slowly.
@@ -306,20 +329,6 @@ fn slow_evidence(u: &UnitReport, batch1: &[(String, f64)]) -> Vec<String> {
              p50 {:.1} ms)",
             row.overhead_p50_ms, row.batch, row.p50_ms, row.engine_p50_ms
         ));
-    }
-    // Seed 001: live predictions computing slower than the warm-up on the same inputs (another unit ran them).
-    if let Some(load) = &u.load {
-        for row in &u.latency {
-            let Some(w) = load.warmup.iter().find(|w| w.batch == row.batch) else { continue };
-            if row.engine_min_ms > (2.0 * w.ms).max(w.ms + 5.0) {
-                out.push(format!(
-                    "live forward passes at batch {} take at least {:.1} ms while the warm-up on the same inputs took \
-                     {:.1} ms",
-                    row.batch, row.engine_min_ms, w.ms
-                ));
-                break;
-            }
-        }
     }
     if let Some(mine) = batch1_p50(u) {
         if let Some((other, best)) = batch1.iter().filter(|(n, _)| *n != u.unit).min_by(|a, b| a.1.total_cmp(&b.1)) {

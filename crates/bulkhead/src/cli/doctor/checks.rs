@@ -50,14 +50,13 @@ pub fn safetensors_summary(path: &Path) -> SafetensorsSummary {
     };
     match header() {
         Ok(serde_json::Value::Object(map)) => {
-            for (name, t) in map.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+            for (_, t) in map.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
                 let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
                 let n: u64 = t
                     .get("shape")
                     .and_then(|s| s.as_array())
                     .map(|dims| dims.iter().map(|d| d.as_u64().unwrap_or(0)).product())
                     .unwrap_or(0);
-                let _ = name;
                 s.tensors += 1;
                 s.parameters += n;
                 *s.dtypes.entry(dtype).or_default() += n;

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 
 /// Progress of the current unit and phase.
 pub struct Progress {
+    command: &'static str,
     tty: bool,
     unit: String,
     phase: String,
@@ -11,8 +12,15 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Progress {
-        Progress { tty: std::io::stderr().is_terminal(), unit: String::new(), phase: String::new(), drawn: false }
+    /// Progress of `command` (`doctor`, `bench`), on stderr.
+    pub fn new(command: &'static str) -> Progress {
+        Progress {
+            command,
+            tty: std::io::stderr().is_terminal(),
+            unit: String::new(),
+            phase: String::new(),
+            drawn: false,
+        }
     }
 
     /// Starts a phase of `unit`.
@@ -22,7 +30,7 @@ impl Progress {
         if self.tty {
             self.draw(0, 0);
         } else {
-            eprintln!("doctor: {unit}: {phase}");
+            eprintln!("{}: {unit}: {phase}", self.command);
         }
     }
 

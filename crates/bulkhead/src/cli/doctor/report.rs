@@ -371,7 +371,8 @@ pub struct Memory {
     pub slope_mib_per_prediction: f64,
     /// Allowed growth before a recycle.
     pub budget_mb: u64,
-    /// Recycle the worker every this many predictions to keep growth under the budget (`null`: no growth).
+    /// Recycle the worker every this many predictions to keep growth under the budget (`null`: no material growth,
+    /// below 1/16 MiB per prediction).
     pub recycle_every: Option<u64>,
 }
 
