@@ -41,3 +41,16 @@ else
   [ ${#deps[@]} -eq 0 ] || "${pip[@]}" install --progress-bar on "${deps[@]}"
   [ ${#nodeps[@]} -eq 0 ] || "${pip[@]}" install --progress-bar on --no-deps "${nodeps[@]}"
 fi
+
+# Tests render `bulkhead doctor --html` pages with headless Chromium when it is there (Debian package `chromium`).
+# Best effort: without it (no root, no apt) that one check is skipped, nothing else changes.
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing chromium (Debian package) for the doctor HTML render test"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2; then
+      step "chromium could not be installed; the HTML render test will be skipped"
+    fi
+  else
+    step "chromium absent and not installable here (needs root + apt-get); the HTML render test will be skipped"
+  fi
+fi

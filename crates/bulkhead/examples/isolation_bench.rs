@@ -64,7 +64,8 @@ impl Ctx {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let unit = args.iter().position(|a| a == "--unit").and_then(|i| args.get(i + 1)).cloned().unwrap_or("ort:cpu".into());
+    let unit =
+        args.iter().position(|a| a == "--unit").and_then(|i| args.get(i + 1)).cloned().unwrap_or("ort:cpu".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin = root.join("target/release/bulkhead");
     anyhow::ensure!(bin.is_file(), "build the worker binary first: cargo build --release -p bulkhead");
@@ -72,15 +73,11 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the default model is not installed; run scripts/setup.sh"))?;
     let model = ModelFiles::open(&folder)?;
     let tok = Tokenizer::load(&model)?;
-    let texts: Vec<String> = (0..32).map(|i| format!("Sentence number {i} about crash-safe local inference.")).collect();
+    let texts: Vec<String> =
+        (0..32).map(|i| format!("Sentence number {i} about crash-safe local inference.")).collect();
     let rows = tok.encode(&texts)?;
-    let ctx = Ctx {
-        model,
-        chain: Chain::parse(&unit, &Platform::detect())?,
-        single: rows[0].clone(),
-        batch: rows,
-        bin,
-    };
+    let ctx =
+        Ctx { model, chain: Chain::parse(&unit, &Platform::detect())?, single: rows[0].clone(), batch: rows, bin };
     println!("isolation benchmark on {unit}, all-MiniLM-L6-v2, {} tokens per sentence\n", ctx.single.len());
 
     // 1. Overhead, interleaved so that machine noise hits both modes alike.
@@ -104,7 +101,8 @@ async fn main() -> anyhow::Result<()> {
             out.push(32.0 / t.elapsed().as_secs_f64());
         }
     }
-    let (p50p, p99p, p50n, p99n) = (pct(&mut lat_p, 0.5), pct(&mut lat_p, 0.99), pct(&mut lat_n, 0.5), pct(&mut lat_n, 0.99));
+    let (p50p, p99p, p50n, p99n) =
+        (pct(&mut lat_p, 0.5), pct(&mut lat_p, 0.99), pct(&mut lat_n, 0.5), pct(&mut lat_n, 0.99));
     let (tp, tn) = (pct(&mut thr_p, 0.5), pct(&mut thr_n, 0.5));
     println!("| measure | --isolation process | --isolation none | overhead |");
     println!("|---|---:|---:|---:|");
