@@ -569,12 +569,14 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.reconcile();
         self.publish();
+        let mut cmds_open = true;
         loop {
             tokio::select! {
-                cmd = cmds.recv() => match cmd {
+                cmd = cmds.recv(), if cmds_open => match cmd {
                     Some(c) => self.on_cmd(c),
                     None => {
                         // Every handle dropped: stop the workers.
+                        cmds_open = false;
                         self.begin_shutdown(None);
                     }
                 },
