@@ -188,7 +188,12 @@ mod tests {
         let model = ModelFiles::open(&dir).unwrap();
         let err = CandleEngine.load(&model, &Unit::CANDLE_CPU).err().unwrap().to_string();
         assert!(err.contains("LlamaForCausalLM") && err.contains("not supported"), "{err}");
-        std::fs::write(dir.join("config.json"), r#"{"architectures":["BertModel"],"model_type":"bert"}"#).unwrap();
+        let bert = r#"{"architectures":["BertModel"],"model_type":"bert","vocab_size":30522,"hidden_size":384,
+            "num_hidden_layers":6,"num_attention_heads":12,"intermediate_size":1536,"hidden_act":"gelu",
+            "hidden_dropout_prob":0.1,"attention_probs_dropout_prob":0.1,"initializer_range":0.02,
+            "max_position_embeddings":512,"type_vocab_size":2,"layer_norm_eps":1e-12,"pad_token_id":0,
+            "position_embedding_type":"absolute","use_cache":true}"#;
+        std::fs::write(dir.join("config.json"), bert).unwrap();
         let model = ModelFiles::open(&dir).unwrap();
         let err = CandleEngine.load(&model, &Unit::CANDLE_CPU).err().unwrap().to_string();
         assert!(err.contains("model.safetensors") && err.contains("not a safetensors file"), "{err}");
