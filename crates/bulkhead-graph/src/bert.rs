@@ -8,9 +8,11 @@
 //! * residual `Add` + `LayerNormalization` → **SkipLayerNormalization**;
 //! * `MatMul+Add` then `x * (1 + Erf(x / sqrt 2))` then `* 0.5` → **Gelu** → **BiasGelu**.
 //!
-//! The opset matters: ONNX Runtime's attention fusion only matches `Unsqueeze` with an `axes` attribute and `Cast`
-//! from before opset 13, and the LayerNormalization registered for opsets below 17. The default opset is therefore
-//! 12, where `LayerNormalization` is the ONNX Runtime operator of the ONNX domain (version 1).
+//! The opset matters: ONNX Runtime's attention fusion only matches the pre-13 versions of `Add`, `Mul`, `Sub`,
+//! `Div`, `Softmax`, `Reshape`, `Transpose`, `Unsqueeze` (axes as an attribute) and `Cast`, and the
+//! LayerNormalization registered for opsets below 17; in dynamic mode the layer-norm fusions only fire once attention
+//! is fused. The default opset is therefore 12, where `LayerNormalization` is the ONNX Runtime operator of the ONNX
+//! domain (version 1). The test `onnx_runtime_fuses_attention_gelu_and_layer_norm_on_cpu` checks the optimised graph.
 //!
 //! Linear weights stay in Hugging Face layout `[out, in]` (so they can point into the safetensors file) behind a
 //! `Transpose` that ONNX Runtime constant-folds at session creation.

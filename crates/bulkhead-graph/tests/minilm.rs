@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bulkhead_core::ModelFiles;
-use bulkhead_graph::{build_cached, export, BuildOptions, GraphError, ShapeMode, WeightsStorage};
+use bulkhead_graph::{
+    build_cached, export, BuildOptions, GraphError, ShapeMode, WeightsStorage, ORT_CPU_DISABLED_OPTIMIZERS,
+};
 use common::*;
 
 const MIN_COS: f32 = 0.99999;
@@ -130,4 +133,53 @@ fn corrupt_safetensors_names_the_file() {
 
     let bad = BuildOptions { opset: 7, ..Default::default() };
     assert!(export(&model, &bad, &dir.path().join("out.onnx")).unwrap_err().to_string().contains("opset 7"));
+}
+
+#[test]
+fn onnx_runtime_fuses_attention_gelu_and_layer_norm_on_cpu() {
+    let Some((folder, model)) = ready() else { return };
+    let env = ort_env().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let layers = 6; // all-MiniLM-L6-v2
+    let n = |m: &BTreeMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+    for shape in [ShapeMode::Dynamic, ShapeMode::Static { batch: 4, seq: 256 }] {
+        let built = build_cached(&model, &BuildOptions { shape, ..Default::default() }, cache.path()).unwrap();
+        let before = op_types(&std::fs::read(&built.path).unwrap());
+        let out = cache.path().join("optimized.onnx");
+        let after = optimized_op_types(env, &built.path, &out, "");
+        eprintln!("{shape:?}: built {before:?}\n  optimised by ONNX Runtime (CPU, level all): {after:?}");
+        let unfused = (n(&before, "LayerNormalization"), n(&before, "Softmax"), n(&before, "Erf"));
+        assert_eq!(unfused, (2 * layers + 1, layers, layers), "{before:?}");
+
+        // Q, K, V, scores, mask, softmax and context of each layer: one Attention.
+        assert_eq!(n(&after, "com.microsoft:Attention"), layers, "{shape:?}: {after:?}");
+        // The embeddings' sum + LayerNormalization; residual Add + LayerNormalization, twice per layer.
+        assert_eq!(n(&after, "com.microsoft:EmbedLayerNormalization"), 1, "{shape:?}: {after:?}");
+        assert_eq!(n(&after, "com.microsoft:SkipLayerNormalization"), 2 * layers, "{shape:?}: {after:?}");
+        // The erf GELU (with its bias Add when the projection stays a MatMul).
+        let gelu: usize =
+            ["Gelu", "FastGelu", "BiasGelu"].iter().map(|g| n(&after, &format!("com.microsoft:{g}"))).sum();
+        assert_eq!(gelu, layers, "{shape:?}: {after:?}");
+        for op in ["LayerNormalization", "Softmax", "Erf", "Transpose", "Div"] {
+            assert_eq!(n(&after, op), 0, "{shape:?}: {op} left unfused: {after:?}");
+        }
+    }
+
+    // What bulkhead-graph recommends on CPU: everything but SkipLayerNormalization, with the same embeddings.
+    let built = build_cached(&model, &BuildOptions::default(), cache.path()).unwrap();
+    let out = cache.path().join("optimized.onnx");
+    let after = optimized_op_types(env, &built.path, &out, ORT_CPU_DISABLED_OPTIMIZERS);
+    eprintln!("without {ORT_CPU_DISABLED_OPTIMIZERS}: {after:?}");
+    assert_eq!(n(&after, "com.microsoft:Attention"), layers, "{after:?}");
+    assert_eq!(n(&after, "com.microsoft:EmbedLayerNormalization"), 1, "{after:?}");
+    assert_eq!(n(&after, "com.microsoft:BiasGelu"), layers, "{after:?}");
+    assert_eq!((n(&after, "com.microsoft:SkipLayerNormalization"), n(&after, "LayerNormalization")), (0, 2 * layers));
+    let (sentences, want) = reference();
+    let mut s = session_without(env, &built.path, 2, ORT_CPU_DISABLED_OPTIMIZERS);
+    let rows = tokenize(&folder, &sentences);
+    let b = pad(&rows, None, None);
+    let (h, hidden) = forward(&mut s, &b);
+    let (min_cos, max_diff) = compare(&pool(&h, hidden, &b, rows.len()), &want);
+    eprintln!("without {ORT_CPU_DISABLED_OPTIMIZERS}: min cosine {min_cos:.8}, max abs diff {max_diff:.3e}");
+    assert!(min_cos >= MIN_COS && max_diff <= MAX_DIFF, "min cos {min_cos}, max diff {max_diff}");
 }

@@ -57,9 +57,16 @@ pub fn ort_env() -> Result<&'static Environment, String> {
 
 /// A CPU session at the default optimisation level (all) with `threads` intra-op threads.
 pub fn session(env: &Environment, model: &Path, threads: usize) -> Session {
-    Session::builder(env)
-        .unwrap()
-        .with_intra_threads(threads)
+    session_without(env, model, threads, "")
+}
+
+/// [`session`] with the ONNX Runtime optimisers in `disabled` (`;`-separated, may be empty) switched off.
+pub fn session_without(env: &Environment, model: &Path, threads: usize, disabled: &str) -> Session {
+    let mut b = Session::builder(env).unwrap();
+    if !disabled.is_empty() {
+        b = b.with_disabled_optimizers(disabled).unwrap();
+    }
+    b.with_intra_threads(threads)
         .unwrap()
         .commit_from_file(model)
         .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
@@ -170,4 +177,83 @@ pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> (f32, f32) {
         }
     }
     (min_cos, max_diff)
+}
+
+/// Writes the graph ONNX Runtime's CPU optimiser makes of `model` (level all, the session default; the optimisers
+/// in `disabled` switched off) to `out` and returns its node count per `domain:op_type` (`op_type` alone for the
+/// ONNX domain).
+pub fn optimized_op_types(
+    env: &Environment,
+    model: &Path,
+    out: &Path,
+    disabled: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut b = Session::builder(env).unwrap();
+    if !disabled.is_empty() {
+        b = b.with_disabled_optimizers(disabled).unwrap();
+    }
+    let session = b
+        .with_intra_threads(1)
+        .unwrap()
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .unwrap()
+        .with_optimized_model_path(out)
+        .unwrap()
+        .commit_from_file(model)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    drop(session);
+    op_types(&std::fs::read(out).unwrap())
+}
+
+/// Node count per `domain:op_type` of the main graph of an ONNX `ModelProto` (a minimal protobuf walk).
+pub fn op_types(model: &[u8]) -> std::collections::BTreeMap<String, usize> {
+    fn varint(b: &[u8], pos: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*pos];
+            *pos += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    /// The length-delimited fields of a message, as (field number, bytes).
+    fn fields(b: &[u8]) -> Vec<(u64, &[u8])> {
+        let mut out = vec![];
+        let mut pos = 0;
+        while pos < b.len() {
+            let key = varint(b, &mut pos);
+            match key & 7 {
+                0 => {
+                    varint(b, &mut pos);
+                }
+                1 => pos += 8,
+                2 => {
+                    let n = varint(b, &mut pos) as usize;
+                    out.push((key >> 3, &b[pos..pos + n]));
+                    pos += n;
+                }
+                5 => pos += 4,
+                w => panic!("unsupported wire type {w}"),
+            }
+        }
+        out
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    let graph = fields(model).into_iter().find(|(n, _)| *n == 7).expect("ModelProto.graph").1;
+    for (_, node) in fields(graph).into_iter().filter(|(n, _)| *n == 1) {
+        let (mut op, mut domain) = (String::new(), String::new());
+        for (n, v) in fields(node) {
+            match n {
+                4 => op = String::from_utf8_lossy(v).into_owned(),
+                7 => domain = String::from_utf8_lossy(v).into_owned(),
+                _ => {}
+            }
+        }
+        let key = if domain.is_empty() || domain == "ai.onnx" { op } else { format!("{domain}:{op}") };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
 }
