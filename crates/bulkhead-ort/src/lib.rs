@@ -138,6 +138,17 @@ impl Engine for OrtEngine {
         drop(bytes);
 
         let mut builder = self.builder(rt, unit).map_err(unusable)?;
+        if unit.is_cpu() && model.onnx.is_none() {
+            // Built graph on CPU: ORT's fused SkipLayerNormalization CPU kernel is slower than the Add +
+            // LayerNormalization it replaces (measured in crates/bulkhead-graph/README.md); keep the other fusions.
+            builder = builder
+                .with_disabled_optimizers(bulkhead_graph::ORT_CPU_DISABLED_OPTIMIZERS)
+                .map_err(|e| unusable(e.to_string()))?;
+            notes.push(format!(
+                "ORT optimizers disabled for the built graph: {}",
+                bulkhead_graph::ORT_CPU_DISABLED_OPTIMIZERS
+            ));
+        }
         // From the file, not from memory: built graphs keep their weights as external data beside model.onnx.
         let session = builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
         let mut session = OrtSession::new(session, unit, rt, &path, info)?;
@@ -189,6 +200,16 @@ impl OrtEngine {
             .map_err(s)?;
         if self.options.intra_threads > 0 {
             b = b.with_intra_threads(self.options.intra_threads).map_err(s)?;
+        }
+        // ORT's idle intra-op threads spin for a while after each run: lower latency for back-to-back runs, but CPU
+        // taken from other processes on few cores. `BULKHEAD_ORT_SPINNING=0|1` overrides ORT's default (on); on this
+        // project's 2-core machine `serve` measured slightly better throughput and ~0.8 ms worse c=1 latency off.
+        if let Some(spin) = std::env::var("BULKHEAD_ORT_SPINNING").ok().and_then(|v| match v.as_str() {
+            "0" | "false" | "no" => Some(false),
+            "1" | "true" | "yes" => Some(true),
+            _ => None,
+        }) {
+            b = b.with_intra_op_spinning(spin).map_err(s)?;
         }
         if let Some(ep) = self.execution_provider(unit) {
             b = b.with_execution_providers([ep.error_on_failure()]).map_err(s)?;

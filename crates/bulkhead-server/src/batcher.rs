@@ -242,7 +242,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
             (None, Some(unit)) => Ok(JobOutput {
                 vectors: rows.into_iter().map(|v| v.unwrap_or_default()).collect(),
                 unit,
-                timing: StageTiming { queue_ms, ..timing },
+                timing: StageTiming { queue_ms: queue_ms + timing.queue_ms, ..timing },
             }),
             (None, None) => Err(BackendError::Failed("empty batch".into())),
         };
@@ -250,7 +250,9 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
     }
 }
 
+/// Sums the chunks' stages; the backend's `queue_ms` is the time in the supervisor and the worker pipes.
 fn merge(total: &mut StageTiming, out: &BackendOutput) {
+    total.queue_ms += out.timing.queue_ms;
     total.infer_ms += out.timing.infer_ms;
     total.post_ms += out.timing.post_ms;
 }
