@@ -256,3 +256,122 @@ fn merge(total: &mut StageTiming, out: &BackendOutput) {
     total.infer_ms += out.timing.infer_ms;
     total.post_ms += out.timing.post_ms;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bulkhead_supervisor::Job;
+
+    use super::*;
+    use crate::backend::BoxFuture;
+
+    /// Answers each row with its length after a delay; a job whose text contains POISON fails as poison.
+    #[derive(Default)]
+    struct Fake {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl Backend for Fake {
+        fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
+            Box::pin(async move {
+                self.batches.lock().unwrap().push(jobs.iter().map(|j| j.rows.len()).sum());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                jobs.into_iter()
+                    .map(|j| {
+                        if j.texts.iter().any(|t| t.contains("POISON")) {
+                            return Err(BackendError::Poison("poison".into()));
+                        }
+                        Ok(BackendOutput {
+                            vectors: j.rows.iter().map(|r| vec![r.len() as f32]).collect(),
+                            unit: Unit::ORT_CPU,
+                            timing: StageTiming::default(),
+                        })
+                    })
+                    .collect()
+            })
+        }
+        fn units(&self) -> serde_json::Value {
+            serde_json::json!({})
+        }
+        fn healthy(&self, _: Duration) -> bool {
+            true
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn batcher(fake: Arc<Fake>, config: ServeConfig) -> Batcher {
+        Batcher::spawn("m".into(), fake, &config, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_are_batched_and_scattered_back_in_order() {
+        let fake = Arc::new(Fake::default());
+        let b = Arc::new(batcher(fake.clone(), ServeConfig { max_concurrent_batches: 1, ..ServeConfig::default() }));
+        let tasks: Vec<_> = (1..=40usize)
+            .map(|n| {
+                let b = b.clone();
+                // Request n has two rows of n and n+1 tokens: the answer must come back to it, in order.
+                tokio::spawn(async move { (n, b.submit(vec![vec![0; n], vec![0; n + 1]], vec![]).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (n, out) = t.await.unwrap();
+            let out = out.unwrap();
+            assert_eq!(out.vectors, vec![vec![n as f32], vec![(n + 1) as f32]]);
+        }
+        let batches = fake.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 80);
+        assert!(batches.len() < 40, "requests waiting behind a busy backend are batched: {batches:?}");
+        assert!(batches.iter().all(|&rows| rows <= 64), "{batches:?}");
+    }
+
+    #[tokio::test]
+    async fn a_poison_request_fails_alone_in_its_batch() {
+        let fake = Arc::new(Fake::default());
+        let b = Arc::new(batcher(fake, ServeConfig { max_concurrent_batches: 1, ..ServeConfig::default() }));
+        let tasks: Vec<_> = ["a", "POISON here", "b", "c"]
+            .into_iter()
+            .map(|t| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(vec![vec![1, 2, 3]], vec![t.to_string()]).await })
+            })
+            .collect();
+        let results: Vec<_> = futures_join(tasks).await;
+        assert!(matches!(results[1], Err(SubmitError::Backend(BackendError::Poison(_)))), "{:?}", results[1]);
+        for i in [0, 2, 3] {
+            assert!(results[i].is_ok(), "request {i}: {:?}", results[i]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused() {
+        let fake = Arc::new(Fake::default());
+        let config =
+            ServeConfig { max_queue: 2, max_concurrent_batches: 1, max_batch_size: 1, ..ServeConfig::default() };
+        let b = Arc::new(batcher(fake, config));
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(vec![vec![1]], vec![]).await })
+            })
+            .collect();
+        let results = futures_join(tasks).await;
+        assert!(results.iter().any(|r| matches!(r, Err(SubmitError::Overloaded))));
+        assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = vec![];
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+}
