@@ -1,7 +1,7 @@
 //! What process isolation costs and how fast it recovers, measured side by side in one run on the default model:
 //!
 //! 1. overhead: single-sentence latency (p50, p99) and batch-32 throughput through the supervisor with
-//!    `--isolation process` vs `--isolation none` (same unit, same requests);
+//!    `--isolation process` vs `--isolation none` (same unit, same requests, alternating blocks with pauses);
 //! 2. recovery: a sequential client runs while the worker is `kill -9`ed; the time from the kill to the next answer,
 //!    and how the new worker's load and warm-up split it;
 //! 3. recycle pause: a sequential client runs while the worker is recycled every N predictions; the worst latency
@@ -80,25 +80,29 @@ async fn main() -> anyhow::Result<()> {
         Ctx { model, chain: Chain::parse(&unit, &Platform::detect())?, single: rows[0].clone(), batch: rows, bin };
     println!("isolation benchmark on {unit}, all-MiniLM-L6-v2, {} tokens per sentence\n", ctx.single.len());
 
-    // 1. Overhead, interleaved so that machine noise hits both modes alike.
     let proc_sup = ctx.start(ctx.config(Isolation::Process)).await?;
     let none_sup = ctx.start(ctx.config(Isolation::None)).await?;
+    // 1. Overhead: alternating blocks, with a pause between blocks so that ONNX Runtime's spinning threads of one
+    // mode (they spin for tens of ms after each run) do not slow the other mode's block.
     let (mut lat_p, mut lat_n) = (vec![], vec![]);
-    for _ in 0..20 {
-        ctx.one(&proc_sup).await?;
-        ctx.one(&none_sup).await?;
-    }
-    for _ in 0..300 {
-        lat_p.push(ctx.one(&proc_sup).await?);
-        lat_n.push(ctx.one(&none_sup).await?);
-    }
     let (mut thr_p, mut thr_n) = (vec![], vec![]);
-    for _ in 0..15 {
-        for (sup, out) in [(&proc_sup, &mut thr_p), (&none_sup, &mut thr_n)] {
-            let t = Instant::now();
-            let r = sup.predict(vec![Job { rows: ctx.batch.clone(), texts: vec![] }]).await;
-            r.into_iter().next().unwrap()?;
-            out.push(32.0 / t.elapsed().as_secs_f64());
+    for round in 0..6 {
+        for (sup, lat, thr) in [(&proc_sup, &mut lat_p, &mut thr_p), (&none_sup, &mut lat_n, &mut thr_n)] {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            for i in 0..70 {
+                let ms = ctx.one(sup).await?;
+                if i >= 10 && round > 0 {
+                    lat.push(ms);
+                }
+            }
+            for _ in 0..3 {
+                let t = Instant::now();
+                let r = sup.predict(vec![Job { rows: ctx.batch.clone(), texts: vec![] }]).await;
+                r.into_iter().next().unwrap()?;
+                if round > 0 {
+                    thr.push(32.0 / t.elapsed().as_secs_f64());
+                }
+            }
         }
     }
     let (p50p, p99p, p50n, p99n) =
