@@ -3,37 +3,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-
 use std::time::Duration;
 
-use bulkhead_core::Unit;
-use bulkhead_embed::StageTiming;
-use bulkhead_supervisor::{Job, PredictError, Supervisor};
-
-/// The result of one batch.
-#[derive(Debug, Clone)]
-pub struct BackendOutput {
-    /// One vector per row.
-    pub vectors: Vec<Vec<f32>>,
-    /// The unit that computed them.
-    pub unit: Unit,
-    /// infer / post timing of the batch.
-    pub timing: StageTiming,
-}
-
-/// Why a batch failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BackendError {
-    /// The batch crashed workers repeatedly: a poison request.
-    #[error("{0}")]
-    Poison(String),
-    /// No unit can serve now.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
-}
+use bulkhead_supervisor::{Job, Supervisor};
+pub use bulkhead_supervisor::{JobAnswer as BackendOutput, PredictError as BackendError};
 
 /// A boxed future (the trait is object-safe without extra crates).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -53,29 +26,9 @@ pub trait Backend: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
-impl From<PredictError> for BackendError {
-    fn from(e: PredictError) -> Self {
-        match e {
-            PredictError::Poison(m) => BackendError::Poison(m),
-            PredictError::Unavailable(m) => BackendError::Unavailable(m),
-            PredictError::ShuttingDown => BackendError::Unavailable(e.to_string()),
-            PredictError::Failed(m) => BackendError::Failed(m),
-        }
-    }
-}
-
 impl Backend for Supervisor {
     fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
-        Box::pin(async move {
-            Supervisor::predict(self, jobs)
-                .await
-                .into_iter()
-                .map(|r| {
-                    r.map(|a| BackendOutput { vectors: a.vectors, unit: a.unit, timing: a.timing })
-                        .map_err(BackendError::from)
-                })
-                .collect()
-        })
+        Box::pin(Supervisor::predict(self, jobs))
     }
 
     fn units(&self) -> serde_json::Value {

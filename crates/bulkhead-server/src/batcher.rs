@@ -287,6 +287,7 @@ mod tests {
                             vectors: j.rows.iter().map(|r| vec![r.len() as f32]).collect(),
                             unit: Unit::ORT_CPU,
                             timing: StageTiming::default(),
+                            retries: 0,
                         })
                     })
                     .collect()

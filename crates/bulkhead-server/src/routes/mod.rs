@@ -158,6 +158,7 @@ pub async fn embed(model: &ModelEntry, state: &AppState, inputs: Inputs, truncat
         SubmitError::Overloaded => ApiError::Overloaded(model.name.clone()),
         SubmitError::Backend(BackendError::Poison(m)) => ApiError::Poison(m),
         SubmitError::Backend(BackendError::Unavailable(m)) => ApiError::Unavailable(m),
+        SubmitError::Backend(e @ BackendError::ShuttingDown) => ApiError::Unavailable(e.to_string()),
         SubmitError::Backend(BackendError::Failed(m)) => ApiError::Internal(m),
     })?;
     for (stage, ms) in
