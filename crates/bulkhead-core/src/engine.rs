@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::model::ModelFiles;
-use crate::tensor::{Tensor, TokenBatch};
+use crate::tensor::{NamedTensor, Tensor, TensorSpec, TokenBatch};
 use crate::unit::Unit;
 
 /// Whether a unit can run on this machine with this build.
@@ -95,6 +95,34 @@ pub trait Engine: Send + Sync {
 
     /// Loads `model` on `unit`. Errors say what failed, naming the file.
     fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError>;
+
+    /// Loads `model` (see [`ModelFiles::is_tensor_model`]) on `unit` as a plain graph: named tensors in, named
+    /// tensors out. Engines that run only embedding models keep the default, which says so.
+    fn load_graph(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn GraphSession>, EngineError> {
+        let _ = model;
+        Err(EngineError::ModelRejected {
+            unit: unit.to_string(),
+            reason: "this engine runs only embedding models (a tokenizer beside the weights); run other ONNX \
+                     models on an ort: unit"
+                .into(),
+        })
+    }
+}
+
+/// A model without a tokenizer loaded on one unit: any graph, named tensors in and out.
+pub trait GraphSession: Send {
+    /// What really runs this session.
+    fn report(&self) -> &SessionReport;
+
+    /// The graph inputs, in order.
+    fn inputs(&self) -> &[TensorSpec];
+
+    /// The graph outputs, in order.
+    fn outputs(&self) -> &[TensorSpec];
+
+    /// Runs the graph on `inputs` (every graph input, by name; checked against [`GraphSession::inputs`]) and returns
+    /// every output.
+    fn run(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, EngineError>;
 }
 
 /// A loaded model on one unit.

@@ -5,8 +5,9 @@
 //!
 //! * [`unit`]: compute units (`ort:cpu`, `ort:coreml[CPU_AND_NE]`, `candle:cpu`...), chains and aliases;
 //! * [`model`]: what a model folder or `.onnx` file contains (files, pooling, normalisation, sequence limits);
-//! * [`tensor`]: the token batch an engine consumes and the tensor it returns;
-//! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`] traits each engine crate implements;
+//! * [`tensor`]: the token batch an embedding engine consumes and the tensor it returns; named tensors of any
+//!   supported type for other models;
+//! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`]/[`GraphSession`] traits each engine crate implements;
 //! * [`error`]: typed errors, one enum per concern.
 #![deny(missing_docs)]
 
@@ -17,8 +18,8 @@ pub mod model;
 pub mod tensor;
 pub mod unit;
 
-pub use engine::{Availability, Engine, NodePlacement, Precision, Session, SessionReport};
+pub use engine::{Availability, Engine, GraphSession, NodePlacement, Precision, Session, SessionReport};
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{ModelFiles, Pooling, WeightsFormat};
-pub use tensor::{Tensor, TokenBatch};
+pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

@@ -140,6 +140,12 @@ impl ModelFiles {
         Ok(self)
     }
 
+    /// Whether this is a plain tensor model rather than an embedding model: an ONNX graph with no tokenizer and no
+    /// safetensors beside it. Such a model takes and returns named tensors (KServe v2 infer) instead of texts.
+    pub fn is_tensor_model(&self) -> bool {
+        self.onnx.is_some() && self.tokenizer.is_none() && self.safetensors.is_none()
+    }
+
     /// The weight formats present, ONNX first.
     pub fn formats(&self) -> Vec<WeightsFormat> {
         let mut v = vec![];
@@ -261,6 +267,7 @@ mod tests {
         assert!(err.contains("config.json") && err.contains("not valid JSON"), "{err}");
         write(&d, "config.json", "{}");
         let m = ModelFiles::open(&d).unwrap();
+        assert!(m.is_tensor_model(), "an ONNX graph without a tokenizer takes tensors");
         assert!(m.onnx.unwrap().ends_with("onnx/model.onnx"));
         assert_eq!((m.pooling, m.normalize, m.max_seq_length), (Pooling::Mean, false, 512));
         let err = ModelFiles::open(&d.join("config.json")).unwrap_err().to_string();

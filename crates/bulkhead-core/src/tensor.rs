@@ -1,4 +1,5 @@
-//! The data that crosses the engine boundary: a padded token batch in, a float tensor out.
+//! The data that crosses the engine boundary: a padded token batch in, a float tensor out (embedding models); named
+//! tensors of any supported element type in and out (any other ONNX model, served through KServe v2 infer).
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,204 @@ impl Tensor {
     }
 }
 
+/// Element types a named tensor can hold (the KServe v2 datatypes bulkhead supports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataType {
+    /// 32-bit float (`FP32`).
+    Fp32,
+    /// 64-bit float (`FP64`).
+    Fp64,
+    /// 64-bit signed integer (`INT64`).
+    Int64,
+    /// 32-bit signed integer (`INT32`).
+    Int32,
+    /// 8-bit signed integer (`INT8`).
+    Int8,
+    /// 8-bit unsigned integer (`UINT8`).
+    Uint8,
+    /// Boolean (`BOOL`).
+    Bool,
+}
+
+impl DataType {
+    /// Every supported type.
+    pub const ALL: [DataType; 7] = [
+        DataType::Fp32,
+        DataType::Fp64,
+        DataType::Int64,
+        DataType::Int32,
+        DataType::Int8,
+        DataType::Uint8,
+        DataType::Bool,
+    ];
+
+    /// The KServe v2 / Open Inference Protocol name (`FP32`, `INT64`...).
+    pub fn kserve_name(self) -> &'static str {
+        match self {
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+            DataType::Int64 => "INT64",
+            DataType::Int32 => "INT32",
+            DataType::Int8 => "INT8",
+            DataType::Uint8 => "UINT8",
+            DataType::Bool => "BOOL",
+        }
+    }
+
+    /// Parses a KServe v2 datatype name.
+    pub fn from_kserve(name: &str) -> Option<DataType> {
+        DataType::ALL.into_iter().find(|d| d.kserve_name() == name)
+    }
+}
+
+/// The elements of a named tensor, row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TensorData {
+    /// `FP32`.
+    F32(Vec<f32>),
+    /// `FP64`.
+    F64(Vec<f64>),
+    /// `INT64`.
+    I64(Vec<i64>),
+    /// `INT32`.
+    I32(Vec<i32>),
+    /// `INT8`.
+    I8(Vec<i8>),
+    /// `UINT8`.
+    U8(Vec<u8>),
+    /// `BOOL`.
+    Bool(Vec<bool>),
+}
+
+impl TensorData {
+    /// The element type.
+    pub fn datatype(&self) -> DataType {
+        match self {
+            TensorData::F32(_) => DataType::Fp32,
+            TensorData::F64(_) => DataType::Fp64,
+            TensorData::I64(_) => DataType::Int64,
+            TensorData::I32(_) => DataType::Int32,
+            TensorData::I8(_) => DataType::Int8,
+            TensorData::U8(_) => DataType::Uint8,
+            TensorData::Bool(_) => DataType::Bool,
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` zeros (false) of type `dtype`.
+    pub fn zeros(dtype: DataType, n: usize) -> TensorData {
+        match dtype {
+            DataType::Fp32 => TensorData::F32(vec![0.0; n]),
+            DataType::Fp64 => TensorData::F64(vec![0.0; n]),
+            DataType::Int64 => TensorData::I64(vec![0; n]),
+            DataType::Int32 => TensorData::I32(vec![0; n]),
+            DataType::Int8 => TensorData::I8(vec![0; n]),
+            DataType::Uint8 => TensorData::U8(vec![0; n]),
+            DataType::Bool => TensorData::Bool(vec![false; n]),
+        }
+    }
+}
+
+/// A named tensor of any supported element type: what a non-embedding model takes and returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    /// The graph input or output name.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Elements, `shape.iter().product()` of them.
+    pub data: TensorData,
+}
+
+impl NamedTensor {
+    /// Creates a named tensor, checking that the data fits the shape.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: TensorData) -> Result<NamedTensor, String> {
+        let name = name.into();
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(format!("tensor `{name}` of shape {shape:?} needs {n} elements, got {}", data.len()));
+        }
+        Ok(NamedTensor { name, shape, data })
+    }
+
+    /// Rows (the first dimension; 1 for a scalar) and elements per row, for deadline estimates.
+    pub fn rows_and_width(&self) -> (usize, usize) {
+        let rows = self.shape.first().copied().unwrap_or(1).max(1);
+        (rows, self.data.len() / rows)
+    }
+}
+
+/// A graph input or output as the model declares it: name, element type and shape (`-1` for a dynamic dimension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// The name.
+    pub name: String,
+    /// The element type; `None` for a type bulkhead does not support (the model can still be described).
+    pub datatype: Option<DataType>,
+    /// The element type as the model names it (`float`, `int64`, `float16`...).
+    pub type_name: String,
+    /// Dimensions, `-1` where dynamic.
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Checks a tensor sent for this input: element type, rank and every fixed dimension.
+    pub fn check(&self, t: &NamedTensor) -> Result<(), String> {
+        let got = t.data.datatype();
+        if self.datatype != Some(got) {
+            return Err(format!(
+                "input `{}` must be {} ({}), got {}",
+                self.name,
+                self.datatype.map_or("an unsupported type", DataType::kserve_name),
+                self.type_name,
+                got.kserve_name()
+            ));
+        }
+        if self.shape.len() != t.shape.len() {
+            return Err(format!(
+                "input `{}` must have {} dimensions {:?} (-1: any size), got shape {:?}",
+                self.name,
+                self.shape.len(),
+                self.shape,
+                t.shape
+            ));
+        }
+        for (i, (&want, &got)) in self.shape.iter().zip(&t.shape).enumerate() {
+            if want >= 0 && want as usize != got {
+                return Err(format!(
+                    "input `{}` dimension {i} must be {want} (shape {:?}, -1: any size), got shape {:?}",
+                    self.name, self.shape, t.shape
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A tensor of zeros fitting this spec, dynamic dimensions set to 1 (warm-up and health probes).
+    pub fn zeros(&self) -> Option<NamedTensor> {
+        let shape: Vec<usize> = self.shape.iter().map(|&d| if d > 0 { d as usize } else { 1 }).collect();
+        let n = shape.iter().product();
+        Some(NamedTensor { name: self.name.clone(), shape, data: TensorData::zeros(self.datatype?, n) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +276,31 @@ mod tests {
         assert_eq!(b.real_tokens(), 5);
         let b = TokenBatch::from_rows(&[vec![1]], 0, Some(4));
         assert_eq!(b.input_ids, vec![1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn named_tensors_are_checked_against_their_spec() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: Some(DataType::Fp32),
+            type_name: "float".into(),
+            shape: vec![-1, 3],
+        };
+        let ok = NamedTensor::new("x", vec![2, 3], TensorData::F32(vec![0.0; 6])).unwrap();
+        assert!(spec.check(&ok).is_ok());
+        assert_eq!(ok.rows_and_width(), (2, 3));
+        let wide = NamedTensor::new("x", vec![2, 4], TensorData::F32(vec![0.0; 8])).unwrap();
+        assert!(spec.check(&wide).unwrap_err().contains("dimension 1 must be 3"));
+        let flat = NamedTensor::new("x", vec![6], TensorData::F32(vec![0.0; 6])).unwrap();
+        assert!(spec.check(&flat).unwrap_err().contains("must have 2 dimensions"));
+        let ints = NamedTensor::new("x", vec![2, 3], TensorData::I64(vec![0; 6])).unwrap();
+        assert!(spec.check(&ints).unwrap_err().contains("must be FP32 (float), got INT64"));
+        assert!(NamedTensor::new("x", vec![2, 3], TensorData::F32(vec![0.0; 5])).unwrap_err().contains("needs 6"));
+        assert_eq!(spec.zeros().unwrap().shape, vec![1, 3]);
+        for d in DataType::ALL {
+            assert_eq!(DataType::from_kserve(d.kserve_name()), Some(d));
+        }
+        assert_eq!(DataType::from_kserve("FP16"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The registry of engines compiled into the binary.
 
-use bulkhead_core::{Availability, Engine, EngineError, EngineKind, ModelFiles, Session, Unit};
+use bulkhead_core::{Availability, Engine, EngineError, EngineKind, GraphSession, ModelFiles, Session, Unit};
 
 /// The engines this build has, by kind. A unit whose engine is absent is `NotCompiled`.
 #[derive(Default)]
@@ -43,6 +43,14 @@ impl Engines {
     pub fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
         match self.get(unit) {
             Some(e) => e.load(model, unit),
+            None => Err(EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) }),
+        }
+    }
+
+    /// Loads the tensor model `model` on `unit` as a plain graph.
+    pub fn load_graph(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn GraphSession>, EngineError> {
+        match self.get(unit) {
+            Some(e) => e.load_graph(model, unit),
             None => Err(EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) }),
         }
     }

@@ -14,8 +14,8 @@ pub mod runtime;
 use std::path::{Path, PathBuf};
 
 use bulkhead_core::{
-    Availability, CoreMlUnits, Device, Engine, EngineError, EngineKind, ModelFiles, Session, SessionReport, Tensor,
-    TokenBatch, Unit,
+    Availability, CoreMlUnits, DataType, Device, Engine, EngineError, EngineKind, GraphSession, ModelFiles,
+    NamedTensor, Session, SessionReport, Tensor, TensorData, TensorSpec, TokenBatch, Unit,
 };
 use ort::ep::ExecutionProviderDispatch;
 use ort::session::builder::SessionBuilder;
@@ -124,6 +124,32 @@ impl Engine for OrtEngine {
     }
 
     fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
+        let c = self.commit(model, unit)?;
+        let mut session = OrtSession::new(c.session, unit, c.rt, &c.path, c.info)?;
+        session.report.notes.extend(c.notes);
+        Ok(Box::new(session))
+    }
+
+    fn load_graph(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn GraphSession>, EngineError> {
+        let c = self.commit(model, unit)?;
+        let mut session = OrtGraphSession::new(c.session, unit, c.rt, &c.path, &c.info)?;
+        session.report.notes.extend(c.notes);
+        Ok(Box::new(session))
+    }
+}
+
+/// A session ONNX Runtime has created, with what was learnt on the way.
+struct Committed {
+    session: ort::session::Session,
+    rt: &'static Runtime,
+    path: PathBuf,
+    info: onnx_info::OnnxInfo,
+    notes: Vec<String>,
+}
+
+impl OrtEngine {
+    /// Validates the model file and creates an ONNX Runtime session on `unit`.
+    fn commit(&self, model: &ModelFiles, unit: &Unit) -> Result<Committed, EngineError> {
         let unusable = |reason: String| EngineError::Unusable { unit: unit.to_string(), reason };
         let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
         if let Availability::Unusable(r) | Availability::NotCompiled(r) = self.availability(unit) {
@@ -151,9 +177,7 @@ impl Engine for OrtEngine {
         }
         // From the file, not from memory: built graphs keep their weights as external data beside model.onnx.
         let session = builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
-        let mut session = OrtSession::new(session, unit, rt, &path, info)?;
-        session.report.notes.extend(notes);
-        Ok(Box::new(session))
+        Ok(Committed { session, rt, path, info, notes })
     }
 }
 
@@ -280,8 +304,9 @@ impl OrtSession {
                 "token_type_ids" => InputKind::TypeIds,
                 other => {
                     return Err(rejected(format!(
-                        "{}: input `{other}` is not one of input_ids, attention_mask, token_type_ids; \
-                         serve it through the KServe v2 infer route instead",
+                        "{}: input `{other}` is not one of input_ids, attention_mask, token_type_ids, so this is \
+                         not an embedding model; serve the .onnx file without a tokenizer beside it to call it \
+                         with tensors (KServe v2 infer)",
                         path.display()
                     )))
                 }
@@ -370,5 +395,162 @@ impl OrtSession {
             InputKind::Mask => &batch.attention_mask,
             InputKind::TypeIds => &batch.token_type_ids,
         }
+    }
+}
+
+/// The KServe type of an ONNX Runtime element type (`None`: not supported by bulkhead's tensor API).
+fn datatype_of(t: ort::value::TensorElementType) -> Option<DataType> {
+    use ort::value::TensorElementType as T;
+    Some(match t {
+        T::Float32 => DataType::Fp32,
+        T::Float64 => DataType::Fp64,
+        T::Int64 => DataType::Int64,
+        T::Int32 => DataType::Int32,
+        T::Int8 => DataType::Int8,
+        T::Uint8 => DataType::Uint8,
+        T::Bool => DataType::Bool,
+        _ => return None,
+    })
+}
+
+fn spec_of(outlet: &ort::value::Outlet) -> TensorSpec {
+    let dtype = outlet.dtype();
+    TensorSpec {
+        name: outlet.name().to_string(),
+        datatype: dtype.tensor_type().and_then(datatype_of),
+        type_name: dtype.tensor_type().map_or_else(|| "not a tensor".to_string(), |t| format!("{t:?}").to_lowercase()),
+        shape: dtype
+            .tensor_shape()
+            .map(|s| s.iter().map(|&d| if d < 0 { -1 } else { d }).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Any ONNX model (no tokenizer) loaded on one ONNX Runtime unit: named tensors in, named tensors out.
+pub struct OrtGraphSession {
+    session: ort::session::Session,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    report: SessionReport,
+}
+
+impl OrtGraphSession {
+    fn new(
+        session: ort::session::Session,
+        unit: &Unit,
+        rt: &Runtime,
+        path: &Path,
+        info: &onnx_info::OnnxInfo,
+    ) -> Result<OrtGraphSession, EngineError> {
+        let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
+        let inputs: Vec<TensorSpec> = session.inputs().iter().map(spec_of).collect();
+        let outputs: Vec<TensorSpec> = session.outputs().iter().map(spec_of).collect();
+        let unsupported: Vec<String> = inputs
+            .iter()
+            .chain(&outputs)
+            .filter(|s| s.datatype.is_none())
+            .map(|s| format!("`{}` ({})", s.name, s.type_name))
+            .collect();
+        if !unsupported.is_empty() {
+            let supported: Vec<&str> = DataType::ALL.iter().map(|d| d.kserve_name()).collect();
+            return Err(rejected(format!(
+                "{}: {} of an element type bulkhead cannot exchange as JSON tensors (supported: {})",
+                path.display(),
+                unsupported.join(", "),
+                supported.join(", ")
+            )));
+        }
+        let mut notes = vec![format!(
+            "tensor model: inputs {}; outputs {}",
+            inputs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect::<Vec<_>>().join(", "),
+            outputs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect::<Vec<_>>().join(", ")
+        )];
+        let placement = match placement::read(&session) {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!("node placement unavailable: {e}"));
+                vec![]
+            }
+        };
+        let report = SessionReport {
+            unit: *unit,
+            runtime: format!("onnxruntime {}", rt.version),
+            model_file: path.display().to_string(),
+            precision: info.precision(),
+            placement,
+            hidden_size: 0,
+            notes,
+        };
+        Ok(OrtGraphSession { session, inputs, outputs, report })
+    }
+}
+
+impl GraphSession for OrtGraphSession {
+    fn report(&self) -> &SessionReport {
+        &self.report
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, EngineError> {
+        let unit = self.report.unit;
+        let fail = |reason: String| EngineError::Inference { unit: unit.to_string(), reason };
+        let err = |e: ort::Error| fail(e.to_string());
+        for spec in &self.inputs {
+            let t = inputs
+                .iter()
+                .find(|t| t.name == spec.name)
+                .ok_or_else(|| fail(format!("missing input `{}`", spec.name)))?;
+            spec.check(t).map_err(fail)?;
+        }
+        if let Some(extra) = inputs.iter().find(|t| !self.inputs.iter().any(|s| s.name == t.name)) {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(fail(format!("the model has no input `{}` (its inputs: {})", extra.name, names.join(", "))));
+        }
+        let mut values: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            let shape = t.shape.clone();
+            let v: ort::session::SessionInputValue<'_> = match &t.data {
+                TensorData::F32(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::F64(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::I64(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::I32(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::I8(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::U8(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+                TensorData::Bool(d) => TensorRef::from_array_view((shape, d.as_slice())).map_err(err)?.into(),
+            };
+            values.push((t.name.as_str(), v));
+        }
+        let outputs = self.session.run(values).map_err(err)?;
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for spec in &self.outputs {
+            let value = outputs.get(&spec.name).ok_or_else(|| fail(format!("no output `{}`", spec.name)))?;
+            let dtype = value.dtype().tensor_type().and_then(datatype_of);
+            fn grab<T: ort::value::PrimitiveTensorElementType + Clone>(
+                v: &ort::value::DynValue,
+            ) -> Result<(Vec<usize>, Vec<T>), ort::Error> {
+                let (shape, data) = v.try_extract_tensor::<T>()?;
+                Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+            }
+            let (shape, data) = match dtype {
+                Some(DataType::Fp32) => grab::<f32>(value).map(|(s, d)| (s, TensorData::F32(d))),
+                Some(DataType::Fp64) => grab::<f64>(value).map(|(s, d)| (s, TensorData::F64(d))),
+                Some(DataType::Int64) => grab::<i64>(value).map(|(s, d)| (s, TensorData::I64(d))),
+                Some(DataType::Int32) => grab::<i32>(value).map(|(s, d)| (s, TensorData::I32(d))),
+                Some(DataType::Int8) => grab::<i8>(value).map(|(s, d)| (s, TensorData::I8(d))),
+                Some(DataType::Uint8) => grab::<u8>(value).map(|(s, d)| (s, TensorData::U8(d))),
+                Some(DataType::Bool) => grab::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
+                None => return Err(fail(format!("output `{}` is not a tensor of a supported type", spec.name))),
+            }
+            .map_err(err)?;
+            out.push(NamedTensor::new(spec.name.clone(), shape, data).map_err(fail)?);
+        }
+        Ok(out)
     }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bulkhead_core::NamedTensor;
 use bulkhead_supervisor::{Job, Supervisor};
 pub use bulkhead_supervisor::{JobAnswer as BackendOutput, PredictError as BackendError};
 
@@ -16,6 +17,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Embeds a batch of jobs (one per request; texts are passed along for diagnostics and fault rules); one
     /// result per job, so that a poison request fails alone.
     fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>>;
+    /// Runs a tensor model on named inputs (one request, never batched). Backends of embedding models only keep
+    /// the default, which refuses.
+    fn infer(&self, inputs: Vec<NamedTensor>) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        let _ = inputs;
+        Box::pin(async { Err(BackendError::Failed("this backend runs only embedding models".into())) })
+    }
     /// The `/units` view of this model: chain and per-unit state.
     fn units(&self) -> serde_json::Value;
     /// True when a unit answered a real forward pass within `window`.
@@ -29,6 +36,10 @@ pub trait Backend: Send + Sync + 'static {
 impl Backend for Supervisor {
     fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
         Box::pin(Supervisor::predict(self, jobs))
+    }
+
+    fn infer(&self, inputs: Vec<NamedTensor>) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        Box::pin(Supervisor::infer(self, inputs))
     }
 
     fn units(&self) -> serde_json::Value {

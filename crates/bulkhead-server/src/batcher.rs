@@ -285,6 +285,7 @@ mod tests {
                         }
                         Ok(BackendOutput {
                             vectors: j.rows.iter().map(|r| vec![r.len() as f32]).collect(),
+                            outputs: vec![],
                             unit: Unit::ORT_CPU,
                             timing: StageTiming::default(),
                             retries: 0,

@@ -16,6 +16,9 @@ pub enum ApiError {
     /// Body too large.
     #[error("request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// The model exists but is of the other kind (texts sent to a tensor model, or the reverse).
+    #[error("{0}")]
+    WrongKind(String),
     /// No such model.
     #[error("model `{0}` is not served here; GET /v1/models lists the served models")]
     UnknownModel(String),
@@ -43,6 +46,7 @@ impl ApiError {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            Self::WrongKind(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             Self::UnknownModel(_) => (StatusCode::NOT_FOUND, "not_found_error"),
             Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded_error"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),

@@ -20,7 +20,7 @@ pub mod state;
 pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use routes::app;
-pub use state::{AppState, LoadedModel, ModelEntry};
+pub use state::{AppState, LoadedModel, ModelEntry, ModelKind};
 
 /// Serves `state` on `listener` until `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(

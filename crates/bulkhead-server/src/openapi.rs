@@ -60,7 +60,7 @@ pub fn document() -> Value {
             json!({ "type": "array", "items": { "type": "array", "items": { "type": "number" } } })
         ),
         "/v2/models/{name}/infer": inference(
-            "KServe v2 inference with JSON tensors: a BYTES tensor of texts, or INT64 input_ids [n, seq] (+ attention_mask)",
+            "KServe v2 inference with JSON tensors. Embedding models: a BYTES tensor of texts, or INT64 input_ids [n, seq] (+ attention_mask). Any other ONNX model (served without a tokenizer): its graph inputs by name, as GET /v2/models/{name} lists them; returns its outputs (or those named in `outputs`)",
             json!({ "type": "object", "required": ["inputs"], "properties": { "id": { "type": "string" }, "inputs": { "type": "array", "items": {
                 "type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
                     "name": { "type": "string" }, "shape": { "type": "array", "items": { "type": "integer" } },

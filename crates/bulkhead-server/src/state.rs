@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead_core::ModelFiles;
+use bulkhead_core::{ModelFiles, TensorSpec};
 use bulkhead_embed::Tokenizer;
 
 use crate::backend::Backend;
@@ -13,22 +13,52 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+/// What a served model takes and returns.
+pub enum ModelKind {
+    /// Texts (or token ids) in, one vector per input out: every route.
+    Embedding {
+        /// Its tokenizer (tokenization happens in the server, so the batcher can count tokens).
+        tokenizer: Tokenizer,
+        /// Embedding dimensions.
+        dimensions: usize,
+    },
+    /// An ONNX graph without a tokenizer: named tensors in and out, through KServe v2 infer only.
+    Tensor {
+        /// The graph inputs.
+        inputs: Vec<TensorSpec>,
+        /// The graph outputs.
+        outputs: Vec<TensorSpec>,
+    },
+}
+
 /// One served model.
 pub struct ModelEntry {
     /// The name clients use.
     pub name: String,
     /// Its files and settings.
     pub files: ModelFiles,
-    /// Its tokenizer (tokenization happens in the server, so the batcher can count tokens).
-    pub tokenizer: Tokenizer,
+    /// Embedding or tensor model.
+    pub kind: ModelKind,
     /// What computes it.
     pub backend: Arc<dyn Backend>,
-    /// Its queue.
+    /// Its queue (embedding requests).
     pub batcher: Batcher,
-    /// Embedding dimensions.
-    pub dimensions: usize,
     /// Unix time it was loaded.
     pub created: u64,
+}
+
+impl ModelEntry {
+    /// The tokenizer and dimensions of an embedding model; a clear 400 for a tensor model.
+    pub fn embedding(&self) -> Result<(&Tokenizer, usize), ApiError> {
+        match &self.kind {
+            ModelKind::Embedding { tokenizer, dimensions } => Ok((tokenizer, *dimensions)),
+            ModelKind::Tensor { .. } => Err(ApiError::WrongKind(format!(
+                "model `{}` is a tensor model (an ONNX graph without a tokenizer): it takes named tensors, not texts; \
+                 call POST /v2/models/{}/infer (GET /v2/models/{} lists its inputs)",
+                self.name, self.name, self.name
+            ))),
+        }
+    }
 }
 
 /// A model ready to be served: what [`AppState::new`] takes.
@@ -37,12 +67,10 @@ pub struct LoadedModel {
     pub name: String,
     /// Its files and settings.
     pub files: ModelFiles,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
+    /// Embedding or tensor model.
+    pub kind: ModelKind,
     /// What computes it.
     pub backend: Arc<dyn Backend>,
-    /// Embedding dimensions.
-    pub dimensions: usize,
 }
 
 /// Everything the handlers share.
@@ -68,9 +96,9 @@ impl AppState {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let models = models
             .into_iter()
-            .map(|LoadedModel { name, files, tokenizer, backend, dimensions }| {
+            .map(|LoadedModel { name, files, kind, backend }| {
                 let batcher = Batcher::spawn(name.clone(), backend.clone(), &config, metrics.clone());
-                let entry = ModelEntry { name: name.clone(), files, tokenizer, backend, batcher, dimensions, created };
+                let entry = ModelEntry { name: name.clone(), files, kind, backend, batcher, created };
                 (name, Arc::new(entry))
             })
             .collect();

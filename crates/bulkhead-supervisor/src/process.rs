@@ -263,9 +263,9 @@ impl WorkerLink {
                     crate::worker::EXIT_LOAD_FAILED
                 }
                 Ok((mut core, warmup)) => {
-                    send(Response::Ready { report: core.report().clone(), warmup, rss_bytes: 0 });
-                    while let Some(Request::Predict { id, rows, texts }) = req_rx.blocking_recv() {
-                        if !send(core.predict(id, &rows, &texts)) {
+                    send(core.ready(warmup, 0));
+                    while let Some(answer) = req_rx.blocking_recv().and_then(|req| core.answer(req)) {
+                        if !send(answer) {
                             break;
                         }
                     }

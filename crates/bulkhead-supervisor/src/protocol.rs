@@ -11,13 +11,13 @@
 
 use std::io::{self, Read, Write};
 
-use bulkhead_core::SessionReport;
+use bulkhead_core::{NamedTensor, SessionReport, TensorSpec};
 use bulkhead_embed::StageTiming;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,6 +36,13 @@ pub enum Request {
         rows: Vec<Vec<i64>>,
         /// The original texts (may be empty when the caller sent tokens).
         texts: Vec<String>,
+    },
+    /// Run a tensor model (no tokenizer) on named `inputs`; no inputs runs the warm-up inputs (health probes).
+    Infer {
+        /// Correlates the answer.
+        id: u64,
+        /// Every graph input, by name.
+        inputs: Vec<NamedTensor>,
     },
     /// Finish and exit 0.
     Shutdown,
@@ -77,6 +84,10 @@ pub enum Response {
         warmup: Vec<WarmupShape>,
         /// Resident memory after warm-up.
         rss_bytes: u64,
+        /// A tensor model's graph inputs (empty for embedding models).
+        inputs: Vec<TensorSpec>,
+        /// A tensor model's graph outputs (empty for embedding models).
+        outputs: Vec<TensorSpec>,
     },
     /// The answer to a [`Request::Predict`].
     Predicted {
@@ -84,6 +95,17 @@ pub enum Response {
         id: u64,
         /// One vector per row.
         vectors: Vec<Vec<f32>>,
+        /// Stage timing inside the worker.
+        timing: StageTiming,
+        /// Resident memory after the prediction.
+        rss_bytes: u64,
+    },
+    /// The answer to a [`Request::Infer`].
+    Inferred {
+        /// The request id.
+        id: u64,
+        /// Every graph output.
+        outputs: Vec<NamedTensor>,
         /// Stage timing inside the worker.
         timing: StageTiming,
         /// Resident memory after the prediction.

@@ -23,7 +23,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{Availability, Chain, ModelFiles, NodePlacement, Precision, SessionReport, Unit};
+use bulkhead_core::{
+    Availability, Chain, ModelFiles, NamedTensor, NodePlacement, Precision, SessionReport, TensorSpec, Unit,
+};
 use bulkhead_embed::{Engines, StageTiming};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -148,11 +150,13 @@ pub struct Job {
     pub texts: Vec<String>,
 }
 
-/// The answer to one [`Job`].
+/// The answer to one [`Job`] (or to one [`Supervisor::infer`]).
 #[derive(Debug, Clone)]
 pub struct JobAnswer {
-    /// One vector per row.
+    /// One vector per row (embedding models).
     pub vectors: Vec<Vec<f32>>,
+    /// Every graph output (tensor models).
+    pub outputs: Vec<NamedTensor>,
     /// The unit that computed them.
     pub unit: Unit,
     /// `queue_ms`: time in the supervisor and the pipes; `infer_ms`/`post_ms`: the worker's.
@@ -264,6 +268,12 @@ pub struct ModelUnits {
     pub queued: usize,
     /// Per unit.
     pub units: Vec<UnitView>,
+    /// A tensor model's graph inputs, once a worker has loaded it (empty for embedding models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<TensorSpec>,
+    /// A tensor model's graph outputs, once a worker has loaded it (empty for embedding models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<TensorSpec>,
 }
 
 /// Why the supervisor could not start serving.
@@ -285,6 +295,8 @@ enum Cmd {
 struct PendingJob {
     rows: Vec<Vec<i64>>,
     texts: Vec<String>,
+    /// A tensor model's inputs (`Some(vec![])`: its warm-up inputs, for health probes); never batched with others.
+    tensors: Option<Vec<NamedTensor>>,
     strikes: Vec<String>,
     retries: u32,
     enqueued: Instant,
@@ -314,6 +326,9 @@ impl Work {
         self.jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect()
     }
     fn shape(&self) -> (usize, usize) {
+        if let Some(t) = self.jobs.first().and_then(|j| j.tensors.as_ref()) {
+            return t.first().map_or((1, 1), NamedTensor::rows_and_width);
+        }
         let rows = self.jobs.iter().map(|j| j.rows.len()).sum();
         let seq = self.jobs.iter().flat_map(|j| j.rows.iter().map(Vec::len)).max().unwrap_or(0);
         (rows, seq)
@@ -451,6 +466,8 @@ impl Supervisor {
             isolation: config.isolation,
             queued: 0,
             units: vec![],
+            inputs: vec![],
+            outputs: vec![],
         }));
         let health = Arc::new(Mutex::new(HealthFlags::default()));
         let name = model.name.clone();
@@ -494,7 +511,15 @@ impl Supervisor {
             .map(|j| {
                 let (tx, rx) = oneshot::channel();
                 receivers.push(rx);
-                PendingJob { rows: j.rows, texts: j.texts, strikes: vec![], retries: 0, enqueued: now, reply: Some(tx) }
+                PendingJob {
+                    rows: j.rows,
+                    texts: j.texts,
+                    tensors: None,
+                    strikes: vec![],
+                    retries: 0,
+                    enqueued: now,
+                    reply: Some(tx),
+                }
             })
             .collect();
         if self.tx.send(Cmd::Predict(pending)).is_err() {
@@ -505,6 +530,31 @@ impl Supervisor {
             out.push(rx.await.unwrap_or(Err(PredictError::ShuttingDown)));
         }
         out
+    }
+
+    /// Runs a tensor model (an ONNX graph without a tokenizer) on named `inputs`: the same retry, fallback, poison
+    /// and watchdog rules as embeddings; never batched with other requests.
+    pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<JobAnswer, PredictError> {
+        let (tx, rx) = oneshot::channel();
+        let job = PendingJob {
+            rows: vec![],
+            texts: vec![],
+            tensors: Some(inputs),
+            strikes: vec![],
+            retries: 0,
+            enqueued: Instant::now(),
+            reply: Some(tx),
+        };
+        if self.tx.send(Cmd::Predict(vec![job])).is_err() {
+            return Err(PredictError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(PredictError::ShuttingDown))
+    }
+
+    /// A tensor model's graph inputs and outputs, known once a worker has loaded it (empty for embedding models).
+    pub fn signature(&self) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        (v.inputs.clone(), v.outputs.clone())
     }
 
     /// Embeds one request's rows.
@@ -587,7 +637,12 @@ impl Actor {
                     }
                 },
                 Some((id, ev)) = events.recv() => {
-                    hot = matches!(ev, WorkerEvent::Message(Response::Predicted { .. } | Response::Failed { .. }));
+                    hot = matches!(
+                        ev,
+                        WorkerEvent::Message(
+                            Response::Predicted { .. } | Response::Inferred { .. } | Response::Failed { .. }
+                        )
+                    );
                     self.on_event(id, ev);
                 }
                 _ = tick.tick() => self.on_tick(),
@@ -914,10 +969,15 @@ impl Actor {
                 }
                 tracing::info!(unit = %u.unit, "loaded in {:.0} ms; warming up", u.load_ms.unwrap_or(0.0));
             }
-            Response::Ready { report, warmup, rss_bytes } => {
+            Response::Ready { report, warmup, rss_bytes, inputs, outputs } => {
                 if !w.hello {
                     w.link.kill("protocol error: Ready before Hello");
                     return;
+                }
+                if !inputs.is_empty() || !outputs.is_empty() {
+                    let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+                    v.inputs = inputs;
+                    v.outputs = outputs;
                 }
                 let rss = if rss_bytes > 0 { rss_bytes } else { w.link.pid.and_then(rss_bytes_of).unwrap_or(0) };
                 w.phase = Phase::Serving;
@@ -959,6 +1019,8 @@ impl Actor {
                     h.ready = true;
                     h.last_ok = Some(Instant::now());
                 }
+                // Whoever waited for readiness reads `/units` next: publish the serving state before waking them.
+                self.publish();
                 for tx in self.waiters.drain(..) {
                     let _ = tx.send(Ok(unit));
                 }
@@ -967,33 +1029,13 @@ impl Actor {
                 w.load_failed = Some((reason, kind));
             }
             Response::Predicted { id, vectors, timing, rss_bytes } => {
-                let Some(i) = w.inflight.iter().position(|f| f.id == id) else { return };
-                let mut f = w.inflight.remove(i).expect("position is valid");
-                let now = Instant::now();
-                w.head_since = now;
-                w.served += 1;
-                w.last_ok = now;
-                if rss_bytes > 0 {
-                    w.rss = rss_bytes;
-                }
-                let unit = self.units[idx].unit;
-                let u = &mut self.units[idx];
-                u.predictions += 1;
-                u.rss = w.rss;
-                u.consecutive_crashes = 0;
-                self.health.lock().unwrap_or_else(|e| e.into_inner()).last_ok = Some(now);
+                let Some((mut f, now, unit)) = self.answered(pos, id, rss_bytes) else { return };
                 let mut vectors = vectors.into_iter();
                 for job in &mut f.work.jobs {
                     let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.rows.len()).collect();
-                    let total_ms = (now - job.enqueued).as_secs_f64() * 1e3;
-                    let t = StageTiming {
-                        tokenize_ms: 0.0,
-                        queue_ms: (total_ms - timing.infer_ms - timing.post_ms).max(0.0),
-                        infer_ms: timing.infer_ms,
-                        post_ms: timing.post_ms,
-                    };
+                    let t = job_timing(job, now, &timing);
                     let answer = if mine.len() == job.rows.len() {
-                        Ok(JobAnswer { vectors: mine, unit, timing: t, retries: job.retries })
+                        Ok(JobAnswer { vectors: mine, outputs: vec![], unit, timing: t, retries: job.retries })
                     } else {
                         Err(PredictError::Failed(format!(
                             "the worker returned {} vectors for {} inputs",
@@ -1002,6 +1044,15 @@ impl Actor {
                         )))
                     };
                     job.answer(answer);
+                }
+                self.check_recycle(pos);
+            }
+            Response::Inferred { id, outputs, timing, rss_bytes } => {
+                let Some((mut f, now, unit)) = self.answered(pos, id, rss_bytes) else { return };
+                // Tensor work is never batched: one job, all the outputs.
+                if let Some(job) = f.work.jobs.first_mut() {
+                    let timing = job_timing(job, now, &timing);
+                    job.answer(Ok(JobAnswer { vectors: vec![], outputs, unit, timing, retries: job.retries }));
                 }
                 self.check_recycle(pos);
             }
@@ -1016,6 +1067,27 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// The bookkeeping of a successful answer from worker `pos`: takes the in-flight work `id` off the worker and
+    /// counts the prediction. `None` for an unknown id.
+    fn answered(&mut self, pos: usize, id: u64, rss_bytes: u64) -> Option<(InFlight, Instant, Unit)> {
+        let w = &mut self.workers[pos];
+        let i = w.inflight.iter().position(|f| f.id == id)?;
+        let f = w.inflight.remove(i)?;
+        let now = Instant::now();
+        w.head_since = now;
+        w.served += 1;
+        w.last_ok = now;
+        if rss_bytes > 0 {
+            w.rss = rss_bytes;
+        }
+        let u = &mut self.units[w.unit_idx];
+        u.predictions += 1;
+        u.rss = w.rss;
+        u.consecutive_crashes = 0;
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).last_ok = Some(now);
+        Some((f, now, u.unit))
     }
 
     fn check_recycle(&mut self, pos: usize) {
@@ -1281,11 +1353,14 @@ impl Actor {
                 })
                 .map(|w| w.unit_idx);
             if probe_due.is_some() {
-                let rows = vec![vec![101, 7592, 102]];
+                // Embedding models: `[CLS] hello [SEP]`; tensor models: the worker's warm-up inputs.
+                let tensor = self.model.is_tensor_model();
+                let rows = if tensor { vec![] } else { vec![vec![101, 7592, 102]] };
                 self.queue.push_back(Work {
                     jobs: vec![PendingJob {
                         rows,
                         texts: vec![],
+                        tensors: tensor.then(Vec::new),
                         strikes: vec![],
                         retries: 0,
                         enqueued: now,
@@ -1320,7 +1395,10 @@ impl Actor {
             if w.inflight.is_empty() {
                 w.head_since = now;
             }
-            w.link.send(Request::Predict { id, rows: work.rows(), texts: work.texts() });
+            match work.jobs.first().and_then(|j| j.tensors.clone()) {
+                Some(inputs) => w.link.send(Request::Infer { id, inputs }),
+                None => w.link.send(Request::Predict { id, rows: work.rows(), texts: work.texts() }),
+            }
             w.inflight.push_back(InFlight { id, work, sent: now });
         }
     }
@@ -1391,6 +1469,17 @@ impl Actor {
         v.serving = serving;
         v.queued = self.queue.iter().map(|w| w.jobs.len()).sum();
         v.units = units;
+    }
+}
+
+/// A job's stage timing: the worker's `infer`/`post`, and everything else since it was queued as `queue`.
+fn job_timing(job: &PendingJob, now: Instant, worker: &StageTiming) -> StageTiming {
+    let total_ms = (now - job.enqueued).as_secs_f64() * 1e3;
+    StageTiming {
+        tokenize_ms: 0.0,
+        queue_ms: (total_ms - worker.infer_ms - worker.post_ms).max(0.0),
+        infer_ms: worker.infer_ms,
+        post_ms: worker.post_ms,
     }
 }
 

@@ -10,8 +10,8 @@ use std::io::{BufReader, BufWriter};
 use std::str::FromStr;
 use std::time::Instant;
 
-use bulkhead_core::{ModelFiles, SessionReport, Unit};
-use bulkhead_embed::{warmup_rows, Embedder, Engines, Tokenizer};
+use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, SessionReport, TensorSpec, Unit};
+use bulkhead_embed::{warmup_rows, Embedder, Engines, StageTiming, Tokenizer};
 
 use crate::faults::{self, WorkerFaults};
 use crate::protocol::{
@@ -102,11 +102,32 @@ pub(crate) struct LoadFailure {
     pub reason: String,
 }
 
-/// A loaded, warmed-up embedder: the part shared by worker processes and the in-process mode.
+/// What a worker runs: an embedding pipeline, or a plain graph (a tensor model).
+enum Runner {
+    Embed(Embedder),
+    Graph {
+        session: Box<dyn GraphSession>,
+        /// Zeros of every input's shape (dynamic dimensions 1): warm-up and health probes.
+        warm: Vec<NamedTensor>,
+    },
+}
+
+/// A loaded, warmed-up model: the part shared by worker processes and the in-process mode.
 pub(crate) struct Core {
-    embedder: Embedder,
+    runner: Runner,
     faults: WorkerFaults,
     served: u64,
+}
+
+fn median_ms(mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut times = vec![];
+    for _ in 0..WARMUP_ITERATIONS {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 impl Core {
@@ -120,39 +141,102 @@ impl Core {
     ) -> Result<(Core, Vec<WarmupShape>), LoadFailure> {
         let fail = |kind: &str, reason: String| LoadFailure { kind: kind.into(), reason };
         faults.at_load().map_err(|r| fail("model_rejected", r))?;
+        if model.is_tensor_model() {
+            return Core::load_graph(engines, model, unit, faults, on_loaded);
+        }
         let tokenizer = Tokenizer::load(model).map_err(|e| fail("setup", e.to_string()))?;
         let session = engines.load(model, unit).map_err(|e| fail(e.kind(), e.to_string()))?;
         let mut embedder = Embedder::new(model, session);
         on_loaded(embedder.report());
         let mut warmup = vec![];
         for rows in warmup_rows(&tokenizer) {
-            let mut times = vec![];
-            for _ in 0..WARMUP_ITERATIONS {
-                let t = Instant::now();
-                embedder.embed_tokens(&rows).map_err(|e| fail("inference", format!("warm-up failed: {e}")))?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            times.sort_by(f64::total_cmp);
+            let ms = median_ms(|| embedder.embed_tokens(&rows).map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(|e| fail("inference", format!("warm-up failed: {e}")))?;
             let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-            warmup.push(WarmupShape { batch: rows.len(), seq, ms: times[times.len() / 2] });
+            warmup.push(WarmupShape { batch: rows.len(), seq, ms });
         }
         if warmup.is_empty() {
             return Err(fail("setup", "the tokenizer produced no warm-up rows".into()));
         }
-        Ok((Core { embedder, faults, served: 0 }, warmup))
+        Ok((Core { runner: Runner::Embed(embedder), faults, served: 0 }, warmup))
+    }
+
+    /// A tensor model: load the graph, warm up on zeros of every input's shape (what a health probe sends too).
+    fn load_graph(
+        engines: &Engines,
+        model: &ModelFiles,
+        unit: &Unit,
+        faults: WorkerFaults,
+        on_loaded: impl FnOnce(&SessionReport),
+    ) -> Result<(Core, Vec<WarmupShape>), LoadFailure> {
+        let fail = |kind: &str, reason: String| LoadFailure { kind: kind.into(), reason };
+        let mut session = engines.load_graph(model, unit).map_err(|e| fail(e.kind(), e.to_string()))?;
+        on_loaded(session.report());
+        let warm: Vec<NamedTensor> = session.inputs().iter().filter_map(TensorSpec::zeros).collect();
+        let ms = median_ms(|| session.run(&warm).map(|_| ()).map_err(|e| e.to_string()))
+            .map_err(|e| fail("inference", format!("warm-up on zero inputs failed: {e}")))?;
+        let (batch, seq) = warm.first().map_or((1, 1), NamedTensor::rows_and_width);
+        Ok((Core { runner: Runner::Graph { session, warm }, faults, served: 0 }, vec![WarmupShape { batch, seq, ms }]))
     }
 
     pub fn report(&self) -> &SessionReport {
-        self.embedder.report()
+        match &self.runner {
+            Runner::Embed(e) => e.report(),
+            Runner::Graph { session, .. } => session.report(),
+        }
+    }
+
+    /// A tensor model's inputs and outputs (empty for an embedding model).
+    pub fn signature(&self) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        match &self.runner {
+            Runner::Embed(_) => (vec![], vec![]),
+            Runner::Graph { session, .. } => (session.inputs().to_vec(), session.outputs().to_vec()),
+        }
+    }
+
+    /// The `Ready` message for this core.
+    pub fn ready(&self, warmup: Vec<WarmupShape>, rss_bytes: u64) -> Response {
+        let (inputs, outputs) = self.signature();
+        Response::Ready { report: self.report().clone(), warmup, rss_bytes, inputs, outputs }
+    }
+
+    /// Answers one request (applying per-prediction faults first).
+    pub fn answer(&mut self, req: Request) -> Option<Response> {
+        match req {
+            Request::Predict { id, rows, texts } => Some(self.predict(id, &rows, &texts)),
+            Request::Infer { id, inputs } => Some(self.infer(id, inputs)),
+            Request::Shutdown => None,
+        }
     }
 
     /// Runs one prediction (applying per-prediction faults first).
     pub fn predict(&mut self, id: u64, rows: &[Vec<i64>], texts: &[String]) -> Response {
         self.faults.before_predict(self.served, texts);
         self.served += 1;
-        match self.embedder.embed_tokens(rows) {
+        let Runner::Embed(embedder) = &mut self.runner else {
+            return Response::Failed { id, message: "this model takes named tensors, not texts".into() };
+        };
+        match embedder.embed_tokens(rows) {
             Ok((vectors, timing)) => {
                 Response::Predicted { id, vectors, timing, rss_bytes: rss_bytes(None).unwrap_or(0) }
+            }
+            Err(e) => Response::Failed { id, message: e.to_string() },
+        }
+    }
+
+    /// Runs a tensor model on `inputs` (its warm-up inputs when empty).
+    pub fn infer(&mut self, id: u64, inputs: Vec<NamedTensor>) -> Response {
+        self.faults.before_predict(self.served, &[]);
+        self.served += 1;
+        let Runner::Graph { session, warm } = &mut self.runner else {
+            return Response::Failed { id, message: "this is an embedding model: send texts or token ids".into() };
+        };
+        let inputs = if inputs.is_empty() { &warm[..] } else { &inputs[..] };
+        let t = Instant::now();
+        match session.run(inputs) {
+            Ok(outputs) => {
+                let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
+                Response::Inferred { id, outputs, timing, rss_bytes: rss_bytes(None).unwrap_or(0) }
             }
             Err(e) => Response::Failed { id, message: e.to_string() },
         }
@@ -220,8 +304,7 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     }
     let mut core = match loaded {
         Ok((core, warmup)) => {
-            let ready =
-                Response::Ready { report: core.report().clone(), warmup, rss_bytes: rss_bytes(None).unwrap_or(0) };
+            let ready = core.ready(warmup, rss_bytes(None).unwrap_or(0));
             if !send(&mut out, &ready) {
                 return EXIT_PIPE;
             }
@@ -234,13 +317,15 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     };
     loop {
         match read_frame::<Request>(&mut input) {
-            Ok(Request::Predict { id, rows, texts }) => {
-                let answer = core.predict(id, &rows, &texts);
-                if !send(&mut out, &answer) {
-                    return EXIT_PIPE;
+            Ok(req) => match core.answer(req) {
+                Some(answer) => {
+                    if !send(&mut out, &answer) {
+                        return EXIT_PIPE;
+                    }
                 }
-            }
-            Ok(Request::Shutdown) | Err(FrameError::Closed) => return 0,
+                None => return 0,
+            },
+            Err(FrameError::Closed) => return 0,
             Err(e) => {
                 eprintln!("bulkhead worker: bad request frame: {e}");
                 return EXIT_PIPE;

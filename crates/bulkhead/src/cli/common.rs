@@ -66,6 +66,20 @@ pub fn default_model_path() -> anyhow::Result<PathBuf> {
 }
 
 /// Opens the model at `path` (or the default model), with an optional tokenizer override.
+/// `doctor` and `bench` measure embedding models: an ONNX graph without a tokenizer is refused with what to do.
+pub fn require_embedding_model(model: &ModelFiles, command: &str, tokenizer_flag: bool) -> Result<(), UsageError> {
+    if !model.is_tensor_model() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{}: no tokenizer.json beside this ONNX graph, and `bulkhead {command}` measures embedding models; put the \
+         model's tokenizer.json beside it{}, or serve it as a tensor model (`bulkhead serve --model NAME=PATH`, \
+         KServe v2 infer)",
+        model.source.display(),
+        if tokenizer_flag { " or pass --tokenizer FILE" } else { "" }
+    )))
+}
+
 pub fn open_model(path: Option<&Path>, tokenizer: Option<&Path>) -> anyhow::Result<ModelFiles> {
     let (path, default) = match path {
         Some(p) => (p.to_path_buf(), false),

@@ -27,7 +27,7 @@ use bulkhead_core::{Availability, Chain, ModelFiles, Unit};
 use bulkhead_embed::{probe_texts, Tokenizer};
 use bulkhead_supervisor::FaultRule;
 
-use super::common::{engines, open_model, parse_chain, UsageError};
+use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError};
 use progress::Progress;
 use report::{Crash, Finding, LoadError, LoadReport, Report, Settings, ShapeRow, UnitReport, WarmupRow};
 use worker::{Failure, Limits, Started, Worker};
@@ -171,6 +171,7 @@ impl DoctorArgs {
         }
         let rules = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
         let model = open_model(self.model.as_deref(), self.tokenizer.as_deref())?;
+        require_embedding_model(&model, "doctor", true)?;
         let reference_model = self.reference.as_deref().map(|p| open_model(Some(p), None)).transpose()?;
         let tokenizer = Tokenizer::load(&model);
         let tokenizer_status = tokenizer.as_ref().map(|_| ()).map_err(|e| e.to_string());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::Chain;
 use bulkhead_embed::Tokenizer;
-use bulkhead_server::{AppState, LoadedModel, ServeConfig};
+use bulkhead_server::{AppState, LoadedModel, ModelKind, ServeConfig};
 use bulkhead_supervisor::{faults, Isolation, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{engines, open_model, parse_chain, UsageError, DEFAULT_MODEL_NAME};
@@ -146,7 +146,8 @@ impl ServeArgs {
             if opened.iter().any(|(n, _, _): &(String, _, _)| n == &name) {
                 return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
             }
-            let tokenizer = Tokenizer::load(&files)?;
+            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer); everything else embeds.
+            let tokenizer = if files.is_tensor_model() { None } else { Some(Tokenizer::load(&files)?) };
             opened.push((name, files, tokenizer));
         }
         let sups: Vec<Arc<Supervisor>> = opened
@@ -162,11 +163,21 @@ impl ServeArgs {
         let mut models = vec![];
         for ((name, files, tokenizer), sup) in opened.into_iter().zip(&sups) {
             // One real request through the supervisor gives the dimensions (and proves the path end to end).
-            let rows = tokenizer.encode(&["bulkhead".to_string()])?;
-            let probe =
-                sup.embed(rows, vec![]).await.map_err(|e| anyhow::anyhow!("{name}: first request failed: {e}"))?;
-            let dimensions = probe.vectors.first().map_or(0, Vec::len);
-            models.push(LoadedModel { name, files, tokenizer, backend: sup.clone(), dimensions });
+            let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
+            let kind = match tokenizer {
+                Some(tokenizer) => {
+                    let rows = tokenizer.encode(&["bulkhead".to_string()])?;
+                    let probe = sup.embed(rows, vec![]).await.map_err(first)?;
+                    ModelKind::Embedding { dimensions: probe.vectors.first().map_or(0, Vec::len), tokenizer }
+                }
+                None => {
+                    // No inputs: the worker runs its warm-up inputs (zeros of every input's shape).
+                    sup.infer(vec![]).await.map_err(first)?;
+                    let (inputs, outputs) = sup.signature();
+                    ModelKind::Tensor { inputs, outputs }
+                }
+            };
+            models.push(LoadedModel { name, files, kind, backend: sup.clone() });
         }
         let state = AppState::new(models, config);
         let listener = tokio::net::TcpListener::bind((self.host.as_str(), self.port))
@@ -175,12 +186,16 @@ impl ServeArgs {
         let addr = listener.local_addr()?;
         for m in state.models.values() {
             let v = m.backend.units();
-            tracing::info!(
-                "model {} ({} dimensions) serving on {}",
-                m.name,
-                m.dimensions,
-                v["serving"].as_str().unwrap_or("?")
-            );
+            let what = match &m.kind {
+                ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
+                ModelKind::Tensor { inputs, outputs } => format!(
+                    "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
+                    inputs.len(),
+                    outputs.len(),
+                    m.name
+                ),
+            };
+            tracing::info!("model {} ({what}) serving on {}", m.name, v["serving"].as_str().unwrap_or("?"));
         }
         println!("listening on http://{addr}");
         let _ = std::io::stdout().flush();

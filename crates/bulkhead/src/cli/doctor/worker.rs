@@ -118,7 +118,7 @@ pub async fn start(
         match event {
             WorkerEvent::Message(Response::Hello { .. }) => hello = Some(t0.elapsed()),
             WorkerEvent::Message(Response::Loaded { .. }) => loaded = Some(t0.elapsed()),
-            WorkerEvent::Message(Response::Ready { report, warmup, rss_bytes }) => {
+            WorkerEvent::Message(Response::Ready { report, warmup, rss_bytes, .. }) => {
                 let total = t0.elapsed();
                 let hello = hello.unwrap_or_default();
                 let loaded = loaded.unwrap_or(hello);
