@@ -94,6 +94,16 @@ struct LoadResult {
     elapsed: f64,
 }
 
+impl LoadResult {
+    /// Adds the requests of another block of the same load.
+    fn absorb(&mut self, other: LoadResult) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+}
+
 async fn load(addr: &str, connections: usize, duration: Duration) -> LoadResult {
     let addr = Arc::new(addr.to_string());
     let deadline = Instant::now() + duration;
@@ -282,11 +292,7 @@ fn main() -> anyhow::Result<()> {
             (st_n, st_s) = (st_n + n, st_s + t);
             std::thread::sleep(pause);
         }
-        let r = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(block)));
-        c64.ok += r.ok;
-        c64.failed += r.failed;
-        c64.elapsed += r.elapsed;
-        c64.latencies.extend(r.latencies);
+        c64.absorb(rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(block))));
         std::thread::sleep(pause);
     }
     c64.latencies.sort_by(f64::total_cmp);
@@ -300,11 +306,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..C1_ROUNDS {
         inproc_lat.extend(inproc.singles(block)?);
         std::thread::sleep(pause);
-        let r = rt.block_on(load(&server.addr, 1, Duration::from_secs_f64(block)));
-        c1.ok += r.ok;
-        c1.failed += r.failed;
-        c1.elapsed += r.elapsed;
-        c1.latencies.extend(r.latencies);
+        c1.absorb(rt.block_on(load(&server.addr, 1, Duration::from_secs_f64(block))));
         std::thread::sleep(pause);
     }
     let inproc_p50 = common::pct(&inproc_lat, 0.5);
