@@ -269,6 +269,32 @@ impl OrtEngine {
     }
 }
 
+/// What really runs a created session: unit, runtime, file, weight precision and ORT's node placement (a note says
+/// why when the placement cannot be read).
+fn session_report(
+    session: &ort::session::Session,
+    unit: &Unit,
+    rt: &Runtime,
+    path: &Path,
+    info: &onnx_info::OnnxInfo,
+    hidden_size: usize,
+    mut notes: Vec<String>,
+) -> SessionReport {
+    let placement = placement::read(session).unwrap_or_else(|e| {
+        notes.push(format!("node placement unavailable: {e}"));
+        vec![]
+    });
+    SessionReport {
+        unit: *unit,
+        runtime: format!("onnxruntime {}", rt.version),
+        model_file: path.display().to_string(),
+        precision: info.precision(),
+        placement,
+        hidden_size,
+        notes,
+    }
+}
+
 /// Which inputs the graph takes, in order, and their element type.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum InputKind {
@@ -332,24 +358,8 @@ impl OrtSession {
         let hidden_size =
             outputs[output].dtype().tensor_shape().and_then(|s| s.last().copied()).filter(|&d| d > 0).unwrap_or(0)
                 as usize;
-        let placement = placement::read(&session);
-        let mut notes = vec![format!("output `{}`", outputs[output].name())];
-        let placement = match placement {
-            Ok(p) => p,
-            Err(e) => {
-                notes.push(format!("node placement unavailable: {e}"));
-                vec![]
-            }
-        };
-        let report = SessionReport {
-            unit: *unit,
-            runtime: format!("onnxruntime {}", rt.version),
-            model_file: path.display().to_string(),
-            precision: info.precision(),
-            placement,
-            hidden_size,
-            notes,
-        };
+        let notes = vec![format!("output `{}`", outputs[output].name())];
+        let report = session_report(&session, unit, rt, path, &info, hidden_size, notes);
         Ok(OrtSession { session, inputs, output, report, info })
     }
 }
@@ -460,27 +470,12 @@ impl OrtGraphSession {
                 supported.join(", ")
             )));
         }
-        let mut notes = vec![format!(
+        let notes = vec![format!(
             "tensor model: inputs {}; outputs {}",
             inputs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect::<Vec<_>>().join(", "),
             outputs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect::<Vec<_>>().join(", ")
         )];
-        let placement = match placement::read(&session) {
-            Ok(p) => p,
-            Err(e) => {
-                notes.push(format!("node placement unavailable: {e}"));
-                vec![]
-            }
-        };
-        let report = SessionReport {
-            unit: *unit,
-            runtime: format!("onnxruntime {}", rt.version),
-            model_file: path.display().to_string(),
-            precision: info.precision(),
-            placement,
-            hidden_size: 0,
-            notes,
-        };
+        let report = session_report(&session, unit, rt, path, info, 0, notes);
         Ok(OrtGraphSession { session, inputs, outputs, report })
     }
 }

@@ -533,7 +533,8 @@ impl Supervisor {
     }
 
     /// Runs a tensor model (an ONNX graph without a tokenizer) on named `inputs`: the same retry, fallback, poison
-    /// and watchdog rules as embeddings; never batched with other requests.
+    /// and watchdog rules as embeddings; never batched with other requests. No inputs runs the worker's warm-up
+    /// inputs (zeros of every input's shape), as health probes do.
     pub async fn infer(&self, inputs: Vec<NamedTensor>) -> Result<JobAnswer, PredictError> {
         let (tx, rx) = oneshot::channel();
         let job = PendingJob {

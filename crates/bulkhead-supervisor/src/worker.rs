@@ -102,6 +102,10 @@ pub(crate) struct LoadFailure {
     pub reason: String,
 }
 
+fn fail(kind: &str, reason: String) -> LoadFailure {
+    LoadFailure { kind: kind.into(), reason }
+}
+
 /// What a worker runs: an embedding pipeline, or a plain graph (a tensor model).
 enum Runner {
     Embed(Embedder),
@@ -139,7 +143,6 @@ impl Core {
         faults: WorkerFaults,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(Core, Vec<WarmupShape>), LoadFailure> {
-        let fail = |kind: &str, reason: String| LoadFailure { kind: kind.into(), reason };
         faults.at_load().map_err(|r| fail("model_rejected", r))?;
         if model.is_tensor_model() {
             return Core::load_graph(engines, model, unit, faults, on_loaded);
@@ -169,7 +172,6 @@ impl Core {
         faults: WorkerFaults,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(Core, Vec<WarmupShape>), LoadFailure> {
-        let fail = |kind: &str, reason: String| LoadFailure { kind: kind.into(), reason };
         let mut session = engines.load_graph(model, unit).map_err(|e| fail(e.kind(), e.to_string()))?;
         on_loaded(session.report());
         let warm: Vec<NamedTensor> = session.inputs().iter().filter_map(TensorSpec::zeros).collect();
