@@ -29,12 +29,19 @@ async fn cdn_handler(state: AxState<Arc<State>>, method: Method, uri: Uri, heade
     handle(state, method, uri, headers, true).await
 }
 
-async fn handle(AxState(state): AxState<Arc<State>>, method: Method, uri: Uri, headers: HeaderMap, cdn: bool) -> Answer {
+async fn handle(
+    AxState(state): AxState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    cdn: bool,
+) -> Answer {
     let path = percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     let token = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string));
     let range = header("range");
-    let req = Req { method: method.as_str(), path: &path, query: uri.query().unwrap_or(""), token, range: range.clone() };
+    let req =
+        Req { method: method.as_str(), path: &path, query: uri.query().unwrap_or(""), token, range: range.clone() };
     let answer = if cdn { cdn_answer(&state, &req).await } else { hub_answer(&state, &req).await };
     state.log.lock().unwrap().push(Logged {
         method: method.to_string(),

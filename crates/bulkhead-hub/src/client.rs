@@ -126,7 +126,8 @@ impl Client {
         let etag = etag.ok_or_else(|| protocol(&url, format!("no usable ETag for `{file}`")))?;
         let size = header("x-linked-size").or_else(|| if redirect { None } else { header("content-length") });
         let size = size.and_then(|s| s.trim().parse::<u64>().ok());
-        let size = size.ok_or_else(|| protocol(&url, format!("no size (X-Linked-Size, Content-Length) for `{file}`")))?;
+        let size =
+            size.ok_or_else(|| protocol(&url, format!("no size (X-Linked-Size, Content-Length) for `{file}`")))?;
         if header("x-repo-commit").is_none() {
             return Err(protocol(&url, "no X-Repo-Commit header".into()));
         }
@@ -312,7 +313,10 @@ mod tests {
         assert_eq!(join_url("http://h:1/a/b", "/c/d"), "http://h:1/c/d");
         assert_eq!(join_url("http://h:1/a/b", "https://cdn/x"), "https://cdn/x");
         let c = Client::new("http://h:1/", None);
-        assert_eq!(c.resolve_url("o/n", "main", "1_Pooling/config.json"), "http://h:1/o/n/resolve/main/1_Pooling/config.json");
+        assert_eq!(
+            c.resolve_url("o/n", "main", "1_Pooling/config.json"),
+            "http://h:1/o/n/resolve/main/1_Pooling/config.json"
+        );
         assert_eq!(c.resolve_url("o/n", "refs/pr/1", "a b.json"), "http://h:1/o/n/resolve/refs%2Fpr%2F1/a%20b.json");
     }
 }

@@ -85,10 +85,7 @@ mod tests {
     fn cache_folder_follows_huggingface_hub() {
         let h = "/home/u";
         assert_eq!(config(&[("HOME", h)]).cache_dir, PathBuf::from("/home/u/.cache/huggingface/hub"));
-        assert_eq!(
-            config(&[("HOME", h), ("XDG_CACHE_HOME", "/x")]).cache_dir,
-            PathBuf::from("/x/huggingface/hub")
-        );
+        assert_eq!(config(&[("HOME", h), ("XDG_CACHE_HOME", "/x")]).cache_dir, PathBuf::from("/x/huggingface/hub"));
         assert_eq!(config(&[("HOME", h), ("HF_HOME", "~/hf")]).cache_dir, PathBuf::from("/home/u/hf/hub"));
         assert_eq!(config(&[("HF_HOME", "/hf"), ("HF_HUB_CACHE", "/c")]).cache_dir, PathBuf::from("/c"));
         assert_eq!(config(&[("HUGGINGFACE_HUB_CACHE", "/old")]).cache_dir, PathBuf::from("/old"));

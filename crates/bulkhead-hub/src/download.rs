@@ -8,7 +8,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-
 use crate::cache::RepoCache;
 use crate::client::{Client, FileMeta};
 use crate::error::{human_bytes, ErrorKind};
@@ -48,7 +47,9 @@ impl Download<'_> {
                 received = self.transfer(file, meta, &blob)?;
             }
         }
-        self.cache.link(self.commit, file, &meta.etag).map_err(|e| io_error(&self.cache.snapshot_dir(self.commit), e))?;
+        self.cache
+            .link(self.commit, file, &meta.etag)
+            .map_err(|e| io_error(&self.cache.snapshot_dir(self.commit), e))?;
         self.progress.event(&Event::FileDone { file, size: meta.size });
         Ok(received)
     }
@@ -158,7 +159,11 @@ impl Download<'_> {
             self.progress.event(&Event::Bytes { file, done: *have, size: meta.size });
         }
         if *have < meta.size {
-            return Err(Stop::Retry(format!("connection closed at {} of {}", human_bytes(*have), human_bytes(meta.size))));
+            return Err(Stop::Retry(format!(
+                "connection closed at {} of {}",
+                human_bytes(*have),
+                human_bytes(meta.size)
+            )));
         }
         Ok(())
     }
@@ -291,10 +296,7 @@ mod tests {
         let p = dir.path().join("f");
         fs::write(&p, "hello\n").unwrap();
         // `git hash-object` of "hello\n" and `sha256sum` of it.
-        assert_eq!(
-            hash_file::<sha1::Sha1>(&p, Some(b"blob 6\0")).unwrap(),
-            "ce013625030ba8dba906f756967f9e9ca394464a"
-        );
+        assert_eq!(hash_file::<sha1::Sha1>(&p, Some(b"blob 6\0")).unwrap(), "ce013625030ba8dba906f756967f9e9ca394464a");
         assert_eq!(
             hash_file::<sha2::Sha256>(&p, None).unwrap(),
             "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"

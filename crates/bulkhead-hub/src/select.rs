@@ -146,7 +146,9 @@ pub fn model_files(
             out.push(onnx.into());
             weights += 1;
             let external = [format!("{onnx}_data"), format!("{onnx}.data")];
-            out.extend(listing.paths().filter(|p| external.iter().any(|e| p.starts_with(e.as_str()))).map(String::from));
+            out.extend(
+                listing.paths().filter(|p| external.iter().any(|e| p.starts_with(e.as_str()))).map(String::from),
+            );
         }
     }
     if weights == 0 {
@@ -235,9 +237,15 @@ mod tests {
             ]
         );
         let st = Formats { safetensors: true, onnx: false };
-        assert_eq!(model_files(&l, Some(&modules()), None, st).unwrap(), ["1_Pooling/config.json", "model.safetensors"]);
+        assert_eq!(
+            model_files(&l, Some(&modules()), None, st).unwrap(),
+            ["1_Pooling/config.json", "model.safetensors"]
+        );
         let onnx = Formats { safetensors: false, onnx: true };
-        assert_eq!(model_files(&l, Some(&modules()), None, onnx).unwrap(), ["1_Pooling/config.json", "onnx/model.onnx"]);
+        assert_eq!(
+            model_files(&l, Some(&modules()), None, onnx).unwrap(),
+            ["1_Pooling/config.json", "onnx/model.onnx"]
+        );
     }
 
     #[test]

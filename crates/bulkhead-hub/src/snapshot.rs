@@ -149,7 +149,9 @@ impl Hub {
         let present = cache.list_snapshot(&commit).map_err(|e| crate::download::io_error(&dir, e))?;
         let listing = Listing::of_paths(&present);
         let weights = self.model_files(cache, &commit, &listing, choose).map_err(|e| match e {
-            ErrorKind::NoUsableWeights(what) => ErrorKind::Incomplete { dir: dir.clone(), what, wanted: model.display() },
+            ErrorKind::NoUsableWeights(what) => {
+                ErrorKind::Incomplete { dir: dir.clone(), what, wanted: model.display() }
+            }
             other => other,
         })?;
         let mut files = select::metadata_files(&listing);
@@ -171,8 +173,11 @@ impl Hub {
             serde_json::from_str(&text).ok()
         };
         let config = read("config.json");
-        let ctx =
-            WeightsContext { has_safetensors: listing.has_safetensors(), has_onnx: listing.onnx().is_some(), config: config.as_ref() };
+        let ctx = WeightsContext {
+            has_safetensors: listing.has_safetensors(),
+            has_onnx: listing.onnx().is_some(),
+            config: config.as_ref(),
+        };
         let formats = choose(&ctx);
         select::model_files(listing, read("modules.json").as_ref(), read(SHARD_INDEX).as_ref(), formats)
             .map_err(ErrorKind::NoUsableWeights)
@@ -201,7 +206,8 @@ impl Hub {
             }
             metas.push((file.as_str(), meta));
         }
-        let to_fetch: u64 = metas.iter().filter(|(_, m)| !cache.blob_path(&m.etag).is_file()).map(|(_, m)| m.size).sum();
+        let to_fetch: u64 =
+            metas.iter().filter(|(_, m)| !cache.blob_path(&m.etag).is_file()).map(|(_, m)| m.size).sum();
         let blobs = cache.root().join("blobs");
         if let Some(free) = free_space(&blobs).filter(|&free| free < to_fetch) {
             tracing::warn!(

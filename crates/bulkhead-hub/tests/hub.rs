@@ -152,7 +152,9 @@ fn offline_reads_only_the_cache_and_names_what_to_do() {
     let e = fetch(&Hub::new(offline.clone()), REPO).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::NotCached { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.starts_with("org/model: ") && msg.contains("bulkhead pull org/model") && msg.contains("HF_HUB_OFFLINE"));
+    assert!(
+        msg.starts_with("org/model: ") && msg.contains("bulkhead pull org/model") && msg.contains("HF_HUB_OFFLINE")
+    );
     assert!(f.stand_in.requests().is_empty());
 
     let online = fetch(&f.hub(), REPO).unwrap();
