@@ -86,28 +86,30 @@ fn error(status: u16, code: &str, message: &str, commit: Option<&str>) -> Answer
 }
 
 /// The repository `id` names (after renames, which redirect), or the error answer.
-fn find_repo<'s>(state: &'s State, id: &str, token: &Option<String>) -> Result<&'s (Repo, RepoFiles), Answer> {
+fn find_repo<'s>(state: &'s State, id: &str, token: &Option<String>) -> Result<&'s (Repo, RepoFiles), Box<Answer>> {
     let Some(entry) = state.repos.iter().find(|(r, _)| r.id == id) else {
         let status = if token.is_some() { 404 } else { 401 };
-        return Err(error(status, "RepoNotFound", "Repository not found", None));
+        return Err(Box::new(error(status, "RepoNotFound", "Repository not found", None)));
     };
     match (&entry.0.access, token) {
         (Access::Public, _) => Ok(entry),
         (Access::Gated(t) | Access::Private(t), Some(given)) if t == given => Ok(entry),
-        (Access::Gated(_), None) => Err(error(
+        (Access::Gated(_), None) => Err(Box::new(error(
             401,
             "GatedRepo",
             &format!("Access to model {id} is restricted. You must have access to it and be authenticated to access it. Please log in."),
             None,
-        )),
-        (Access::Gated(_), Some(_)) => Err(error(
+        ))),
+        (Access::Gated(_), Some(_)) => Err(Box::new(error(
             403,
             "GatedRepo",
             &format!("Access to model {id} is restricted and you are not in the authorized list."),
             None,
-        )),
-        (Access::Private(_), None) => Err(error(401, "RepoNotFound", "Repository not found", None)),
-        (Access::Private(_), Some(_)) => Err(error(401, "", "Invalid credentials in Authorization header", None)),
+        ))),
+        (Access::Private(_), None) => Err(Box::new(error(401, "RepoNotFound", "Repository not found", None))),
+        (Access::Private(_), Some(_)) => {
+            Err(Box::new(error(401, "", "Invalid credentials in Authorization header", None)))
+        }
     }
 }
 
@@ -125,7 +127,7 @@ async fn hub_answer(state: &State, req: &Req<'_>) -> Answer {
         }
         let (repo, files) = match find_repo(state, &id, &req.token) {
             Ok(e) => e,
-            Err(a) => return a,
+            Err(a) => return *a,
         };
         let (kind, rev_and_path) = (parts.get(2).copied(), parts.get(3).copied().unwrap_or("main"));
         return match kind {
@@ -152,7 +154,7 @@ async fn hub_answer(state: &State, req: &Req<'_>) -> Answer {
     }
     let (repo, files) = match find_repo(state, &id, &req.token) {
         Ok(e) => e,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     if !revision_ok(repo, files, rev) {
         return error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}"), None);

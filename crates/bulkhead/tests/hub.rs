@@ -268,6 +268,7 @@ fn assert_one_line_error(out: &Output, code: i32, wants: &[&str]) {
     assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    eprintln!("{line}");
     for w in wants {
         assert!(line.contains(w), "`{w}` not in: {line}");
     }
