@@ -100,7 +100,10 @@ impl RepoCache {
         let path = self.cache_dir.join(".locks").join(&self.folder).join(format!("{etag}.lock"));
         fs::create_dir_all(path.parent().unwrap_or(&self.cache_dir))?;
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        file.lock()?;
+        if file.try_lock().is_err() {
+            tracing::warn!("waiting for another process that downloads the same file ({})", path.display());
+            file.lock()?;
+        }
         Ok(file)
     }
 
