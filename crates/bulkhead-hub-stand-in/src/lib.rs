@@ -8,7 +8,8 @@
 //!   `X-Linked-Etag` = sha256 and `X-Linked-Size`; every answer carries `X-Repo-Commit`; `Range` gets `206` with
 //!   `Content-Range`; the CDN refuses requests that carry `Authorization` (as signed CDN URLs do);
 //! * errors as the hub sends them: `X-Error-Code` `RepoNotFound` (401 without a token, 404 with one),
-//!   `RevisionNotFound`, `EntryNotFound`, `GatedRepo` (401 without a token, 403 with a refused one);
+//!   `RevisionNotFound`, `EntryNotFound`, `GatedRepo` on the files of a gated repository (401 without a token, 403
+//!   with a refused one; its description stays public);
 //! * a renamed repository answers `307` with a relative `Location`;
 //! * [`Fault`]s per file: 404, any status, a connection dropped mid-file, a stalled transfer, a flipped byte, a
 //!   server that ignores `Range`.

@@ -85,14 +85,21 @@ fn error(status: u16, code: &str, message: &str, commit: Option<&str>) -> Answer
     b.body(Body::from(json!({ "error": message }).to_string())).unwrap()
 }
 
-/// The repository `id` names (after renames, which redirect), or the error answer.
-fn find_repo<'s>(state: &'s State, id: &str, token: &Option<String>) -> Result<&'s (Repo, RepoFiles), Box<Answer>> {
+/// The repository `id` names, or the error answer. As on the hub, a gated repository's description (`api`) is
+/// public; only its files need the token.
+fn find_repo<'s>(
+    state: &'s State,
+    id: &str,
+    token: &Option<String>,
+    api: bool,
+) -> Result<&'s (Repo, RepoFiles), Box<Answer>> {
     let Some(entry) = state.repos.iter().find(|(r, _)| r.id == id) else {
         let status = if token.is_some() { 404 } else { 401 };
         return Err(Box::new(error(status, "RepoNotFound", "Repository not found", None)));
     };
     match (&entry.0.access, token) {
         (Access::Public, _) => Ok(entry),
+        (Access::Gated(_), _) if api => Ok(entry),
         (Access::Gated(t) | Access::Private(t), Some(given)) if t == given => Ok(entry),
         (Access::Gated(_), None) => Err(Box::new(error(
             401,
@@ -125,7 +132,7 @@ async fn hub_answer(state: &State, req: &Req<'_>) -> Answer {
         if let Some(new) = state.aliases.lock().unwrap().get(&id).cloned() {
             return redirect(req, &req.path.replacen(&id, &new, 1));
         }
-        let (repo, files) = match find_repo(state, &id, &req.token) {
+        let (repo, files) = match find_repo(state, &id, &req.token, true) {
             Ok(e) => e,
             Err(a) => return *a,
         };
@@ -152,7 +159,7 @@ async fn hub_answer(state: &State, req: &Req<'_>) -> Answer {
     if let Some(new) = state.aliases.lock().unwrap().get(&id).cloned() {
         return redirect(req, &req.path.replacen(&id, &new, 1));
     }
-    let (repo, files) = match find_repo(state, &id, &req.token) {
+    let (repo, files) = match find_repo(state, &id, &req.token, false) {
         Ok(e) => e,
         Err(a) => return *a,
     };
