@@ -323,3 +323,58 @@ fn onnx_only_choice_takes_the_graph_not_its_variants() {
     }
     assert!(s.dir.join("onnx/model.onnx").is_file());
 }
+
+#[test]
+fn sharded_weights_come_with_their_index_and_dense_modules() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write(p, "config.json", br#"{"architectures": ["BertModel"]}"#);
+    write(p, "tokenizer.json", b"{}");
+    write(p, "modules.json", br#"[{"path": ""}, {"path": "1_Pooling"}, {"path": "2_Dense"}]"#);
+    write(p, "1_Pooling/config.json", br#"{"pooling_mode_cls_token": true}"#);
+    write(p, "2_Dense/config.json", br#"{"in_features": 4, "out_features": 2}"#);
+    write(p, "2_Dense/model.safetensors", &noise(1000, 5));
+    write(p, "2_Dense/pytorch_model.bin", &noise(1000, 6));
+    let index = br#"{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#;
+    write(p, "model.safetensors.index.json", index);
+    write(p, "model-00001-of-00002.safetensors", &noise(MIB as usize, 7));
+    write(p, "model-00002-of-00002.safetensors", &noise(MIB as usize, 8));
+    write(p, "pytorch_model-00001-of-00002.bin", &noise(1000, 9));
+    let stand_in = StandIn::start(vec![Repo::public("org/sharded", p)]).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let hub = Hub::new(HubConfig {
+        cache_dir: cache.path().to_path_buf(),
+        endpoint: stand_in.url().into(),
+        token: None,
+        offline: None,
+    });
+    let s = fetch(&hub, "org/sharded").unwrap();
+    let mut got = stand_in.downloaded_files();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "1_Pooling/config.json",
+            "2_Dense/config.json",
+            "2_Dense/model.safetensors",
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "modules.json",
+            "tokenizer.json"
+        ]
+    );
+    assert!(s.dir.join("model-00002-of-00002.safetensors").is_file());
+}
+
+#[test]
+fn a_cached_snapshot_without_the_weights_asked_is_incomplete_offline() {
+    let f = Fixture::new(Access::Public);
+    fetch(&f.hub(), REPO).unwrap();
+    let offline = Hub::new(HubConfig { offline: Some("BULKHEAD_OFFLINE"), ..f.config() });
+    let onnx = |_: &WeightsContext<'_>| Formats { safetensors: false, onnx: true };
+    let e = offline.snapshot(&ModelRef::parse(REPO).unwrap(), &onnx, &NoProgress).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Incomplete { .. }), "{e}");
+    assert!(e.to_string().contains("bulkhead pull org/model") && e.to_string().contains("ONNX"), "{e}");
+}
