@@ -75,9 +75,12 @@ fn entry_storage(dir: &Path) -> Option<WeightsStorage> {
 }
 
 /// Hard-links `source` as `dir/model.safetensors`. A symbolic link is no use: ONNX Runtime (1.31) resolves
-/// links and refuses external data outside the model's folder.
+/// links and refuses external data outside the model's folder. `source` itself may be a symbolic link (a Hugging
+/// Face cache snapshot is made of relative links into `blobs/`), and `link(2)` does not follow one: link the file
+/// it points to, or the entry would hold a dangling relative link.
 fn link_weights(source: &Path, dir: &Path) -> bool {
-    fs::hard_link(source, dir.join(LINKED_WEIGHTS)).is_ok()
+    let file = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    fs::hard_link(file, dir.join(LINKED_WEIGHTS)).is_ok()
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);

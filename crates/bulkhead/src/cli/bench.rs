@@ -1,14 +1,13 @@
 //! `bulkhead bench`: throughput and latency per unit and batch size, each unit in its own worker process (as
 //! `bulkhead serve` runs it), as a table or `--json` (schema `bulkhead.bench/1`, docs/doctor.md).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bulkhead_core::{Availability, Chain};
 use bulkhead_embed::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError};
+use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError, Weights};
 use super::doctor::report::LatencyRow;
 use super::doctor::worker::{self, Failure, Limits};
 use super::doctor::{analyze, checks, progress::Progress, terminal, Batch};
@@ -16,9 +15,10 @@ use super::doctor::{analyze, checks, progress::Progress, terminal, Batch};
 /// Arguments of `bulkhead bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model folder (Hugging Face layout) or .onnx file; default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL")]
-    model: Option<PathBuf>,
+    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
+    /// default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
+    model: Option<String>,
     /// The units to measure, in order (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
     #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
     compute_units: Chain,
@@ -69,7 +69,7 @@ impl BenchArgs {
             .into());
         }
         let rules = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
-        let model = open_model(self.model.as_deref(), None)?;
+        let model = open_model(self.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
         require_embedding_model(&model, "bench", false)?;
         let tokenizer = Tokenizer::load(&model)?;
         let batches: Vec<(usize, Batch)> = self

@@ -7,6 +7,9 @@ use anyhow::Context;
 use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
 use bulkhead_embed::Engines;
 
+pub use super::hub::Weights;
+use super::hub::{locate, Located};
+
 /// The name the default model is served under.
 pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
 
@@ -65,7 +68,6 @@ pub fn default_model_path() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Opens the model at `path` (or the default model), with an optional tokenizer override.
 /// `doctor` and `bench` measure embedding models: an ONNX graph without a tokenizer is refused with what to do.
 pub fn require_embedding_model(model: &ModelFiles, command: &str, tokenizer_flag: bool) -> Result<(), UsageError> {
     if !model.is_tensor_model() {
@@ -80,14 +82,19 @@ pub fn require_embedding_model(model: &ModelFiles, command: &str, tokenizer_flag
     )))
 }
 
-pub fn open_model(path: Option<&Path>, tokenizer: Option<&Path>) -> anyhow::Result<ModelFiles> {
-    let (path, default) = match path {
-        Some(p) => (p.to_path_buf(), false),
-        None => (default_model_path()?, true),
+/// Opens `--model` (a path, a hub id `ORG/NAME[@REVISION]`, or the default model when `None`), with an optional
+/// tokenizer override. A hub model is named by its id; `weights` decides which weight files a download fetches.
+pub fn open_model(model: Option<&str>, tokenizer: Option<&Path>, weights: Weights<'_>) -> anyhow::Result<ModelFiles> {
+    let (path, name) = match model {
+        None => (default_model_path()?, Some(DEFAULT_MODEL_NAME.to_string())),
+        Some(text) => match locate(text, weights)? {
+            Located::Path(p) => (p, None),
+            Located::Hub(snapshot) => (snapshot.dir, Some(snapshot.model.repo)),
+        },
     };
     let mut model = ModelFiles::open(&path)?;
-    if default {
-        model.name = DEFAULT_MODEL_NAME.to_string();
+    if let Some(name) = name {
+        model.name = name;
     }
     if let Some(t) = tokenizer {
         model = model.with_tokenizer(t).context("--tokenizer")?;

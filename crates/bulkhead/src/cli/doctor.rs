@@ -27,7 +27,7 @@ use bulkhead_core::{Availability, Chain, ModelFiles, Unit};
 use bulkhead_embed::{probe_texts, Tokenizer};
 use bulkhead_supervisor::FaultRule;
 
-use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError};
+use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError, Weights};
 use progress::Progress;
 use report::{Crash, Finding, LoadError, LoadReport, Report, Settings, ShapeRow, UnitReport, WarmupRow};
 use worker::{Failure, Limits, Started, Worker};
@@ -35,9 +35,10 @@ use worker::{Failure, Limits, Started, Worker};
 /// Arguments of `bulkhead doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
-    /// Model folder (Hugging Face layout) or .onnx file; default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL")]
-    model: Option<PathBuf>,
+    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
+    /// default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
+    model: Option<String>,
     /// tokenizer.json to use when the model has none beside it.
     #[arg(long, env = "BULKHEAD_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -67,8 +68,8 @@ pub struct DoctorArgs {
     memory_budget_mb: u64,
     /// An fp32 model to compare outputs with when no unit of the chain runs fp32 weights (e.g. the original of a
     /// quantized model).
-    #[arg(long, env = "BULKHEAD_REFERENCE")]
-    reference: Option<PathBuf>,
+    #[arg(long, env = "BULKHEAD_REFERENCE", value_name = "PATH|ORG/NAME")]
+    reference: Option<String>,
     /// Seconds a worker may take to load and warm up before it counts as hung.
     #[arg(long, env = "BULKHEAD_LOAD_TIMEOUT", default_value_t = 120)]
     load_timeout: u64,
@@ -170,9 +171,10 @@ impl DoctorArgs {
             return Err(UsageError("--batch-sizes must be positive numbers, e.g. 1,8,32".into()).into());
         }
         let rules = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
-        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref())?;
+        let weights = Weights::Chain(&self.compute_units);
+        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), weights)?;
         require_embedding_model(&model, "doctor", true)?;
-        let reference_model = self.reference.as_deref().map(|p| open_model(Some(p), None)).transpose()?;
+        let reference_model = self.reference.as_deref().map(|p| open_model(Some(p), None, weights)).transpose()?;
         let tokenizer = Tokenizer::load(&model);
         let tokenizer_status = tokenizer.as_ref().map(|_| ()).map_err(|e| e.to_string());
         let report = self.diagnose(&model, tokenizer.ok(), tokenizer_status, &rules, reference_model.as_ref())?;

@@ -9,14 +9,15 @@ use bulkhead_core::Chain;
 use bulkhead_embed::{load_chain, Tokenizer};
 use serde_json::json;
 
-use super::common::{engines, open_model, parse_chain, UsageError};
+use super::common::{engines, open_model, parse_chain, UsageError, Weights};
 
 /// Arguments of `bulkhead embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// Model folder (Hugging Face layout) or .onnx file; default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL")]
-    model: Option<PathBuf>,
+    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
+    /// default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
+    model: Option<String>,
     /// tokenizer.json to use when the model has none beside it.
     #[arg(long, env = "BULKHEAD_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -44,7 +45,7 @@ impl EmbedArgs {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
         }
         let t_start = Instant::now();
-        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref())?;
+        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
         let tokenizer = Tokenizer::load(&model)?;
         let engines = engines();
         let mut loaded = load_chain(&engines, &model, &tokenizer, &self.compute_units)?;

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 
 use bulkhead_graph::{BuildOptions, ShapeMode};
 
-use super::common::{open_model, UsageError};
+use super::common::{open_model, UsageError, Weights};
 
 /// Arguments of `bulkhead export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// Model folder with config.json and model.safetensors; default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL")]
-    model: Option<PathBuf>,
+    /// Model folder with config.json and model.safetensors, or hub id ORG/NAME[@REVISION]; default:
+    /// all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
+    model: Option<String>,
     /// Where to write the .onnx file.
     #[arg(long)]
     output: PathBuf,
@@ -34,7 +35,7 @@ impl ExportArgs {
                 }
             }
         };
-        let model = open_model(self.model.as_deref(), None)?;
+        let model = open_model(self.model.as_deref(), None, Weights::GraphBuilder)?;
         bulkhead_graph::export(&model, &BuildOptions { shape, ..BuildOptions::default() }, &self.output)?;
         let size = std::fs::metadata(&self.output).map(|m| m.len()).unwrap_or(0);
         eprintln!("wrote {} ({:.1} MiB, {:?})", self.output.display(), size as f64 / (1 << 20) as f64, shape);

@@ -4,8 +4,11 @@
 mod bench;
 mod common;
 mod doctor;
+mod download_progress;
 mod embed;
 mod export;
+mod hub;
+mod pull;
 mod serve;
 mod units;
 
@@ -42,6 +45,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Throughput and latency per unit and batch size.
     Bench(bench::BenchArgs),
+    /// Download a model from the Hugging Face hub into the shared cache ahead of time; prints its folder.
+    Pull(pull::PullArgs),
     /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
     #[command(hide = true)]
     Worker {
@@ -61,14 +66,23 @@ impl Command {
             Command::Export(a) => a.run(),
             Command::Doctor(a) => a.run(),
             Command::Bench(a) => a.run(),
+            Command::Pull(a) => a.run(),
             Command::Worker { args } => std::process::exit(bulkhead_supervisor::worker_main(&common::engines(), &args)),
         }
     }
 }
 
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether logs are JSON lines (then user-facing progress goes through `tracing` too).
+pub fn log_json() -> bool {
+    LOG_JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Sets up `tracing` on stderr: warnings by default (skipped units are warnings; `serve` logs at info), more with
 /// -v; `BULKHEAD_LOG` overrides (an `EnvFilter` directive).
 pub fn init_logging(verbose: u8, json: bool, server: bool) {
+    LOG_JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let default = match verbose {
         0 if server => "info,ort=error",
         0 => "warn,ort=error",

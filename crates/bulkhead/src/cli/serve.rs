@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulkhead_core::Chain;
+use bulkhead_core::{Chain, ModelFiles};
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::{AppState, LoadedModel, ModelKind, ServeConfig};
 use bulkhead_supervisor::{faults, Isolation, Supervisor, SupervisorConfig, UnitState};
 
-use super::common::{engines, open_model, parse_chain, UsageError, DEFAULT_MODEL_NAME};
+use super::common::{engines, open_model, parse_chain, UsageError, Weights, DEFAULT_MODEL_NAME};
 
 /// Arguments of `bulkhead serve`. Every option also reads `BULKHEAD_<OPTION>`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A model to serve, `[NAME=]PATH` (repeat for several; the first is the default). Default: all-MiniLM-L6-v2
-    /// installed by the set-up.
-    #[arg(long = "model", env = "BULKHEAD_MODEL", value_delimiter = ',')]
+    /// A model to serve, `[NAME=]PATH` or `[NAME=]ORG/NAME[@REVISION]` (a hub id, served under that id unless NAME
+    /// is given; repeat for several; the first is the default). Default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long = "model", env = "BULKHEAD_MODEL", value_delimiter = ',', value_name = "[NAME=]PATH|ORG/NAME")]
     models: Vec<String>,
     /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
     #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
@@ -83,15 +83,16 @@ pub struct ServeArgs {
 
 struct Spec {
     name: String,
-    path: Option<PathBuf>,
+    /// A path or hub id; `None` for the default model.
+    model: Option<String>,
 }
 
 fn parse_spec(s: &str) -> Spec {
     match s.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !name.contains('/') => {
-            Spec { name: name.to_string(), path: Some(PathBuf::from(path)) }
+        Some((name, model)) if !name.is_empty() && !name.contains('/') => {
+            Spec { name: name.to_string(), model: Some(model.to_string()) }
         }
-        _ => Spec { name: String::new(), path: Some(PathBuf::from(s)) },
+        _ => Spec { name: String::new(), model: Some(s.to_string()) },
     }
 }
 
@@ -100,19 +101,30 @@ impl ServeArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let rules = faults::from_env().map_err(|e| UsageError(e.to_string()))?;
         let specs: Vec<Spec> = if self.models.is_empty() {
-            vec![Spec { name: DEFAULT_MODEL_NAME.into(), path: None }]
+            vec![Spec { name: DEFAULT_MODEL_NAME.into(), model: None }]
         } else {
             self.models.iter().map(|s| parse_spec(s)).collect()
         };
+        // Resolve and open every model first (hub downloads included, before any async work): a bad path or id is
+        // an error before anything starts.
+        let mut opened: Vec<(String, ModelFiles)> = vec![];
+        for spec in &specs {
+            let files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            let name = if spec.name.is_empty() { files.name.clone() } else { spec.name.clone() };
+            if opened.iter().any(|(n, _)| n == &name) {
+                return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
+            }
+            opened.push((name, files));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(self.serve(specs, rules))
+        runtime.block_on(self.serve(opened, rules))
     }
 
-    async fn serve(self, specs: Vec<Spec>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
+    async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
         let engines = Arc::new(engines());
         let sup_config = SupervisorConfig {
             isolation: self.isolation,
@@ -138,14 +150,8 @@ impl ServeArgs {
             ..ServeConfig::default()
         };
 
-        // Open every model first: a bad path is an error before anything starts.
         let mut opened = vec![];
-        for spec in &specs {
-            let files = open_model(spec.path.as_deref(), None)?;
-            let name = if spec.name.is_empty() { files.name.clone() } else { spec.name.clone() };
-            if opened.iter().any(|(n, _, _): &(String, _, _)| n == &name) {
-                return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
-            }
+        for (name, files) in models {
             // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer); everything else embeds.
             let tokenizer = if files.is_tensor_model() { None } else { Some(Tokenizer::load(&files)?) };
             opened.push((name, files, tokenizer));
