@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the pip-installable wheel dist/bulkhead-VERSION-py3-none-PLATFORM.whl: the `bulkhead` executable, with
+# `onnxruntime==1.31.1` as its dependency (the executable loads that package's libonnxruntime from the environment it
+# is installed in). PLATFORM is read from the executable: manylinux_2_N_ARCH, 2.N being the newest glibc symbol
+# version it needs (scripts/wheel.py). Linux only.
+#
+#   scripts/package.sh                     release build (cargo build --release), then the wheel
+#   scripts/package.sh --binary PATH       package an executable that is already built (the tests package the one
+#                                          their own build made, so CI never runs a second, release build)
+#   scripts/package.sh --out DIR           write the wheel to DIR instead of dist/
+#   scripts/package.sh --keep-debug        keep the line tables (by default debug sections are stripped; symbols
+#                                          stay, so a backtrace still names functions)
+#
+# Prints the wheel's path on stdout. Install it with `pip install dist/bulkhead-*.whl` (Python >= 3.11, the oldest
+# that onnxruntime 1.31.1 supports).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${PYTHON:-python3}"
+
+usage() {
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+binary="" out="$root/dist" strip=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --binary) [ $# -ge 2 ] || usage; binary="$2"; shift 2 ;;
+    --out) [ $# -ge 2 ] || usage; out="$2"; shift 2 ;;
+    --keep-debug) strip=0; shift ;;
+    -h | --help) usage ;;
+    *) echo "package.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+
+step() { printf '\033[1m[package]\033[0m %s\n' "$*" >&2; }
+
+if [ "$(uname -s)" != "Linux" ]; then
+  echo "package.sh: wheels are built on Linux only (this is $(uname -s))" >&2
+  exit 1
+fi
+if [ -z "$binary" ]; then
+  step "cargo build --release -p bulkhead (a cold build takes ~13 minutes on 2 cores)"
+  (cd "$root" && cargo build --release --locked -p bulkhead)
+  binary="$root/target/release/bulkhead"
+fi
+if [ ! -x "$binary" ]; then
+  echo "package.sh: $binary is not an executable file" >&2
+  exit 1
+fi
+
+# The version is the executable's own (`bulkhead --version` prints `bulkhead X.Y.Z`).
+version="$("$binary" --version | awk '{print $2}')"
+if [ -z "$version" ]; then
+  echo "package.sh: $binary --version printed no version" >&2
+  exit 1
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp "$binary" "$work/bulkhead"
+chmod 755 "$work/bulkhead"
+if [ "$strip" = 1 ]; then
+  if command -v strip >/dev/null 2>&1; then
+    strip --strip-debug "$work/bulkhead"
+  else
+    step "strip (binutils) not found: the executable keeps its debug sections"
+  fi
+fi
+
+mkdir -p "$out"
+rm -f "$out"/bulkhead-"$version"-*.whl
+step "writing the wheel for bulkhead $version ($(du -h "$work/bulkhead" | cut -f1) executable)"
+"$py" "$root/scripts/wheel.py" --binary "$work/bulkhead" --version "$version" --out "$out" \
+  --license "$root/LICENSE-MIT" --license "$root/LICENSE-APACHE"
