@@ -19,9 +19,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+# The comment block at the top of this file; exit status $1 (2: a usage error).
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
+  exit "${1:-2}"
 }
 step() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
 
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --wheel) [ $# -ge 2 ] || usage; wheel="$2"; shift 2 ;;
     --target) [ $# -ge 2 ] || usage; target="$2"; shift 2 ;;
     --tag) [ $# -ge 2 ] || usage; tag="$2"; shift 2 ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "build-image.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done

@@ -17,9 +17,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
 
+# The comment block at the top of this file; exit status $1 (2: a usage error).
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
+  exit "${1:-2}"
 }
 
 binary="" out="$root/dist" strip=1
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --binary) [ $# -ge 2 ] || usage; binary="$2"; shift 2 ;;
     --out) [ $# -ge 2 ] || usage; out="$2"; shift 2 ;;
     --keep-debug) strip=0; shift ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "package.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done
@@ -44,15 +45,15 @@ if [ -z "$binary" ]; then
   (cd "$root" && cargo build --release --locked -p bulkhead)
   binary="$root/target/release/bulkhead"
 fi
-if [ ! -x "$binary" ]; then
-  echo "package.sh: $binary is not an executable file" >&2
+if [ ! -x "$binary" ] || [ "$(head -c 4 "$binary" | od -An -c | tr -d ' ')" != '177ELF' ]; then
+  echo "package.sh: $binary is not an executable ELF file (give the bulkhead executable)" >&2
   exit 1
 fi
 
 # The version is the executable's own (`bulkhead --version` prints `bulkhead X.Y.Z`).
-version="$("$binary" --version | awk '{print $2}')"
+version="$("$binary" --version 2>/dev/null | sed -n '1s/^bulkhead \([0-9][0-9A-Za-z.+-]*\)$/\1/p' || true)"
 if [ -z "$version" ]; then
-  echo "package.sh: $binary --version printed no version" >&2
+  echo "package.sh: $binary is not the bulkhead executable (\`--version\` does not print \`bulkhead X.Y.Z\`)" >&2
   exit 1
 fi
 
