@@ -43,6 +43,31 @@ else
   [ ${#nodeps[@]} -eq 0 ] || "${pip[@]}" install --progress-bar on --no-deps "${nodeps[@]}"
 fi
 
+# The packaging and deployment tests check the manifests of deploy/ and the wheel's platform tag with tools of
+# their own, in their own environment (checkov's many dependencies stay out of .venv). Pinned: a newer checkov
+# brings new checks, which are decided on in deploy/, not discovered by CI.
+if [ "${1:-}" = "--test" ]; then
+  deploy_venv="$root/.venv-deploy"
+  deploy_tools=(kubernetes-validate==1.37.0 checkov==3.3.30 auditwheel==6.8.2)
+  if [ ! -x "$deploy_venv/bin/python" ]; then
+    step "creating $deploy_venv"
+    "$py" -m venv "$deploy_venv"
+  fi
+  dpip=("$deploy_venv/bin/python" -m pip --disable-pip-version-check)
+  dmissing=()
+  for spec in "${deploy_tools[@]}"; do
+    if [ "$("${dpip[@]}" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" != "${spec##*==}" ]; then
+      dmissing+=("$spec")
+    fi
+  done
+  if [ ${#dmissing[@]} -eq 0 ]; then
+    step "deployment check tools present in $deploy_venv"
+  else
+    step "installing ${dmissing[*]} into $deploy_venv"
+    "${dpip[@]}" install --progress-bar on "${dmissing[@]}"
+  fi
+fi
+
 # Tests render `bulkhead doctor --html` pages with headless Chromium when it is there (Debian package `chromium`).
 # Best effort: without it (no root, no apt) that one check is skipped, nothing else changes.
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then

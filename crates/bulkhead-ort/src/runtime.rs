@@ -1,7 +1,9 @@
 //! Finding and initialising the ONNX Runtime shared library (`ort` is built with `load-dynamic`).
 //!
-//! Search order: `ORT_DYLIB_PATH`; the project's set-up location (`.venv`, the `onnxruntime` wheel); an
-//! `onnxruntime` package importable by `python3`. If none is found, the error says exactly how to install it.
+//! Search order: `ORT_DYLIB_PATH`; the `onnxruntime` package of the Python environment the executable is installed
+//! in (`pip install bulkhead-*.whl` brings it as a dependency); the project's set-up location (`.venv`, made by
+//! `scripts/setup.sh`); an `onnxruntime` package importable by `python3`. If none is found, the error says exactly
+//! how to install it.
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -23,8 +25,9 @@ pub struct Runtime {
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 
-const INSTALL_HINT: &str = "install it with `scripts/setup.sh` (or `pip install onnxruntime==1.31.1`) or set \
-                            ORT_DYLIB_PATH to a libonnxruntime shared library";
+const INSTALL_HINT: &str = "install it with `pip install onnxruntime==1.31.1` into the Python environment bulkhead is \
+                            installed in (`scripts/setup.sh` in a checkout), or set ORT_DYLIB_PATH to a libonnxruntime \
+                            shared library";
 
 fn library_names() -> &'static [&'static str] {
     if cfg!(target_os = "macos") {
@@ -61,7 +64,8 @@ pub fn locate() -> Result<PathBuf, String> {
             Err(format!("ORT_DYLIB_PATH={} is not a file; {INSTALL_HINT}", p.display()))
         };
     }
-    for sp in bulkhead_core::install::project_site_packages() {
+    // The executable's own environment first (a wheel install), then the checkout's `.venv`.
+    for sp in bulkhead_core::install::site_packages() {
         if let Some(lib) = library_in(&sp.join("onnxruntime").join("capi")) {
             return Ok(lib);
         }

