@@ -447,6 +447,52 @@ mod tests {
     }
 
     #[test]
+    fn reads_sentence_transformers_6_pooling_shards_and_tokenizer_limits() {
+        let d = tmp("st6");
+        write(&d, "config.json", r#"{"model_type":"xlm-roberta","max_position_embeddings":514,"pad_token_id":1}"#);
+        write(
+            &d,
+            "model.safetensors.index.json",
+            r#"{"weight_map":{"a":"model-2.safetensors","b":"model-1.safetensors"}}"#,
+        );
+        write(&d, "model-1.safetensors", "x");
+        write(&d, "model-2.safetensors", "x");
+        write(&d, "1_Pooling/config.json", r#"{"embedding_dimension":8,"pooling_mode":"lasttoken"}"#);
+        write(&d, "tokenizer_config.json", r#"{"padding_side":"left"}"#);
+        let m = ModelFiles::open(&d).unwrap();
+        assert_eq!(m.pooling, Pooling::LastToken);
+        assert_eq!(m.padding_side, PaddingSide::Left);
+        // XLM-RoBERTa numbers positions from pad + 1: 514 rows hold 512 tokens.
+        assert_eq!(m.max_seq_length, 512);
+        let names: Vec<_> = m.safetensors_shards.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        assert_eq!(names, ["model-1.safetensors", "model-2.safetensors"]);
+        assert!(m.safetensors.as_ref().unwrap().ends_with("model-1.safetensors") && m.safetensors_index.is_some());
+
+        write(&d, "tokenizer_config.json", r#"{"model_max_length":128}"#);
+        write(&d, "1_Pooling/config.json", r#"{"pooling_mode":["cls","mean"]}"#);
+        let err = ModelFiles::open(&d).unwrap_err().to_string();
+        assert!(err.contains("1_Pooling") && err.contains("several poolings"), "{err}");
+        write(&d, "1_Pooling/config.json", r#"{"pooling_mode_weightedmean_tokens":true}"#);
+        let m = ModelFiles::open(&d).unwrap();
+        assert_eq!((m.pooling, m.max_seq_length), (Pooling::WeightedMean, 128));
+
+        std::fs::remove_file(d.join("model-2.safetensors")).unwrap();
+        let err = ModelFiles::open(&d).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors.index.json") && err.contains("model-2.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn counts_tokenizer_ids() {
+        let d = tmp("tok");
+        write(&d, "wp.json", r#"{"model":{"vocab":{"[PAD]":0,"a":1,"b":7}},"added_tokens":[{"id":9}]}"#);
+        assert_eq!(tokenizer_vocab_size(&d.join("wp.json")).unwrap(), 10);
+        write(&d, "uni.json", r#"{"model":{"vocab":[["<s>",0.0],["a",-1.0],["b",-2.0]]}}"#);
+        assert_eq!(tokenizer_vocab_size(&d.join("uni.json")).unwrap(), 3);
+        write(&d, "none.json", r#"{"model":{}}"#);
+        assert!(tokenizer_vocab_size(&d.join("none.json")).unwrap_err().to_string().contains("no vocabulary"));
+    }
+
+    #[test]
     fn names_package_folders_after_their_parent() {
         let d = tmp("pkg").join("my_model").join("model");
         write(&d, "model.onnx", "x");
