@@ -95,6 +95,8 @@ def configs(quick):
                 c.update(small)
             if "vocab_size" in c and name != "qwen3":
                 c["vocab_size"] = min(c["vocab_size"], 1000)
+            if name == "modernbert":
+                c["pad_token_id"] = 3
     return cfg
 
 
@@ -208,8 +210,9 @@ def st_worker(args):
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(args.threads)
-    st = SentenceTransformer(args.model, device="cpu", trust_remote_code=True,
-                             model_kwargs={"attn_implementation": "sdpa"})
+    # sentence-transformers' default attention (SDPA) where the model supports it; remote code runs its own.
+    kwargs = {} if args.code_fix else {"model_kwargs": {"attn_implementation": "sdpa"}}
+    st = SentenceTransformer(args.model, device="cpu", trust_remote_code=True, **kwargs)
     if args.code_fix:
         # Remote code under transformers 5: the method it calls is gone and its non-persistent buffers (position
         # ids, rotary tables) are left unfilled by the meta-device load; rebuild the model normally with the weights.
