@@ -274,6 +274,7 @@ def main():
     ap.add_argument("--nomic-code")
     ap.add_argument("--seconds", type=float, default=6.0, help="per row and round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--qwen3-rounds", type=int, help="rounds for the 0.6B decoder (default: --rounds)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--quick", action="store_true", help="tiny configs, short rounds (checks the script)")
     ap.add_argument("--keep", help="keep the generated models in this folder")
@@ -320,12 +321,16 @@ def main():
             export = None
         del model
         rust_rounds, st_rounds = [], []
-        for r in range(args.rounds):
+        rounds = args.qwen3_rounds if name == "qwen3" and args.qwen3_rounds else args.rounds
+        for r in range(rounds):
             rust, table = run_rust(exe, folder, export, args.seconds, args.threads)
             rust_rounds.append(rust)
             st_rounds.append(run_st(folder, args.seconds, args.threads, code is not None))
             print(table, file=sys.stderr)
         results.append((name, rust_rounds, st_rounds, export_error))
+        # Each architecture's results as soon as they are measured (a long run can be cut short).
+        print(json.dumps({"arch": name, "rust": rust_rounds, "st": st_rounds, "export_error": export_error}),
+              file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(export_dir, ignore_errors=True)

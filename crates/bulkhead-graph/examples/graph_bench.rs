@@ -225,7 +225,7 @@ fn model_mode(args: &[String]) {
     }
     let start = Instant::now();
     let mut rounds = 0;
-    while rounds < 3 || start.elapsed().as_secs_f64() < budget * rows.len() as f64 {
+    while rounds < 2 || start.elapsed().as_secs_f64() < budget * rows.len() as f64 {
         let n = rows.len();
         for i in 0..n {
             round(&mut rows[(i + rounds) % n], &batch, &single);
