@@ -18,7 +18,7 @@ const MIN_COS: f32 = 0.9999;
 const MAX_DIFF: f32 = 1e-4;
 
 /// Every fixture folder.
-const FIXTURES: &[&str] = &["xlm-roberta", "gte", "nomic-bert", "modernbert", "qwen3", "qwen3-bf16"];
+const FIXTURES: &[&str] = &["xlm-roberta", "gte", "nomic-bert", "modernbert", "qwen3", "qwen3-bf16", "qwen2"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch").join(name)

@@ -1,5 +1,6 @@
 //! Every architecture end to end: the tiny random-weight fixtures of `tests/fixtures/arch/` (made by
-//! `scripts/fixtures/make_architectures.py`) through the real binary on `ort:cpu` and `candle:cpu`, against the
+//! `scripts/fixtures/make_architectures.py`: XLM-RoBERTa, GTE, NomicBERT, ModernBERT, Qwen3 sharded and in bf16,
+//! Qwen2) through the real binary on `ort:cpu` and `candle:cpu`, against the
 //! sentence-transformers outputs recorded beside them; batch equals one by one; bf16 weights give the fp32
 //! reference of the same weights; `export`, `doctor` and `bench` on them; and the bad inputs (unknown rotary
 //! scaling, missing or mis-shaped tensor, tokenizer larger than the embedding table, missing config field,
@@ -24,6 +25,7 @@ const FIXTURES: &[(&str, bool)] = &[
     ("modernbert", true),
     ("qwen3", true),
     ("qwen3-bf16", true),
+    ("qwen2", false),
 ];
 
 fn fixture(name: &str) -> PathBuf {
