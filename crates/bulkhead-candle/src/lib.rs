@@ -1,9 +1,13 @@
-//! The candle engine: BERT-family safetensors models (all-MiniLM, bge, e5, gte-small) in pure Rust.
+//! The candle engine: safetensors models in pure Rust, on candle-transformers' implementations of BERT
+//! (all-MiniLM, bge, e5, gte-small), XLM-RoBERTa (bge-m3, multilingual-e5), ModernBERT, NomicBERT and Qwen3
+//! (see `models`). An architecture candle cannot run exactly is refused with the reason, so the chain moves on.
 //!
 //! Units: `candle:cpu`; `candle:cuda` and `candle:metal` behind the cargo features `cuda` and `metal` (the binary's
 //! `candle-cuda` / `candle-metal`). Without the feature those units are `NotCompiled`, a different state from
 //! `Unusable` (compiled in, but no device here).
 #![deny(missing_docs)]
+
+mod models;
 
 use std::path::Path;
 
@@ -13,10 +17,8 @@ use bulkhead_core::{
 };
 use candle_core::{DType, Device, Tensor as CTensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 
-/// Architectures (config.json `architectures[0]`) this engine runs; any `model_type: "bert"` is accepted too.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["BertModel", "BertForMaskedLM", "BertForPreTraining"];
+pub use models::SUPPORTED_ARCHITECTURES;
 
 /// The candle engine.
 #[derive(Debug, Default)]
@@ -60,56 +62,80 @@ impl Engine for CandleEngine {
             Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
             Availability::Usable => EngineError::Unusable { unit: u.clone(), reason: "no device".into() },
         })?;
-        let weights = model.safetensors.as_ref().ok_or_else(|| {
-            rejected(format!(
+        if model.safetensors_shards.is_empty() {
+            return Err(rejected(format!(
                 "{}: the candle engine needs model.safetensors (this model has only ONNX; use an ort: unit)",
                 model.source.display()
-            ))
-        })?;
+            )));
+        }
         let config_path = model.config.as_ref().ok_or_else(|| {
             rejected(format!("{}: no config.json beside the weights; candle needs it", model.source.display()))
         })?;
-        check_architecture(model, config_path).map_err(&rejected)?;
         let text =
             std::fs::read_to_string(config_path).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
-        let config: Config = serde_json::from_str(&text)
-            .map_err(|e| rejected(format!("{}: not a BERT config: {e}", config_path.display())))?;
-        let (dtype, precision) = weights_dtype(weights).map_err(&rejected)?;
-        // SAFETY: the file is memory-mapped read-only; bulkhead does not modify model files while serving them.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
-            .map_err(|e| rejected(format!("{}: {e}", weights.display())))?;
-        let bert = BertModel::load(vb, &config).map_err(|e| rejected(format!("{}: {e}", weights.display())))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| rejected(format!("{}: not valid JSON: {e}", config_path.display())))?;
+        let family = models::family(&config).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
+        let mut names = vec![];
+        let mut dtype = None;
+        for shard in &model.safetensors_shards {
+            let (d, n) = weights_header(shard).map_err(&rejected)?;
+            dtype = dtype.or(Some(d));
+            names.extend(n);
+        }
+        let (dtype, precision) = dtype.expect("at least one shard");
+        check_tokenizer(model, &config, &names).map_err(&rejected)?;
+        let weights = &model.safetensors_shards;
+        // SAFETY: the files are memory-mapped read-only; bulkhead does not modify model files while serving them.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &device) }
+            .map_err(|e| rejected(format!("{}: {}", weights[0].display(), models::first_line(&e))))?;
+        let origin = model.safetensors_index.as_ref().unwrap_or(&weights[0]);
+        let (net, hidden_size) = models::Model::load(family, &config, vb, &names).map_err(|e| match e {
+            models::LoadError::Config(e) => rejected(format!("{} ({family}): {e}", config_path.display())),
+            models::LoadError::Weights(e) => rejected(format!("{} ({family}): {e}", origin.display())),
+        })?;
         let report = SessionReport {
             unit: *unit,
             runtime: "candle 0.11".into(),
-            model_file: weights.display().to_string(),
+            model_file: origin.display().to_string(),
             precision,
             placement: vec![],
-            hidden_size: config.hidden_size,
-            notes: vec![format!("weights {dtype:?}, computed in F32 on {unit}")],
+            hidden_size,
+            notes: vec![format!("{family}: weights {dtype:?}, computed in F32 on {unit}")],
         };
-        Ok(Box::new(CandleSession { bert, device, report }))
+        Ok(Box::new(CandleSession { net, device, report }))
     }
 }
 
-fn check_architecture(model: &ModelFiles, config: &Path) -> Result<(), String> {
-    let bert_type = model.model_type.as_deref() == Some("bert");
-    let known = model.architecture.as_deref().is_some_and(|a| SUPPORTED_ARCHITECTURES.contains(&a));
-    if bert_type || known {
-        return Ok(());
+/// A tokenizer with ids past the embedding table would index out of it: refuse the model, naming both.
+fn check_tokenizer(model: &ModelFiles, config: &serde_json::Value, names: &[String]) -> Result<(), String> {
+    let Some(tok) = &model.tokenizer else { return Ok(()) };
+    let Ok(ids) = bulkhead_core::tokenizer_vocab_size(tok) else { return Ok(()) };
+    let vocab = config.get("vocab_size").and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX) as usize;
+    let multiple =
+        config.get("pad_vocab_size_multiple").and_then(serde_json::Value::as_u64).unwrap_or(1).max(1) as usize;
+    let rows = vocab.div_ceil(multiple) * multiple;
+    if ids > rows {
+        let table = names
+            .iter()
+            .find(|n| {
+                n.ends_with("word_embeddings.weight")
+                    || n.ends_with("tok_embeddings.weight")
+                    || n.ends_with("embed_tokens.weight")
+            })
+            .cloned()
+            .unwrap_or_else(|| "the token embedding table".into());
+        return Err(format!(
+            "{}: the tokenizer has {ids} token ids but the embedding table `{table}` has {rows} rows; the tokenizer \
+             does not belong to these weights",
+            tok.display()
+        ));
     }
-    Err(format!(
-        "{}: architecture {} (model_type {}) is not supported by the candle engine (supported: model_type bert: {}); \
-         an ort: unit can run an .onnx export of it",
-        config.display(),
-        model.architecture.as_deref().unwrap_or("unknown"),
-        model.model_type.as_deref().unwrap_or("unknown"),
-        SUPPORTED_ARCHITECTURES.join(", ")
-    ))
+    Ok(())
 }
 
-/// The stored dtype of the weights (from the safetensors header), checked before candle maps the file.
-fn weights_dtype(path: &Path) -> Result<(safetensors::Dtype, Precision), String> {
+/// The stored dtype and the tensor names of a safetensors file (from its header), read before candle maps it.
+fn weights_header(path: &Path) -> Result<((safetensors::Dtype, Precision), Vec<String>), String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
@@ -131,12 +157,12 @@ fn weights_dtype(path: &Path) -> Result<(safetensors::Dtype, Precision), String>
         safetensors::Dtype::I8 | safetensors::Dtype::U8 => Precision::Int8,
         _ => Precision::Unknown,
     };
-    Ok((dtype, precision))
+    Ok(((dtype, precision), meta.tensors().into_keys().collect()))
 }
 
-/// A BERT model loaded on one candle device.
+/// A model loaded on one candle device.
 pub struct CandleSession {
-    bert: BertModel,
+    net: models::Model,
     device: Device,
     report: SessionReport,
 }
@@ -149,13 +175,13 @@ impl Session for CandleSession {
     fn forward(&mut self, batch: &TokenBatch) -> Result<Tensor, EngineError> {
         let err = |e: candle_core::Error| EngineError::Inference {
             unit: self.report.unit.to_string(),
-            reason: e.to_string(),
+            reason: models::first_line(&e),
         };
         let shape = (batch.batch, batch.seq);
         let ids = CTensor::from_slice(&batch.input_ids, shape, &self.device).map_err(err)?;
         let types = CTensor::from_slice(&batch.token_type_ids, shape, &self.device).map_err(err)?;
         let mask = CTensor::from_slice(&batch.attention_mask, shape, &self.device).map_err(err)?;
-        let out = self.bert.forward(&ids, &types, Some(&mask)).map_err(err)?;
+        let out = self.net.forward(&ids, &types, &mask).map_err(err)?;
         let dims = out.dims().to_vec();
         let data =
             out.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(err)?;

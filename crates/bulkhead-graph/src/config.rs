@@ -1,171 +1,330 @@
-//! The parts of a Hugging Face `config.json` the BERT builder needs, and the architecture check.
+//! Which architecture a `config.json` describes, and typed access to its fields: every error names the file and
+//! the field.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::GraphError;
 
-/// Architectures (`architectures[0]` of config.json) the builder turns into a graph; a config with
-/// `model_type: "bert"` and no `architectures` is accepted too.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["BertModel", "BertForMaskedLM", "BertForPreTraining"];
-
-/// The feed-forward activation.
+/// The architecture families the builder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// Exact GELU, `x * 0.5 * (1 + erf(x / sqrt(2)))`.
-    Gelu,
-    /// `max(x, 0)`.
-    Relu,
+pub(crate) enum Family {
+    /// BERT encoders (all-MiniLM, bge, e5, gte-small...).
+    Bert,
+    /// RoBERTa / XLM-RoBERTa encoders (bge-m3, multilingual-e5): BERT with positions counted from `pad + 1`.
+    XlmRoberta,
+    /// Alibaba GTE `NewModel` (gte-base-en-v1.5, gte-multilingual-base).
+    Gte,
+    /// `NomicBertModel` (nomic-embed-text-v1 / v1.5).
+    Nomic,
+    /// `ModernBertModel` (gte-modernbert, nomic-modernbert, ModernBERT-base).
+    ModernBert,
+    /// Qwen3 / Qwen2 / Mistral / Llama decoders (Qwen3-Embedding, gte-Qwen2, stella, e5-mistral).
+    Decoder,
 }
 
-/// Hyper-parameters of a BERT encoder.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct BertConfig {
-    pub hidden: usize,
-    pub heads: usize,
-    pub layers: usize,
-    pub intermediate: usize,
-    pub vocab: usize,
-    pub max_positions: usize,
-    pub type_vocab: usize,
-    pub eps: f32,
-    pub activation: Activation,
+/// `(architectures[0], family)` the builder accepts.
+pub const ARCHITECTURES: &[(&str, Family)] = &[
+    ("BertModel", Family::Bert),
+    ("BertForMaskedLM", Family::Bert),
+    ("BertForPreTraining", Family::Bert),
+    ("XLMRobertaModel", Family::XlmRoberta),
+    ("XLMRobertaForMaskedLM", Family::XlmRoberta),
+    ("RobertaModel", Family::XlmRoberta),
+    ("RobertaForMaskedLM", Family::XlmRoberta),
+    ("NewModel", Family::Gte),
+    ("NewForMaskedLM", Family::Gte),
+    ("NomicBertModel", Family::Nomic),
+    ("NomicBertForPreTraining", Family::Nomic),
+    ("ModernBertModel", Family::ModernBert),
+    ("ModernBertForMaskedLM", Family::ModernBert),
+    ("Qwen3Model", Family::Decoder),
+    ("Qwen3ForCausalLM", Family::Decoder),
+    ("Qwen2Model", Family::Decoder),
+    ("Qwen2ForCausalLM", Family::Decoder),
+    ("MistralModel", Family::Decoder),
+    ("MistralForCausalLM", Family::Decoder),
+    ("LlamaModel", Family::Decoder),
+    ("LlamaForCausalLM", Family::Decoder),
+];
+
+/// `(model_type, family)` accepted when config.json has no `architectures`.
+const MODEL_TYPES: &[(&str, Family)] = &[
+    ("bert", Family::Bert),
+    ("xlm-roberta", Family::XlmRoberta),
+    ("roberta", Family::XlmRoberta),
+    ("new", Family::Gte),
+    ("nomic_bert", Family::Nomic),
+    ("modernbert", Family::ModernBert),
+    ("qwen3", Family::Decoder),
+    ("qwen2", Family::Decoder),
+    ("mistral", Family::Decoder),
+    ("llama", Family::Decoder),
+];
+
+/// The architecture names, for [`crate::supported_architectures`].
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "BertModel",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+    "XLMRobertaModel",
+    "XLMRobertaForMaskedLM",
+    "RobertaModel",
+    "RobertaForMaskedLM",
+    "NewModel",
+    "NewForMaskedLM",
+    "NomicBertModel",
+    "NomicBertForPreTraining",
+    "ModernBertModel",
+    "ModernBertForMaskedLM",
+    "Qwen3Model",
+    "Qwen3ForCausalLM",
+    "Qwen2Model",
+    "Qwen2ForCausalLM",
+    "MistralModel",
+    "MistralForCausalLM",
+    "LlamaModel",
+    "LlamaForCausalLM",
+];
+
+/// A parsed config.json.
+pub(crate) struct Cfg {
+    pub path: PathBuf,
+    pub v: Value,
 }
 
-impl BertConfig {
-    /// Parses and checks `config.json`.
-    pub fn parse(path: &Path, text: &str) -> Result<BertConfig, GraphError> {
-        let invalid = |reason: String| GraphError::Config { path: path.to_path_buf(), reason };
-        let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let architecture = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
-        let model_type = v.get("model_type").and_then(Value::as_str);
-        check_architecture(architecture, model_type)?;
+impl Cfg {
+    /// Parses `text` (the content of `path`).
+    pub fn parse(path: &Path, text: &str) -> Result<Cfg, GraphError> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| GraphError::Config { path: path.to_path_buf(), reason: format!("not valid JSON: {e}") })?;
+        Ok(Cfg { path: path.to_path_buf(), v })
+    }
 
-        let int = |k: &str, default: Option<usize>| -> Result<usize, GraphError> {
-            match v.get(k) {
-                Some(x) => x
-                    .as_u64()
-                    .filter(|&n| n > 0 && n <= 1 << 24)
-                    .map(|n| n as usize)
-                    .ok_or_else(|| invalid(format!("`{k}` must be a positive integer, found {x}"))),
-                None => default.ok_or_else(|| invalid(format!("`{k}` is missing"))),
-            }
-        };
-        let unsupported = |reason: String| GraphError::Unsupported { path: path.to_path_buf(), reason };
-        let activation = match v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu") {
-            "gelu" | "gelu_python" => Activation::Gelu,
-            "relu" => Activation::Relu,
-            other => {
-                let candle = if other == "geluapproximate" {
-                    "; the `candle:` units can still run this model"
-                } else {
-                    "; no bulkhead engine runs it from safetensors: export it to ONNX and give the .onnx file"
-                };
-                return Err(unsupported(format!(
-                    "hidden_act `{other}` is not supported by the ONNX graph builder (supported: gelu, relu){candle}"
-                )));
-            }
-        };
-        let pos = v.get("position_embedding_type").and_then(Value::as_str).unwrap_or("absolute");
-        if pos != "absolute" {
-            return Err(unsupported(format!(
-                "position_embedding_type `{pos}` is not supported (only `absolute`); no bulkhead engine runs it from \
-                 safetensors: export it to ONNX and give the .onnx file"
-            )));
+    /// A config error naming the file.
+    pub fn err(&self, reason: String) -> GraphError {
+        GraphError::Config { path: self.path.clone(), reason }
+    }
+
+    /// An unsupported-variant error naming the file.
+    pub fn unsupported(&self, reason: String) -> GraphError {
+        GraphError::Unsupported { path: self.path.clone(), reason }
+    }
+
+    /// The field at a JSON pointer-like dotted path (`rope_scaling.type`).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let mut v = &self.v;
+        for part in key.split('.') {
+            v = v.get(part)?;
         }
-        let eps = match v.get("layer_norm_eps") {
-            None => 1e-12,
+        (!v.is_null()).then_some(v)
+    }
+
+    /// A positive integer field (the first of `keys` present); missing without `default` is an error.
+    pub fn usize_of(&self, keys: &[&str], default: Option<usize>) -> Result<usize, GraphError> {
+        match keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) {
+            Some((k, x)) => x
+                .as_u64()
+                .filter(|&n| n > 0 && n <= 1 << 24)
+                .map(|n| n as usize)
+                .ok_or_else(|| self.err(format!("`{k}` must be a positive integer, found {x}"))),
+            None => default.ok_or_else(|| self.err(format!("`{}` is missing", keys[0]))),
+        }
+    }
+
+    /// A required positive integer field.
+    pub fn usize(&self, key: &str) -> Result<usize, GraphError> {
+        self.usize_of(&[key], None)
+    }
+
+    /// A non-negative integer field with a default.
+    pub fn count_or(&self, key: &str, default: usize) -> Result<usize, GraphError> {
+        match self.get(key) {
+            None => Ok(default),
             Some(x) => x
-                .as_f64()
-                .filter(|e| *e > 0.0 && *e < 1.0)
-                .ok_or_else(|| invalid(format!("bad `layer_norm_eps` {x}")))? as f32,
-        };
-        let c = BertConfig {
-            hidden: int("hidden_size", None)?,
-            heads: int("num_attention_heads", None)?,
-            layers: int("num_hidden_layers", None)?,
-            intermediate: int("intermediate_size", None)?,
-            vocab: int("vocab_size", None)?,
-            max_positions: int("max_position_embeddings", Some(512))?,
-            type_vocab: int("type_vocab_size", Some(2))?,
-            eps,
-            activation,
-        };
-        if !c.hidden.is_multiple_of(c.heads) {
-            return Err(invalid(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                c.hidden, c.heads
-            )));
+                .as_u64()
+                .filter(|&n| n <= 1 << 24)
+                .map(|n| n as usize)
+                .ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer, found {x}"))),
         }
-        Ok(c)
     }
 
-    /// Size of one attention head.
-    pub fn head_size(&self) -> usize {
-        self.hidden / self.heads
+    /// A positive number field (the first of `keys` present) with a default.
+    pub fn f64_of(&self, keys: &[&str], default: Option<f64>) -> Result<f64, GraphError> {
+        match keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) {
+            Some((k, x)) => x
+                .as_f64()
+                .filter(|e| *e > 0.0 && e.is_finite())
+                .ok_or_else(|| self.err(format!("`{k}` must be a positive number, found {x}"))),
+            None => default.ok_or_else(|| self.err(format!("`{}` is missing", keys[0]))),
+        }
+    }
+
+    /// A layer-norm epsilon (the first of `keys` present), in `(0, 1)`.
+    pub fn eps(&self, keys: &[&str], default: f64) -> Result<f32, GraphError> {
+        let e = self.f64_of(keys, Some(default))?;
+        if e >= 1.0 {
+            return Err(self.err(format!("`{}` must be below 1, found {e}", keys[0])));
+        }
+        Ok(e as f32)
+    }
+
+    /// A string field with a default.
+    pub fn str_or<'s>(&'s self, key: &str, default: &'s str) -> &'s str {
+        self.get(key).and_then(Value::as_str).unwrap_or(default)
+    }
+
+    /// A boolean field with a default.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, GraphError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(x) => x.as_bool().ok_or_else(|| self.err(format!("`{key}` must be true or false, found {x}"))),
+        }
+    }
+
+    /// `hidden` split into `heads`, checked.
+    pub fn head_size(&self, hidden: usize, heads: usize) -> Result<usize, GraphError> {
+        if !hidden.is_multiple_of(heads) {
+            return Err(self.err(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")));
+        }
+        Ok(hidden / heads)
+    }
+
+    /// The architecture family, or an error listing the supported architectures.
+    pub fn family(&self) -> Result<Family, GraphError> {
+        let architecture = self.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
+        let model_type = self.get("model_type").and_then(Value::as_str);
+        let found = match architecture {
+            Some(a) => ARCHITECTURES.iter().find(|(n, _)| *n == a).map(|(_, f)| *f),
+            None => MODEL_TYPES.iter().find(|(t, _)| Some(*t) == model_type).map(|(_, f)| *f),
+        };
+        found.ok_or_else(|| unsupported_architecture(architecture, model_type))
     }
 }
 
-/// Accepts the BERT family; anything else is an error naming the architecture.
-pub(crate) fn check_architecture(architecture: Option<&str>, model_type: Option<&str>) -> Result<(), GraphError> {
-    let ok = match architecture {
-        Some(a) => SUPPORTED_ARCHITECTURES.contains(&a),
-        None => model_type == Some("bert"),
-    };
-    if ok {
-        return Ok(());
-    }
-    // The candle engine accepts the same BERT family (any `model_type: "bert"`): say so only when true.
-    let hint = if model_type == Some("bert") {
-        "the `candle:` units can still run it".to_string()
+/// The error for an architecture the builder does not write.
+fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>) -> GraphError {
+    // The candle engine runs the BERT, XLM-RoBERTa, ModernBERT, NomicBERT and Qwen2/Qwen3/Mistral families; say so
+    // only when it is true for this model type.
+    let candle_runs = matches!(
+        model_type,
+        Some("bert" | "xlm-roberta" | "modernbert" | "nomic_bert" | "qwen3" | "qwen2" | "mistral")
+    );
+    let hint = if candle_runs {
+        "the `candle:` units may still run it".to_string()
     } else {
-        "no bulkhead engine runs it from safetensors (the `candle:` units support the same BERT family); export it \
-         to ONNX and give the .onnx file"
-            .to_string()
+        "no bulkhead engine runs it from safetensors; export it to ONNX and give the .onnx file".to_string()
     };
-    Err(GraphError::UnsupportedArchitecture {
+    GraphError::UnsupportedArchitecture {
         architecture: architecture.unwrap_or("(none)").to_string(),
         model_type: model_type.unwrap_or("(none)").to_string(),
         supported: SUPPORTED_ARCHITECTURES.join(", "),
         hint,
-    })
+    }
+}
+
+/// Rotary scaling of the decoders and GTE: `rope_scaling` (`type` or `rope_type`) or, as transformers 5 writes it,
+/// `rope_parameters.rope_type`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RopeScaling {
+    /// Plain rotary embeddings.
+    None,
+    /// Positions divided by `factor` (`linear`).
+    Linear(f64),
+    /// GTE's fixed NTK scaling: `base · factor`, frequencies divided by `factor^(2 / dim)` (`ntk`, no `mixed_b`).
+    Ntk(f64),
+}
+
+impl Cfg {
+    /// The rotary base: `rope_theta`, or `rope_parameters.rope_theta`.
+    pub fn rope_theta(&self, default: f64) -> Result<f64, GraphError> {
+        self.f64_of(&["rope_theta", "rope_parameters.rope_theta"], Some(default))
+    }
+
+    /// The rotary scaling; `accepted` lists the types this architecture's reference implements (an unknown type is
+    /// an error naming the field and the accepted types).
+    pub fn rope_scaling(&self, accepted: &[&str]) -> Result<RopeScaling, GraphError> {
+        let (field, ty, params) = if let Some(s) = self.get("rope_scaling") {
+            let ty = s.get("type").or_else(|| s.get("rope_type")).and_then(Value::as_str).unwrap_or("default");
+            ("rope_scaling", ty.to_string(), s.clone())
+        } else if let Some(p) = self.get("rope_parameters") {
+            let ty = p.get("rope_type").and_then(Value::as_str).unwrap_or("default");
+            ("rope_parameters", ty.to_string(), p.clone())
+        } else {
+            return Ok(RopeScaling::None);
+        };
+        if ty == "default" {
+            return Ok(RopeScaling::None);
+        }
+        if !accepted.contains(&ty.as_str()) {
+            return Err(self.unsupported(format!(
+                "`{field}` type `{ty}` is not supported (supported: default, {}); no bulkhead engine runs it from \
+                 safetensors",
+                accepted.join(", ")
+            )));
+        }
+        let factor = params
+            .get("factor")
+            .and_then(Value::as_f64)
+            .filter(|f| *f > 0.0 && f.is_finite())
+            .ok_or_else(|| self.err(format!("`{field}.factor` must be a positive number for rope type `{ty}`")))?;
+        match ty.as_str() {
+            "linear" => Ok(RopeScaling::Linear(factor)),
+            "ntk" => {
+                if params.get("mixed_b").is_some_and(|m| !m.is_null()) {
+                    return Err(self.unsupported(format!("`{field}.mixed_b` (mixed NTK scaling) is not supported")));
+                }
+                Ok(RopeScaling::Ntk(factor))
+            }
+            _ => Err(self.unsupported(format!("`{field}` type `{ty}` is not supported"))),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<BertConfig, GraphError> {
-        BertConfig::parse(Path::new("config.json"), text)
-    }
-
-    const MINILM: &str = r#"{"architectures":["BertModel"],"hidden_act":"gelu","hidden_size":384,
-        "intermediate_size":1536,"layer_norm_eps":1e-12,"max_position_embeddings":512,"model_type":"bert",
-        "num_attention_heads":12,"num_hidden_layers":6,"position_embedding_type":"absolute","type_vocab_size":2,
-        "vocab_size":30522}"#;
-
-    #[test]
-    fn parses_minilm() {
-        let c = parse(MINILM).unwrap();
-        assert_eq!((c.hidden, c.heads, c.layers, c.intermediate, c.head_size()), (384, 12, 6, 1536, 32));
-        assert_eq!(c.activation, Activation::Gelu);
+    fn cfg(text: &str) -> Cfg {
+        Cfg::parse(Path::new("config.json"), text).unwrap()
     }
 
     #[test]
-    fn rejects_other_architectures_by_name() {
-        let e = parse(r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama"}"#).unwrap_err().to_string();
-        assert!(e.contains("LlamaForCausalLM") && e.contains("llama") && e.contains("no bulkhead engine"), "{e}");
-        let e = parse(r#"{"architectures":["BertForTokenClassification"],"model_type":"bert"}"#).unwrap_err();
-        assert!(e.to_string().contains("candle:` units can still run it"), "{e}");
-        let e = parse(&MINILM.replace("\"gelu\"", "\"gelu_new\"")).unwrap_err().to_string();
-        assert!(e.contains("gelu_new"), "{e}");
-        let e = parse(&MINILM.replace("\"absolute\"", "\"relative_key\"")).unwrap_err().to_string();
-        assert!(e.contains("relative_key"), "{e}");
-        let e = parse(&MINILM.replace("\"num_attention_heads\":12", "\"num_attention_heads\":7")).unwrap_err();
-        assert!(e.to_string().contains("multiple"), "{e}");
-        let e = parse(&MINILM.replace("\"hidden_size\":384", "\"hidden_size\":-1")).unwrap_err();
-        assert!(e.to_string().contains("hidden_size"), "{e}");
-        assert!(parse("{").unwrap_err().to_string().contains("not valid JSON"));
+    fn the_supported_list_is_the_table() {
+        let names: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, SUPPORTED_ARCHITECTURES);
+    }
+
+    #[test]
+    fn families_by_architecture_or_model_type() {
+        assert_eq!(cfg(r#"{"architectures":["XLMRobertaModel"]}"#).family().unwrap(), Family::XlmRoberta);
+        assert_eq!(cfg(r#"{"model_type":"qwen3"}"#).family().unwrap(), Family::Decoder);
+        let e = cfg(r#"{"architectures":["LlamaForSequenceClassification"],"model_type":"llama"}"#).family();
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("LlamaForSequenceClassification") && e.contains("Qwen3Model"), "{e}");
+        let e = cfg(r#"{"architectures":["T5EncoderModel"],"model_type":"t5"}"#).family().unwrap_err().to_string();
+        assert!(e.contains("no bulkhead engine"), "{e}");
+    }
+
+    #[test]
+    fn rope_scaling_types() {
+        let c = cfg(r#"{"rope_scaling":{"type":"ntk","factor":2.0}}"#);
+        assert_eq!(c.rope_scaling(&["ntk"]).unwrap(), RopeScaling::Ntk(2.0));
+        let c = cfg(r#"{"rope_parameters":{"rope_type":"default","rope_theta":1000000.0}}"#);
+        assert_eq!(c.rope_scaling(&["linear"]).unwrap(), RopeScaling::None);
+        assert_eq!(c.rope_theta(10000.0).unwrap(), 1e6);
+        let c = cfg(r#"{"rope_scaling":{"rope_type":"yarn","factor":4.0}}"#);
+        let e = c.rope_scaling(&["linear"]).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("`rope_scaling` type `yarn`"), "{e}");
+        let c = cfg(r#"{"rope_scaling":{"type":"linear"}}"#);
+        assert!(c.rope_scaling(&["linear"]).unwrap_err().to_string().contains("rope_scaling.factor"));
+    }
+
+    #[test]
+    fn missing_and_bad_fields_are_named() {
+        let c = cfg(r#"{"hidden_size":-1}"#);
+        assert!(c.usize("hidden_size").unwrap_err().to_string().contains("`hidden_size` must be a positive"));
+        assert!(c.usize("num_hidden_layers").unwrap_err().to_string().contains("`num_hidden_layers` is missing"));
     }
 }

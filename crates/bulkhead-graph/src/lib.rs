@@ -1,19 +1,29 @@
-//! Builds the ONNX graph of a BERT-family encoder directly from `config.json` + `model.safetensors`, so Hugging Face
-//! safetensors folders run on ONNX Runtime without a Python export step.
+//! Builds the ONNX graph of an embedding model directly from `config.json` + safetensors (one file or shards), so
+//! Hugging Face folders run on ONNX Runtime without a Python export step. Architectures: BERT, XLM-RoBERTa, GTE
+//! (`NewModel`), NomicBERT, ModernBERT and the Qwen3/Qwen2/Mistral/Llama decoders ([`supported_architectures`]).
 //!
 //! * [`build_cached`]: writes `cache_dir/<key>/model.onnx` (weights as ONNX external data pointing into a hard link
 //!   of the safetensors file, or embedded when the cache is on another file system) and reuses it on later calls;
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
 //!
-//! The graph is written in the patterns ONNX Runtime's CPU optimiser fuses into `EmbedLayerNormalization`,
-//! `Attention`, `SkipLayerNormalization` and `BiasGelu`; see [`bert`](crate::bert) for the shapes and
-//! `README.md` for the measurements behind the choices.
+//! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`) builds on shared pieces:
+//! the graph writer (`graph`), layers, norms, attention and rotary embeddings (`layers`), config access (`config`)
+//! and the mapped weights (`weights`, f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX
+//! Runtime's CPU optimiser fuses (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`,
+//! `BiasGelu`); see `README.md` for the fused operators per architecture and the measurements behind the choices.
 #![deny(missing_docs)]
 
+mod arch;
 mod bert;
 mod cache;
 mod config;
+mod decoder;
+mod graph;
+mod gte;
+mod layers;
+mod modernbert;
+mod nomic;
 mod proto;
 mod weights;
 
@@ -98,7 +108,7 @@ pub enum GraphError {
     /// The architecture is not one the builder knows.
     #[error(
         "architecture {architecture} (model_type {model_type}) is not supported by the ONNX graph builder \
-         (supported: {supported}, or any model_type bert); {hint}"
+         (supported: {supported}); {hint}"
     )]
     UnsupportedArchitecture {
         /// `architectures[0]` of config.json.
@@ -126,7 +136,8 @@ pub enum GraphError {
         /// What is wrong.
         reason: String,
     },
-    /// The safetensors file is corrupt or lacks a tensor the config implies.
+    /// The safetensors file is corrupt or lacks a tensor the config implies, or the tokenizer has ids past the
+    /// embedding table.
     #[error("{path}: {reason}")]
     Weights {
         /// The safetensors file.
@@ -135,7 +146,7 @@ pub enum GraphError {
         reason: String,
     },
     /// The model folder lacks a file.
-    #[error("{model}: no {file}; the ONNX graph builder needs config.json and model.safetensors")]
+    #[error("{model}: no {file}; the ONNX graph builder needs config.json and model.safetensors (or its shards)")]
     MissingFile {
         /// The model's folder.
         model: PathBuf,
@@ -155,8 +166,9 @@ pub enum GraphError {
     },
 }
 
-/// Architectures (`architectures[0]` of config.json) the builder accepts; configs without `architectures` but with
-/// `model_type: "bert"` are accepted too.
+/// Architectures (`architectures[0]` of config.json) the builder accepts; configs without `architectures` are
+/// accepted by `model_type` (`bert`, `xlm-roberta`, `roberta`, `new`, `nomic_bert`, `modernbert`, `qwen3`, `qwen2`,
+/// `mistral`, `llama`).
 pub fn supported_architectures() -> &'static [&'static str] {
     config::SUPPORTED_ARCHITECTURES
 }
@@ -170,7 +182,7 @@ pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<
     };
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = inputs.write(opts, &bert::Storage::Embedded, &tmp).and_then(|()| {
+    let result = inputs.write(opts, &graph::Storage::Embedded, &tmp).and_then(|()| {
         std::fs::rename(&tmp, output).map_err(|e| GraphError::Io { path: output.to_path_buf(), source: e })
     });
     if result.is_err() {
@@ -182,7 +194,7 @@ pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<
 /// The parsed config and mapped weights of a model.
 pub(crate) struct Inputs {
     config_path: PathBuf,
-    config: config::BertConfig,
+    arch: arch::Arch,
     pub(crate) weights: weights::Weights,
 }
 
@@ -192,36 +204,62 @@ impl Inputs {
         let folder = || model.source.clone();
         let config_path =
             model.config.clone().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
-        let st =
-            model.safetensors.clone().ok_or(GraphError::MissingFile { model: folder(), file: "model.safetensors" })?;
+        if model.safetensors_shards.is_empty() {
+            return Err(GraphError::MissingFile { model: folder(), file: "model.safetensors" });
+        }
         let config_text = std::fs::read_to_string(&config_path)
             .map_err(|e| GraphError::Io { path: config_path.clone(), source: e })?;
-        let config = config::BertConfig::parse(&config_path, &config_text)?;
+        let cfg = config::Cfg::parse(&config_path, &config_text)?;
+        let arch = arch::Arch::parse(&cfg)?;
         if let ShapeMode::Static { seq, .. } = opts.shape {
-            if seq > config.max_positions {
+            if seq > arch.max_tokens() {
                 return Err(GraphError::Options(format!(
-                    "static sequence length {seq} exceeds max_position_embeddings {}",
-                    config.max_positions
+                    "static sequence length {seq} exceeds the {} positions of the model",
+                    arch.max_tokens()
                 )));
             }
         }
-        let weights = weights::Weights::open(&st)?;
-        Ok(Inputs { config_path, config, weights })
+        let weights =
+            weights::Weights::open(&model.safetensors_shards, model.safetensors_index.as_deref(), arch.anchors())?;
+        check_tokenizer(model, &arch, &weights)?;
+        Ok(Inputs { config_path, arch, weights })
     }
 
     /// Builds and writes the model to `path` (not atomically: callers write to a temporary name).
-    pub(crate) fn write(&self, opts: &BuildOptions, storage: &bert::Storage, path: &Path) -> Result<(), GraphError> {
+    pub(crate) fn write(&self, opts: &BuildOptions, storage: &graph::Storage, path: &Path) -> Result<(), GraphError> {
         use std::io::Write;
-        let model = bert::build(&self.config, &self.weights, opts.shape, opts.opset, storage, BUILDER_VERSION)?;
+        let mut g = graph::Graph::new(&self.weights, opts.opset, storage);
+        self.arch.build(&mut g)?;
+        let model = g.finish(self.arch.name(), self.arch.inputs(), self.arch.hidden(), opts.shape, BUILDER_VERSION);
         let io = |e| GraphError::Io { path: path.to_path_buf(), source: e };
         let file = std::fs::File::create(path).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         model.write_to(&mut w).map_err(io)?;
         w.flush().map_err(io)?;
-        tracing::debug!(config = %self.config_path.display(), weights = %self.weights.path().display(),
-            out = %path.display(), "ONNX graph written");
+        tracing::debug!(config = %self.config_path.display(), arch = self.arch.name(), out = %path.display(),
+            "ONNX graph written");
         Ok(())
     }
+}
+
+/// A tokenizer that produces ids past the embedding table would index out of it at run time: refuse the model
+/// with both sizes instead.
+fn check_tokenizer(model: &ModelFiles, arch: &arch::Arch, weights: &weights::Weights) -> Result<(), GraphError> {
+    let Some(tok) = &model.tokenizer else { return Ok(()) };
+    let (table, rows) = arch.embedding_table();
+    // A tokenizer.json that does not parse is reported by the tokenizer loader, with its own message.
+    let Ok(ids) = bulkhead_core::tokenizer_vocab_size(tok) else { return Ok(()) };
+    if ids > rows {
+        let name = weights.full_name(table);
+        return Err(GraphError::Weights {
+            path: tok.clone(),
+            reason: format!(
+                "the tokenizer has {ids} token ids but the embedding table `{name}` has {rows} rows; the tokenizer \
+                 does not belong to these weights"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn check_options(opts: &BuildOptions) -> Result<(), GraphError> {

@@ -1,24 +1,34 @@
-//! Reading tensors from a memory-mapped `model.safetensors`: name resolution (with or without the `bert.` prefix),
-//! shape and dtype checks, and where each tensor's bytes lie in the file (for ONNX external data).
+//! Reading tensors from memory-mapped safetensors files (one file or the shards of `model.safetensors.index.json`):
+//! name resolution (with or without the checkpoint's prefix: `bert.`, `roberta.`, `model.`...), shape and dtype
+//! checks, and where each tensor's bytes lie in its file (for ONNX external data).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype, Metadata};
+use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::SafeTensors;
 
 use crate::GraphError;
 
-/// A memory-mapped safetensors file with its parsed header.
-pub(crate) struct Weights {
+/// One mapped file.
+struct Shard {
     path: PathBuf,
     mmap: Mmap,
-    metadata: Metadata,
     /// Byte offset of the data section in the file (8 + header length).
     data_start: usize,
-    /// Prefix of every BERT tensor name (`""`, `"bert."`...).
+}
+
+/// The mapped safetensors files of a model with their parsed headers.
+pub(crate) struct Weights {
+    shards: Vec<Shard>,
+    /// Every tensor: its shard and header entry.
+    tensors: HashMap<String, (usize, TensorInfo)>,
+    /// Prefix of the model's tensor names (`""`, `"bert."`, `"model."`...).
     prefix: String,
+    /// What to name in "missing tensor" errors: the single file or the shard index.
+    origin: PathBuf,
 }
 
 /// One tensor of the file.
@@ -31,34 +41,63 @@ pub(crate) struct TensorSlice<'a> {
     pub shape: Vec<usize>,
     /// The raw little-endian bytes, borrowed from the mapping.
     pub bytes: &'a [u8],
-    /// Offset of `bytes` from the start of the file.
+    /// Which shard holds it.
+    pub shard: usize,
+    /// Offset of `bytes` from the start of its file.
     pub file_offset: u64,
 }
 
-/// The suffix used to find the prefix of the BERT tensors.
-const ANCHOR: &str = "embeddings.word_embeddings.weight";
-
 impl Weights {
-    /// Maps and validates the file; a corrupt file is an error naming it.
-    pub fn open(path: &Path) -> Result<Weights, GraphError> {
-        let bad = |reason: String| GraphError::Weights { path: path.to_path_buf(), reason };
-        let file = File::open(path).map_err(|e| GraphError::Io { path: path.to_path_buf(), source: e })?;
-        // SAFETY: the mapping is read-only; a file truncated underneath us would be a bug in the user's setup that
-        // no reader can defend against (safetensors and candle map the same way).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| GraphError::Io { path: path.to_path_buf(), source: e })?;
-        let (n, metadata) = SafeTensors::read_metadata(&mmap)
-            .map_err(|e| bad(format!("not a valid safetensors file ({e}); re-download it")))?;
-        let data_start = 8 + n;
-        let names = metadata.offset_keys();
-        let prefix = names.iter().find_map(|k| k.strip_suffix(ANCHOR)).map(str::to_string).ok_or_else(|| {
-            bad(format!("no `{ANCHOR}` tensor (with or without a `bert.` prefix): not a BERT checkpoint"))
-        })?;
-        Ok(Weights { path: path.to_path_buf(), mmap, metadata, data_start, prefix })
+    /// Maps and validates the files; a corrupt file is an error naming it. `anchors` are prefix-less names of a
+    /// tensor every checkpoint of the architecture has (the first one found fixes the prefix); `index` is
+    /// `model.safetensors.index.json` of a sharded checkpoint.
+    pub fn open(paths: &[PathBuf], index: Option<&Path>, anchors: &[&str]) -> Result<Weights, GraphError> {
+        let origin = index.map(Path::to_path_buf).or_else(|| paths.first().cloned()).unwrap_or_default();
+        let mut shards = vec![];
+        let mut tensors = HashMap::new();
+        for path in paths {
+            let bad = |reason: String| GraphError::Weights { path: path.to_path_buf(), reason };
+            let file = File::open(path).map_err(|e| GraphError::Io { path: path.to_path_buf(), source: e })?;
+            // SAFETY: the mapping is read-only; a file truncated underneath us would be a bug in the user's setup
+            // that no reader can defend against (safetensors and candle map the same way).
+            let mmap =
+                unsafe { Mmap::map(&file) }.map_err(|e| GraphError::Io { path: path.to_path_buf(), source: e })?;
+            let (n, metadata) = SafeTensors::read_metadata(&mmap)
+                .map_err(|e| bad(format!("not a valid safetensors file ({e}); re-download it")))?;
+            let i = shards.len();
+            for (name, info) in metadata.tensors() {
+                tensors.insert(name, (i, info.clone()));
+            }
+            shards.push(Shard { path: path.to_path_buf(), mmap, data_start: 8 + n });
+        }
+        // The first anchor that exists fixes the prefix; the shortest prefix wins when several tensors end alike.
+        let prefix = anchors
+            .iter()
+            .find_map(|a| tensors.keys().filter_map(|k| k.strip_suffix(a)).min_by_key(|p| p.len()).map(str::to_string))
+            .ok_or_else(|| GraphError::Weights {
+                path: origin.clone(),
+                reason: format!(
+                    "no `{}` tensor (with or without a prefix such as `model.`): not a checkpoint of this \
+                     architecture",
+                    anchors.first().copied().unwrap_or_default()
+                ),
+            })?;
+        Ok(Weights { shards, tensors, prefix, origin })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The files, in shard order.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    /// The name of the prefix-less `name` in the file.
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Whether the prefix-less `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(&format!("{}{name}", self.prefix))
     }
 
     /// Looks a tensor up by its prefix-less name (`encoder.layer.0.attention.self.query.weight`), accepting the old
@@ -70,33 +109,36 @@ impl Weights {
         } else if let Some(base) = name.strip_suffix("LayerNorm.bias") {
             candidates.push(format!("{}{base}LayerNorm.beta", self.prefix));
         }
-        let (full, info) =
-            candidates.iter().find_map(|c| self.metadata.info(c).map(|i| (c.clone(), i))).ok_or_else(|| {
-                GraphError::Weights {
-                    path: self.path.clone(),
-                    reason: format!("tensor `{}` is missing", candidates[0]),
-                }
+        let (full, (shard, info)) = candidates
+            .iter()
+            .find_map(|c| self.tensors.get(c).map(|i| (c.clone(), i)))
+            .ok_or_else(|| GraphError::Weights {
+                path: self.origin.clone(),
+                reason: format!("tensor `{}` is missing", candidates[0]),
             })?;
+        let s = &self.shards[*shard];
+        let bad = |reason: String| GraphError::Weights { path: s.path.clone(), reason };
         if info.shape != shape {
-            return Err(GraphError::Weights {
-                path: self.path.clone(),
-                reason: format!("tensor `{full}` has shape {:?}, config.json implies {shape:?}", info.shape),
-            });
+            return Err(bad(format!("tensor `{full}` has shape {:?}, config.json implies {shape:?}", info.shape)));
         }
         if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(GraphError::Weights {
-                path: self.path.clone(),
-                reason: format!("tensor `{full}` has dtype {:?}; only F32, F16 and BF16 are supported", info.dtype),
-            });
+            return Err(bad(format!(
+                "tensor `{full}` has dtype {:?}; only F32, F16 and BF16 are supported",
+                info.dtype
+            )));
         }
         let (start, end) = info.data_offsets;
-        let from = self.data_start + start;
-        let to = self.data_start + end;
-        let bytes = self.mmap.get(from..to).ok_or_else(|| GraphError::Weights {
-            path: self.path.clone(),
-            reason: format!("tensor `{full}` lies outside the file"),
-        })?;
-        Ok(TensorSlice { name: full, dtype: info.dtype, shape: info.shape.clone(), bytes, file_offset: from as u64 })
+        let from = s.data_start + start;
+        let to = s.data_start + end;
+        let bytes = s.mmap.get(from..to).ok_or_else(|| bad(format!("tensor `{full}` lies outside the file")))?;
+        Ok(TensorSlice {
+            name: full,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            bytes,
+            shard: *shard,
+            file_offset: from as u64,
+        })
     }
 }
 

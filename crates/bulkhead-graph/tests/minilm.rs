@@ -103,12 +103,12 @@ fn fake_model(config: &str, weights: &[u8]) -> (tempfile::TempDir, ModelFiles) {
 
 #[test]
 fn unknown_architecture_is_named() {
-    let (_dir, model) = fake_model(r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama"}"#, b"whatever");
+    let (_dir, model) = fake_model(r#"{"architectures":["T5EncoderModel"],"model_type":"t5"}"#, b"whatever");
     let cache = tempfile::tempdir().unwrap();
     let err = build_cached(&model, &BuildOptions::default(), cache.path()).unwrap_err();
     assert!(matches!(err, GraphError::UnsupportedArchitecture { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("LlamaForCausalLM") && msg.contains("llama"), "{msg}");
+    assert!(msg.contains("T5EncoderModel") && msg.contains("t5") && msg.contains("Qwen3Model"), "{msg}");
     // Nothing half-built is left behind.
     assert_eq!(std::fs::read_dir(cache.path()).map(|d| d.count()).unwrap_or(0), 0);
 }

@@ -113,17 +113,25 @@ pub fn pad(rows: &[(Vec<i64>, Vec<i64>)], batch: Option<usize>, seq: Option<usiz
     b
 }
 
-/// Runs the session: `last_hidden_state`, `[batch, seq, hidden]` row-major, and `hidden`.
+/// Runs the session on the inputs it has (`input_ids`, `attention_mask`, `token_type_ids`; models without token
+/// types have no `token_type_ids`): `last_hidden_state` (or the first output), `[batch, seq, hidden]` row-major,
+/// and `hidden`.
 pub fn forward(session: &mut Session, b: &Batch) -> (Vec<f32>, usize) {
     let shape = [b.batch, b.seq];
-    let outputs = session
-        .run(ort::inputs![
-            "input_ids" => TensorRef::from_array_view((shape, b.ids.as_slice())).unwrap(),
-            "attention_mask" => TensorRef::from_array_view((shape, b.mask.as_slice())).unwrap(),
-            "token_type_ids" => TensorRef::from_array_view((shape, b.types.as_slice())).unwrap(),
-        ])
-        .unwrap();
-    let (out_shape, data) = outputs["last_hidden_state"].try_extract_tensor::<f32>().unwrap();
+    let names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+    let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![];
+    for n in names {
+        let data = match n.as_str() {
+            "input_ids" => &b.ids,
+            "attention_mask" => &b.mask,
+            "token_type_ids" => &b.types,
+            other => panic!("unexpected graph input `{other}`"),
+        };
+        inputs.push((n, TensorRef::from_array_view((shape, data.as_slice())).unwrap().into()));
+    }
+    let outputs = session.run(inputs).unwrap();
+    let value = if outputs.contains_key("last_hidden_state") { &outputs["last_hidden_state"] } else { &outputs[0] };
+    let (out_shape, data) = value.try_extract_tensor::<f32>().unwrap();
     (data.to_vec(), out_shape[2] as usize)
 }
 

@@ -274,9 +274,15 @@ pub fn machine() -> Machine {
 /// from when there is none), the safetensors for candle.
 pub fn unit_weights_bytes(model: &ModelFiles, unit: &bulkhead_core::Unit) -> u64 {
     let size = |p: &Option<std::path::PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    // Every shard of a sharded checkpoint.
+    let safetensors = || -> Option<u64> {
+        let sizes: Vec<u64> =
+            model.safetensors_shards.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).collect();
+        (!sizes.is_empty()).then(|| sizes.iter().sum())
+    };
     match unit.engine {
-        bulkhead_core::EngineKind::Ort => size(&model.onnx).or_else(|| size(&model.safetensors)),
-        bulkhead_core::EngineKind::Candle => size(&model.safetensors),
+        bulkhead_core::EngineKind::Ort => size(&model.onnx).or_else(safetensors),
+        bulkhead_core::EngineKind::Candle => safetensors(),
     }
     .unwrap_or(0)
 }
