@@ -97,7 +97,8 @@ mod tests {
     #[test]
     fn one_weight_format_serves_the_whole_chain_when_it_can() {
         let bert = json!({"architectures": ["BertModel"], "model_type": "bert"});
-        let xlmr = json!({"architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta"});
+        // An architecture the graph builder does not know.
+        let other = json!({"architectures": ["DebertaV2Model"], "model_type": "deberta-v2"});
         let st = Formats { safetensors: true, onnx: false };
         let onnx = Formats { safetensors: false, onnx: true };
         let both = Formats { safetensors: true, onnx: true };
@@ -105,8 +106,8 @@ mod tests {
         assert_eq!(formats("ort:cpu", true, true, bert.clone()), st);
         // Without safetensors in the repository, ort takes its ONNX graph (asking for safetensors there is moot).
         assert!(formats("ort:cpu", false, true, bert.clone()).onnx);
-        assert_eq!(formats("ort:cpu", true, true, xlmr.clone()), onnx);
-        assert_eq!(formats("ort:cpu,candle:cpu", true, true, xlmr), both);
+        assert_eq!(formats("ort:cpu", true, true, other.clone()), onnx);
+        assert_eq!(formats("ort:cpu,candle:cpu", true, true, other), both);
         assert_eq!(formats("candle:cpu", true, true, bert), st);
         assert!(
             Weights::GraphBuilder
