@@ -126,7 +126,7 @@ impl Core {
             Event::Submit(_) | Event::Message { msg: Response::Answered { .. } | Response::Failed { .. }, .. }
         );
         match event {
-            Event::Submit(jobs) => self.on_submit(now, jobs),
+            Event::Submit(jobs) => self.on_submit(jobs),
             Event::WaitReady(waiter) => self.on_wait_ready(waiter),
             Event::Shutdown => {
                 if self.shutdown.is_none() {
@@ -180,7 +180,7 @@ impl Core {
         self.effects.push(Effect::Answer { request: job.id, result });
     }
 
-    fn on_submit(&mut self, now: Now, jobs: Vec<Submitted>) {
+    fn on_submit(&mut self, jobs: Vec<Submitted>) {
         let pending: Vec<Pending> = jobs
             .into_iter()
             .map(|s| Pending { id: s.id, job: s.job, enqueued: s.enqueued, strikes: vec![], retries: 0 })
@@ -194,7 +194,6 @@ impl Core {
             pending.into_iter().for_each(|p| self.answer(p, Err(PredictError::Unavailable(msg.clone()))));
             return;
         }
-        let _ = now;
         self.queue.extend(Work::group(pending));
     }
 
