@@ -30,6 +30,22 @@ pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date after Howard Hinnant's `civil_from_days`).
+pub fn fmt_utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// One unplanned worker death.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashEntry {
@@ -325,6 +341,13 @@ mod tests {
 
     fn entry(at: f64, seq: u64) -> CrashEntry {
         CrashEntry { at, exit: "signal SIGSEGV".into(), cause: "crash".into(), counted: true, seq }
+    }
+
+    #[test]
+    fn unix_times_are_formatted_as_utc() {
+        assert_eq!(fmt_utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_utc(1_800_000_000.0), "2027-01-15 08:00:00 UTC");
     }
 
     #[test]

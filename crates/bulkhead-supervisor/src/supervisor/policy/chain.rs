@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use crate::client::KillReason;
+use crate::history::fmt_utc;
 use crate::supervisor::StartError;
 
 use super::event::{Effect, Now, WorkerId};
@@ -24,11 +25,11 @@ impl Core {
             let Some(until) = rec.quarantined_until.filter(|&t| t > now.unix) else { continue };
             let left = Duration::from_secs_f64(until - now.unix);
             let reason = format!(
-                "quarantined by the crash history ({} crashes, last: {}) for {} more s; clear it with \
+                "quarantined by the crash history ({} crashes, last: {}) until {}; clear it with \
                  `bulkhead units --clear-history`",
                 rec.total_crashes,
                 rec.crashes.last().map(|c| c.exit.as_str()).unwrap_or("?"),
-                left.as_secs()
+                fmt_utc(until)
             );
             tracing::warn!(unit = %slot.unit, model = %self.model, "{reason}");
             slot.phase = UnitPhase::Quarantined { reprobe_at: now.at + left, until_unix: until, reason };
@@ -89,8 +90,9 @@ impl Core {
         let until = now.unix + delay.as_secs_f64();
         rec.quarantined_until = Some(until);
         let reason = format!(
-            "quarantined after {:.0} crashes in the window (last: {last}); re-probed in {} s",
+            "quarantined after {:.0} crashes in the window (last: {last}); re-probed at {} (in {} s)",
             level.round(),
+            fmt_utc(until),
             delay.as_secs()
         );
         tracing::error!(unit = %slot.unit, model = %self.model, "{reason}");
