@@ -13,6 +13,9 @@ pub struct ProcStat {
     pub stopped: bool,
     /// Resident memory.
     pub rss_bytes: u64,
+    /// CPU time used so far by all its threads (user + system), in clock ticks: it grows while the process computes,
+    /// even slowly, and stays flat while it waits, sleeps or is stopped.
+    pub cpu_ticks: u64,
 }
 
 fn page_size() -> u64 {
@@ -37,8 +40,14 @@ impl ProcStat {
         let rest = &text[text.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let state = fields.first()?.chars().next()?;
-        let rss_pages: u64 = fields.get(21)?.parse().ok()?;
-        Some(ProcStat { stopped: matches!(state, 'T' | 't'), rss_bytes: rss_pages * page_size() })
+        let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        // Fields 14 and 15 of the file (utime, stime) and 24 (rss), counted from the state (field 3).
+        let (utime, stime, rss_pages) = (number(11)?, number(12)?, number(21)?);
+        Some(ProcStat {
+            stopped: matches!(state, 'T' | 't'),
+            rss_bytes: rss_pages * page_size(),
+            cpu_ticks: utime + stime,
+        })
     }
 }
 
@@ -198,6 +207,7 @@ mod tests {
         let s = ProcStat::parse(text).unwrap();
         assert!(s.stopped);
         assert_eq!(s.rss_bytes, 2500 * page_size());
+        assert_eq!(s.cpu_ticks, 8);
         let me = ProcStat::read(std::process::id()).unwrap();
         assert!(!me.stopped && me.rss_bytes > 1 << 20);
         assert!(rss_bytes(None).unwrap_or(0) > 1 << 20);

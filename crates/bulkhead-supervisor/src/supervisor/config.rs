@@ -87,6 +87,9 @@ pub struct SupervisorConfig {
     pub timeout_floor: Duration,
     /// A worker seen stopped (SIGSTOP) with work in flight for this long is replaced (default 250 ms).
     pub stopped_grace: Duration,
+    /// Past its (soft) deadline, a worker is killed once it used no CPU for this long (default 500 ms): a hang waits,
+    /// a worker slowed down by a busy machine still computes. The hard deadline kills either.
+    pub stall_window: Duration,
     /// Recycle a worker after this many predictions.
     pub recycle_after: Option<u64>,
     /// Recycle a worker whose resident memory exceeds this many bytes.
@@ -124,6 +127,7 @@ impl Default for SupervisorConfig {
             timeout_factor: 20.0,
             timeout_floor: Duration::from_secs(5),
             stopped_grace: Duration::from_millis(250),
+            stall_window: Duration::from_millis(500),
             recycle_after: None,
             recycle_rss_bytes: None,
             recycle_growth_bytes: None,

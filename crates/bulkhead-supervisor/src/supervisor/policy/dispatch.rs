@@ -255,6 +255,10 @@ impl Core {
             }
             if let Some(live) = w.live_mut() {
                 live.stopped_since = if s.stat.stopped { live.stopped_since.or(Some(now.at)) } else { None };
+                live.cpu = match live.cpu {
+                    Some((ticks, since)) if ticks >= s.stat.cpu_ticks => Some((ticks, since)),
+                    _ => Some((s.stat.cpu_ticks, now.at)),
+                };
             }
         }
         self.expire_queue(now);

@@ -85,7 +85,8 @@ impl Core {
                     warmup: u.stats.warmup.clone(),
                     precision: u.stats.report.as_ref().map(|r| r.precision),
                     placement: u.stats.report.as_ref().map(|r| r.placement.clone()).unwrap_or_default(),
-                    deadline_ms: per_token.map(|p| deadline(&self.cfg, &u.latency, p, (1, 16), 0).as_secs_f64() * 1e3),
+                    deadline_ms: per_token
+                        .map(|p| deadline(&self.cfg, &u.latency, p, (1, 16), 0).soft.as_secs_f64() * 1e3),
                     recycle_rss_limit_bytes: self.rss_limit(idx),
                 }
             })

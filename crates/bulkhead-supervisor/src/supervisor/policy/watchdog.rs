@@ -7,6 +7,10 @@
 //! A class not observed yet falls back to the warm-up latency per token scaled to the batch × `timeout_factor`, at
 //! least `timeout_floor` (5 s). A request retried after a watchdog kill gets twice the deadline per such kill, so a
 //! deadline that was merely too tight cannot turn an innocent request into a poison one.
+//!
+//! Past that (soft) deadline a worker is killed only once it has used no CPU for `stall_window` (500 ms): a hang
+//! waits (a deadlock, a sleep, a lost wake-up), while a worker slowed down by a busy machine still computes. A worker
+//! that spins without end is caught by the hard deadline, the warm-up estimate (at least 5 s), whatever its CPU.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -60,6 +64,13 @@ pub(crate) fn ms_per_token(warmup: &[WarmupShape]) -> f64 {
     warmup.iter().map(|s| s.ms / (s.batch.max(1) * s.seq.max(1)) as f64).fold(0.0f64, f64::max)
 }
 
+/// When a prediction is late: past `soft` a worker that stopped computing is killed; past `hard`, any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline {
+    pub soft: Duration,
+    pub hard: Duration,
+}
+
 /// The deadline of a `shape` prediction on a unit with `book`, for a worker that warmed up at `per_token`, after
 /// `hangs` watchdog kills of the same request.
 pub(crate) fn deadline(
@@ -68,16 +79,19 @@ pub(crate) fn deadline(
     per_token: f64,
     shape: (usize, usize),
     hangs: u32,
-) -> Duration {
-    let base = match (cfg.predict_timeout, book.high(shape)) {
-        (Some(fixed), _) => fixed,
-        (None, Some(p99)) => Duration::from_secs_f64(p99 * cfg.live_timeout_factor / 1e3).max(cfg.live_timeout_floor),
-        (None, None) => {
-            let tokens = (shape.0.max(1) * shape.1.max(1)) as f64;
-            Duration::from_secs_f64(per_token * tokens * cfg.timeout_factor / 1e3).max(cfg.timeout_floor)
+) -> Deadline {
+    let tokens = (shape.0.max(1) * shape.1.max(1)) as f64;
+    let cold = Duration::from_secs_f64(per_token * tokens * cfg.timeout_factor / 1e3).max(cfg.timeout_floor);
+    let (soft, hard) = match (cfg.predict_timeout, book.high(shape)) {
+        (Some(fixed), _) => (fixed, fixed),
+        (None, Some(p99)) => {
+            let live = Duration::from_secs_f64(p99 * cfg.live_timeout_factor / 1e3).max(cfg.live_timeout_floor);
+            (live, live.max(cold))
         }
+        (None, None) => (cold, cold),
     };
-    base.saturating_mul(1 << hangs.min(4))
+    let scale = 1u32 << hangs.min(4);
+    Deadline { soft: soft.saturating_mul(scale), hard: hard.saturating_mul(scale) }
 }
 
 impl Core {
@@ -109,13 +123,16 @@ impl Core {
                     let shape = head.work.shape();
                     let book = &self.units[w.unit].latency;
                     let limit = deadline(&self.cfg, book, live.ms_per_token, shape, head.work.hangs());
-                    let started = live.head_since.max(head.sent);
-                    if now.at - started > limit {
+                    let late = now.at - live.head_since.max(head.sent);
+                    // No CPU sample yet counts as idle: the soft deadline then applies as it is.
+                    let idle = live.cpu.is_none_or(|(_, grew)| now.at - grew >= self.cfg.stall_window);
+                    if late > limit.hard || (late > limit.soft && idle) {
+                        let what = if late > limit.hard { "running" } else { "using no CPU" };
                         let why = format!(
-                            "watchdog: a prediction of {}x{} tokens exceeded its {:.1} s deadline (hang)",
+                            "watchdog: a prediction of {}x{} tokens exceeded its {:.1} s deadline, {what} (hang)",
                             shape.0,
                             shape.1,
-                            limit.as_secs_f64()
+                            limit.soft.as_secs_f64()
                         );
                         kills.push((i, KillReason::Watchdog(why)));
                     }
@@ -178,13 +195,16 @@ mod tests {
             for &ms in observed {
                 book.record((1, 16), ms);
             }
-            let got = deadline(&cfg, &book, per_token, shape, hangs);
+            let got = deadline(&cfg, &book, per_token, shape, hangs).soft;
             assert!(
                 (got.as_secs_f64() - want.as_secs_f64()).abs() < 1e-6,
                 "{observed:?} {shape:?}: {got:?} vs {want:?}"
             );
         }
+        // The hard deadline of an observed class is the warm-up estimate (at least 5 s), doubled for a retried hang.
+        assert_eq!(deadline(&cfg, &book, per_token, (1, 16), 1).hard, Duration::from_secs(10));
         let fixed = SupervisorConfig { predict_timeout: Some(Duration::from_secs(3)), ..cfg };
-        assert_eq!(deadline(&fixed, &book, per_token, (64, 256), 0), Duration::from_secs(3));
+        let d = deadline(&fixed, &book, per_token, (64, 256), 0);
+        assert_eq!((d.soft, d.hard), (Duration::from_secs(3), Duration::from_secs(3)));
     }
 }

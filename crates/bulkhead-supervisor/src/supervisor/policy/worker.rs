@@ -39,6 +39,8 @@ pub(crate) struct Live {
     pub ms_per_token: f64,
     /// Since when its process is seen stopped (SIGSTOP) while holding work.
     pub stopped_since: Option<Instant>,
+    /// Its CPU time at the last sample, and when that last grew (`None` until sampled: unknown).
+    pub cpu: Option<(u64, Instant)>,
 }
 
 impl Live {
@@ -51,6 +53,7 @@ impl Live {
             last_ok: now,
             ms_per_token,
             stopped_since: None,
+            cpu: None,
         }
     }
 

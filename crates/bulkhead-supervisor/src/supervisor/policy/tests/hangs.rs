@@ -40,6 +40,32 @@ fn the_deadline_follows_observed_latency_with_a_one_second_floor() {
     }
 }
 
+/// (CPU used while late, ms late) -> killed? Past the soft deadline (1 s here) only a worker that stopped computing
+/// is killed; past the hard deadline (5 s), any.
+#[test]
+fn a_late_worker_that_still_computes_is_given_until_the_hard_deadline() {
+    let table: [(bool, u64, bool); 4] =
+        [(false, 1_600, true), (true, 1_600, false), (true, 4_900, false), (true, 5_100, true)];
+    for (computing, ms, killed) in table {
+        let mut sim = Sim::new(&[ORT], cfg());
+        sim.answer_probes = false;
+        let w = sim.ready_newest();
+        serve_observed(&mut sim, w, 20, 5);
+        sim.submit(1);
+        let start = sim.clock;
+        let mut ticks = 0;
+        while sim.clock - start < Duration::from_millis(ms) {
+            sim.clock += Duration::from_millis(25);
+            if computing {
+                ticks += 1;
+            }
+            sim.sample_cpu(&[(w, false, 100 << 20, ticks)], None);
+        }
+        let got = sim.workers[&w].killed.clone();
+        assert_eq!(got.is_some(), killed, "computing {computing}, {ms} ms: {got:?}");
+    }
+}
+
 #[test]
 fn a_hung_request_is_retried_with_twice_the_deadline() {
     let mut sim = Sim::new(&[ORT], cfg());

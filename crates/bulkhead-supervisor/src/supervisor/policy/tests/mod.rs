@@ -179,11 +179,20 @@ impl Sim {
         self.feed(Event::Tick { samples: vec![], mem_available: None });
     }
 
-    /// A tick carrying `/proc` samples.
+    /// A tick carrying `/proc` samples (stopped, resident bytes; no CPU used).
     pub fn sample(&mut self, samples: &[(WorkerId, bool, u64)], mem_available: Option<u64>) {
+        let samples: Vec<_> = samples.iter().map(|&(w, stopped, rss)| (w, stopped, rss, 0)).collect();
+        self.sample_cpu(&samples, mem_available);
+    }
+
+    /// A tick carrying `/proc` samples (stopped, resident bytes, CPU ticks used so far).
+    pub fn sample_cpu(&mut self, samples: &[(WorkerId, bool, u64, u64)], mem_available: Option<u64>) {
         let samples = samples
             .iter()
-            .map(|&(worker, stopped, rss)| Sample { worker, stat: ProcStat { stopped, rss_bytes: rss } })
+            .map(|&(worker, stopped, rss_bytes, cpu_ticks)| Sample {
+                worker,
+                stat: ProcStat { stopped, rss_bytes, cpu_ticks },
+            })
             .collect();
         self.feed(Event::Tick { samples, mem_available });
     }
