@@ -70,6 +70,8 @@ pub struct WorkerSpec {
     pub faults: Vec<FaultRule>,
     /// Intra-op threads of the worker's engine (`None`: the engine's default).
     pub threads: Option<usize>,
+    /// Warm-up iterations per shape (`crate::worker::WARMUP_ITERATIONS` by default; 1 for a quick replacement).
+    pub warmup_iterations: usize,
 }
 
 /// Tail ring buffer of a worker's stderr.
@@ -132,6 +134,7 @@ impl WorkerLink {
             generation,
             faults: rules.to_vec(),
             threads: None,
+            warmup_iterations: crate::worker::WARMUP_ITERATIONS,
         };
         WorkerLink::start(&spec)
     }
@@ -144,6 +147,7 @@ impl WorkerLink {
             generation: spec.generation,
             parent_pid: Some(std::process::id()),
             threads: spec.threads,
+            warmup_iterations: spec.warmup_iterations,
         };
         let mut cmd = tokio::process::Command::new(&spec.command.program);
         cmd.args(&spec.command.args)
@@ -196,7 +200,8 @@ impl WorkerLink {
                 version: CRATE_VERSION.into(),
                 pid: std::process::id(),
             });
-            let loaded = Runner::load(&engines, &model, &unit, WorkerFaults::default(), |r| {
+            let iterations = crate::worker::WARMUP_ITERATIONS;
+            let loaded = Runner::load(&engines, &model, &unit, WorkerFaults::default(), iterations, |r| {
                 send(Response::Loaded { report: r.clone() });
             });
             let code = match loaded {

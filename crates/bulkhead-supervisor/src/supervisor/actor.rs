@@ -209,7 +209,10 @@ impl Actor {
     /// Executes one effect; a spawn reports back as an event.
     fn execute(&mut self, effect: Effect) -> Option<Event> {
         match effect {
-            Effect::Spawn { worker, unit, generation, threads } => Some(self.spawn(worker, unit, generation, threads)),
+            Effect::Spawn { worker, unit, generation, threads, quick } => {
+                let iterations = if quick { 1 } else { crate::worker::WARMUP_ITERATIONS };
+                Some(self.spawn(worker, unit, generation, threads, iterations))
+            }
             Effect::Send { worker, request } => {
                 if let Some(link) = self.links.get(&worker) {
                     link.send(request);
@@ -250,7 +253,14 @@ impl Actor {
     }
 
     /// Starts a worker: checks that the unit can run here, spawns the process (or thread), and forwards its events.
-    fn spawn(&mut self, worker: WorkerId, unit: Unit, generation: u32, threads: Option<usize>) -> Event {
+    fn spawn(
+        &mut self,
+        worker: WorkerId,
+        unit: Unit,
+        generation: u32,
+        threads: Option<usize>,
+        iterations: usize,
+    ) -> Event {
         if let Availability::NotCompiled(reason) | Availability::Unusable(reason) = self.engines.availability(&unit) {
             return Event::SpawnFailed { worker, reason };
         }
@@ -263,6 +273,7 @@ impl Actor {
                     generation,
                     faults: self.cfg.faults.clone(),
                     threads,
+                    warmup_iterations: iterations,
                 };
                 match WorkerLink::start(&spec) {
                     Ok(l) => l,

@@ -30,7 +30,7 @@ pub const EXIT_LOAD_FAILED: i32 = 3;
 pub const EXIT_PIPE: i32 = 4;
 
 /// What a worker is told on its command line: `--unit UNIT --generation N --model-json JSON [--parent-pid PID]
-/// [--threads N]`. Fault rules come from `BULKHEAD_FAULTS`, which the supervisor sets explicitly for each worker.
+/// [--threads N] [--warmup-iterations N]`. Fault rules come from `BULKHEAD_FAULTS`, which the supervisor sets explicitly for each worker.
 #[derive(Debug, Clone)]
 pub struct WorkerArgs {
     /// The unit to load the model on.
@@ -44,6 +44,8 @@ pub struct WorkerArgs {
     /// Intra-op threads of the engine (`None`: the engine's default, one per core). Set when several workers share
     /// the cores.
     pub threads: Option<usize>,
+    /// Warm-up iterations per shape ([`WARMUP_ITERATIONS`] unless told otherwise).
+    pub warmup_iterations: usize,
 }
 
 /// Bad worker arguments.
@@ -57,6 +59,7 @@ impl WorkerArgs {
     /// Parses the arguments after `worker`.
     pub fn parse(args: &[String]) -> Result<WorkerArgs, WorkerArgsError> {
         let (mut unit, mut model, mut generation, mut parent_pid, mut threads) = (None, None, 0u32, None, None);
+        let mut warmup_iterations = WARMUP_ITERATIONS;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or_else(|| WorkerArgsError(format!("{flag} needs a value")));
@@ -77,6 +80,11 @@ impl WorkerArgs {
                     let n: usize = value()?.parse().map_err(|e| WorkerArgsError(format!("--threads: {e}")))?;
                     threads = Some(n).filter(|&n| n > 0);
                 }
+                "--warmup-iterations" => {
+                    let n: usize =
+                        value()?.parse().map_err(|e| WorkerArgsError(format!("--warmup-iterations: {e}")))?;
+                    warmup_iterations = n.max(1);
+                }
                 other => return Err(WorkerArgsError(format!("unknown argument `{other}`"))),
             }
         }
@@ -86,6 +94,7 @@ impl WorkerArgs {
             generation,
             parent_pid,
             threads,
+            warmup_iterations,
         })
     }
 
@@ -104,6 +113,9 @@ impl WorkerArgs {
         }
         if let Some(t) = self.threads {
             v.extend(["--threads".into(), t.to_string()]);
+        }
+        if self.warmup_iterations != WARMUP_ITERATIONS {
+            v.extend(["--warmup-iterations".into(), self.warmup_iterations.to_string()]);
         }
         v
     }
@@ -152,7 +164,7 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     faults::log_active(&rules, &format!("worker {} generation {}", args.unit, args.generation));
     let wf = WorkerFaults::for_worker(&rules, &args.unit, args.generation);
     let mut loaded_ok = true;
-    let loaded = Runner::load(engines, &args.model, &args.unit, wf, |report| {
+    let loaded = Runner::load(engines, &args.model, &args.unit, wf, args.warmup_iterations, |report| {
         loaded_ok = write_frame(&mut out, &Response::Loaded { report: report.clone() }).is_ok();
     });
     if !loaded_ok {
@@ -233,9 +245,17 @@ mod tests {
             "architecture": null, "model_type": null
         }))
         .unwrap();
-        let a = WorkerArgs { unit: Unit::CANDLE_CPU, model, generation: 3, parent_pid: Some(42), threads: Some(2) };
+        let a = WorkerArgs {
+            unit: Unit::CANDLE_CPU,
+            model,
+            generation: 3,
+            parent_pid: Some(42),
+            threads: Some(2),
+            warmup_iterations: 1,
+        };
         let b = WorkerArgs::parse(&a.to_args()).unwrap();
         assert_eq!((b.unit, b.generation, b.parent_pid, b.threads, b.model), (a.unit, 3, Some(42), Some(2), a.model));
+        assert_eq!(b.warmup_iterations, 1);
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(WorkerArgs::parse(&s(&["--unit"])).unwrap_err().to_string().contains("needs a value"));
         assert!(WorkerArgs::parse(&s(&["--unit", "x:y"])).unwrap_err().to_string().contains("unknown compute unit"));

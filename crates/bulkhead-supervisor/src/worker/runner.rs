@@ -10,7 +10,9 @@ use crate::faults::WorkerFaults;
 use crate::payload::{Answer, Payload};
 use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
 
-/// Iterations per warm-up shape (the first one pays one-time costs; the median is recorded).
+/// Iterations per warm-up shape (the first one pays one-time costs; the median is recorded). A replacement of a
+/// worker that served already runs one (`--warmup-iterations 1`): the first iteration of each shape is what makes
+/// the worker ready, the others only refine the measurement.
 pub const WARMUP_ITERATIONS: usize = 3;
 
 /// Why loading failed: what `LoadFailed` carries.
@@ -52,9 +54,9 @@ pub(crate) struct Runner {
     served: u64,
 }
 
-fn median_ms(mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
     let mut times = vec![];
-    for _ in 0..WARMUP_ITERATIONS {
+    for _ in 0..iterations.max(1) {
         let t = Instant::now();
         run()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -68,17 +70,19 @@ fn engine_failure(e: bulkhead_core::EngineError) -> LoadFailure {
 }
 
 impl Runner {
-    /// Loads `model` on `unit` (applying load faults); `on_loaded` is called between load and warm-up.
+    /// Loads `model` on `unit` (applying load faults) and warms it up with `iterations` per shape; `on_loaded` is
+    /// called between load and warm-up.
     pub fn load(
         engines: &Engines,
         model: &ModelFiles,
         unit: &Unit,
         faults: WorkerFaults,
+        iterations: usize,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(Runner, Vec<WarmupShape>), LoadFailure> {
         faults.at_load().map_err(|r| LoadFailure::new(LoadFailureKind::ModelRejected, r))?;
         if model.is_tensor_model() {
-            return Runner::load_graph(engines, model, unit, faults, on_loaded);
+            return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
         let session = engines.load(model, unit).map_err(engine_failure)?;
@@ -87,7 +91,7 @@ impl Runner {
         let mut warmup = vec![];
         let shapes = warmup_rows(&tokenizer);
         for rows in &shapes {
-            let ms = median_ms(|| embedder.embed_tokens(rows).map(|_| ()).map_err(|e| e.to_string()))
+            let ms = median_ms(iterations, || embedder.embed_tokens(rows).map(|_| ()).map_err(|e| e.to_string()))
                 .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
             let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
             warmup.push(WarmupShape { batch: rows.len(), seq, ms });
@@ -104,12 +108,13 @@ impl Runner {
         model: &ModelFiles,
         unit: &Unit,
         faults: WorkerFaults,
+        iterations: usize,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(Runner, Vec<WarmupShape>), LoadFailure> {
         let mut session = engines.load_graph(model, unit).map_err(engine_failure)?;
         on_loaded(session.report());
         let warm: Vec<NamedTensor> = session.inputs().iter().filter_map(TensorSpec::zeros).collect();
-        let ms = median_ms(|| session.run(&warm).map(|_| ()).map_err(|e| e.to_string()))
+        let ms = median_ms(iterations, || session.run(&warm).map(|_| ()).map_err(|e| e.to_string()))
             .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up on zero inputs failed: {e}")))?;
         let (batch, seq) = warm.first().map_or((1, 1), NamedTensor::rows_and_width);
         let runner = Runner { model: Model::Graph { session, warm }, faults, served: 0 };

@@ -199,7 +199,8 @@ impl Core {
         let generation = slot.generation;
         slot.generation += 1;
         tracing::info!(unit = %slot.unit, generation, model = %self.model, "loading {} on {}", self.model, slot.unit);
-        self.effects.push(Effect::Spawn { worker: id, unit: slot.unit, generation, threads: self.cfg.worker_threads });
+        let (unit, threads, quick) = (slot.unit, self.cfg.worker_threads, slot.served_ever);
+        self.effects.push(Effect::Spawn { worker: id, unit, generation, threads, quick });
         self.workers.push(Worker {
             id,
             unit: idx,

@@ -125,6 +125,8 @@ pub enum Effect {
         generation: u32,
         /// Intra-op threads for its engine.
         threads: Option<usize>,
+        /// The unit served before in this process: a short warm-up (one iteration per shape) is enough.
+        quick: bool,
     },
     /// Write a request to a worker.
     Send {

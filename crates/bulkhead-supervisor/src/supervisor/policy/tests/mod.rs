@@ -34,6 +34,8 @@ pub(super) const CUDA: Unit = Unit { engine: EngineKind::Ort, device: Device::Cu
 #[derive(Debug, Default)]
 pub(super) struct SimWorker {
     pub unit: Option<Unit>,
+    /// Spawned with the short warm-up of a replacement.
+    pub quick: bool,
     /// Runs sent and not answered, oldest first.
     pub inbox: VecDeque<(u64, Payload, Vec<String>)>,
     pub shutdown_sent: bool,
@@ -125,11 +127,11 @@ impl Sim {
 
     fn execute(&mut self, effect: Effect) -> Option<Event> {
         match effect {
-            Effect::Spawn { worker, unit, .. } => {
+            Effect::Spawn { worker, unit, quick, .. } => {
                 if self.unavailable.contains(&unit) {
                     return Some(Event::SpawnFailed { worker, reason: format!("{unit} cannot run here") });
                 }
-                self.workers.insert(worker, SimWorker { unit: Some(unit), ..SimWorker::default() });
+                self.workers.insert(worker, SimWorker { unit: Some(unit), quick, ..SimWorker::default() });
                 return Some(Event::Spawned { worker, pid: Some(10_000 + worker.0 as u32) });
             }
             Effect::Send { worker, request } => {
@@ -371,7 +373,19 @@ impl Sim {
     }
 }
 
-/// A scenario the core must survive: a chain, and a crash that follows the worker's age, not the request.
+#[test]
+fn a_replacement_of_a_unit_that_served_warms_up_quickly() {
+    let mut sim = Sim::new(&[ORT], cfg());
+    let first = sim.newest();
+    assert!(!sim.workers[&first].quick, "the first worker of a unit gets the full warm-up");
+    sim.die(first, ExitCause::Crash);
+    sim.advance(100);
+    assert!(!sim.workers[&sim.newest()].quick, "a unit that never served still gets the full warm-up");
+    let w = sim.ready_newest();
+    sim.die(w, ExitCause::External { sender: None });
+    assert!(sim.workers[&sim.newest()].quick, "a replacement after it served: one iteration per shape");
+}
+
 #[test]
 fn a_request_is_answered_exactly_once_through_start_serve_and_shutdown() {
     let mut sim = Sim::new(&[ORT], cfg());
