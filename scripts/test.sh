@@ -12,3 +12,6 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test (dependencies are optimised even in test builds; see Cargo.toml)"
 cargo test --locked --workspace -- --test-threads 2
+step "chaos and soak, short runs (the real server under signals from outside, a crash chain, leak and segv faults)"
+scripts/chaos.sh --short
+scripts/soak.sh --short

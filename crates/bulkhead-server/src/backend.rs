@@ -6,16 +6,16 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bulkhead_core::NamedTensor;
+pub use bulkhead_supervisor::{Answered as BackendOutput, PredictError as BackendError};
 use bulkhead_supervisor::{Job, Supervisor};
-pub use bulkhead_supervisor::{JobAnswer as BackendOutput, PredictError as BackendError};
 
 /// A boxed future (the trait is object-safe without extra crates).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the server needs from a model's compute side.
 pub trait Backend: Send + Sync + 'static {
-    /// Embeds a batch of jobs (one per request; texts are passed along for diagnostics and fault rules); one
-    /// result per job, so that a poison request fails alone.
+    /// Runs a batch of jobs (one per request, each a [`Payload`](bulkhead_supervisor::Payload); texts are passed
+    /// along for diagnostics and fault rules); one result per job, so that a poison request fails alone.
     fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>>;
     /// Runs a tensor model on named inputs (one request, never batched). Backends of embedding models only keep
     /// the default, which refuses.

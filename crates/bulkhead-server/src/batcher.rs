@@ -210,9 +210,11 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
         }
         let backend_jobs: Vec<BackendJob> = parts
             .iter()
-            .map(|(j, rows)| BackendJob {
-                rows: rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
-                texts: rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
+            .map(|(j, rows)| {
+                BackendJob::tokens(
+                    rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
+                    rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
+                )
             })
             .collect();
         let longest = chunk.iter().map(|s| jobs[s.job].rows[s.row].len()).max().unwrap_or(0);
@@ -227,8 +229,9 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
                         chunk_timing_merged = true;
                     }
                     unit = Some(out.unit);
-                    for (r, v) in rows.into_iter().zip(out.vectors) {
-                        vectors[j][r] = Some(v);
+                    match out.answer.into_vectors() {
+                        Some(v) => rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v)),
+                        None => failures[j] = Some(BackendError::Failed("the model answered no vectors".into())),
                     }
                 }
                 Err(e) => failures[j] = Some(e),
@@ -262,7 +265,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use bulkhead_supervisor::Job;
+    use bulkhead_supervisor::{Answer, Job, Payload};
 
     use super::*;
     use crate::backend::BoxFuture;
@@ -276,16 +279,16 @@ mod tests {
     impl Backend for Fake {
         fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
             Box::pin(async move {
-                self.batches.lock().unwrap().push(jobs.iter().map(|j| j.rows.len()).sum());
+                self.batches.lock().unwrap().push(jobs.iter().map(|j| j.payload.rows()).sum());
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 jobs.into_iter()
                     .map(|j| {
                         if j.texts.iter().any(|t| t.contains("POISON")) {
                             return Err(BackendError::Poison("poison".into()));
                         }
+                        let Payload::Tokens(rows) = &j.payload else { panic!("the batcher sends token rows") };
                         Ok(BackendOutput {
-                            vectors: j.rows.iter().map(|r| vec![r.len() as f32]).collect(),
-                            outputs: vec![],
+                            answer: Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
                             unit: Unit::ORT_CPU,
                             timing: StageTiming::default(),
                             retries: 0,

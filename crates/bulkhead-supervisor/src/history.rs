@@ -5,7 +5,11 @@
 //! again. A different runtime version (an upgraded ONNX Runtime) or different weights give a unit a fresh record.
 //!
 //! Crash counting follows Chrome's GPU process: a leaky bucket that holds `quarantine_crashes` (3) and forgives
-//! one crash per `forgive_every` (5 minutes).
+//! one crash per `forgive_every` (5 minutes). Every unplanned death is recorded, but only those that are the unit's
+//! fault fill the bucket ([`CrashEntry::counted`]): a kill from outside, an OOM kill or a crash a poison request
+//! caused is history, not evidence against the unit.
+//!
+//! Nothing here reads the clock: times are passed in, so the policy that uses this record is tested without waiting.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -26,13 +30,61 @@ pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// One crash.
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date after Howard Hinnant's `civil_from_days`).
+pub fn fmt_utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// One unplanned worker death.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashEntry {
     /// Unix time, seconds.
     pub at: f64,
     /// `signal SIGSEGV`, `exit code 70`, `signal SIGKILL (killed by the supervisor: watchdog ...)`.
     pub exit: String,
+    /// Why it died (`crash`, `hang`, `external`, `oom`...).
+    #[serde(default)]
+    pub cause: String,
+    /// Whether it fills the crash bucket (the unit's fault).
+    #[serde(default = "yes")]
+    pub counted: bool,
+    /// Its number in the record (the record's `total_crashes` when it was added), to refer to it later.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who a record belongs to: the weights (digest), the unit, and the runtime version. A different runtime or
+/// different weights are a fresh record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HistoryKey {
+    /// Model digest (see [`model_digest`]).
+    pub digest: String,
+    /// The unit, e.g. `ort:cpu`.
+    pub unit: String,
+    /// Runtime and version, e.g. `onnxruntime 1.31.1`.
+    pub runtime: String,
+}
+
+impl HistoryKey {
+    /// The key of a record.
+    pub fn of(record: &UnitRecord) -> HistoryKey {
+        HistoryKey { digest: record.digest.clone(), unit: record.unit.clone(), runtime: record.runtime.clone() }
+    }
 }
 
 /// The history of one (model, unit, runtime).
@@ -71,7 +123,7 @@ impl UnitRecord {
                 *mark += n as f64 * every;
             }
         };
-        for c in &self.crashes {
+        for c in self.crashes.iter().filter(|c| c.counted) {
             decay(&mut level, &mut mark, c.at);
             if level == 0 {
                 mark = c.at;
@@ -86,23 +138,38 @@ impl UnitRecord {
     pub fn is_quarantined(&self, now: f64) -> bool {
         self.quarantined_until.is_some_and(|t| t > now)
     }
+
+    /// Takes the crash number `seq` out of the bucket (it stays in the history): its cause turned out not to be the
+    /// unit (a poison request).
+    pub fn forgive(&mut self, seq: u64) {
+        if let Some(c) = self.crashes.iter_mut().find(|c| c.seq == seq) {
+            c.counted = false;
+        }
+    }
+}
+
+/// A death to record: its exit summary, its cause and whether it counts against the unit.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCrash<'a> {
+    /// `signal SIGSEGV`, `exit code 70`...
+    pub exit: &'a str,
+    /// `crash`, `hang`, `external`, `oom`...
+    pub cause: &'a str,
+    /// Whether it fills the bucket.
+    pub counted: bool,
 }
 
 /// The crash history of every model and unit, backed by `history.json` (or in memory only).
 #[derive(Debug, Default)]
 pub struct History {
     path: Option<PathBuf>,
-    records: BTreeMap<String, UnitRecord>,
+    records: BTreeMap<HistoryKey, UnitRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     records: Vec<UnitRecord>,
-}
-
-fn key(digest: &str, unit: &str, runtime: &str) -> String {
-    format!("{digest}|{unit}|{runtime}")
 }
 
 impl History {
@@ -120,7 +187,7 @@ impl History {
             Ok(bytes) => match serde_json::from_slice::<FileFormat>(&bytes) {
                 Ok(f) => {
                     for r in f.records {
-                        h.records.insert(key(&r.digest, &r.unit, &r.runtime), r);
+                        h.records.insert(HistoryKey::of(&r), r);
                     }
                 }
                 Err(e) => {
@@ -151,33 +218,48 @@ impl History {
         self.records.values()
     }
 
-    /// The record of (digest, unit, runtime), if any.
-    pub fn get(&self, digest: &str, unit: &str, runtime: &str) -> Option<&UnitRecord> {
-        self.records.get(&key(digest, unit, runtime))
+    /// The record of `key`, if any.
+    pub fn get(&self, key: &HistoryKey) -> Option<&UnitRecord> {
+        self.records.get(key)
     }
 
-    /// The record of (digest, unit, runtime), created when missing.
-    pub fn entry(&mut self, model: &str, digest: &str, unit: &str, runtime: &str) -> &mut UnitRecord {
-        self.records.entry(key(digest, unit, runtime)).or_insert_with(|| UnitRecord {
+    /// The record of `key`, to change it, if any.
+    pub fn get_mut(&mut self, key: &HistoryKey) -> Option<&mut UnitRecord> {
+        self.records.get_mut(key)
+    }
+
+    /// The record of `key`, created (for `model`) when missing.
+    pub fn entry(&mut self, key: &HistoryKey, model: &str) -> &mut UnitRecord {
+        self.records.entry(key.clone()).or_insert_with(|| UnitRecord {
             model: model.to_string(),
-            digest: digest.to_string(),
-            unit: unit.to_string(),
-            runtime: runtime.to_string(),
+            digest: key.digest.clone(),
+            unit: key.unit.clone(),
+            runtime: key.runtime.clone(),
             ..UnitRecord::default()
         })
     }
 
-    /// Records a crash; returns the bucket level after it.
-    pub fn record_crash(&mut self, r: (&str, &str, &str, &str), exit: &str, every: Duration) -> f64 {
-        let now = unix_now();
-        let rec = self.entry(r.0, r.1, r.2, r.3);
-        rec.crashes.push(CrashEntry { at: now, exit: exit.to_string() });
+    /// Records an unplanned death at Unix time `at`; returns its number in the record (see [`UnitRecord::forgive`]).
+    /// Only a `counted` death fills the bucket.
+    pub fn record_crash(&mut self, key: &HistoryKey, model: &str, death: NewCrash<'_>, at: f64) -> u64 {
+        let rec = self.entry(key, model);
+        let seq = rec.total_crashes;
+        rec.crashes.push(CrashEntry {
+            at,
+            exit: death.exit.to_string(),
+            cause: death.cause.to_string(),
+            counted: death.counted,
+            seq,
+        });
         rec.total_crashes += 1;
         let excess = rec.crashes.len().saturating_sub(MAX_CRASHES_KEPT);
         rec.crashes.drain(..excess);
-        let level = rec.bucket(now, every);
-        self.save();
-        level
+        seq
+    }
+
+    /// The path of the file (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Writes the file (atomically: temp file + rename). Failures are logged, never fatal.
@@ -239,34 +321,54 @@ mod tests {
     fn bucket_forgives_one_crash_per_period() {
         let every = Duration::from_secs(300);
         let mut r = UnitRecord::default();
-        for at in [0.0, 10.0, 20.0] {
-            r.crashes.push(CrashEntry { at, exit: "signal SIGSEGV".into() });
+        for (seq, at) in [0.0, 10.0, 20.0].into_iter().enumerate() {
+            r.crashes.push(entry(at, seq as u64));
         }
         assert_eq!(r.bucket(20.0, every), 3.0);
         assert_eq!(r.bucket(301.0, every), 2.0);
         assert_eq!(r.bucket(2000.0, every), 0.0);
         // Three crashes spread over 15 minutes never fill the bucket.
         let mut slow = UnitRecord::default();
-        for at in [0.0, 450.0, 900.0] {
-            slow.crashes.push(CrashEntry { at, exit: "x".into() });
+        for (seq, at) in [0.0, 450.0, 900.0].into_iter().enumerate() {
+            slow.crashes.push(entry(at, seq as u64));
         }
         assert!(slow.bucket(900.0, every) < 2.0);
+        // A forgiven crash stays in the history but leaves the bucket.
+        r.forgive(1);
+        assert_eq!(r.bucket(20.0, every), 2.0);
+        assert_eq!(r.crashes.len(), 3);
+    }
+
+    fn entry(at: f64, seq: u64) -> CrashEntry {
+        CrashEntry { at, exit: "signal SIGSEGV".into(), cause: "crash".into(), counted: true, seq }
+    }
+
+    #[test]
+    fn unix_times_are_formatted_as_utc() {
+        assert_eq!(fmt_utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_utc(1_800_000_000.0), "2027-01-15 08:00:00 UTC");
     }
 
     #[test]
     fn history_persists_and_survives_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::load(dir.path());
-        let level =
-            h.record_crash(("m", "d1", "ort:cpu", "onnxruntime 1.31.1"), "signal SIGSEGV", Duration::from_secs(300));
-        assert!(level > 0.99);
-        h.entry("m", "d1", "ort:cpu", "onnxruntime 1.31.1").quarantined_until = Some(unix_now() + 60.0);
+        let key = |runtime: &str| HistoryKey { digest: "d1".into(), unit: "ort:cpu".into(), runtime: runtime.into() };
+        let crash = NewCrash { exit: "signal SIGSEGV", cause: "crash", counted: true };
+        let now = unix_now();
+        assert_eq!(h.record_crash(&key("onnxruntime 1.31.1"), "m", crash, now), 0);
+        let outside = NewCrash { exit: "signal SIGKILL", cause: "external", counted: false };
+        assert_eq!(h.record_crash(&key("onnxruntime 1.31.1"), "m", outside, now), 1);
+        assert_eq!(h.get(&key("onnxruntime 1.31.1")).unwrap().bucket(now, Duration::from_secs(300)), 1.0);
+        h.entry(&key("onnxruntime 1.31.1"), "m").quarantined_until = Some(now + 60.0);
         h.save();
         let back = History::load(dir.path());
-        let rec = back.get("d1", "ort:cpu", "onnxruntime 1.31.1").unwrap();
-        assert_eq!(rec.total_crashes, 1);
+        let rec = back.get(&key("onnxruntime 1.31.1")).unwrap();
+        assert_eq!(rec.total_crashes, 2);
+        assert_eq!(rec.crashes[1].cause, "external");
         assert!(rec.is_quarantined(unix_now()));
-        assert!(back.get("d1", "ort:cpu", "onnxruntime 1.32.0").is_none(), "another runtime is another record");
+        assert!(back.get(&key("onnxruntime 1.32.0")).is_none(), "another runtime is another record");
         std::fs::write(dir.path().join(HISTORY_FILE), b"{not json").unwrap();
         assert_eq!(History::load(dir.path()).records().count(), 0);
         assert!(dir.path().join("history.json.corrupt").exists());

@@ -11,13 +11,16 @@
 
 use std::io::{self, Read, Write};
 
-use bulkhead_core::{NamedTensor, SessionReport, TensorSpec};
+use bulkhead_core::{EngineError, SessionReport, TensorSpec};
 use bulkhead_embed::StageTiming;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub use crate::payload::{Answer, Payload, PayloadKind, TypedRow};
+
+/// Bumped on every incompatible change of [`Request`] or [`Response`] (3: [`Payload`] and [`Answer`] enums, typed
+/// load failures and run errors).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,21 +31,14 @@ pub const MAX_FRAME_BYTES: usize = 512 << 20;
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Embed `rows` (token ids, unpadded). `texts` are the original inputs, used only by fault rules with `match`.
-    Predict {
+    /// Run one prediction.
+    Run {
         /// Correlates the answer.
         id: u64,
-        /// Token ids per input.
-        rows: Vec<Vec<i64>>,
-        /// The original texts (may be empty when the caller sent tokens).
+        /// What to run.
+        payload: Payload,
+        /// The original input texts, used only by fault rules with `match` (empty when the caller sent tokens).
         texts: Vec<String>,
-    },
-    /// Run a tensor model (no tokenizer) on named `inputs`; no inputs runs the warm-up inputs (health probes).
-    Infer {
-        /// Correlates the answer.
-        id: u64,
-        /// Every graph input, by name.
-        inputs: Vec<NamedTensor>,
     },
     /// Finish and exit 0.
     Shutdown,
@@ -55,8 +51,74 @@ pub struct WarmupShape {
     pub batch: usize,
     /// Padded sequence length.
     pub seq: usize,
-    /// Median latency over the warm-up iterations, in milliseconds (full `embed_tokens` time).
+    /// Median latency over the warm-up iterations, in milliseconds (the full prediction time).
     pub ms: f64,
+}
+
+/// Why a model could not be loaded on a unit: what a doctor classifies and what `/units` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadFailureKind {
+    /// The unit's engine or device support is not in this build.
+    NotCompiled,
+    /// The unit cannot run on this machine (library without the provider, no device, wrong OS).
+    Unusable,
+    /// The engine refused the model (corrupt file, unsupported architecture or operator).
+    ModelRejected,
+    /// The model loaded but its warm-up forward pass failed.
+    Inference,
+    /// Anything around the engine: the tokenizer, the fault rules, a worker that speaks another protocol.
+    Setup,
+}
+
+impl LoadFailureKind {
+    /// The short name: `not_compiled`, `unusable`, `model_rejected`, `inference` or `setup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadFailureKind::NotCompiled => "not_compiled",
+            LoadFailureKind::Unusable => "unusable",
+            LoadFailureKind::ModelRejected => "model_rejected",
+            LoadFailureKind::Inference => "inference",
+            LoadFailureKind::Setup => "setup",
+        }
+    }
+}
+
+impl From<&EngineError> for LoadFailureKind {
+    fn from(e: &EngineError) -> Self {
+        match e {
+            EngineError::NotCompiled { .. } => LoadFailureKind::NotCompiled,
+            EngineError::Unusable { .. } => LoadFailureKind::Unusable,
+            EngineError::ModelRejected { .. } => LoadFailureKind::ModelRejected,
+            EngineError::Inference { .. } => LoadFailureKind::Inference,
+        }
+    }
+}
+
+impl std::fmt::Display for LoadFailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a prediction was not answered while the worker stays alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RunError {
+    /// The model cannot run this kind of payload (texts sent to a graph, pairs sent to an embedding model).
+    #[error("not supported by this model: {0}")]
+    Unsupported(String),
+    /// The engine returned an error for this input.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A tensor model's graph signature (both empty for a model that takes tokens).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The graph inputs.
+    pub inputs: Vec<TensorSpec>,
+    /// The graph outputs.
+    pub outputs: Vec<TensorSpec>,
 }
 
 /// Worker → supervisor.
@@ -84,46 +146,33 @@ pub enum Response {
         warmup: Vec<WarmupShape>,
         /// Resident memory after warm-up.
         rss_bytes: u64,
-        /// A tensor model's graph inputs (empty for embedding models).
-        inputs: Vec<TensorSpec>,
-        /// A tensor model's graph outputs (empty for embedding models).
-        outputs: Vec<TensorSpec>,
+        /// A tensor model's graph inputs and outputs.
+        signature: Signature,
     },
-    /// The answer to a [`Request::Predict`].
-    Predicted {
+    /// The answer to a [`Request::Run`].
+    Answered {
         /// The request id.
         id: u64,
-        /// One vector per row.
-        vectors: Vec<Vec<f32>>,
+        /// The output.
+        answer: Answer,
         /// Stage timing inside the worker.
         timing: StageTiming,
         /// Resident memory after the prediction.
         rss_bytes: u64,
     },
-    /// The answer to a [`Request::Infer`].
-    Inferred {
-        /// The request id.
-        id: u64,
-        /// Every graph output.
-        outputs: Vec<NamedTensor>,
-        /// Stage timing inside the worker.
-        timing: StageTiming,
-        /// Resident memory after the prediction.
-        rss_bytes: u64,
-    },
-    /// The engine returned an error for a prediction (the worker stays alive).
+    /// A [`Request::Run`] that was not answered; the worker stays alive.
     Failed {
         /// The request id.
         id: u64,
-        /// The engine's message.
-        message: String,
+        /// Why.
+        error: RunError,
     },
     /// The model could not be loaded on this unit; the worker exits after sending this.
     LoadFailed {
+        /// What kind of failure.
+        kind: LoadFailureKind,
         /// The engine's message.
         reason: String,
-        /// `not_compiled`, `unusable`, `model_rejected`, `inference` or `setup`.
-        kind: String,
     },
 }
 
@@ -210,7 +259,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req = Request::Predict { id: 7, rows: vec![vec![101, 2, 102], vec![]], texts: vec!["a".into()] };
+        let req =
+            Request::Run { id: 7, payload: Payload::Tokens(vec![vec![5, 2, 9], vec![]]), texts: vec!["a".into()] };
         let mut buf = vec![];
         write_frame(&mut buf, &req).unwrap();
         write_frame(&mut buf, &Request::Shutdown).unwrap();
@@ -238,5 +288,34 @@ mod tests {
         let mut r = &buf[..];
         let back: Response = read_frame_async(&mut r).await.unwrap();
         assert!(matches!(back, Response::Hello { protocol: PROTOCOL_VERSION, pid: 1, .. }));
+    }
+
+    #[test]
+    fn every_payload_and_answer_round_trips() {
+        let tensor =
+            bulkhead_core::NamedTensor::new("x", vec![1, 2], bulkhead_core::TensorData::F32(vec![1.0, 2.0])).unwrap();
+        for payload in [
+            Payload::Tokens(vec![vec![1, 2]]),
+            Payload::Pairs(vec![TypedRow { ids: vec![1, 2], type_ids: vec![0, 1] }]),
+            Payload::Tensors(vec![tensor.clone()]),
+            Payload::Probe,
+        ] {
+            let req = Request::Run { id: 1, payload, texts: vec![] };
+            assert_eq!(read_frame::<Request>(&mut &encode(&req).unwrap()[..]).unwrap(), req);
+        }
+        for answer in
+            [Answer::Vectors(vec![vec![0.5]]), Answer::Scores(vec![vec![1.0, -1.0]]), Answer::Tensors(vec![tensor])]
+        {
+            let msg =
+                Response::Answered { id: 2, answer: answer.clone(), timing: StageTiming::default(), rss_bytes: 3 };
+            match read_frame::<Response>(&mut &encode(&msg).unwrap()[..]).unwrap() {
+                Response::Answered { answer: back, .. } => assert_eq!(back, answer),
+                other => panic!("{other:?}"),
+            }
+        }
+        let failed = Response::LoadFailed { kind: LoadFailureKind::ModelRejected, reason: "bad".into() };
+        let back: Response = read_frame(&mut &encode(&failed).unwrap()[..]).unwrap();
+        assert!(matches!(back, Response::LoadFailed { kind: LoadFailureKind::ModelRejected, .. }));
+        assert_eq!(LoadFailureKind::NotCompiled.to_string(), "not_compiled");
     }
 }

@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             }
             for _ in 0..3 {
                 let t = Instant::now();
-                let r = sup.predict(vec![Job { rows: ctx.batch.clone(), texts: vec![] }]).await;
+                let r = sup.predict(vec![Job::tokens(ctx.batch.clone(), vec![])]).await;
                 r.into_iter().next().unwrap()?;
                 if round > 0 {
                     thr.push(32.0 / t.elapsed().as_secs_f64());
@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|");
     println!("| worker death -> next answer (median) | {r50:.0} |");
     println!("| of which: new worker start + model load | {load:.0} |");
-    println!("| of which: warm-up (3 shapes x 3 iterations) | {warm:.0} |");
+    println!("| of which: warm-up (3 shapes, 1 iteration each for a replacement) | {warm:.0} |");
     println!("| all runs | {} |", recoveries.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "));
     proc_sup.shutdown().await;
 

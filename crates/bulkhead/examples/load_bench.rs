@@ -16,141 +16,36 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulkhead_core::{Chain, ModelFiles, Platform};
 use bulkhead_embed::{load_chain, Tokenizer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use common::load::{LoadResult, Server};
 
-struct Server {
-    child: Child,
-    addr: String,
-    /// A fresh crash-history directory per server: one run's crashes must not quarantine a unit in the next.
+/// A server with a fresh crash-history directory (one run's crashes must not quarantine a unit in the next).
+struct Fresh {
+    server: Server,
     _state: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Fresh {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
-fn start_server(bin: &str, faults: Option<&str>) -> anyhow::Result<Server> {
+fn start_server(bin: &str, faults: Option<&str>) -> anyhow::Result<Fresh> {
     let state = tempfile::tempdir()?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    cmd.env("BULKHEAD_STATE_DIR", state.path());
-    if let Some(f) = faults {
-        cmd.env("BULKHEAD_FAULTS", f);
-    }
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("server exited before listening"))??;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr, _state: state })
+    let log = state.path().join("server.log");
+    let env: Vec<(&str, &str)> = faults.map(|f| ("BULKHEAD_FAULTS", f)).into_iter().collect();
+    let (server, _) = Server::start(Path::new(bin), &[], &env, state.path(), &log)?;
+    Ok(Fresh { server, _state: state })
 }
 
-async fn request(stream: &mut TcpStream, addr: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(16 << 10);
-    let mut tmp = [0u8; 16 << 10];
-    loop {
-        let n = stream.read(&mut tmp).await?;
-        anyhow::ensure!(n > 0, "connection closed");
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-                return Ok((status, String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string()));
-            }
-        }
-    }
-}
-
-struct LoadResult {
-    ok: usize,
-    failed: usize,
-    latencies: Vec<f64>,
-    elapsed: f64,
-}
-
-impl LoadResult {
-    /// Adds the requests of another block of the same load.
-    fn absorb(&mut self, other: LoadResult) {
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.elapsed += other.elapsed;
-        self.latencies.extend(other.latencies);
-    }
-}
-
+/// The load of this benchmark: keep-alive connections, a 60 s client timeout.
 async fn load(addr: &str, connections: usize, duration: Duration) -> LoadResult {
-    let addr = Arc::new(addr.to_string());
-    let deadline = Instant::now() + duration;
-    let mut tasks = vec![];
-    for c in 0..connections {
-        let addr = addr.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut failed, mut lat) = (0, 0, vec![]);
-            let Ok(mut stream) = TcpStream::connect(addr.as_str()).await else { return (0, 1, lat) };
-            let mut i = c;
-            while Instant::now() < deadline {
-                let body = format!("{{\"input\": \"{}\"}}", common::SENTENCES[i % common::SENTENCES.len()]);
-                i += 1;
-                let t = Instant::now();
-                match request(&mut stream, &addr, "/v1/embeddings", &body).await {
-                    Ok((200, _)) => {
-                        ok += 1;
-                        lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    Ok((status, text)) => {
-                        failed += 1;
-                        eprintln!("non-2xx: {status} {text}");
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("request error: {e}");
-                        match TcpStream::connect(addr.as_str()).await {
-                            Ok(s) => stream = s,
-                            Err(_) => break,
-                        }
-                    }
-                }
-            }
-            (ok, failed, lat)
-        }));
-    }
-    let start = Instant::now();
-    let mut r = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
-    for t in tasks {
-        let (ok, failed, lat) = t.await.unwrap_or((0, 1, vec![]));
-        r.ok += ok;
-        r.failed += failed;
-        r.latencies.extend(lat);
-    }
-    r.elapsed = start.elapsed().as_secs_f64();
-    r.latencies.sort_by(f64::total_cmp);
-    r
+    common::load::load(addr, connections, duration, Duration::from_secs(60), false).await
 }
 
 /// The in-process engine on the serving unit (text in, vector out, as the server does: tokenization included).
@@ -283,7 +178,7 @@ fn main() -> anyhow::Result<()> {
     let pause = Duration::from_millis(300);
     let block = seconds / THROUGHPUT_ROUNDS as f64;
     let (mut inproc_n, mut inproc_s, mut st_n, mut st_s) = (0.0, 0.0, 0.0, 0.0);
-    let mut c64 = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
+    let mut c64 = LoadResult::default();
     for _ in 0..THROUGHPUT_ROUNDS {
         let (n, t) = inproc.batch32(block / 2.0)?;
         (inproc_n, inproc_s) = (inproc_n + n, inproc_s + t);
@@ -301,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     let st = (st_s > 0.0).then(|| st_n / st_s);
     // Concurrency 1, interleaved with the in-process reference in the same way.
     let block = seconds / C1_ROUNDS as f64 / 2.0;
-    let mut c1 = LoadResult { ok: 0, failed: 0, latencies: vec![], elapsed: 0.0 };
+    let mut c1 = LoadResult::default();
     let mut inproc_lat = vec![];
     for _ in 0..C1_ROUNDS {
         inproc_lat.extend(inproc.singles(block)?);
@@ -355,7 +250,7 @@ fn main() -> anyhow::Result<()> {
         "server p50 at concurrency 1 - in-process single p50: {:+.2} ms",
         common::pct(&c1.latencies, 0.5) - inproc_p50
     );
-    println!("failed requests: 64 connections {}, 1 connection {}", c64.failed, c1.failed);
+    println!("failed requests: 64 connections {}, 1 connection {}", c64.failed(), c1.failed());
 
     if with_faults {
         let rule = format!("[{{\"unit\": \"{unit}\", \"kind\": \"segv\", \"after\": 500}}]");
@@ -367,20 +262,13 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1)?.parse().ok())
             .unwrap_or(40.0);
         let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(fault_seconds)));
-        let metrics = rt.block_on(async {
-            let mut s = TcpStream::connect(server.addr.as_str()).await?;
-            let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
-            s.write_all(req.as_bytes()).await?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).await?;
-            anyhow::Ok(out)
-        })?;
+        let (_, metrics) = server.call("GET", "/metrics", None)?;
         println!();
         println!("with {rule}:");
         println!(
             "  {} answered, {} non-2xx, {:.0} sentences/s, p99 {:.2} ms",
             faulty.ok,
-            faulty.failed,
+            faulty.failed(),
             faulty.ok as f64 / faulty.elapsed,
             common::pct(&faulty.latencies, 0.99)
         );

@@ -5,110 +5,13 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
-use bulkhead_embed::{Engines, Tokenizer};
-use bulkhead_supervisor::{
-    faults, Isolation, Job, PredictError, Supervisor, SupervisorConfig, UnitState, WorkerCommand,
-};
-use common::{cosine, need, reference, Reference};
-
-fn engines() -> Arc<Engines> {
-    Arc::new(Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ]))
-}
-
-fn config(faults_json: &str) -> SupervisorConfig {
-    SupervisorConfig {
-        worker_command: WorkerCommand { program: env!("CARGO_BIN_EXE_bulkhead").into(), args: vec!["worker".into()] },
-        faults: faults::parse(faults_json).expect("valid rules"),
-        restart_backoff: Duration::from_millis(50),
-        ..SupervisorConfig::default()
-    }
-}
-
-struct Setup {
-    model: ModelFiles,
-    tokenizer: Tokenizer,
-    reference: Reference,
-    rows: Vec<Vec<i64>>,
-}
-
-fn setup() -> Option<Setup> {
-    let folder = need(common::minilm_folder(), "the all-MiniLM-L6-v2 package")?;
-    let model = ModelFiles::open(&folder).unwrap();
-    let tokenizer = Tokenizer::load(&model).unwrap();
-    let reference = reference();
-    let rows = tokenizer.encode(&reference.sentences).unwrap();
-    Some(Setup { model, tokenizer, reference, rows })
-}
-
-fn chain(spec: &str) -> Chain {
-    Chain::parse(spec, &Platform::detect()).unwrap()
-}
-
-#[derive(Debug, Default)]
-struct Outcome {
-    ok: usize,
-    wrong: Vec<String>,
-    failed: Vec<String>,
-    units: std::collections::BTreeMap<String, usize>,
-}
-
-/// `total` single-sentence requests from `clients` concurrent clients; every answer is checked against the
-/// reference embedding of its sentence.
-async fn drive(sup: &Arc<Supervisor>, s: &Setup, total: usize, clients: usize) -> Outcome {
-    let next = Arc::new(AtomicUsize::new(0));
-    let out = Arc::new(Mutex::new(Outcome::default()));
-    let mut tasks = vec![];
-    for _ in 0..clients {
-        let (sup, next, out) = (sup.clone(), next.clone(), out.clone());
-        let rows = s.rows.clone();
-        let texts = s.reference.sentences.clone();
-        let want = s.reference.embeddings.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let k = i % rows.len();
-                let r = sup.embed(vec![rows[k].clone()], vec![texts[k].clone()]).await;
-                let mut o = out.lock().unwrap();
-                match r {
-                    Ok(a) => {
-                        let c = cosine(&a.vectors[0], &want[k]);
-                        if c >= 0.99999 {
-                            o.ok += 1;
-                        } else {
-                            o.wrong.push(format!("request {i}: cosine {c} on {}", a.unit));
-                        }
-                        *o.units.entry(a.unit.to_string()).or_default() += 1;
-                    }
-                    Err(e) => o.failed.push(format!("request {i}: {e}")),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    Arc::try_unwrap(out).unwrap().into_inner().unwrap()
-}
-
-fn unit_view(sup: &Supervisor, unit: &str) -> bulkhead_supervisor::UnitView {
-    sup.units().units.into_iter().find(|u| u.unit == unit).unwrap()
-}
-
-fn assert_all_answered(o: &Outcome, total: usize) {
-    assert!(o.failed.is_empty(), "{} failed, first: {:?}", o.failed.len(), o.failed.first());
-    assert!(o.wrong.is_empty(), "{} wrong, first: {:?}", o.wrong.len(), o.wrong.first());
-    assert_eq!(o.ok, total);
-}
+use bulkhead_embed::Tokenizer;
+use bulkhead_supervisor::{Isolation, Job, PredictError, Supervisor, SupervisorConfig, UnitState};
+use common::supervise::{assert_all_answered, chain, config, drive, engines, setup, unit_view, Setup};
+use common::{cosine, reference};
 
 async fn crash_under_load(kind: &str, signal: &str) {
     let Some(s) = setup() else { return };
@@ -285,24 +188,28 @@ async fn a_poison_request_fails_alone() {
     let poison_text = "this sentence is POISON for the runtime".to_string();
     let poison_rows = s.tokenizer.encode(std::slice::from_ref(&poison_text)).unwrap();
     let mut jobs: Vec<Job> =
-        (0..3).map(|k| Job { rows: vec![s.rows[k].clone()], texts: vec![s.reference.sentences[k].clone()] }).collect();
-    jobs.insert(1, Job { rows: poison_rows, texts: vec![poison_text] });
+        (0..3).map(|k| Job::tokens(vec![s.rows[k].clone()], vec![s.reference.sentences[k].clone()])).collect();
+    jobs.insert(1, Job::tokens(poison_rows, vec![poison_text]));
     let results = sup.predict(jobs).await;
     let o = background.await.unwrap();
     assert_all_answered(&o, 400);
     match &results[1] {
+        // The batch crashes a worker; split, the poison request crashes the next one behind another request; then,
+        // alone as the first prediction of a fresh worker (the clean room that tells it from a worker that crashes
+        // by age), a third: poison.
         Err(PredictError::Poison(msg)) => {
-            assert!(msg.contains("crashed 2 workers") && msg.contains("SIGSEGV"), "{msg}");
+            assert!(msg.contains("crashed 3 workers") && msg.contains("SIGSEGV"), "{msg}");
         }
         other => panic!("the poison request should fail as poison, got {other:?}"),
     }
     for (i, k) in [(0usize, 0usize), (2, 1), (3, 2)] {
         let a = results[i].as_ref().unwrap_or_else(|e| panic!("request {i} beside the poison one failed: {e}"));
-        assert!(cosine(&a.vectors[0], &s.reference.embeddings[k]) >= 0.99999);
+        assert!(cosine(&a.answer.as_vectors().unwrap()[0], &s.reference.embeddings[k]) >= 0.99999);
     }
     let u = unit_view(&sup, "ort:cpu");
-    assert_eq!(u.crashes, 2, "exactly two workers died for the poison request: {u:?}");
-    assert_eq!(u.state, UnitState::Serving, "two crashes do not quarantine: {u:?}");
+    assert_eq!(u.crashes, 3, "exactly three workers died for the poison request: {u:?}");
+    assert_eq!(u.crash_level, 0.0, "a poison request's crashes are not held against the unit: {u:?}");
+    assert_eq!(u.state, UnitState::Serving, "{u:?}");
     sup.shutdown().await;
 }
 

@@ -330,15 +330,14 @@ async fn infer_tensors(
     state.metrics.stage_ms(&model.name, "tokenize", prepare_ms);
     let answer = model.backend.infer(inputs).await.map_err(backend_error)?;
     record_stages(state, &model.name, &answer.timing);
-    let outs: Vec<Value> = answer
-        .outputs
-        .iter()
-        .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
-        .map(output_json)
-        .collect();
+    let (unit, timing) = (answer.unit, answer.timing);
+    let outputs =
+        answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
+    let outs: Vec<Value> =
+        outputs.iter().filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name))).map(output_json).collect();
     let mut body = json!({ "model_name": model.name, "model_version": "1", "outputs": outs });
     if let Some(id) = &req.id {
         body["id"] = json!(id);
     }
-    Ok(inference_headers(Json(body), &model.name, answer.unit, prepare_ms, &answer.timing))
+    Ok(inference_headers(Json(body), &model.name, unit, prepare_ms, &timing))
 }

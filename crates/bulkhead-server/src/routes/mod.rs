@@ -173,6 +173,7 @@ pub fn backend_error(e: BackendError) -> ApiError {
         BackendError::Unavailable(m) => ApiError::Unavailable(m),
         e @ BackendError::ShuttingDown => ApiError::Unavailable(e.to_string()),
         BackendError::Failed(m) => ApiError::Internal(m),
+        BackendError::Unsupported(m) => ApiError::WrongKind(m),
     }
 }
 

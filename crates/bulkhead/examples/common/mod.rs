@@ -1,5 +1,8 @@
-//! What the benchmark examples share: the sentences, the engine registry and percentiles.
+//! What the benchmark examples share: the sentences, the engine registry, percentiles, and (in [`load`]) a server
+//! process with a keep-alive load generator.
 #![allow(dead_code)]
+
+pub mod load;
 
 use bulkhead_core::EngineKind;
 use bulkhead_embed::Engines;

@@ -42,13 +42,25 @@ pub fn print_error(e: &anyhow::Error, verbose: bool) {
     }
 }
 
-/// The engines compiled into this build (one push per cargo feature).
-#[allow(clippy::vec_init_then_push)]
+/// The engines compiled into this build (one push per cargo feature), with their default thread counts.
 pub fn engines() -> Engines {
+    engines_with_threads(None)
+}
+
+/// The engines compiled into this build, ONNX Runtime with `threads` intra-op threads (`None`: its default, one per
+/// core). Worker processes get it from the supervisor when several share the cores.
+#[allow(clippy::vec_init_then_push)]
+pub fn engines_with_threads(threads: Option<usize>) -> Engines {
     #[allow(unused_mut)]
     let mut list: Vec<(EngineKind, Box<dyn bulkhead_core::Engine>)> = vec![];
     #[cfg(feature = "ort")]
-    list.push((EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())));
+    list.push((
+        EngineKind::Ort,
+        Box::new(bulkhead_ort::OrtEngine::new(bulkhead_ort::OrtOptions {
+            intra_threads: threads.unwrap_or(0),
+            ..bulkhead_ort::OrtOptions::default()
+        })),
+    ));
     #[cfg(feature = "candle")]
     list.push((EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)));
     Engines::new(list)

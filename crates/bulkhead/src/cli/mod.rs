@@ -50,7 +50,7 @@ pub enum Command {
     /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
     #[command(hide = true)]
     Worker {
-        /// `--unit UNIT --generation N --model-json JSON [--parent-pid PID]`.
+        /// `--unit UNIT --generation N --model-json JSON [--parent-pid PID] [--threads N]`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -67,7 +67,9 @@ impl Command {
             Command::Doctor(a) => a.run(),
             Command::Bench(a) => a.run(),
             Command::Pull(a) => a.run(),
-            Command::Worker { args } => std::process::exit(bulkhead_supervisor::worker_main(&common::engines(), &args)),
+            Command::Worker { args } => {
+                std::process::exit(bulkhead_supervisor::worker_main(common::engines_with_threads, &args))
+            }
         }
     }
 }

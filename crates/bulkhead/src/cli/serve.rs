@@ -9,7 +9,7 @@ use anyhow::Context;
 use bulkhead_core::{Chain, ModelFiles};
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::{AppState, LoadedModel, ModelKind, ServeConfig};
-use bulkhead_supervisor::{faults, Isolation, Supervisor, SupervisorConfig, UnitState};
+use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{engines, open_model, parse_chain, UsageError, Weights, DEFAULT_MODEL_NAME};
 
@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// Worker isolation: `process` (crash-safe) or `none` (in-process, for measuring the overhead).
     #[arg(long, env = "BULKHEAD_ISOLATION", default_value = "process")]
     isolation: Isolation,
+    /// Warm workers per model on the serving unit, requests going to the least loaded: a number, or `auto` (the
+    /// cores divided by --worker-threads). While one restarts, the others serve.
+    #[arg(long, env = "BULKHEAD_WORKERS", default_value = "1", value_parser = parse_workers)]
+    workers: Workers,
+    /// ONNX Runtime intra-op threads per worker (default: cores / workers with several workers, 1 with `auto`,
+    /// ONNX Runtime's own default with one worker).
+    #[arg(long, env = "BULKHEAD_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Padded tokens (rows x longest row) per batch.
     #[arg(long, env = "BULKHEAD_MAX_BATCH_TOKENS", default_value_t = 16_384)]
     max_batch_tokens: usize,
@@ -58,9 +66,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BULKHEAD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
 
-    /// Fixed prediction deadline in ms (default: derived from the warm-up latency x 20, at least 5 s).
+    /// Fixed prediction deadline in ms (default: the 99th percentile of recent predictions of the same shape x 10,
+    /// at least 1 s; before a shape is observed, the warm-up latency x 20, at least 5 s).
     #[arg(long, env = "BULKHEAD_PREDICT_TIMEOUT_MS")]
     predict_timeout_ms: Option<u64>,
+    /// Seconds a request may wait for a worker (while the last unit restarts) before it gets 503 + Retry-After.
+    #[arg(long, env = "BULKHEAD_QUEUE_TIMEOUT_S", default_value_t = 30)]
+    queue_timeout_s: u64,
     /// Seconds a worker may take to load and warm up before it is killed.
     #[arg(long, env = "BULKHEAD_LOAD_TIMEOUT_S", default_value_t = 300)]
     load_timeout_s: u64,
@@ -85,6 +97,36 @@ struct Spec {
     name: String,
     /// A path or hub id; `None` for the default model.
     model: Option<String>,
+}
+
+/// `--workers`: a count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workers {
+    Count(usize),
+    Auto,
+}
+
+fn parse_workers(s: &str) -> Result<Workers, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Workers::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Workers::Count(n)),
+        _ => Err(format!("`{s}` is not a worker count; give a number of 1 or more, or `auto`")),
+    }
+}
+
+/// (workers, intra-op threads per worker) for `cores` cores.
+fn plan_workers(workers: Workers, threads: Option<usize>, cores: usize) -> (usize, Option<usize>) {
+    let threads = threads.filter(|&t| t > 0);
+    match workers {
+        Workers::Count(1) => (1, threads),
+        Workers::Count(n) => (n, Some(threads.unwrap_or((cores / n).max(1)))),
+        Workers::Auto => {
+            let t = threads.unwrap_or(1);
+            ((cores / t).max(1), Some(t))
+        }
+    }
 }
 
 fn parse_spec(s: &str) -> Spec {
@@ -126,8 +168,17 @@ impl ServeArgs {
 
     async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
         let engines = Arc::new(engines());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (workers, worker_threads) = plan_workers(self.workers, self.worker_threads, cores);
+        if workers > 1 || worker_threads.is_some() {
+            let threads = worker_threads.map_or("the engine's default".to_string(), |t| t.to_string());
+            tracing::info!("{workers} warm workers per model, {threads} intra-op threads each ({cores} cores)");
+        }
         let sup_config = SupervisorConfig {
             isolation: self.isolation,
+            workers,
+            worker_threads,
+            queue_timeout: Duration::from_secs(self.queue_timeout_s.max(1)),
             faults: rules,
             state_dir: Some(self.state_dir.clone().unwrap_or_else(bulkhead_core::install::state_dir)),
             quarantine_crashes: self.quarantine_crashes.max(1),
@@ -174,11 +225,12 @@ impl ServeArgs {
                 Some(tokenizer) => {
                     let rows = tokenizer.encode(&["bulkhead".to_string()])?;
                     let probe = sup.embed(rows, vec![]).await.map_err(first)?;
-                    ModelKind::Embedding { dimensions: probe.vectors.first().map_or(0, Vec::len), tokenizer }
+                    let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
+                    ModelKind::Embedding { dimensions, tokenizer }
                 }
                 None => {
-                    // No inputs: the worker runs its warm-up inputs (zeros of every input's shape).
-                    sup.infer(vec![]).await.map_err(first)?;
+                    // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
+                    sup.run(Job::probe()).await.map_err(first)?;
                     let (inputs, outputs) = sup.signature();
                     ModelKind::Tensor { inputs, outputs }
                 }
@@ -286,5 +338,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_and_threads_share_the_cores() {
+        // (--workers, --worker-threads, cores) -> (workers, threads per worker)
+        for (workers, threads, cores, want) in [
+            ("1", None, 8, (1, None)),
+            ("2", None, 8, (2, Some(4))),
+            ("3", None, 2, (3, Some(1))),
+            ("2", Some(3), 8, (2, Some(3))),
+            ("auto", None, 8, (8, Some(1))),
+            ("AUTO", Some(2), 8, (4, Some(2))),
+            ("auto", Some(4), 2, (1, Some(4))),
+        ] {
+            let w = parse_workers(workers).unwrap();
+            assert_eq!(plan_workers(w, threads, cores), want, "{workers} {threads:?} {cores}");
+        }
+        assert!(parse_workers("0").unwrap_err().contains("1 or more"));
+        assert!(parse_workers("many").is_err());
     }
 }

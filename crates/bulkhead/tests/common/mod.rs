@@ -2,6 +2,8 @@
 //! real `bulkhead` binary.
 #![allow(dead_code)]
 
+pub mod supervise;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

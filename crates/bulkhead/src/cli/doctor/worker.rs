@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bulkhead_core::{ModelFiles, SessionReport, Unit};
 use bulkhead_embed::StageTiming;
 use bulkhead_supervisor::protocol::{Request, Response, WarmupShape};
-use bulkhead_supervisor::{FaultRule, WorkerCommand, WorkerEvent, WorkerExit, WorkerLink};
+use bulkhead_supervisor::{Answer, FaultRule, KillReason, Payload, WorkerCommand, WorkerEvent, WorkerExit, WorkerLink};
 
 use super::report::LoadTiming;
 
@@ -85,7 +85,7 @@ async fn exit_of(link: &mut WorkerLink) -> WorkerExit {
             Ok(Some(WorkerEvent::Exited(exit))) => return exit,
             Ok(Some(WorkerEvent::Message(_))) => {}
             Ok(None) => return WorkerExit::default(),
-            Err(_) => link.kill("doctor: the worker did not exit"),
+            Err(_) => link.kill(KillReason::Client("doctor: the worker did not exit".into())),
         }
     }
 }
@@ -110,7 +110,10 @@ pub async fn start(
             Ok(Some(ev)) => ev,
             Ok(None) => return Err(Failure::Died { phase, exit: WorkerExit::default(), hung: false }),
             Err(_) => {
-                link.kill(&format!("doctor: no answer within {} s while {phase}", limits.load.as_secs()));
+                link.kill(KillReason::Client(format!(
+                    "doctor: no answer within {} s while {phase}",
+                    limits.load.as_secs()
+                )));
                 let exit = exit_of(&mut link).await;
                 return Err(Failure::Died { phase, exit, hung: true });
             }
@@ -133,7 +136,7 @@ pub async fn start(
             }
             WorkerEvent::Message(Response::LoadFailed { reason, kind }) => {
                 exit_of(&mut link).await;
-                return Err(Failure::LoadFailed { kind, reason });
+                return Err(Failure::LoadFailed { kind: kind.to_string(), reason });
             }
             WorkerEvent::Message(_) => {}
             WorkerEvent::Exited(exit) => return Err(Failure::Died { phase, exit, hung: false }),
@@ -147,7 +150,7 @@ impl Worker {
         let id = self.next_id;
         self.next_id += 1;
         let t0 = Instant::now();
-        self.link.send(Request::Predict { id, rows: rows.to_vec(), texts: texts.to_vec() });
+        self.link.send(Request::Run { id, payload: Payload::Tokens(rows.to_vec()), texts: texts.to_vec() });
         let deadline = tokio::time::Instant::now() + self.limits.predict;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.link.events.recv()).await {
@@ -156,18 +159,23 @@ impl Worker {
                     return Err(Failure::Died { phase: "predicting", exit: WorkerExit::default(), hung: false })
                 }
                 Err(_) => {
-                    self.link
-                        .kill(&format!("doctor: no answer within {} s to a prediction", self.limits.predict.as_secs()));
+                    self.link.kill(KillReason::Client(format!(
+                        "doctor: no answer within {} s to a prediction",
+                        self.limits.predict.as_secs()
+                    )));
                     let exit = exit_of(&mut self.link).await;
                     return Err(Failure::Died { phase: "predicting", exit, hung: true });
                 }
             };
             match event {
-                WorkerEvent::Message(Response::Predicted { id: got, vectors, timing, rss_bytes }) if got == id => {
+                WorkerEvent::Message(Response::Answered { id: got, answer, timing, rss_bytes }) if got == id => {
+                    let Answer::Vectors(vectors) = answer else {
+                        return Err(Failure::PredictFailed(format!("expected one vector per row, got {answer:?}")));
+                    };
                     return Ok(Prediction { vectors, timing, rss_bytes, wall_ms: ms(t0.elapsed()) });
                 }
-                WorkerEvent::Message(Response::Failed { id: got, message }) if got == id => {
-                    return Err(Failure::PredictFailed(message));
+                WorkerEvent::Message(Response::Failed { id: got, error }) if got == id => {
+                    return Err(Failure::PredictFailed(error.to_string()));
                 }
                 WorkerEvent::Message(_) => {}
                 WorkerEvent::Exited(exit) => return Err(Failure::Died { phase: "predicting", exit, hung: false }),

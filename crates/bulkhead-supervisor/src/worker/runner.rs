@@ -1,0 +1,187 @@
+//! The engine side of a worker: load the model on a unit, warm it up with the live input preparation, and answer
+//! [`Payload`]s. Shared by worker processes and the in-process mode (`--isolation none`).
+
+use std::time::Instant;
+
+use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, SessionReport, TensorSpec, Unit};
+use bulkhead_embed::{warmup_rows, Embedder, Engines, StageTiming, Tokenizer};
+
+use crate::faults::WorkerFaults;
+use crate::payload::{Answer, Payload};
+use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
+
+/// Iterations per warm-up shape (the first one pays one-time costs; the median is recorded). A replacement of a
+/// worker that served already runs one (`--warmup-iterations 1`): the first iteration of each shape is what makes
+/// the worker ready, the others only refine the measurement.
+pub const WARMUP_ITERATIONS: usize = 3;
+
+/// Why loading failed: what `LoadFailed` carries.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadFailure {
+    pub kind: LoadFailureKind,
+    pub reason: String,
+}
+
+impl LoadFailure {
+    fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
+        LoadFailure { kind, reason: reason.into() }
+    }
+
+    /// The protocol message.
+    pub fn message(self) -> Response {
+        Response::LoadFailed { kind: self.kind, reason: self.reason }
+    }
+}
+
+/// What a worker runs: an embedding pipeline, or a plain graph (a tensor model).
+enum Model {
+    Embed {
+        embedder: Embedder,
+        /// The one-row warm-up input, in the live tokenizer's ids: what a health probe runs.
+        probe: Vec<Vec<i64>>,
+    },
+    Graph {
+        session: Box<dyn GraphSession>,
+        /// Zeros of every input's shape (dynamic dimensions 1): warm-up and health probes.
+        warm: Vec<NamedTensor>,
+    },
+}
+
+/// A loaded, warmed-up model.
+pub(crate) struct Runner {
+    model: Model,
+    faults: WorkerFaults,
+    served: u64,
+}
+
+fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut times = vec![];
+    for _ in 0..iterations.max(1) {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn engine_failure(e: bulkhead_core::EngineError) -> LoadFailure {
+    LoadFailure::new(LoadFailureKind::from(&e), e.to_string())
+}
+
+impl Runner {
+    /// Loads `model` on `unit` (applying load faults) and warms it up with `iterations` per shape; `on_loaded` is
+    /// called between load and warm-up.
+    pub fn load(
+        engines: &Engines,
+        model: &ModelFiles,
+        unit: &Unit,
+        faults: WorkerFaults,
+        iterations: usize,
+        on_loaded: impl FnOnce(&SessionReport),
+    ) -> Result<(Runner, Vec<WarmupShape>), LoadFailure> {
+        faults.at_load().map_err(|r| LoadFailure::new(LoadFailureKind::ModelRejected, r))?;
+        if model.is_tensor_model() {
+            return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
+        }
+        let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
+        let session = engines.load(model, unit).map_err(engine_failure)?;
+        let mut embedder = Embedder::new(model, session);
+        on_loaded(embedder.report());
+        let mut warmup = vec![];
+        let shapes = warmup_rows(&tokenizer);
+        for rows in &shapes {
+            let ms = median_ms(iterations, || embedder.embed_tokens(rows).map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
+            let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+            warmup.push(WarmupShape { batch: rows.len(), seq, ms });
+        }
+        let Some(probe) = shapes.into_iter().next() else {
+            return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up rows"));
+        };
+        Ok((Runner { model: Model::Embed { embedder, probe }, faults, served: 0 }, warmup))
+    }
+
+    /// A tensor model: load the graph, warm up on zeros of every input's shape (what a health probe sends too).
+    fn load_graph(
+        engines: &Engines,
+        model: &ModelFiles,
+        unit: &Unit,
+        faults: WorkerFaults,
+        iterations: usize,
+        on_loaded: impl FnOnce(&SessionReport),
+    ) -> Result<(Runner, Vec<WarmupShape>), LoadFailure> {
+        let mut session = engines.load_graph(model, unit).map_err(engine_failure)?;
+        on_loaded(session.report());
+        let warm: Vec<NamedTensor> = session.inputs().iter().filter_map(TensorSpec::zeros).collect();
+        let ms = median_ms(iterations, || session.run(&warm).map(|_| ()).map_err(|e| e.to_string()))
+            .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up on zero inputs failed: {e}")))?;
+        let (batch, seq) = warm.first().map_or((1, 1), NamedTensor::rows_and_width);
+        let runner = Runner { model: Model::Graph { session, warm }, faults, served: 0 };
+        Ok((runner, vec![WarmupShape { batch, seq, ms }]))
+    }
+
+    pub fn report(&self) -> &SessionReport {
+        match &self.model {
+            Model::Embed { embedder, .. } => embedder.report(),
+            Model::Graph { session, .. } => session.report(),
+        }
+    }
+
+    /// A tensor model's inputs and outputs (empty for an embedding model).
+    pub fn signature(&self) -> Signature {
+        match &self.model {
+            Model::Embed { .. } => Signature::default(),
+            Model::Graph { session, .. } => {
+                Signature { inputs: session.inputs().to_vec(), outputs: session.outputs().to_vec() }
+            }
+        }
+    }
+
+    /// The `Ready` message for this runner.
+    pub fn ready(&self, warmup: Vec<WarmupShape>, rss_bytes: u64) -> Response {
+        Response::Ready { report: self.report().clone(), warmup, rss_bytes, signature: self.signature() }
+    }
+
+    /// Runs one prediction (applying per-prediction faults first) and returns the protocol message.
+    pub fn run(&mut self, id: u64, payload: &Payload, texts: &[String]) -> Response {
+        self.faults.before_predict(self.served, texts);
+        self.served += 1;
+        match self.answer(payload) {
+            Ok((answer, timing)) => {
+                Response::Answered { id, answer, timing, rss_bytes: super::rss_bytes(None).unwrap_or(0) }
+            }
+            Err(error) => Response::Failed { id, error },
+        }
+    }
+
+    fn answer(&mut self, payload: &Payload) -> Result<(Answer, StageTiming), RunError> {
+        let engine = |e: bulkhead_core::EngineError| RunError::Engine(e.to_string());
+        match (&mut self.model, payload) {
+            (Model::Embed { embedder, .. }, Payload::Tokens(rows)) => {
+                embedder.embed_tokens(rows).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+            }
+            (Model::Embed { embedder, probe }, Payload::Probe) => {
+                embedder.embed_tokens(probe).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+            }
+            (Model::Graph { session, warm }, Payload::Tensors(_) | Payload::Probe) => {
+                let inputs = match payload {
+                    Payload::Tensors(t) => &t[..],
+                    _ => &warm[..],
+                };
+                let t = Instant::now();
+                let outputs = session.run(inputs).map_err(engine)?;
+                let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
+                Ok((Answer::Tensors(outputs), timing))
+            }
+            (Model::Embed { .. }, other) => Err(RunError::Unsupported(format!(
+                "this is an embedding model: it takes token rows, not {}",
+                other.kind()
+            ))),
+            (Model::Graph { .. }, other) => Err(RunError::Unsupported(format!(
+                "this model is an ONNX graph without a tokenizer: it takes named tensors, not {}",
+                other.kind()
+            ))),
+        }
+    }
+}
