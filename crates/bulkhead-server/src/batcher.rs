@@ -48,6 +48,7 @@ pub enum SubmitError {
 struct Job {
     rows: Vec<Vec<i64>>,
     texts: Vec<String>,
+    prompt_tokens: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<JobOutput, BackendError>>,
 }
@@ -91,8 +92,19 @@ impl Batcher {
 
     /// Queues token rows and waits for their embeddings.
     pub async fn submit(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
+        self.submit_prompted(rows, texts, 0).await
+    }
+
+    /// [`Batcher::submit`] for rows whose first `prompt_tokens` tokens are a prompt (see
+    /// [`bulkhead_supervisor::Job::prompt_tokens`]).
+    pub async fn submit_prompted(
+        &self,
+        rows: Vec<Vec<i64>>,
+        texts: Vec<String>,
+        prompt_tokens: usize,
+    ) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { rows, texts, enqueued: Instant::now(), reply };
+        let job = Job { rows, texts, prompt_tokens, enqueued: Instant::now(), reply };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -213,6 +225,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
             .map(|(j, rows)| BackendJob {
                 rows: rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
                 texts: rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
+                prompt_tokens: jobs[*j].prompt_tokens,
             })
             .collect();
         let longest = chunk.iter().map(|s| jobs[s.job].rows[s.row].len()).max().unwrap_or(0);
@@ -294,8 +307,17 @@ mod tests {
                     .collect()
             })
         }
-        fn units(&self) -> serde_json::Value {
-            serde_json::json!({})
+        fn units(&self) -> bulkhead_supervisor::ModelUnits {
+            bulkhead_supervisor::ModelUnits {
+                model: "fake".into(),
+                chain: vec![],
+                serving: None,
+                isolation: bulkhead_supervisor::Isolation::None,
+                queued: 0,
+                units: vec![],
+                inputs: vec![],
+                outputs: vec![],
+            }
         }
         fn healthy(&self, _: Duration) -> bool {
             true

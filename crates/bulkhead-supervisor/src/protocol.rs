@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,6 +36,9 @@ pub enum Request {
         rows: Vec<Vec<i64>>,
         /// The original texts (may be empty when the caller sent tokens).
         texts: Vec<String>,
+        /// Per row, how many leading tokens are a prompt (pooling leaves them out when the model's pooling
+        /// excludes prompts); empty when no row has one.
+        prompt_tokens: Vec<usize>,
     },
     /// Run a tensor model (no tokenizer) on named `inputs`; no inputs runs the warm-up inputs (health probes).
     Infer {
@@ -210,7 +213,12 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req = Request::Predict { id: 7, rows: vec![vec![101, 2, 102], vec![]], texts: vec!["a".into()] };
+        let req = Request::Predict {
+            id: 7,
+            rows: vec![vec![101, 2, 102], vec![]],
+            texts: vec!["a".into()],
+            prompt_tokens: vec![1, 0],
+        };
         let mut buf = vec![];
         write_frame(&mut buf, &req).unwrap();
         write_frame(&mut buf, &Request::Shutdown).unwrap();

@@ -148,6 +148,9 @@ pub struct Job {
     pub rows: Vec<Vec<i64>>,
     /// The original texts (may be empty).
     pub texts: Vec<String>,
+    /// How many leading tokens of every row are a prompt (0: none); pooling leaves them out when the model's
+    /// pooling excludes prompts.
+    pub prompt_tokens: usize,
 }
 
 /// The answer to one [`Job`] (or to one [`Supervisor::infer`]).
@@ -295,6 +298,7 @@ enum Cmd {
 struct PendingJob {
     rows: Vec<Vec<i64>>,
     texts: Vec<String>,
+    prompt_tokens: usize,
     /// A tensor model's inputs (`Some(vec![])`: its warm-up inputs, for health probes); never batched with others.
     tensors: Option<Vec<NamedTensor>>,
     strikes: Vec<String>,
@@ -324,6 +328,13 @@ impl Work {
     }
     fn texts(&self) -> Vec<String> {
         self.jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect()
+    }
+    /// Per row; empty when no job has a prompt.
+    fn prompt_tokens(&self) -> Vec<usize> {
+        if self.jobs.iter().all(|j| j.prompt_tokens == 0) {
+            return vec![];
+        }
+        self.jobs.iter().flat_map(|j| std::iter::repeat_n(j.prompt_tokens, j.rows.len())).collect()
     }
     fn shape(&self) -> (usize, usize) {
         if let Some(t) = self.jobs.first().and_then(|j| j.tensors.as_ref()) {
@@ -514,6 +525,7 @@ impl Supervisor {
                 PendingJob {
                     rows: j.rows,
                     texts: j.texts,
+                    prompt_tokens: j.prompt_tokens,
                     tensors: None,
                     strikes: vec![],
                     retries: 0,
@@ -540,6 +552,7 @@ impl Supervisor {
         let job = PendingJob {
             rows: vec![],
             texts: vec![],
+            prompt_tokens: 0,
             tensors: Some(inputs),
             strikes: vec![],
             retries: 0,
@@ -560,7 +573,7 @@ impl Supervisor {
 
     /// Embeds one request's rows.
     pub async fn embed(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> Result<JobAnswer, PredictError> {
-        self.predict(vec![Job { rows, texts }]).await.pop().unwrap_or(Err(PredictError::ShuttingDown))
+        self.predict(vec![Job { rows, texts, prompt_tokens: 0 }]).await.pop().unwrap_or(Err(PredictError::ShuttingDown))
     }
 
     /// The `/units` view (a snapshot; never blocks on the actor).
@@ -1361,6 +1374,7 @@ impl Actor {
                     jobs: vec![PendingJob {
                         rows,
                         texts: vec![],
+                        prompt_tokens: 0,
                         tensors: tensor.then(Vec::new),
                         strikes: vec![],
                         retries: 0,
@@ -1398,7 +1412,12 @@ impl Actor {
             }
             match work.jobs.first().and_then(|j| j.tensors.clone()) {
                 Some(inputs) => w.link.send(Request::Infer { id, inputs }),
-                None => w.link.send(Request::Predict { id, rows: work.rows(), texts: work.texts() }),
+                None => w.link.send(Request::Predict {
+                    id,
+                    rows: work.rows(),
+                    texts: work.texts(),
+                    prompt_tokens: work.prompt_tokens(),
+                }),
             }
             w.inflight.push_back(InFlight { id, work, sent: now });
         }

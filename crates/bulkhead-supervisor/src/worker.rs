@@ -205,20 +205,20 @@ impl Core {
     /// Answers one request (applying per-prediction faults first).
     pub fn answer(&mut self, req: Request) -> Option<Response> {
         match req {
-            Request::Predict { id, rows, texts } => Some(self.predict(id, &rows, &texts)),
+            Request::Predict { id, rows, texts, prompt_tokens } => Some(self.predict(id, &rows, &texts, &prompt_tokens)),
             Request::Infer { id, inputs } => Some(self.infer(id, inputs)),
             Request::Shutdown => None,
         }
     }
 
-    /// Runs one prediction (applying per-prediction faults first).
-    pub fn predict(&mut self, id: u64, rows: &[Vec<i64>], texts: &[String]) -> Response {
+    /// Runs one prediction (applying per-prediction faults first); `prompt_tokens` as in [`Request::Predict`].
+    pub fn predict(&mut self, id: u64, rows: &[Vec<i64>], texts: &[String], prompt_tokens: &[usize]) -> Response {
         self.faults.before_predict(self.served, texts);
         self.served += 1;
         let Runner::Embed(embedder) = &mut self.runner else {
             return Response::Failed { id, message: "this model takes named tensors, not texts".into() };
         };
-        match embedder.embed_tokens(rows) {
+        match embedder.embed_prompted(rows, prompt_tokens) {
             Ok((vectors, timing)) => {
                 Response::Predicted { id, vectors, timing, rss_bytes: rss_bytes(None).unwrap_or(0) }
             }

@@ -285,8 +285,8 @@ async fn a_poison_request_fails_alone() {
     let poison_text = "this sentence is POISON for the runtime".to_string();
     let poison_rows = s.tokenizer.encode(std::slice::from_ref(&poison_text)).unwrap();
     let mut jobs: Vec<Job> =
-        (0..3).map(|k| Job { rows: vec![s.rows[k].clone()], texts: vec![s.reference.sentences[k].clone()] }).collect();
-    jobs.insert(1, Job { rows: poison_rows, texts: vec![poison_text] });
+        (0..3).map(|k| Job { rows: vec![s.rows[k].clone()], texts: vec![s.reference.sentences[k].clone()], ..Job::default() }).collect();
+    jobs.insert(1, Job { rows: poison_rows, texts: vec![poison_text], ..Job::default() });
     let results = sup.predict(jobs).await;
     let o = background.await.unwrap();
     assert_all_answered(&o, 400);
