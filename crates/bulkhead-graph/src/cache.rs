@@ -75,9 +75,11 @@ fn entry_storage(dir: &Path) -> Option<WeightsStorage> {
 }
 
 /// Hard-links `source` as `dir/model.safetensors`. A symbolic link is no use: ONNX Runtime (1.31) resolves
-/// links and refuses external data outside the model's folder.
+/// links and refuses external data outside the model's folder. A `source` that is itself a symbolic link (a Hugging
+/// Face cache snapshot, a folder assembled from links) is resolved first, or the hard link would be one to the link.
 fn link_weights(source: &Path, dir: &Path) -> bool {
-    fs::hard_link(source, dir.join(LINKED_WEIGHTS)).is_ok()
+    let Ok(file) = source.canonicalize() else { return false };
+    fs::hard_link(file, dir.join(LINKED_WEIGHTS)).is_ok()
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
