@@ -1,7 +1,7 @@
 //! The API contract: schemathesis (installed by `scripts/setup.sh --test`) generates requests from the server's own
 //! `/openapi.json` (valid ones, invalid ones and boundary values) and checks every answer against the document:
 //! no server error, every status and content type documented, bodies and headers as described, valid data
-//! accepted, invalid data refused, the API key enforced. The run is bounded (a fixed seed and a small number of
+//! accepted, invalid data refused, the API key enforced, undocumented methods refused. The run is bounded (a fixed seed and a small number of
 //! examples per operation) so it takes a minute or two.
 //!
 //! One relaxation, in `tests/schemathesis.toml`: KServe infer may refuse schema-valid requests with 422, because the
@@ -11,6 +11,11 @@
 mod common;
 
 use common::{need, venv_python, Server};
+
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
+    response_headers_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance,\
+    missing_required_header,unsupported_method,allow_header_conformance,use_after_free,ensure_resource_availability,\
+    ignored_auth";
 
 #[test]
 fn the_server_keeps_the_contract_of_its_openapi_document() {
@@ -36,10 +41,12 @@ fn the_server_keeps_the_contract_of_its_openapi_document() {
 
     let out = std::process::Command::new(&st)
         .current_dir(dir.path())
-        .args(["run", schema.to_str().unwrap(), "--url", &server.url()])
         .args(["--config-file", common::repo().join("tests/schemathesis.toml").to_str().unwrap()])
+        .args(["run", schema.to_str().unwrap(), "--url", &server.url()])
         .args(["--header", &format!("Authorization: {auth}")])
-        .args(["--checks", "all", "--mode", "all", "--phases", "examples,coverage,fuzzing"])
+        // Every check but the response-time limit (no timing verdicts in tests: the machines are noisy) and
+        // object-level authorization (there is one API key, no users).
+        .args(["--checks", CHECKS, "--mode", "all", "--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "25", "--seed", "20261201", "--workers", "2", "--request-timeout", "60"])
         .args(["--no-color", "--max-failures", "50"])
         .env("SCHEMATHESIS_HOOKS", "")

@@ -33,6 +33,7 @@ pub struct InferInput {
     /// The input's name.
     pub name: String,
     /// Its shape; `data` holds exactly the product of the dimensions (a shape without dimensions: one value).
+    #[serde(deserialize_with = "super::whole_numbers")]
     pub shape: Vec<u64>,
     /// Its element type.
     pub datatype: Datatype,

@@ -12,7 +12,7 @@ pub mod openai;
 pub mod ops;
 pub mod tei;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 /// The name of a model this server serves (`--model NAME=PATH`; `GET /v1/models` lists them).
@@ -28,12 +28,66 @@ pub struct EmbeddingModelName(pub String);
 pub struct PromptName(pub String);
 
 /// Output size: keep the first N values of each embedding (Matryoshka), renormalised when the model normalises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Dimensions(pub usize);
 
 /// A token id of the model's vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TokenId(pub u32);
+
+impl<'de> Deserialize<'de> for Dimensions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        whole(d, usize::MAX as u64, "a number of dimensions").map(|n| Dimensions(n as usize))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        whole(d, u64::from(u32::MAX), "a token id").map(|n| TokenId(n as u32))
+    }
+}
+
+/// A whole number from 0 to `max`. JSON Schema counts `3.0` as the integer 3, so it is one here too.
+pub(crate) fn whole<'de, D: Deserializer<'de>>(d: D, max: u64, what: &'static str) -> Result<u64, D::Error> {
+    struct Whole(u64, &'static str);
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} (a whole number from 0 to {})", self.1, self.0)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            if v <= self.0 {
+                Ok(v)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && v >= 0.0 && v <= self.0 as f64 {
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Whole(max, what))
+}
+
+/// An array of whole numbers (a tensor shape).
+pub(crate) fn whole_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    struct Dim(u64);
+    impl<'de> Deserialize<'de> for Dim {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            whole(d, u64::MAX, "a dimension").map(Dim)
+        }
+    }
+    Ok(Vec::<Dim>::deserialize(d)?.into_iter().map(|d| d.0).collect())
+}
 
 /// One input as token ids (special tokens included, as the model's tokenizer writes them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

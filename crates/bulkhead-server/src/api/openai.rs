@@ -165,6 +165,9 @@ mod tests {
         let err = input("42").unwrap_err().to_string();
         assert!(err.contains("`input` must be a string"), "{err}");
         assert!(input(r#"["a", 1]"#).is_err() && input("[-1]").is_err() && input("[[1], \"a\"]").is_err());
+        // JSON Schema's integers include 7.0; 7.5 is no token id.
+        assert!(matches!(input("[[101.0, 7]]").unwrap(), EmbeddingInput::TokenRows(b) if b.0[0].to_ids() == [101, 7]));
+        assert!(input("[7.5]").is_err() && input("[4294967296]").is_err());
     }
 
     #[test]

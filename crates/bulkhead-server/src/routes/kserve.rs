@@ -202,13 +202,18 @@ fn values(t: &InferInput) -> Result<Vec<&Value>, ApiError> {
     Ok(flat)
 }
 
+/// An integer value, `7.0` included (JSON numbers do not tell the two apart).
+fn whole_i64(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| f as i64))
+}
+
 fn int_rows(t: &InferInput) -> Result<(usize, usize, Vec<i64>), ApiError> {
     if t.shape.len() != 2 {
         return Err(ApiError::Invalid(format!("tensor `{}` must have shape [n, seq], got {:?}", t.name, t.shape)));
     }
     let ids = values(t)?
         .iter()
-        .map(|x| x.as_i64().ok_or_else(|| ApiError::Invalid(format!("tensor `{}` must hold integers", t.name))))
+        .map(|x| whole_i64(x).ok_or_else(|| ApiError::Invalid(format!("tensor `{}` must hold integers", t.name))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((t.shape[0] as usize, t.shape[1] as usize, ids))
 }
@@ -264,7 +269,7 @@ fn tensor_input(t: &InferInput, spec: &TensorSpec) -> Result<NamedTensor, ApiErr
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let bad = |i: usize| invalid(format!("value {i} ({}) is not a valid {}", flat[i], want.kserve_name()));
     fn ints<T: TryFrom<i64>>(flat: &[&Value], bad: impl Fn(usize) -> ApiError) -> Result<Vec<T>, ApiError> {
-        flat.iter().enumerate().map(|(i, v)| v.as_i64().and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i))).collect()
+        flat.iter().enumerate().map(|(i, v)| whole_i64(v).and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i))).collect()
     }
     let floats =
         || flat.iter().enumerate().map(|(i, v)| v.as_f64().ok_or_else(|| bad(i))).collect::<Result<Vec<_>, _>>();
