@@ -272,7 +272,11 @@ mod tests {
         assert_eq!(m.prompts, Prompts::default());
 
         write(&d, "1_Pooling/config.json", r#"{"pooling_mode_mean_tokens":true,"include_prompt":false}"#);
-        write(&d, "config_sentence_transformers.json", r#"{"prompts":{"query":"query: "},"default_prompt_name":"query"}"#);
+        write(
+            &d,
+            "config_sentence_transformers.json",
+            r#"{"prompts":{"query":"query: "},"default_prompt_name":"query"}"#,
+        );
         let m = ModelFiles::open(&d).unwrap();
         assert!(!m.include_prompt);
         assert_eq!(m.prompts.resolve(None, None).unwrap().as_deref(), Some("query: "));

@@ -156,9 +156,8 @@ impl Matryoshka {
         let Some(v) = config.and_then(|c| c.get("matryoshka_dimensions")).filter(|v| !v.is_null()) else {
             return Ok(Matryoshka::Any);
         };
-        let sizes: Option<Vec<usize>> = v
-            .as_array()
-            .and_then(|a| a.iter().map(|d| d.as_u64().filter(|&d| d > 0).map(|d| d as usize)).collect());
+        let sizes: Option<Vec<usize>> =
+            v.as_array().and_then(|a| a.iter().map(|d| d.as_u64().filter(|&d| d > 0).map(|d| d as usize)).collect());
         match sizes {
             Some(mut sizes) if !sizes.is_empty() => {
                 sizes.sort_unstable();
@@ -219,7 +218,10 @@ mod tests {
 
     #[test]
     fn resolves_as_sentence_transformers_does() {
-        let d = dir("ok", r#"{"prompts": {"query": "query: ", "passage": "passage: ", "none": null}, "default_prompt_name": "query"}"#);
+        let d = dir(
+            "ok",
+            r#"{"prompts": {"query": "query: ", "passage": "passage: ", "none": null}, "default_prompt_name": "query"}"#,
+        );
         let p = Prompts::read(&d).unwrap();
         assert_eq!(p.resolve(None, None).unwrap().as_deref(), Some("query: "));
         assert_eq!(p.resolve(None, Some("passage")).unwrap().as_deref(), Some("passage: "));

@@ -113,9 +113,11 @@ impl ErrorKind {
     pub fn describe(self) -> &'static str {
         match self {
             ErrorKind::MalformedJson => "the body is not JSON",
-            ErrorKind::Invalid => "wrong types, shapes or values (too many inputs, an input too long without \
+            ErrorKind::Invalid => {
+                "wrong types, shapes or values (too many inputs, an input too long without \
                                    `truncate`, a token id outside the vocabulary, unknown prompt, `dimensions` \
-                                   the model cannot give)",
+                                   the model cannot give)"
+            }
             ErrorKind::TooLarge => "the body is larger than --max-body-bytes",
             ErrorKind::WrongKind => "texts sent to a tensor model",
             ErrorKind::UnknownModel => "no such model",

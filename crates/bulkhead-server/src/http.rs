@@ -266,8 +266,7 @@ impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before && self.activity.get().0 == Phase::Idle
-        {
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before && self.activity.get().0 == Phase::Idle {
             self.activity.set(Phase::Head);
         }
         res
@@ -324,10 +323,7 @@ impl hyper::body::Body for IdleAtEnd {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let res = Pin::new(&mut self.body).poll_frame(cx);
         if matches!(res, Poll::Ready(None)) {
             self.finish();

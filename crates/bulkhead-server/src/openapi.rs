@@ -121,7 +121,11 @@ impl Accepted {
         a.prompts = prompts.unwrap_or_default().into_iter().collect();
         a.dimensions = sizes.map(|s| {
             let max = s.last().copied().unwrap_or(0);
-            if s.len() == max { Ok(max) } else { Err(s.into_iter().collect()) }
+            if s.len() == max {
+                Ok(max)
+            } else {
+                Err(s.into_iter().collect())
+            }
         });
         a
     }

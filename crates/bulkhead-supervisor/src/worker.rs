@@ -205,7 +205,9 @@ impl Core {
     /// Answers one request (applying per-prediction faults first).
     pub fn answer(&mut self, req: Request) -> Option<Response> {
         match req {
-            Request::Predict { id, rows, texts, prompt_tokens } => Some(self.predict(id, &rows, &texts, &prompt_tokens)),
+            Request::Predict { id, rows, texts, prompt_tokens } => {
+                Some(self.predict(id, &rows, &texts, &prompt_tokens))
+            }
             Request::Infer { id, inputs } => Some(self.infer(id, inputs)),
             Request::Shutdown => None,
         }

@@ -116,7 +116,8 @@ async fn traffic(addr: &str, clients: usize, seconds: f64) -> (Vec<f64>, usize) 
                 let mut conn: Option<TcpStream> = None;
                 let mut i = c;
                 while Instant::now() < deadline {
-                    let body = serde_json::json!({ "input": common::SENTENCES[i % common::SENTENCES.len()] }).to_string();
+                    let body =
+                        serde_json::json!({ "input": common::SENTENCES[i % common::SENTENCES.len()] }).to_string();
                     i += 1;
                     let t = Instant::now();
                     if conn.is_none() {
@@ -217,14 +218,21 @@ async fn main() -> anyhow::Result<()> {
     let n_open = opened.load(Ordering::Relaxed);
 
     println!("\nhalf-open connections: {} ({} opened in {open_s:.1} s); {}", a.connections, n_open, a.bin);
-    println!("\n| ordinary traffic ({} keep-alive clients, {:.0} s) | requests | req/s | failed | p50 ms | p99 ms |", a.clients, a.seconds);
+    println!(
+        "\n| ordinary traffic ({} keep-alive clients, {:.0} s) | requests | req/s | failed | p50 ms | p99 ms |",
+        a.clients, a.seconds
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     row("alone", &quiet, a.seconds);
     row(&format!("while {n_open} half-open connections are held"), &loaded, a.seconds);
     println!("\n| half-open connections | value |\n|---|---:|");
     println!("| closed by the server within {:.0} s | {} of {n_open} |", a.wait, closed.len());
     if !closed.is_empty() {
-        println!("| time to close, p50 / max | {:.1} s / {:.1} s |", common::pct(&closed, 0.5), common::pct(&closed, 1.0));
+        println!(
+            "| time to close, p50 / max | {:.1} s / {:.1} s |",
+            common::pct(&closed, 0.5),
+            common::pct(&closed, 1.0)
+        );
     }
     println!("| still open after {:.0} s | {} |", a.wait, n_open - closed.len());
     Ok(())

@@ -102,6 +102,8 @@ fn slow_idle_and_surplus_connections_are_closed_and_slow_requests_time_out() {
     assert!(metric(&server, "bulkhead_http_connections_closed_total{why=\"header_timeout\"}") >= 7.0);
     assert!(metric(&server, "bulkhead_http_connections_closed_total{why=\"idle_timeout\"}") >= 1.0);
     assert!(metric(&server, "bulkhead_http_connections_refused_total") >= 1.0);
-    assert!(metric(&server, "bulkhead_requests_total{model=\"\",route=\"/v1/embeddings\",status=\"504\",unit=\"\"}") >= 1.0);
+    assert!(
+        metric(&server, "bulkhead_requests_total{model=\"\",route=\"/v1/embeddings\",status=\"504\",unit=\"\"}") >= 1.0
+    );
     assert_eq!(server.request("GET", "/health", &[], None).status, 200);
 }

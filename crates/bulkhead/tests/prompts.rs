@@ -13,8 +13,14 @@ use common::{compare, need, Server};
 use serde_json::{json, Value};
 
 /// The package's files each assembled folder links (the fixture's own files come on top).
-const PACKAGE_FILES: [&str; 6] =
-    ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"];
+const PACKAGE_FILES: [&str; 6] = [
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+];
 
 fn fixtures() -> PathBuf {
     common::repo().join("tests/fixtures/prompts")
@@ -144,7 +150,8 @@ fn the_server_applies_prompts_and_dimensions_as_sentence_transformers() {
     assert!(with_prompt > without, "usage counts the prompt's tokens: {with_prompt} vs {without}");
     let (passage, _) = openai(json!({ "model": "q", "input": s, "prompt_name": "passage" }));
     assert_close(&passage, &r.rows("query", "passage"), "prompt_name");
-    let (custom, _) = openai(json!({ "model": "q", "input": s, "prompt": r.text("custom_prompt"), "prompt_name": "passage" }));
+    let (custom, _) =
+        openai(json!({ "model": "q", "input": s, "prompt": r.text("custom_prompt"), "prompt_name": "passage" }));
     assert_close(&custom, &r.rows("query", "custom"), "prompt wins over prompt_name");
     let (cut, _) = openai(json!({ "model": "q", "input": s, "prompt_name": "passage", "dimensions": 128 }));
     assert_close(&cut, &r.rows("query", "passage_128"), "dimensions 128, renormalised");

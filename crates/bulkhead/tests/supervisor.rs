@@ -284,8 +284,9 @@ async fn a_poison_request_fails_alone() {
     // A batch of four requests, one of them poison, sent beside the background load.
     let poison_text = "this sentence is POISON for the runtime".to_string();
     let poison_rows = s.tokenizer.encode(std::slice::from_ref(&poison_text)).unwrap();
-    let mut jobs: Vec<Job> =
-        (0..3).map(|k| Job { rows: vec![s.rows[k].clone()], texts: vec![s.reference.sentences[k].clone()], ..Job::default() }).collect();
+    let mut jobs: Vec<Job> = (0..3)
+        .map(|k| Job { rows: vec![s.rows[k].clone()], texts: vec![s.reference.sentences[k].clone()], ..Job::default() })
+        .collect();
     jobs.insert(1, Job { rows: poison_rows, texts: vec![poison_text], ..Job::default() });
     let results = sup.predict(jobs).await;
     let o = background.await.unwrap();

@@ -169,8 +169,12 @@ pub async fn infer(
             shape: vec![n, dimensions],
             data: TensorValues(TensorData::F32(e.vectors.into_iter().flatten().collect())),
         };
-        let body =
-            InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs: vec![output] };
+        let body = InferResponse {
+            model_name: model.name.clone(),
+            model_version: "1".into(),
+            id: req.id,
+            outputs: vec![output],
+        };
         Ok::<_, ApiError>(inference_headers(Json(body), &model.name, e.unit, &e.timing))
     }
     .await;
@@ -204,7 +208,8 @@ fn values(t: &InferInput) -> Result<Vec<&Value>, ApiError> {
 
 /// An integer value, `7.0` included (JSON numbers do not tell the two apart).
 fn whole_i64(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| f as i64))
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| f as i64))
 }
 
 fn int_rows(t: &InferInput) -> Result<(usize, usize, Vec<i64>), ApiError> {
@@ -269,7 +274,10 @@ fn tensor_input(t: &InferInput, spec: &TensorSpec) -> Result<NamedTensor, ApiErr
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let bad = |i: usize| invalid(format!("value {i} ({}) is not a valid {}", flat[i], want.kserve_name()));
     fn ints<T: TryFrom<i64>>(flat: &[&Value], bad: impl Fn(usize) -> ApiError) -> Result<Vec<T>, ApiError> {
-        flat.iter().enumerate().map(|(i, v)| whole_i64(v).and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i))).collect()
+        flat.iter()
+            .enumerate()
+            .map(|(i, v)| whole_i64(v).and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i)))
+            .collect()
     }
     let floats =
         || flat.iter().enumerate().map(|(i, v)| v.as_f64().ok_or_else(|| bad(i))).collect::<Result<Vec<_>, _>>();

@@ -93,7 +93,12 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     let data = state
         .models
         .values()
-        .map(|m| ModelCard { id: m.name.clone(), object: ModelTag::Model, created: m.created, owned_by: "bulkhead".into() })
+        .map(|m| ModelCard {
+            id: m.name.clone(),
+            object: ModelTag::Model,
+            created: m.created,
+            owned_by: "bulkhead".into(),
+        })
         .collect();
     Json(ModelList { object: ListTag::List, data })
 }

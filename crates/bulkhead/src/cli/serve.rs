@@ -173,7 +173,11 @@ impl ServeArgs {
         let mut opened = vec![];
         for spec in &specs {
             let mut files = open_model(spec.path.as_deref(), None)?;
-            super::common::set_default_prompt(&mut files, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
+            super::common::set_default_prompt(
+                &mut files,
+                self.default_prompt_name.as_deref(),
+                self.default_prompt.as_deref(),
+            )?;
             let name = if spec.name.is_empty() { files.name.clone() } else { spec.name.clone() };
             if opened.iter().any(|(n, _, _): &(String, _, _)| n == &name) {
                 return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
