@@ -12,13 +12,14 @@
 //! (`--bin` runs another build, e.g. an older one, for a before/after table.)
 
 mod common;
+#[path = "common/client.rs"]
+mod client;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use client::{start_server, traffic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -47,106 +48,6 @@ fn args() -> Args {
         bin: get("--bin").unwrap_or_else(|| default_bin.to_string_lossy().into_owned()),
         serve_args,
     }
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(bin: &str, extra: &[String]) -> anyhow::Result<Server> {
-    let state = tempfile::tempdir()?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--port", "0", "--compute-units", "ort:cpu"]).args(extra);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("BULKHEAD_STATE_DIR", state.path());
-    let mut child = cmd.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("the server exited before listening"))??;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr, _state: state })
-}
-
-/// One request on a keep-alive connection; the status.
-async fn request(stream: &mut TcpStream, body: &str) -> anyhow::Result<u16> {
-    let req = format!(
-        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(16 << 10);
-    let mut tmp = [0u8; 16 << 10];
-    loop {
-        let n = stream.read(&mut tmp).await?;
-        anyhow::ensure!(n > 0, "connection closed");
-        buf.extend_from_slice(&tmp[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            return Ok(head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
-        }
-    }
-}
-
-/// Ordinary traffic: latencies in ms of the 200s, and the number of failed requests.
-async fn traffic(addr: &str, clients: usize, seconds: f64) -> (Vec<f64>, usize) {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let failed = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (addr, failed) = (addr.to_string(), failed.clone());
-            tokio::spawn(async move {
-                let mut lat = vec![];
-                let mut conn: Option<TcpStream> = None;
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let body =
-                        serde_json::json!({ "input": common::SENTENCES[i % common::SENTENCES.len()] }).to_string();
-                    i += 1;
-                    let t = Instant::now();
-                    if conn.is_none() {
-                        conn = TcpStream::connect(&addr).await.ok();
-                        if let Some(s) = &conn {
-                            let _ = s.set_nodelay(true);
-                        }
-                    }
-                    let ok = match conn.as_mut() {
-                        Some(s) => matches!(request(s, &body).await, Ok(200)),
-                        None => false,
-                    };
-                    if ok {
-                        lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        conn = None;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    (all, failed.load(Ordering::Relaxed))
 }
 
 /// Opens a half-open connection; resolves with the seconds until the server closed it (`None`: still open at
