@@ -2,7 +2,7 @@
 //! listener record through [`Metrics`], and the supervisor's counters (crashes by signal, recycles, quarantines,
 //! resident memory) are read from its typed view ([`ModelUnits`]) at scrape time.
 
-use bulkhead_supervisor::{ModelUnits, UnitState};
+use bulkhead_supervisor::{ModelUnits, UnitState, UnitView};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -253,7 +253,8 @@ fn render_units(models: &[ModelUnits]) -> String {
             let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\",signal=\"{}\"}} {n}", escape(exit));
         }
     }
-    let per_unit: [(Metric, &str, fn(&bulkhead_supervisor::UnitView) -> u64); 3] = [
+    type Field = fn(&UnitView) -> u64;
+    let per_unit: [(Metric, &str, Field); 3] = [
         (Metric::WorkerRestarts, "counter", |u| u.restarts),
         (Metric::WorkerRecycles, "counter", |u| u.recycles),
         (Metric::WorkerResidentBytes, "gauge", |u| u.resident_bytes),
@@ -281,7 +282,7 @@ fn render_units(models: &[ModelUnits]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bulkhead_supervisor::{Isolation, UnitView};
+    use bulkhead_supervisor::Isolation;
 
     fn unit(name: &str, state: UnitState) -> UnitView {
         // The view as the supervisor publishes it, built from its JSON form so that only the fields read here

@@ -11,9 +11,9 @@
 //!   [--connections 5000] [--clients 4] [--seconds 8] [--wait 60] [--bin PATH] [-- SERVE_ARGS...]`
 //! (`--bin` runs another build, e.g. an older one, for a before/after table.)
 
-mod common;
 #[path = "common/client.rs"]
 mod client;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

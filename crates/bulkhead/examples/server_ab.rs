@@ -8,9 +8,9 @@
 //! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example server_ab -- \
 //!   --a PATH --b PATH [--rounds 6] [--seconds 5] [--clients 64]`
 
-mod common;
 #[path = "common/client.rs"]
 mod client;
+mod common;
 
 use std::time::Duration;
 
