@@ -4,8 +4,10 @@
 //! * **header timeout**: a connection must deliver a complete request head within `header_timeout` of opening, or
 //!   of the first byte of its next request (slowloris and half-open connections are closed);
 //! * **idle keep-alive timeout**: a connection with no request in flight is closed after `keep_alive_timeout`;
-//! * **connection limit**: at most `max_connections` are served at once; one more is answered `503` with the JSON
-//!   error body and `Retry-After`, then closed, without ever stalling the accept loop;
+//! * **connection limit**: at most `max_connections` are served at once. One more makes the oldest connection that
+//!   has not delivered a first request head yet give way (the half-open and slowloris ones are those), so clients
+//!   that send requests keep being served; when every connection has sent one, the newcomer is answered `503` with
+//!   the JSON error body and `Retry-After`, then closed. The accept loop never stalls;
 //! * **graceful shutdown**: stop accepting, let each connection finish its request in flight, close idle ones.
 //!
 //! The per-request deadline (`--request-timeout-s`) is a middleware of the router (`routes`), not a connection
@@ -14,11 +16,12 @@
 //! Timers follow each connection's phase ([`Activity`]): the socket wrapper sees the first byte of a request, the
 //! service sees the request head complete, and the response body's end marks the connection idle again.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -59,10 +62,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let slots = Arc::new(Semaphore::new(max));
-    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let epoch = Instant::now();
+    let shared = Arc::new(Shared {
+        app,
+        limits,
+        metrics,
+        max,
+        epoch: Instant::now(),
+        stop: stop_rx,
+        slots: Arc::new(Semaphore::new(max)),
+        refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        unstarted: Unstarted::default(),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -80,32 +91,103 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                let (app, metrics, stop) = (app.clone(), metrics.clone(), stop_rx.clone());
-                tokio::spawn(async move {
-                    metrics.connection_opened();
-                    let close = serve_connection(stream, app, limits, epoch, stop).await;
-                    metrics.connection_closed(close);
-                    drop(slot);
-                });
-            }
-            Err(_) => {
-                metrics.connection_refused();
-                if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        refuse(stream, ApiError::TooManyConnections(max)).await;
-                        drop(permit);
-                    });
-                }
-            }
-        }
+        shared.take(stream);
     }
     drop(listener);
     let _ = stop_tx.send(true);
     // Every connection task holds a slot until it ends.
-    let _all = slots.acquire_many(max as u32).await;
+    let _all = shared.slots.acquire_many(max as u32).await;
     Ok(())
+}
+
+/// What the accept loop and the connection tasks share.
+struct Shared {
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    max: usize,
+    epoch: Instant,
+    stop: watch::Receiver<bool>,
+    /// One permit per connection served.
+    slots: Arc<Semaphore>,
+    /// One permit per connection being refused or waiting for the slot of a connection that gives way.
+    refusing: Arc<Semaphore>,
+    unstarted: Unstarted,
+}
+
+impl Shared {
+    /// Serves `stream` in a slot of its own, or in the slot of the oldest connection without a request, or refuses
+    /// it.
+    fn take(self: &Arc<Self>, stream: TcpStream) {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            self.spawn(stream, slot);
+            return;
+        }
+        let Ok(waiting) = self.refusing.clone().try_acquire_owned() else {
+            // Too many at once even to answer: close it.
+            self.metrics.connection_refused();
+            return;
+        };
+        let gives_way = self.unstarted.evict_oldest();
+        let me = self.clone();
+        tokio::spawn(async move {
+            // The connection giving way frees its slot as soon as its task sees the signal.
+            let slot = if gives_way {
+                tokio::time::timeout(Duration::from_secs(1), me.slots.clone().acquire_owned()).await.ok()
+            } else {
+                None
+            };
+            match slot {
+                Some(Ok(slot)) => {
+                    drop(waiting);
+                    me.spawn(stream, slot);
+                }
+                _ => {
+                    me.metrics.connection_refused();
+                    refuse(stream, ApiError::TooManyConnections(me.max)).await;
+                    drop(waiting);
+                }
+            }
+        });
+    }
+
+    fn spawn(self: &Arc<Self>, stream: TcpStream, slot: tokio::sync::OwnedSemaphorePermit) {
+        // Registered before the task runs, so that the next connection at the limit already sees it.
+        let activity = Arc::new(Activity::new(self.epoch));
+        self.unstarted.push(&activity, self.max);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.metrics.connection_opened();
+            let close = serve_connection(stream, activity, &me).await;
+            me.metrics.connection_closed(close);
+            drop(slot);
+        });
+    }
+}
+
+/// Connections that have not delivered a first request head, oldest first: the ones that give way at the limit.
+#[derive(Default)]
+struct Unstarted(std::sync::Mutex<VecDeque<Weak<Activity>>>);
+
+impl Unstarted {
+    fn push(&self, a: &Arc<Activity>, max: usize) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= 2 * max {
+            q.retain(|w| w.upgrade().is_some_and(|a| a.start.load(Ordering::Relaxed) == UNSTARTED));
+        }
+        q.push_back(Arc::downgrade(a));
+    }
+
+    /// Tells the oldest connection still without a request to close; false when there is none.
+    fn evict_oldest(&self) -> bool {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(w) = q.pop_front() {
+            if w.upgrade().is_some_and(|a| a.evict()) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Accept errors that concern one connection only (the next accept may succeed at once).
@@ -132,19 +214,14 @@ async fn refuse(mut stream: TcpStream, err: ApiError) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Serves one connection until the client closes it, a timer closes it, or shutdown has let it finish.
-async fn serve_connection(
-    stream: TcpStream,
-    app: Router,
-    limits: ConnectionLimits,
-    epoch: Instant,
-    mut stop: watch::Receiver<bool>,
-) -> ConnectionClose {
-    let activity = Arc::new(Activity::new(epoch));
+/// Serves one connection until the client closes it, a timer closes it, it gives way at the limit, or shutdown has
+/// let it finish.
+async fn serve_connection(stream: TcpStream, activity: Arc<Activity>, shared: &Shared) -> ConnectionClose {
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = {
-        let activity = activity.clone();
+        let (activity, app) = (activity.clone(), shared.app.clone());
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            activity.started();
             activity.set(Phase::Busy);
             let done = activity.clone();
             let mut app = app.clone();
@@ -156,8 +233,9 @@ async fn serve_connection(
     };
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     tokio::pin!(conn);
-    let timer = watchdog(&activity, limits);
+    let timer = watchdog(&activity, shared.limits);
     tokio::pin!(timer);
+    let mut stop = shared.stop.clone();
     let mut stopping = *stop.borrow();
     if stopping {
         conn.as_mut().graceful_shutdown();
@@ -165,11 +243,8 @@ async fn serve_connection(
     loop {
         tokio::select! {
             _ = conn.as_mut() => return ConnectionClose::Ended,
-            // Dropping the connection closes the socket: nothing is in flight in these phases.
-            phase = &mut timer => return match phase {
-                Phase::Head => ConnectionClose::HeaderTimeout,
-                _ => ConnectionClose::IdleTimeout,
-            },
+            // Dropping the connection closes the socket: nothing is in flight in these cases.
+            why = &mut timer => return why,
             changed = stop.changed(), if !stopping => {
                 stopping = true;
                 if changed.is_ok() {
@@ -198,7 +273,13 @@ struct Activity {
     since_ms: AtomicU64,
     epoch: Instant,
     changed: Notify,
+    /// [`UNSTARTED`], [`STARTED`] (a request head arrived) or [`EVICTED`] (told to give way before one did).
+    start: AtomicU8,
 }
+
+const UNSTARTED: u8 = 0;
+const STARTED: u8 = 1;
+const EVICTED: u8 = 2;
 
 impl Activity {
     fn new(epoch: Instant) -> Activity {
@@ -207,6 +288,7 @@ impl Activity {
             since_ms: AtomicU64::new(0),
             epoch,
             changed: Notify::new(),
+            start: AtomicU8::new(UNSTARTED),
         };
         a.since_ms.store(a.now_ms(), Ordering::Relaxed);
         a
@@ -222,6 +304,20 @@ impl Activity {
         self.changed.notify_one();
     }
 
+    /// A request head arrived: the connection no longer gives way at the limit.
+    fn started(&self) {
+        let _ = self.start.compare_exchange(UNSTARTED, STARTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Asks a connection that has not started to close; false when it has started (or was asked already).
+    fn evict(&self) -> bool {
+        let won = self.start.compare_exchange(UNSTARTED, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if won {
+            self.changed.notify_one();
+        }
+        won
+    }
+
     fn get(&self) -> (Phase, u64) {
         let phase = match self.phase.load(Ordering::Acquire) {
             0 => Phase::Idle,
@@ -232,13 +328,16 @@ impl Activity {
     }
 }
 
-/// Resolves (with the phase that timed out) once the connection stays idle or in its request head too long.
-async fn watchdog(activity: &Activity, limits: ConnectionLimits) -> Phase {
+/// Resolves once the connection stays idle or in its request head too long, or is told to give way.
+async fn watchdog(activity: &Activity, limits: ConnectionLimits) -> ConnectionClose {
     loop {
+        if activity.start.load(Ordering::Acquire) == EVICTED {
+            return ConnectionClose::GaveWay;
+        }
         let (phase, since) = activity.get();
-        let limit = match phase {
-            Phase::Idle => limits.keep_alive_timeout,
-            Phase::Head => limits.header_timeout,
+        let (limit, why) = match phase {
+            Phase::Idle => (limits.keep_alive_timeout, ConnectionClose::IdleTimeout),
+            Phase::Head => (limits.header_timeout, ConnectionClose::HeaderTimeout),
             Phase::Busy => {
                 activity.changed.notified().await;
                 continue;
@@ -248,7 +347,7 @@ async fn watchdog(activity: &Activity, limits: ConnectionLimits) -> Phase {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
                 if activity.get() == (phase, since) {
-                    return phase;
+                    return why;
                 }
             }
             () = activity.changed.notified() => {}
@@ -375,7 +474,7 @@ mod tests {
     async fn a_silent_connection_times_out_in_its_head() {
         let a = Activity::new(Instant::now());
         let t0 = Instant::now();
-        assert_eq!(watchdog(&a, limits()).await, Phase::Head);
+        assert_eq!(watchdog(&a, limits()).await, ConnectionClose::HeaderTimeout);
         assert_eq!(t0.elapsed(), Duration::from_secs(2));
     }
 
@@ -389,7 +488,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             b.set(Phase::Idle);
         });
-        assert_eq!(watchdog(&a, limits()).await, Phase::Idle);
+        assert_eq!(watchdog(&a, limits()).await, ConnectionClose::IdleTimeout);
         assert_eq!(t0.elapsed(), Duration::from_secs(35), "30 s busy, then 5 s idle");
     }
 
@@ -403,7 +502,27 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(4)).await;
             b.set(Phase::Head);
         });
-        assert_eq!(watchdog(&a, limits()).await, Phase::Head);
+        assert_eq!(watchdog(&a, limits()).await, ConnectionClose::HeaderTimeout);
         assert_eq!(t0.elapsed(), Duration::from_secs(6), "4 s idle, then 2 s in the head");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_connection_without_a_request_gives_way() {
+        let q = Unstarted::default();
+        let (old, served, new) = (
+            Arc::new(Activity::new(Instant::now())),
+            Arc::new(Activity::new(Instant::now())),
+            Arc::new(Activity::new(Instant::now())),
+        );
+        for a in [&served, &old, &new] {
+            q.push(a, 4);
+        }
+        served.started();
+        assert!(q.evict_oldest(), "`old` gives way: `served` has sent a request");
+        assert_eq!(watchdog(&old, limits()).await, ConnectionClose::GaveWay);
+        assert!(!served.evict(), "a connection that sent a request never gives way");
+        assert!(q.evict_oldest() && !q.evict_oldest(), "then `new`, then nobody");
+        new.started();
+        assert_eq!(new.start.load(Ordering::Relaxed), EVICTED, "a request after the signal does not undo it");
     }
 }

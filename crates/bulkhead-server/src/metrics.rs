@@ -49,6 +49,8 @@ pub enum ConnectionClose {
     HeaderTimeout,
     /// It stayed idle between requests too long.
     IdleTimeout,
+    /// It had not sent a request when the connection limit was reached, and made room for a new one.
+    GaveWay,
 }
 
 impl ConnectionClose {
@@ -57,6 +59,7 @@ impl ConnectionClose {
             ConnectionClose::Ended => "ended",
             ConnectionClose::HeaderTimeout => "header_timeout",
             ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::GaveWay => "gave_way",
         }
     }
 }
@@ -96,8 +99,12 @@ impl Metric {
             Metric::UnitState => "1 for the unit's current state",
             Metric::WorkerResidentBytes => "Resident memory of the unit's current worker",
             Metric::HttpConnections => "HTTP connections open now",
-            Metric::HttpConnectionsClosed => "HTTP connections closed, by why (ended, header_timeout, idle_timeout)",
-            Metric::HttpConnectionsRefused => "HTTP connections refused with 503 at --max-connections",
+            Metric::HttpConnectionsClosed => {
+                "HTTP connections closed, by why (ended, header_timeout, idle_timeout, gave_way)"
+            }
+            Metric::HttpConnectionsRefused => {
+                "HTTP connections refused at --max-connections (503, or closed when too many arrive at once)"
+            }
         }
     }
 }
