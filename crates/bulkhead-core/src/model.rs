@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ModelError;
+use crate::prompts::{Matryoshka, Prompts};
 
 /// How token states become one vector per input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,13 @@ pub struct ModelFiles {
     pub architecture: Option<String>,
     /// `model_type` of config.json, when present.
     pub model_type: Option<String>,
+    /// Named prompts and the default one (`config_sentence_transformers.json`).
+    pub prompts: Prompts,
+    /// Whether pooling includes the prompt's tokens (sentence-transformers `Pooling` `include_prompt`, default
+    /// true); when false the leading tokens a prompt occupies are left out of the pooled vector.
+    pub include_prompt: bool,
+    /// The output sizes `dimensions` may ask for (config.json `matryoshka_dimensions`; any by default).
+    pub matryoshka: Matryoshka,
 }
 
 fn read_json(path: &Path) -> Result<Value, ModelError> {
@@ -181,6 +189,12 @@ impl ModelFiles {
             },
             architecture: field("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).map(str::to_string),
             model_type: field("model_type").and_then(Value::as_str).map(str::to_string),
+            prompts: Prompts::default(),
+            include_prompt: true,
+            matryoshka: match &config {
+                Some(path) => Matryoshka::from_config(path, config_json.as_ref())?,
+                None => Matryoshka::Any,
+            },
             config,
         };
         files.read_sentence_transformers(&root)?;
@@ -236,7 +250,10 @@ impl ModelFiles {
         }
         if let Some(pooling_path) = existing(pooling_dir.join("config.json")) {
             self.pooling = read_pooling(&pooling_path)?;
+            self.include_prompt =
+                read_json(&pooling_path)?.get("include_prompt").and_then(Value::as_bool).unwrap_or(true);
         }
+        self.prompts = Prompts::read(root)?;
         if let Some(st) = existing(root.join("sentence_bert_config.json")) {
             if let Some(n) = read_json(&st)?.get("max_seq_length").and_then(Value::as_u64) {
                 self.max_seq_length = n as usize;
@@ -424,6 +441,18 @@ mod tests {
         assert_eq!(m.max_seq_length, 256);
         assert_eq!(m.architecture.as_deref(), Some("BertModel"));
         assert_eq!(m.formats(), vec![WeightsFormat::Safetensors]);
+        assert!(m.include_prompt, "pooling includes the prompt unless its config says otherwise");
+        assert_eq!(m.prompts, Prompts::default());
+
+        write(&d, "1_Pooling/config.json", r#"{"pooling_mode_mean_tokens":true,"include_prompt":false}"#);
+        write(
+            &d,
+            "config_sentence_transformers.json",
+            r#"{"prompts":{"query":"query: "},"default_prompt_name":"query"}"#,
+        );
+        let m = ModelFiles::open(&d).unwrap();
+        assert!(!m.include_prompt);
+        assert_eq!(m.prompts.resolve(None, None).unwrap().as_deref(), Some("query: "));
     }
 
     #[test]

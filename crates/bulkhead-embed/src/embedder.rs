@@ -5,7 +5,7 @@ use std::time::Instant;
 use bulkhead_core::{EngineError, ModelFiles, Pooling, Session, SessionReport, TokenBatch, Unit};
 use serde::{Deserialize, Serialize};
 
-use crate::pooling::{l2_normalize, pool};
+use crate::pooling::{l2_normalize, pool_excluding};
 
 /// Milliseconds spent per stage of one request (the `Server-Timing` stages).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -25,13 +25,20 @@ pub struct Embedder {
     session: Box<dyn Session>,
     pooling: Pooling,
     normalize: bool,
+    include_prompt: bool,
     pad_id: i64,
 }
 
 impl Embedder {
     /// Wraps a loaded session with `model`'s pooling and normalisation.
     pub fn new(model: &ModelFiles, session: Box<dyn Session>) -> Embedder {
-        Embedder { session, pooling: model.pooling, normalize: model.normalize, pad_id: model.pad_token_id }
+        Embedder {
+            session,
+            pooling: model.pooling,
+            normalize: model.normalize,
+            include_prompt: model.include_prompt,
+            pad_id: model.pad_token_id,
+        }
     }
 
     /// What really runs this embedder.
@@ -46,6 +53,17 @@ impl Embedder {
 
     /// Pads `rows` to the longest, runs the forward pass, pools and normalises: one vector per row.
     pub fn embed_tokens(&mut self, rows: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
+        self.embed_prompted(rows, &[])
+    }
+
+    /// [`Embedder::embed_tokens`] for rows that start with a prompt: `prompt_tokens[row]` leading tokens of each row
+    /// are the prompt (an empty slice: no prompt). Pooling leaves them out when the model's pooling excludes prompts
+    /// (sentence-transformers `include_prompt: false`) and keeps them otherwise.
+    pub fn embed_prompted(
+        &mut self,
+        rows: &[Vec<i64>],
+        prompt_tokens: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
         let mut timing = StageTiming::default();
         if rows.is_empty() {
             return Ok((vec![], timing));
@@ -54,7 +72,8 @@ impl Embedder {
         let batch = TokenBatch::from_rows(rows, self.pad_id, None);
         let states = self.session.forward(&batch)?;
         let t1 = Instant::now();
-        let mut vectors = pool(&states, &batch, self.pooling)
+        let skip = if self.include_prompt { &[][..] } else { prompt_tokens };
+        let mut vectors = pool_excluding(&states, &batch, self.pooling, skip)
             .map_err(|reason| EngineError::Inference { unit: self.unit().to_string(), reason })?;
         if self.normalize {
             vectors.iter_mut().for_each(|v| l2_normalize(v));

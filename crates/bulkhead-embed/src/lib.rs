@@ -19,8 +19,8 @@ mod tokenizer;
 pub use chain::{load_chain, ChainError, LoadedChain, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
 pub use engines::Engines;
-pub use pooling::{l2_normalize, pool};
-pub use tokenizer::{probe_texts, warmup_rows, Tokenizer};
+pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
+pub use tokenizer::{probe_texts, warmup_rows, Encoded, Tokenizer, Truncation};
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,17 +1,41 @@
 //! The model's tokenizer, configured as sentence-transformers uses it: no padding (the batch is padded to its
 //! longest row later), truncation at `max_seq_length` tokens including the special tokens.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bulkhead_core::ModelFiles;
 use tokenizers::{PaddingParams, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::EmbedError;
 
+/// Inputs tokenized for the model, a prompt in front of each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    /// Token ids per input: special tokens included, truncated at `max_len`, unpadded.
+    pub rows: Vec<Vec<i64>>,
+    /// Whether each input had more than `max_len` tokens (and was cut).
+    pub truncated: Vec<bool>,
+    /// How many leading tokens of every row the prompt takes (0 without a prompt), counted as
+    /// sentence-transformers counts them: the prompt tokenized alone, without its trailing special token.
+    pub prompt_tokens: usize,
+}
+
+/// Which end of an over-long input truncation cuts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Truncation {
+    /// Cut the end, keep the start (sentence-transformers' way).
+    #[default]
+    Right,
+    /// Cut the start, keep the end.
+    Left,
+}
+
 /// A loaded tokenizer. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: Arc<tokenizers::Tokenizer>,
+    /// The same tokenizer truncating from the left, made on first use.
+    left: Arc<OnceLock<tokenizers::Tokenizer>>,
     max_len: usize,
 }
 
@@ -36,7 +60,7 @@ impl Tokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| EmbedError::BadTokenizer { path, reason: e.to_string() })?;
-        Ok(Tokenizer { inner: Arc::new(inner), max_len: model.max_seq_length })
+        Ok(Tokenizer { inner: Arc::new(inner), left: Arc::default(), max_len: model.max_seq_length })
     }
 
     /// Token ids per text, with special tokens, truncated, unpadded.
@@ -59,6 +83,64 @@ impl Tokenizer {
             .iter()
             .map(|e| (e.get_ids().iter().map(|&id| id as i64).collect(), !e.get_overflowing().is_empty()))
             .collect())
+    }
+
+    /// Token ids of `prompt + text` for each text: as sentence-transformers applies a prompt, its text is prepended
+    /// to the input before tokenization (so truncation counts it too).
+    pub fn encode_prompted(
+        &self,
+        texts: &[String],
+        prompt: Option<&str>,
+        side: Truncation,
+    ) -> Result<Encoded, EmbedError> {
+        let prompt = prompt.filter(|p| !p.is_empty());
+        let tok = self.truncating(side);
+        let encodings = match prompt {
+            None => tok.encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true),
+            Some(p) => tok.encode_batch(texts.iter().map(|t| format!("{p}{t}")).collect::<Vec<_>>(), true),
+        }
+        .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        let prompt_tokens = match prompt {
+            None => 0,
+            Some(p) => self.prompt_len(p)?,
+        };
+        Ok(Encoded {
+            rows: encodings.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect(),
+            truncated: encodings.iter().map(|e| !e.get_overflowing().is_empty()).collect(),
+            prompt_tokens,
+        })
+    }
+
+    /// The tokens `prompt` takes at the start of a row: tokenized alone, minus its last token when that one is a
+    /// special token the tokenizer appends (`[SEP]`, `</s>`, `<|endoftext|>`).
+    pub fn prompt_len(&self, prompt: &str) -> Result<usize, EmbedError> {
+        let e = self.inner.encode(prompt, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        let trailing_special = e.get_special_tokens_mask().last() == Some(&1);
+        Ok(e.len() - usize::from(trailing_special))
+    }
+
+    /// The text of token ids, special tokens left out (ids must be below [`Tokenizer::vocab_size`]).
+    pub fn decode(&self, ids: &[i64]) -> Result<String, EmbedError> {
+        let ids: Vec<u32> = ids.iter().map(|&id| u32::try_from(id).unwrap_or(u32::MAX)).collect();
+        self.inner.decode(&ids, true).map_err(|e| EmbedError::Tokenize(e.to_string()))
+    }
+
+    fn truncating(&self, side: Truncation) -> &tokenizers::Tokenizer {
+        match side {
+            Truncation::Right => &self.inner,
+            Truncation::Left => self.left.get_or_init(|| {
+                let mut t = (*self.inner).clone();
+                let params = TruncationParams {
+                    max_length: self.max_len,
+                    strategy: TruncationStrategy::LongestFirst,
+                    stride: 0,
+                    direction: TruncationDirection::Left,
+                };
+                // The same parameters but the side were accepted at load, so this cannot fail.
+                let _ = t.with_truncation(Some(params));
+                t
+            }),
+        }
     }
 
     /// The vocabulary size (token ids must be below it).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bulkhead_core::NamedTensor;
 pub use bulkhead_supervisor::{Answered as BackendOutput, PredictError as BackendError};
-use bulkhead_supervisor::{Job, Supervisor};
+use bulkhead_supervisor::{Job, ModelUnits, Supervisor};
 
 /// A boxed future (the trait is object-safe without extra crates).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -24,7 +24,7 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { Err(BackendError::Failed("this backend runs only embedding models".into())) })
     }
     /// The `/units` view of this model: chain and per-unit state.
-    fn units(&self) -> serde_json::Value;
+    fn units(&self) -> ModelUnits;
     /// True when a unit answered a real forward pass within `window`.
     fn healthy(&self, window: Duration) -> bool;
     /// True once a unit is serving (after warm-up).
@@ -42,8 +42,8 @@ impl Backend for Supervisor {
         Box::pin(Supervisor::infer(self, inputs))
     }
 
-    fn units(&self) -> serde_json::Value {
-        serde_json::to_value(Supervisor::units(self)).unwrap_or_default()
+    fn units(&self) -> ModelUnits {
+        Supervisor::units(self)
     }
 
     fn healthy(&self, window: Duration) -> bool {

@@ -48,6 +48,7 @@ pub enum SubmitError {
 struct Job {
     rows: Vec<Vec<i64>>,
     texts: Vec<String>,
+    prompt_tokens: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<JobOutput, BackendError>>,
 }
@@ -91,8 +92,19 @@ impl Batcher {
 
     /// Queues token rows and waits for their embeddings.
     pub async fn submit(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
+        self.submit_prompted(rows, texts, 0).await
+    }
+
+    /// [`Batcher::submit`] for rows whose first `prompt_tokens` tokens are a prompt (see
+    /// [`bulkhead_supervisor::Job::prompt_tokens`]).
+    pub async fn submit_prompted(
+        &self,
+        rows: Vec<Vec<i64>>,
+        texts: Vec<String>,
+        prompt_tokens: usize,
+    ) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { rows, texts, enqueued: Instant::now(), reply };
+        let job = Job { rows, texts, prompt_tokens, enqueued: Instant::now(), reply };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -210,8 +222,9 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
         }
         let backend_jobs: Vec<BackendJob> = parts
             .iter()
-            .map(|(j, rows)| {
-                BackendJob::tokens(
+            .map(|(j, rows)| BackendJob {
+                prompt_tokens: jobs[*j].prompt_tokens,
+                ..BackendJob::tokens(
                     rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
                     rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
                 )
@@ -297,8 +310,18 @@ mod tests {
                     .collect()
             })
         }
-        fn units(&self) -> serde_json::Value {
-            serde_json::json!({})
+        fn units(&self) -> bulkhead_supervisor::ModelUnits {
+            bulkhead_supervisor::ModelUnits {
+                model: "fake".into(),
+                chain: vec![],
+                serving: None,
+                isolation: bulkhead_supervisor::Isolation::None,
+                workers: 1,
+                queued: 0,
+                units: vec![],
+                inputs: vec![],
+                outputs: vec![],
+            }
         }
         fn healthy(&self, _: Duration) -> bool {
             true

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::http::ConnectionLimits;
+
 /// Settings of the HTTP layer and the batcher.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -24,6 +26,10 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// `/health` fails when no unit of a model answered a forward pass for this long and none can now.
     pub health_window: Duration,
+    /// A request still unanswered after this long gets 504 (`None`: no deadline). Default 120 s.
+    pub request_timeout: Option<Duration>,
+    /// Header and keep-alive timeouts and the connection limit. Defaults: 10 s, 60 s, 8192.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +44,12 @@ impl Default for ServeConfig {
             max_body_bytes: 8 << 20,
             api_key: None,
             health_window: Duration::from_secs(60),
+            request_timeout: Some(Duration::from_secs(120)),
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                keep_alive_timeout: Duration::from_secs(60),
+                max_connections: 8192,
+            },
         }
     }
 }

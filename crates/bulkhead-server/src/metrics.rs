@@ -1,8 +1,11 @@
-//! Prometheus metrics. Every metric name is defined here, once ([`Metric`]); handlers and the batcher record
-//! through [`Metrics`], and the supervisor's counters (crashes by signal, recycles, quarantines, resident memory)
-//! are read from its state at scrape time.
+//! Prometheus metrics. Every metric name is defined here, once ([`Metric`]); handlers, the batcher and the
+//! listener record through [`Metrics`], and the supervisor's counters (crashes by signal, recycles, quarantines,
+//! resident memory) are read from its typed view ([`ModelUnits`]) at scrape time.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use bulkhead_supervisor::{ModelUnits, UnitState, UnitView};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// The metric names.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +32,36 @@ pub enum Metric {
     UnitState,
     /// Resident memory of the unit's worker.
     WorkerResidentBytes,
+    /// HTTP connections open now.
+    HttpConnections,
+    /// HTTP connections closed, by why.
+    HttpConnectionsClosed,
+    /// HTTP connections refused at the connection limit.
+    HttpConnectionsRefused,
+}
+
+/// Why an HTTP connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// The client closed it, or shutdown let it finish.
+    Ended,
+    /// Its request head was not complete in time (half-open or too slow).
+    HeaderTimeout,
+    /// It stayed idle between requests too long.
+    IdleTimeout,
+    /// It had not sent a request when the connection limit was reached, and made room for a new one.
+    GaveWay,
+}
+
+impl ConnectionClose {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionClose::Ended => "ended",
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::GaveWay => "gave_way",
+        }
+    }
 }
 
 impl Metric {
@@ -46,6 +79,9 @@ impl Metric {
             Metric::UnitQuarantined => "bulkhead_unit_quarantined",
             Metric::UnitState => "bulkhead_unit_state",
             Metric::WorkerResidentBytes => "bulkhead_worker_resident_bytes",
+            Metric::HttpConnections => "bulkhead_http_connections",
+            Metric::HttpConnectionsClosed => "bulkhead_http_connections_closed_total",
+            Metric::HttpConnectionsRefused => "bulkhead_http_connections_refused_total",
         }
     }
 
@@ -62,6 +98,13 @@ impl Metric {
             Metric::UnitQuarantined => "1 while the unit is quarantined for the model",
             Metric::UnitState => "1 for the unit's current state",
             Metric::WorkerResidentBytes => "Resident memory of the unit's current worker",
+            Metric::HttpConnections => "HTTP connections open now",
+            Metric::HttpConnectionsClosed => {
+                "HTTP connections closed, by why (ended, header_timeout, idle_timeout, gave_way)"
+            }
+            Metric::HttpConnectionsRefused => {
+                "HTTP connections refused at --max-connections (503, or closed when too many arrive at once)"
+            }
         }
     }
 }
@@ -74,6 +117,9 @@ pub struct Metrics {
     batch_size: HistogramVec,
     batch_tokens: HistogramVec,
     stage: HistogramVec,
+    connections: IntGauge,
+    connections_closed: IntCounterVec,
+    connections_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -106,16 +152,48 @@ impl Metrics {
             &["model", "stage"],
         )
         .unwrap();
+        let connections = IntGauge::with_opts(opts(Metric::HttpConnections)).unwrap();
+        let connections_closed = IntCounterVec::new(opts(Metric::HttpConnectionsClosed), &["why"]).unwrap();
+        let connections_refused = IntCounter::with_opts(opts(Metric::HttpConnectionsRefused)).unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_depth.clone()),
             Box::new(batch_size.clone()),
             Box::new(batch_tokens.clone()),
             Box::new(stage.clone()),
+            Box::new(connections.clone()),
+            Box::new(connections_closed.clone()),
+            Box::new(connections_refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, requests, queue_depth, batch_size, batch_tokens, stage }
+        Metrics {
+            registry,
+            requests,
+            queue_depth,
+            batch_size,
+            batch_tokens,
+            stage,
+            connections,
+            connections_closed,
+            connections_refused,
+        }
+    }
+
+    /// Counts a connection taken.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// Counts a connection ended, and why.
+    pub fn connection_closed(&self, why: ConnectionClose) {
+        self.connections.dec();
+        self.connections_closed.with_label_values(&[why.label()]).inc();
+    }
+
+    /// Counts a connection refused at the limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Counts a finished request.
@@ -140,7 +218,7 @@ impl Metrics {
     }
 
     /// The text exposition, plus the supervisor's state of every model rendered as gauges and counters.
-    pub fn render(&self, units: &[(String, serde_json::Value)]) -> String {
+    pub fn render(&self, units: &[ModelUnits]) -> String {
         let mut buf = vec![];
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         let mut out = String::from_utf8(buf).unwrap_or_default();
@@ -153,76 +231,117 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// The `state` label of a unit (the same words `/units` uses).
+fn state_label(s: UnitState) -> &'static str {
+    match s {
+        UnitState::Standby => "standby",
+        UnitState::Loading => "loading",
+        UnitState::Warming => "warming",
+        UnitState::Serving => "serving",
+        UnitState::Crashed => "crashed",
+        UnitState::Quarantined => "quarantined",
+        UnitState::Unavailable => "unavailable",
+    }
+}
+
 /// Renders the supervisor's per-unit state (as served on `/units`) in the text format.
-fn render_units(models: &[(String, serde_json::Value)]) -> String {
+fn render_units(models: &[ModelUnits]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let header = |out: &mut String, m: Metric, kind: &str| {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", m.name(), m.help(), m.name());
     };
-    let units_of = |v: &serde_json::Value| v.get("units").and_then(|u| u.as_array()).cloned().unwrap_or_default();
-    let num = |u: &serde_json::Value, k: &str| u.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
-    let s = |u: &serde_json::Value, k: &str| u.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let units = || models.iter().flat_map(|m| m.units.iter().map(move |u| (escape(&m.model), u)));
 
     header(&mut out, Metric::WorkerCrashes, "counter");
-    for (model, v) in models {
-        for u in units_of(v) {
-            if let Some(by) = u.get("crashes_by_exit").and_then(|c| c.as_object()) {
-                for (exit, n) in by {
-                    let _ = writeln!(
-                        out,
-                        "{}{{model=\"{}\",unit=\"{}\",signal=\"{}\"}} {}",
-                        Metric::WorkerCrashes.name(),
-                        escape(model),
-                        escape(&s(&u, "unit")),
-                        escape(exit),
-                        n.as_f64().unwrap_or(0.0)
-                    );
-                }
-            }
+    for (model, u) in units() {
+        for (exit, n) in &u.crashes_by_exit {
+            let (name, unit) = (Metric::WorkerCrashes.name(), escape(&u.unit));
+            let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\",signal=\"{}\"}} {n}", escape(exit));
         }
     }
-    for (metric, key, kind) in [
-        (Metric::WorkerRestarts, "restarts", "counter"),
-        (Metric::WorkerRecycles, "recycles", "counter"),
-        (Metric::WorkerResidentBytes, "resident_bytes", "gauge"),
-    ] {
+    type Field = fn(&UnitView) -> u64;
+    let per_unit: [(Metric, &str, Field); 3] = [
+        (Metric::WorkerRestarts, "counter", |u| u.restarts),
+        (Metric::WorkerRecycles, "counter", |u| u.recycles),
+        (Metric::WorkerResidentBytes, "gauge", |u| u.resident_bytes),
+    ];
+    for (metric, kind, value) in per_unit {
         header(&mut out, metric, kind);
-        for (model, v) in models {
-            for u in units_of(v) {
-                let _ = writeln!(
-                    out,
-                    "{}{{model=\"{}\",unit=\"{}\"}} {}",
-                    metric.name(),
-                    escape(model),
-                    escape(&s(&u, "unit")),
-                    num(&u, key)
-                );
-            }
+        for (model, u) in units() {
+            let _ = writeln!(out, "{}{{model=\"{model}\",unit=\"{}\"}} {}", metric.name(), escape(&u.unit), value(u));
         }
     }
     header(&mut out, Metric::UnitQuarantined, "gauge");
+    for (model, u) in units() {
+        let quarantined = u8::from(u.state == UnitState::Quarantined);
+        let (name, unit) = (Metric::UnitQuarantined.name(), escape(&u.unit));
+        let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\"}} {quarantined}");
+    }
     header(&mut out, Metric::UnitState, "gauge");
-    for (model, v) in models {
-        for u in units_of(v) {
-            let state = s(&u, "state");
-            let _ = writeln!(
-                out,
-                "{}{{model=\"{}\",unit=\"{}\"}} {}",
-                Metric::UnitQuarantined.name(),
-                escape(model),
-                escape(&s(&u, "unit")),
-                u8::from(state == "quarantined")
-            );
-            let _ = writeln!(
-                out,
-                "{}{{model=\"{}\",unit=\"{}\",state=\"{}\"}} 1",
-                Metric::UnitState.name(),
-                escape(model),
-                escape(&s(&u, "unit")),
-                escape(&state)
-            );
-        }
+    for (model, u) in units() {
+        let (name, unit, state) = (Metric::UnitState.name(), escape(&u.unit), state_label(u.state));
+        let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\",state=\"{state}\"}} 1");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_supervisor::Isolation;
+
+    fn unit(name: &str, state: UnitState) -> UnitView {
+        // The view as the supervisor publishes it, built from its JSON form so that only the fields read here
+        // are spelled out.
+        let mut v: UnitView = serde_json::from_value(serde_json::json!({
+            "unit": name, "state": state, "reason": null, "runtime": "test", "crashes": 0, "crashes_by_exit": {},
+            "crash_level": 0.0, "last_exit": null, "stderr_tail": null, "predictions": 0, "resident_bytes": 0,
+            "resident_after_warmup_bytes": 0, "recycles": 0, "restarts": 0, "generations": 0, "pid": null,
+            "quarantined_until": null, "load_ms": null, "warmup_ms": null, "warmup": [], "precision": null,
+            "placement": [], "deadline_ms": null
+        }))
+        .unwrap();
+        v.restarts = 2;
+        v.resident_bytes = 123 << 20;
+        v.crashes_by_exit.insert("SIGSEGV".into(), 3);
+        v
+    }
+
+    #[test]
+    fn renders_the_supervisor_view_from_its_fields() {
+        let m = ModelUnits {
+            model: "m\"x".into(),
+            chain: vec!["ort:cpu".into(), "candle:cpu".into()],
+            serving: Some("candle:cpu".into()),
+            isolation: Isolation::Process,
+            workers: 1,
+            queued: 0,
+            units: vec![unit("ort:cpu", UnitState::Quarantined), unit("candle:cpu", UnitState::Serving)],
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let text = Metrics::new().render(&[m]);
+        for line in [
+            "bulkhead_worker_crashes_total{model=\"m\\\"x\",unit=\"ort:cpu\",signal=\"SIGSEGV\"} 3",
+            "bulkhead_worker_restarts_total{model=\"m\\\"x\",unit=\"candle:cpu\"} 2",
+            "bulkhead_worker_resident_bytes{model=\"m\\\"x\",unit=\"ort:cpu\"} 128974848",
+            "bulkhead_unit_quarantined{model=\"m\\\"x\",unit=\"ort:cpu\"} 1",
+            "bulkhead_unit_state{model=\"m\\\"x\",unit=\"candle:cpu\",state=\"serving\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // Each family's samples follow its own TYPE line.
+        let state_type = text.find("# TYPE bulkhead_unit_state").unwrap();
+        let last_quarantined = text.rfind("bulkhead_unit_quarantined{").unwrap();
+        assert!(last_quarantined < state_type);
+    }
+
+    #[test]
+    fn state_labels_are_the_words_of_units() {
+        use UnitState::*;
+        for s in [Standby, Loading, Warming, Serving, Crashed, Quarantined, Unavailable] {
+            assert_eq!(serde_json::to_value(s).unwrap(), state_label(s));
+        }
+    }
 }

@@ -1,96 +1,323 @@
-//! The OpenAPI 3.1 description served at `/openapi.json`.
+//! The OpenAPI 3.1 document served at `/openapi.json`, derived from the request and response types (`api`) and the
+//! handlers' annotations, then completed for this server:
+//!
+//! * each operation's error responses come from the error table (`error::ErrorKind`), so a status can only be
+//!   documented the way the server answers it; every operation may answer 504 (the request deadline) and, with an
+//!   API key, 401;
+//! * inference responses document `x-bulkhead-unit` and `Server-Timing`;
+//! * the values known only at start-up are set on their named components: the served model names, the token id
+//!   range and sequence length, the output sizes `dimensions` may ask for and the prompt names (with several
+//!   embedding models: what every one of them accepts), and `--max-inputs`.
 
-use serde_json::{json, Value};
+use std::collections::BTreeSet;
 
-fn error_responses() -> Value {
-    let e = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    json!({
-        "400": { "description": "malformed JSON", "content": e["content"] },
-        "401": { "description": "missing or invalid API key", "content": e["content"] },
-        "404": { "description": "unknown model", "content": e["content"] },
-        "413": { "description": "body too large", "content": e["content"] },
-        "422": { "description": "wrong types or shapes, too many inputs, input too long, or a poison request", "content": e["content"] },
-        "429": { "description": "overloaded; see Retry-After", "content": e["content"] },
-        "503": { "description": "no unit can serve now", "content": e["content"] }
-    })
+use axum::body::Bytes;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{Array, Object, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi;
+
+use crate::api;
+use crate::error::ErrorKind;
+use crate::routes::{is_probe, kserve, openai, ops, tei};
+use crate::state::{AppState, ModelKind};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bulkhead",
+        description = "Safe, fast and explainable local ML inference on unreliable compute units: OpenAI, \
+                       text-embeddings-inference and KServe v2 APIs over supervised worker processes. Every \
+                       inference response says which unit computed it (`x-bulkhead-unit`) and how long each stage \
+                       took (`Server-Timing`).",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        openai::embeddings,
+        openai::models,
+        tei::embed_route,
+        kserve::live,
+        kserve::ready,
+        kserve::metadata,
+        kserve::model_ready,
+        kserve::infer,
+        ops::health,
+        ops::units,
+        ops::metrics,
+        ops::openapi,
+    ),
+    components(schemas(
+        api::ErrorBody,
+        api::ModelName,
+        api::EmbeddingModelName,
+        api::PromptName,
+        api::Dimensions,
+        api::TokenId,
+        api::TokenRow,
+        api::TokenBatch,
+        api::TextBatch
+    ))
+)]
+struct ApiDoc;
+
+/// Operations with errors of their own, beyond the deadline and the API key.
+const ERRORS: &[(&str, &[ErrorKind])] = &[
+    ("/v1/embeddings", openai::EMBEDDINGS_ERRORS),
+    ("/embed", tei::EMBED_ERRORS),
+    ("/v2/models/{name}", kserve::MODEL_ERRORS),
+    ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
+    ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
+];
+
+/// Operations whose 200 carries the inference headers.
+const INFERENCE: &[&str] = &["/v1/embeddings", "/embed", "/v2/models/{name}/infer"];
+
+/// What this server's embedding models accept, taken across all of them.
+struct Accepted {
+    models: Vec<String>,
+    embedding_models: Vec<String>,
+    vocab: Option<usize>,
+    max_tokens: Option<usize>,
+    /// `Ok(n)`: any size from 1 to n; `Err(sizes)`: only these.
+    dimensions: Option<Result<usize, Vec<usize>>>,
+    prompts: Vec<String>,
+    max_inputs: usize,
 }
 
-fn inference(summary: &str, request: Value, response: Value) -> Value {
-    let mut responses = error_responses();
-    responses["200"] = json!({
-        "description": "OK. Headers: x-bulkhead-unit (the unit that computed), Server-Timing (tokenize, queue, infer, post)",
-        "headers": {
-            "x-bulkhead-unit": { "schema": { "type": "string" }, "description": "the unit that computed the answer" },
-            "Server-Timing": { "schema": { "type": "string" }, "description": "tokenize, queue, infer and post durations in ms" }
-        },
-        "content": { "application/json": { "schema": response } }
-    });
-    json!({ "post": { "summary": summary, "requestBody": { "required": true, "content": { "application/json": { "schema": request } } }, "responses": responses } })
-}
-
-fn simple_get(summary: &str, content_type: &str) -> Value {
-    json!({ "get": { "summary": summary, "responses": { "200": { "description": "OK", "content": { content_type: {} } }, "503": { "description": "not ready / unhealthy" } } } })
-}
-
-/// The document.
-pub fn document() -> Value {
-    let string_or_array = json!({ "oneOf": [
-        { "type": "string" },
-        { "type": "array", "items": { "type": "string" } },
-        { "type": "array", "items": { "type": "integer" } },
-        { "type": "array", "items": { "type": "array", "items": { "type": "integer" } } }
-    ]});
-    let name_param = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]);
-    let mut paths = json!({
-        "/v1/embeddings": inference(
-            "OpenAI-compatible embeddings",
-            json!({ "type": "object", "required": ["input"], "properties": {
-                "input": string_or_array, "model": { "type": "string" },
-                "encoding_format": { "enum": ["float", "base64"] }, "dimensions": { "type": "integer" }, "user": { "type": "string" } } }),
-            json!({ "type": "object", "properties": { "object": { "const": "list" }, "model": { "type": "string" },
-                "data": { "type": "array", "items": { "type": "object", "properties": { "object": { "const": "embedding" }, "index": { "type": "integer" },
-                    "embedding": { "oneOf": [ { "type": "array", "items": { "type": "number" } }, { "type": "string", "contentEncoding": "base64" } ] } } } },
-                "usage": { "type": "object", "properties": { "prompt_tokens": { "type": "integer" }, "total_tokens": { "type": "integer" } } } } })
-        ),
-        "/embed": inference(
-            "text-embeddings-inference compatible embeddings (default model)",
-            json!({ "type": "object", "required": ["inputs"], "properties": {
-                "inputs": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ] },
-                "normalize": { "type": "boolean", "default": true }, "truncate": { "type": "boolean", "default": false } } }),
-            json!({ "type": "array", "items": { "type": "array", "items": { "type": "number" } } })
-        ),
-        "/v2/models/{name}/infer": inference(
-            "KServe v2 inference with JSON tensors. Embedding models: a BYTES tensor of texts, or INT64 input_ids [n, seq] (+ attention_mask). Any other ONNX model (served without a tokenizer): its graph inputs by name, as GET /v2/models/{name} lists them; returns its outputs (or those named in `outputs`)",
-            json!({ "type": "object", "required": ["inputs"], "properties": { "id": { "type": "string" }, "inputs": { "type": "array", "items": {
-                "type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
-                    "name": { "type": "string" }, "shape": { "type": "array", "items": { "type": "integer" } },
-                    "datatype": { "type": "string" }, "data": { "type": "array" } } } } } }),
-            json!({ "type": "object", "properties": { "model_name": { "type": "string" }, "outputs": { "type": "array" } } })
-        ),
-        "/v1/models": simple_get("OpenAI-compatible model list", "application/json"),
-        "/v2/health/live": simple_get("liveness of the server process", "application/json"),
-        "/v2/health/ready": simple_get("200 once every model has a warmed-up serving unit", "application/json"),
-        "/v2/models/{name}": simple_get("KServe v2 model metadata", "application/json"),
-        "/v2/models/{name}/ready": simple_get("KServe v2 model readiness", "application/json"),
-        "/health": simple_get("200 only when every model has a unit that answered a real forward pass recently", "application/json"),
-        "/units": simple_get("per model: the chain and each unit's state, crashes, last exit, stderr tail, predictions, memory, recycles", "application/json"),
-        "/metrics": simple_get("Prometheus metrics", "text/plain"),
-        "/openapi.json": simple_get("this document", "application/json")
-    });
-    for p in ["/v2/models/{name}", "/v2/models/{name}/ready"] {
-        paths[p]["get"]["parameters"] = name_param.clone();
+impl Accepted {
+    fn of(state: &AppState) -> Accepted {
+        let mut a = Accepted {
+            models: state.models.keys().cloned().collect(),
+            embedding_models: vec![],
+            vocab: None,
+            max_tokens: None,
+            dimensions: None,
+            prompts: vec![],
+            max_inputs: state.config.max_inputs,
+        };
+        let mut prompts: Option<BTreeSet<String>> = None;
+        let mut sizes: Option<BTreeSet<usize>> = None;
+        for m in state.models.values() {
+            let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
+            a.embedding_models.push(m.name.clone());
+            a.vocab = Some(a.vocab.map_or(tokenizer.vocab_size(), |v| v.min(tokenizer.vocab_size())));
+            a.max_tokens = Some(a.max_tokens.map_or(tokenizer.max_len(), |v| v.min(tokenizer.max_len())));
+            let mine: BTreeSet<usize> = match m.files.matryoshka.sizes(*dimensions) {
+                Some(s) => s.into_iter().collect(),
+                None => (1..=*dimensions).collect(),
+            };
+            sizes = Some(match sizes {
+                None => mine,
+                Some(s) => s.intersection(&mine).copied().collect(),
+            });
+            let names: BTreeSet<String> = m.files.prompts.named.keys().cloned().collect();
+            prompts = Some(match prompts {
+                None => names,
+                Some(p) => p.intersection(&names).cloned().collect(),
+            });
+        }
+        a.prompts = prompts.unwrap_or_default().into_iter().collect();
+        a.dimensions = sizes.map(|s| {
+            let max = s.last().copied().unwrap_or(0);
+            if s.len() == max {
+                Ok(max)
+            } else {
+                Err(s.into_iter().collect())
+            }
+        });
+        a
     }
-    paths["/v2/models/{name}/infer"]["post"]["parameters"] = name_param;
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "bulkhead", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Safe, fast and explainable local ML inference on unreliable compute units." },
-        "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": { "Error": { "type": "object", "required": ["error"], "properties": { "error": {
-                "type": "object", "required": ["message", "type"],
-                "properties": { "message": { "type": "string" }, "type": { "type": "string" } } } } } }
-        },
-        "paths": paths
-    })
+}
+
+/// The document of this server, as JSON.
+pub fn render(state: &AppState) -> Bytes {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let api_key = state.config.api_key.is_some();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [&mut item.get, &mut item.post].into_iter().flatten();
+        for op in ops {
+            let own = ERRORS.iter().find(|(p, _)| p == path).map_or(&[][..], |(_, k)| k);
+            let mut kinds = own.to_vec();
+            kinds.push(ErrorKind::Timeout);
+            if api_key && !is_probe(path) {
+                kinds.push(ErrorKind::Unauthorized);
+            }
+            add_errors(op, &kinds);
+            if INFERENCE.contains(&path.as_str()) {
+                add_inference_headers(op);
+            }
+        }
+    }
+    if api_key {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        components.security_schemes.insert("bearer".into(), RefOr::T(bearer));
+        doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+    specialise(&mut doc, &Accepted::of(state));
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+/// Documents `kinds` as responses of `op`, one per status (kinds that share a status share its description).
+fn add_errors(op: &mut Operation, kinds: &[ErrorKind]) {
+    let mut by_status: Vec<(u16, Vec<ErrorKind>)> = vec![];
+    for &k in kinds {
+        let status = k.status().0.as_u16();
+        match by_status.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, ks)) => ks.push(k),
+            None => by_status.push((status, vec![k])),
+        }
+    }
+    for (status, ks) in by_status {
+        let description = ks.iter().map(|k| k.describe()).collect::<Vec<_>>().join("; or ");
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        let mut response = ResponseBuilder::new().description(description).content("application/json", content);
+        if ks.iter().any(|k| k.retry_after()) {
+            let header = HeaderBuilder::new()
+                .schema(Some(Object::with_type(Type::Integer)))
+                .description(Some("seconds to wait before retrying"))
+                .build();
+            response = response.header("Retry-After", header);
+        }
+        op.responses.responses.insert(status.to_string(), RefOr::T(response.build()));
+    }
+}
+
+fn add_inference_headers(op: &mut Operation) {
+    let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else { return };
+    let string = || Object::with_type(Type::String);
+    let header = |what: &str| RefOr::T(HeaderBuilder::new().schema(Some(string())).description(Some(what)).build());
+    ok.headers.insert("x-bulkhead-unit".into(), header("the compute unit that computed the answer"));
+    ok.headers.insert("Server-Timing".into(), header("tokenize, queue, infer and post durations in milliseconds"));
+}
+
+/// Sets the start-up values on their components.
+fn specialise(doc: &mut Document, a: &Accepted) {
+    let Some(components) = doc.components.as_mut() else { return };
+    let schemas = &mut components.schemas;
+    let names = |v: &[String]| v.iter().map(|n| serde_json::Value::from(n.as_str())).collect::<Vec<_>>();
+    if let Some(o) = object(schemas.get_mut("ModelName")) {
+        o.enum_values = Some(names(&a.models));
+    }
+    if let Some(o) = object(schemas.get_mut("EmbeddingModelName")) {
+        o.enum_values = Some(names(&a.embedding_models));
+    }
+    if let Some(o) = object(schemas.get_mut("PromptName")) {
+        o.enum_values = Some(names(&a.prompts));
+        if a.prompts.is_empty() {
+            o.description = Some("this server's embedding models declare no prompts".into());
+        }
+    }
+    if let Some(o) = object(schemas.get_mut("TokenId")) {
+        o.minimum = Some(0usize.into());
+        o.maximum = a.vocab.map(|v| v.saturating_sub(1).into());
+    }
+    if let Some(o) = object(schemas.get_mut("Dimensions")) {
+        match &a.dimensions {
+            Some(Ok(max)) => {
+                o.minimum = Some(1usize.into());
+                o.maximum = Some((*max).into());
+            }
+            Some(Err(sizes)) => o.enum_values = Some(sizes.iter().map(|&s| s.into()).collect()),
+            None => o.enum_values = Some(vec![]),
+        }
+    }
+    if let Some(arr) = array(schemas.get_mut("TokenRow")) {
+        arr.min_items = Some(1);
+        arr.max_items = a.max_tokens;
+    }
+    for batch in ["TextBatch", "TokenBatch"] {
+        if let Some(arr) = array(schemas.get_mut(batch)) {
+            arr.min_items = Some(1);
+            arr.max_items = Some(a.max_inputs);
+        }
+    }
+}
+
+fn object(s: Option<&mut RefOr<Schema>>) -> Option<&mut Object> {
+    match s {
+        Some(RefOr::T(Schema::Object(o))) => Some(o),
+        _ => None,
+    }
+}
+
+fn array(s: Option<&mut RefOr<Schema>>) -> Option<&mut Array> {
+    match s {
+        Some(RefOr::T(Schema::Array(a))) => Some(a),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::config::ServeConfig;
+
+    fn doc(api_key: Option<&str>) -> Value {
+        let config = ServeConfig { api_key: api_key.map(str::to_string), ..ServeConfig::default() };
+        let state = AppState::new(vec![], config);
+        serde_json::from_slice(&state.openapi).unwrap()
+    }
+
+    fn statuses(doc: &Value, path: &str, method: &str) -> Vec<String> {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "no {method} {path}");
+        op["responses"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn every_route_documents_its_errors_from_the_error_table() {
+        let d = doc(None);
+        assert_eq!(d["openapi"], "3.1.0");
+        for (path, _) in ERRORS {
+            assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
+        }
+        let paths = d["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), 12, "{:?}", paths.keys());
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");
+                assert!(op["responses"]["401"].is_null(), "no API key, no 401: {method} {path}");
+            }
+        }
+        let emb = statuses(&d, "/v1/embeddings", "post");
+        assert_eq!(emb, ["200", "400", "404", "413", "422", "429", "500", "503", "504"]);
+        assert_eq!(statuses(&d, "/v2/models/{name}/ready", "get"), ["200", "404", "503", "504"]);
+        let too_many = &d["paths"]["/embed"]["post"]["responses"]["429"];
+        assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
+        assert_eq!(too_many["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
+        let ok = &d["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["200"];
+        assert!(ok["headers"]["x-bulkhead-unit"].is_object() && ok["headers"]["Server-Timing"].is_object(), "{ok}");
+    }
+
+    #[test]
+    fn an_api_key_is_documented_on_every_route_but_the_probes() {
+        let d = doc(Some("k"));
+        assert_eq!(d["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(statuses(&d, "/v1/embeddings", "post").contains(&"401".to_string()));
+        for probe in ["/health", "/v2/health/live", "/v2/health/ready"] {
+            assert!(!statuses(&d, probe, "get").contains(&"401".to_string()), "{probe}");
+            assert_eq!(d["paths"][probe]["get"]["security"], serde_json::json!([{}]), "{probe} needs no key");
+        }
+    }
+
+    #[test]
+    fn start_up_values_are_set_on_their_components() {
+        let d = doc(None);
+        let s = &d["components"]["schemas"];
+        assert_eq!(s["ModelName"]["enum"], serde_json::json!([]), "no model served");
+        assert_eq!(s["TextBatch"]["maxItems"], 2048);
+        assert_eq!(s["TokenBatch"]["minItems"], 1);
+        assert_eq!(s["TokenRow"]["minItems"], 1);
+        assert_eq!(s["TokenId"]["minimum"], 0);
+        // The request types refer to them.
+        let req = &s["EmbeddingsRequest"];
+        assert_eq!(req["additionalProperties"], false, "{req}");
+        assert!(req["properties"]["model"].to_string().contains("EmbeddingModelName"), "{req}");
+    }
 }

@@ -1,4 +1,4 @@
-//! Shared state of the server: the served models and the metrics.
+//! Shared state of the server: the served models, the metrics and the OpenAPI document of this server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,6 +85,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When the server started.
     pub started: Instant,
+    /// `/openapi.json`, rendered once (it depends on the models and the settings only).
+    pub openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -102,7 +104,10 @@ impl AppState {
                 (name, Arc::new(entry))
             })
             .collect();
-        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now() })
+        let mut state =
+            AppState { models, default_model, config, metrics, started: Instant::now(), openapi: Default::default() };
+        state.openapi = crate::openapi::render(&state);
+        Arc::new(state)
     }
 
     /// The model called `name` (or the default one for `None`).

@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use crate::payload::{Answer, Payload, PayloadKind, TypedRow};
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`] (3: [`Payload`] and [`Answer`] enums, typed
-/// load failures and run errors).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// load failures and run errors; 4: the prompt length of each token row).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -39,6 +39,9 @@ pub enum Request {
         payload: Payload,
         /// The original input texts, used only by fault rules with `match` (empty when the caller sent tokens).
         texts: Vec<String>,
+        /// Per row, how many leading tokens are a prompt (pooling leaves them out when the model's pooling
+        /// excludes prompts); empty when no row has one.
+        prompt_tokens: Vec<usize>,
     },
     /// Finish and exit 0.
     Shutdown,
@@ -259,8 +262,12 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req =
-            Request::Run { id: 7, payload: Payload::Tokens(vec![vec![5, 2, 9], vec![]]), texts: vec!["a".into()] };
+        let req = Request::Run {
+            id: 7,
+            payload: Payload::Tokens(vec![vec![5, 2, 9], vec![]]),
+            texts: vec!["a".into()],
+            prompt_tokens: vec![1, 0],
+        };
         let mut buf = vec![];
         write_frame(&mut buf, &req).unwrap();
         write_frame(&mut buf, &Request::Shutdown).unwrap();
@@ -300,7 +307,7 @@ mod tests {
             Payload::Tensors(vec![tensor.clone()]),
             Payload::Probe,
         ] {
-            let req = Request::Run { id: 1, payload, texts: vec![] };
+            let req = Request::Run { id: 1, payload, texts: vec![], prompt_tokens: vec![] };
             assert_eq!(read_frame::<Request>(&mut &encode(&req).unwrap()[..]).unwrap(), req);
         }
         for answer in

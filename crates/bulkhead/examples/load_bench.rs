@@ -11,6 +11,7 @@
 //!    non-2xx count and the crashes `/metrics` counted.
 //!
 //! `cargo build --release -p bulkhead && cargo run --release -p bulkhead --example load_bench -- [--seconds 10] [--faults [--fault-seconds 40]]`
+//! (`BULKHEAD_BIN=PATH` serves with another build of `bulkhead`.)
 
 mod common;
 
@@ -164,8 +165,10 @@ fn main() -> anyhow::Result<()> {
     let seconds: f64 =
         args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(10.0);
     let with_faults = args.iter().any(|a| a == "--faults");
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/bulkhead");
-    let bin = bin.to_str().unwrap().to_string();
+    // BULKHEAD_BIN runs another build of the server (an older one, for a before/after table).
+    let bin = std::env::var("BULKHEAD_BIN").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/bulkhead").to_string_lossy().into_owned()
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
 
     let mut inproc = InProcess::load()?;

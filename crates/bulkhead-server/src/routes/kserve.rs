@@ -9,156 +9,227 @@
 //! are checked against them before they reach a worker; the optional `outputs` list selects outputs by name.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
-
-use std::time::Instant;
-
 use bulkhead_core::{DataType, NamedTensor, TensorData, TensorSpec};
+use bulkhead_embed::Truncation;
+use serde_json::Value;
 
-use super::{
-    backend_error, embed, inference_headers, labelled, record_stages, with_inference_headers, Inputs, JsonBody,
+use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::{inference_headers, labelled, submit_tensors, JsonBody};
+use crate::api::kserve::{
+    Datatype, InferInput, InferRequest, InferResponse, Live, ModelMetadata, ModelReady, OutputTensor, Ready,
+    TensorMetadata, TensorValues,
 };
-use crate::error::ApiError;
+use crate::api::ModelName;
+use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, ModelEntry, ModelKind};
 
-pub async fn live() -> Json<Value> {
-    Json(json!({ "live": true }))
+/// The errors `/v2/models/{name}/infer` answers with.
+pub const INFER_ERRORS: &[ErrorKind] = &[
+    ErrorKind::MalformedJson,
+    ErrorKind::UnknownModel,
+    ErrorKind::TooLarge,
+    ErrorKind::Invalid,
+    ErrorKind::Poison,
+    ErrorKind::Overloaded,
+    ErrorKind::Internal,
+    ErrorKind::Unavailable,
+];
+
+/// The errors of the model metadata and readiness routes.
+pub const MODEL_ERRORS: &[ErrorKind] = &[ErrorKind::UnknownModel];
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/v2/health/live", tag = "KServe v2", security(()), responses((status = 200, description = "The server process answers", body = Live)))]
+pub async fn live() -> Json<Live> {
+    Json(Live { live: true })
 }
 
+/// Readiness: every model has a warmed-up serving unit.
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    tag = "KServe v2",
+    security(()),
+    responses(
+        (status = 200, description = "Every model has a warmed-up serving unit", body = Ready),
+        (status = 503, description = "A model has no serving unit yet", body = Ready)
+    )
+)]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let ready = !state.models.is_empty() && state.models.values().all(|m| m.backend.ready());
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready }))).into_response()
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(Ready { ready })).into_response()
 }
 
-fn spec_json(s: &TensorSpec) -> Value {
-    json!({ "name": s.name, "datatype": s.datatype.map_or("UNSUPPORTED", DataType::kserve_name), "shape": s.shape })
+fn spec_metadata(s: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: s.name.clone(),
+        datatype: s.datatype.map_or("UNSUPPORTED", DataType::kserve_name).to_string(),
+        shape: s.shape.clone(),
+    }
 }
 
+/// A model's inputs and outputs.
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}",
+    tag = "KServe v2",
+    params(("name" = ModelName, Path, description = "A served model")),
+    responses((status = 200, description = "The model's inputs and outputs", body = ModelMetadata))
+)]
 pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     let m = match state.model(Some(&name)) {
         Ok(m) => m,
-        Err(e) => return e.into_response(),
+        Err(e) => return labelled(e, &name),
     };
-    let (inputs, outputs) = match &m.kind {
+    let meta = |n: &str, d: &str, shape: Vec<i64>| TensorMetadata { name: n.into(), datatype: d.into(), shape };
+    let (platform, inputs, outputs) = match &m.kind {
         ModelKind::Embedding { dimensions, .. } => (
-            json!([
-                { "name": "text", "datatype": "BYTES", "shape": [-1] },
-                { "name": "input_ids", "datatype": "INT64", "shape": [-1, -1] },
-                { "name": "attention_mask", "datatype": "INT64", "shape": [-1, -1] }
-            ]),
-            json!([ { "name": "embedding", "datatype": "FP32", "shape": [-1, dimensions] } ]),
+            "bulkhead",
+            vec![
+                meta("text", "BYTES", vec![-1]),
+                meta("input_ids", "INT64", vec![-1, -1]),
+                meta("attention_mask", "INT64", vec![-1, -1]),
+            ],
+            vec![meta("embedding", "FP32", vec![-1, *dimensions as i64])],
         ),
         ModelKind::Tensor { inputs, outputs } => (
-            Value::Array(inputs.iter().map(spec_json).collect()),
-            Value::Array(outputs.iter().map(spec_json).collect()),
+            "onnxruntime_onnx",
+            inputs.iter().map(spec_metadata).collect(),
+            outputs.iter().map(spec_metadata).collect(),
         ),
     };
-    Json(json!({
-        "name": m.name,
-        "versions": ["1"],
-        "platform": if matches!(m.kind, ModelKind::Tensor { .. }) { "onnxruntime_onnx" } else { "bulkhead" },
-        "inputs": inputs,
-        "outputs": outputs
-    }))
-    .into_response()
+    let body =
+        ModelMetadata { name: m.name.clone(), versions: vec!["1".into()], platform: platform.into(), inputs, outputs };
+    Json(body).into_response()
 }
 
+/// Whether a model has a warmed-up serving unit.
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/ready",
+    tag = "KServe v2",
+    params(("name" = ModelName, Path, description = "A served model")),
+    responses(
+        (status = 200, description = "The model is ready", body = ModelReady),
+        (status = 503, description = "The model has no serving unit now", body = ModelReady)
+    )
+)]
 pub async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     match state.model(Some(&name)) {
         Ok(m) => {
             let ready = m.backend.ready();
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, Json(json!({ "name": m.name, "ready": ready }))).into_response()
+            (status, Json(ModelReady { name: m.name.clone(), ready })).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => labelled(e, &name),
     }
 }
 
-#[derive(Deserialize)]
-pub struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<InferTensor>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestedOutput>>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct InferTensor {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    data: Value,
-    #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct RequestedOutput {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<Value>,
+/// Inference with JSON tensors. Embedding models: a BYTES tensor of texts, or INT64 `input_ids` `[n, seq]` (with an
+/// optional `attention_mask`); texts longer than the model's maximum are truncated. Any other ONNX model: its graph
+/// inputs by name, as `GET /v2/models/{name}` lists them; it returns its outputs (or those named in `outputs`).
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/infer",
+    tag = "KServe v2",
+    params(("name" = ModelName, Path, description = "A served model")),
+    request_body = InferRequest,
+    responses((status = 200, description = "The output tensors", body = InferResponse))
+)]
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<InferRequest>,
+) -> Response {
+    let result = async {
+        let model = state.model(Some(&name))?;
+        if let ModelKind::Tensor { inputs, outputs } = &model.kind {
+            return infer_tensors(model, &state, inputs, outputs, req).await;
+        }
+        let (_, dimensions) = model.embedding()?;
+        let job = EmbedJob {
+            inputs: embedding_inputs(&req)?,
+            truncate: Some(Truncation::Right),
+            prompt: None,
+            prompt_name: None,
+            dimensions: None,
+            normalize: Normalize::AsModel,
+        };
+        let e = embed(model, &state, job).await?;
+        let n = e.vectors.len();
+        let output = OutputTensor {
+            name: "embedding".into(),
+            datatype: Datatype::Fp32,
+            shape: vec![n, dimensions],
+            data: TensorValues(TensorData::F32(e.vectors.into_iter().flatten().collect())),
+        };
+        let body = InferResponse {
+            model_name: model.name.clone(),
+            model_version: "1".into(),
+            id: req.id,
+            outputs: vec![output],
+        };
+        Ok::<_, ApiError>(inference_headers(Json(body), &model.name, e.unit, &e.timing))
+    }
+    .await;
+    result.unwrap_or_else(|e| labelled(e, &name))
 }
 
 /// Flattens nested JSON arrays (the protocol allows both flat and nested `data`).
-fn flatten(v: &Value, out: &mut Vec<Value>) {
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     match v {
         Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other.clone()),
+        other => out.push(other),
     }
 }
 
-fn int_tensor(t: &InferTensor) -> Result<(usize, usize, Vec<i64>), ApiError> {
-    if t.shape.len() != 2 || t.shape.iter().any(|&d| d <= 0) {
+/// The number of values `shape` holds (`None` when it overflows).
+fn element_count(shape: &[u64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+}
+
+/// The values of `t`, checked against its shape.
+fn values(t: &InferInput) -> Result<Vec<&Value>, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(format!("input `{}`: {m}", t.name));
+    let expected = element_count(&t.shape).ok_or_else(|| invalid(format!("shape {:?} is too large", t.shape)))?;
+    let mut flat = vec![];
+    t.data.iter().for_each(|v| flatten(v, &mut flat));
+    if flat.len() != expected {
+        return Err(invalid(format!("shape {:?} needs {expected} values, got {}", t.shape, flat.len())));
+    }
+    Ok(flat)
+}
+
+/// An integer value, `7.0` included (JSON numbers do not tell the two apart).
+fn whole_i64(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15).map(|f| f as i64))
+}
+
+fn int_rows(t: &InferInput) -> Result<(usize, usize, Vec<i64>), ApiError> {
+    if t.shape.len() != 2 {
         return Err(ApiError::Invalid(format!("tensor `{}` must have shape [n, seq], got {:?}", t.name, t.shape)));
     }
-    let mut flat = vec![];
-    flatten(&t.data, &mut flat);
-    let (n, seq) = (t.shape[0] as usize, t.shape[1] as usize);
-    if flat.len() != n * seq {
-        return Err(ApiError::Invalid(format!(
-            "tensor `{}` has shape {:?} ({} elements) but {} data values",
-            t.name,
-            t.shape,
-            n * seq,
-            flat.len()
-        )));
-    }
-    let ids = flat
+    let ids = values(t)?
         .iter()
-        .map(|x| x.as_i64().ok_or_else(|| ApiError::Invalid(format!("tensor `{}` must hold integers", t.name))))
+        .map(|x| whole_i64(x).ok_or_else(|| ApiError::Invalid(format!("tensor `{}` must hold integers", t.name))))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((n, seq, ids))
+    Ok((t.shape[0] as usize, t.shape[1] as usize, ids))
 }
 
-fn parse_inputs(req: &InferRequest) -> Result<Inputs, ApiError> {
-    if let Some(t) = req.inputs.iter().find(|t| t.datatype == "BYTES") {
+/// The texts or token rows of a request to an embedding model.
+fn embedding_inputs(req: &InferRequest) -> Result<Inputs, ApiError> {
+    if let Some(t) = req.inputs.iter().find(|t| t.datatype == Datatype::Bytes) {
         if t.shape.len() != 1 {
             return Err(ApiError::Invalid(format!("BYTES tensor `{}` must have shape [n], got {:?}", t.name, t.shape)));
         }
-        let mut flat = vec![];
-        flatten(&t.data, &mut flat);
-        if flat.len() as i64 != t.shape[0] {
-            return Err(ApiError::Invalid(format!(
-                "tensor `{}` has shape {:?} but {} data values",
-                t.name,
-                t.shape,
-                flat.len()
-            )));
-        }
-        let texts = flat
+        let texts = values(t)?
             .iter()
             .map(|x| x.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
@@ -168,13 +239,13 @@ fn parse_inputs(req: &InferRequest) -> Result<Inputs, ApiError> {
     let ids = req.inputs.iter().find(|t| t.name == "input_ids").ok_or_else(|| {
         ApiError::Invalid("send a BYTES tensor of texts or an INT64 `input_ids` tensor of shape [n, seq]".into())
     })?;
-    if !ids.datatype.starts_with("INT") {
-        return Err(ApiError::Invalid(format!("`input_ids` must be an integer tensor, not {}", ids.datatype)));
+    if !matches!(ids.datatype, Datatype::Int64 | Datatype::Int32) {
+        return Err(ApiError::Invalid("`input_ids` must be an INT64 or INT32 tensor".into()));
     }
-    let (n, seq, flat) = int_tensor(ids)?;
+    let (n, seq, flat) = int_rows(ids)?;
     let mask = match req.inputs.iter().find(|t| t.name == "attention_mask") {
         Some(m) => {
-            let (mn, ms, mask) = int_tensor(m)?;
+            let (mn, ms, mask) = int_rows(m)?;
             if (mn, ms) != (n, seq) {
                 return Err(ApiError::Invalid("`attention_mask` must have the shape of `input_ids`".into()));
             }
@@ -187,65 +258,25 @@ fn parse_inputs(req: &InferRequest) -> Result<Inputs, ApiError> {
     Ok(Inputs::Tokens(rows))
 }
 
-pub async fn infer(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    JsonBody(req): JsonBody<InferRequest>,
-) -> Response {
-    let result = async {
-        let model = state.model(Some(&name))?;
-        if let ModelKind::Tensor { inputs, outputs } = &model.kind {
-            return infer_tensors(model, &state, inputs, outputs, req).await;
-        }
-        let (_, dimensions) = model.embedding()?;
-        let inputs = parse_inputs(&req)?;
-        let e = embed(model, &state, inputs, true).await?;
-        let n = e.output.vectors.len();
-        let data: Vec<f32> = e.output.vectors.iter().flatten().copied().collect();
-        let mut body = json!({
-            "model_name": model.name,
-            "model_version": "1",
-            "outputs": [ { "name": "embedding", "datatype": "FP32", "shape": [n, dimensions], "data": data } ]
-        });
-        if let Some(id) = &req.id {
-            body["id"] = json!(id);
-        }
-        Ok::<_, ApiError>(with_inference_headers(Json(body), &model.name, &e))
-    }
-    .await;
-    result.unwrap_or_else(|e| labelled(e, &name))
-}
-
 /// A JSON tensor of a tensor model's request, checked against the graph input it names.
-fn tensor_input(t: &InferTensor, spec: &TensorSpec) -> Result<NamedTensor, ApiError> {
+fn tensor_input(t: &InferInput, spec: &TensorSpec) -> Result<NamedTensor, ApiError> {
     let invalid = |m: String| ApiError::Invalid(format!("input `{}`: {m}", t.name));
     let want = spec.datatype.ok_or_else(|| invalid(format!("the model's type {} is not supported", spec.type_name)))?;
-    if t.datatype != want.kserve_name() {
+    if t.datatype.tensor_type() != Some(want) {
         return Err(invalid(format!(
             "datatype must be {} (the model's {}), not {}",
             want.kserve_name(),
             spec.type_name,
-            t.datatype
+            serde_json::to_value(t.datatype).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
         )));
     }
-    if let Some(d) = t.shape.iter().find(|&&d| d < 0) {
-        return Err(invalid(format!("shape {:?} has a negative dimension {d}", t.shape)));
-    }
+    let flat = values(t)?;
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let mut flat = vec![];
-    flatten(&t.data, &mut flat);
-    let expected = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| invalid(format!("shape {:?} is too large", t.shape)))?;
-    if flat.len() != expected {
-        return Err(invalid(format!("shape {:?} needs {expected} values, got {}", t.shape, flat.len())));
-    }
     let bad = |i: usize| invalid(format!("value {i} ({}) is not a valid {}", flat[i], want.kserve_name()));
-    fn ints<T: TryFrom<i64>>(flat: &[Value], bad: impl Fn(usize) -> ApiError) -> Result<Vec<T>, ApiError> {
+    fn ints<T: TryFrom<i64>>(flat: &[&Value], bad: impl Fn(usize) -> ApiError) -> Result<Vec<T>, ApiError> {
         flat.iter()
             .enumerate()
-            .map(|(i, v)| v.as_i64().and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i)))
+            .map(|(i, v)| whole_i64(v).and_then(|x| T::try_from(x).ok()).ok_or_else(|| bad(i)))
             .collect()
     }
     let floats =
@@ -264,19 +295,6 @@ fn tensor_input(t: &InferTensor, spec: &TensorSpec) -> Result<NamedTensor, ApiEr
     let tensor = NamedTensor::new(t.name.clone(), shape, data).map_err(ApiError::Invalid)?;
     spec.check(&tensor).map_err(ApiError::Invalid)?;
     Ok(tensor)
-}
-
-fn output_json(t: &NamedTensor) -> Value {
-    let data = match &t.data {
-        TensorData::F32(v) => json!(v),
-        TensorData::F64(v) => json!(v),
-        TensorData::I64(v) => json!(v),
-        TensorData::I32(v) => json!(v),
-        TensorData::I8(v) => json!(v),
-        TensorData::U8(v) => json!(v),
-        TensorData::Bool(v) => json!(v),
-    };
-    json!({ "name": t.name, "datatype": t.data.datatype().kserve_name(), "shape": t.shape, "data": data })
 }
 
 /// Inference on a tensor model: every graph input checked here (a clear 422 instead of an engine error), one
@@ -317,27 +335,28 @@ async fn infer_tensors(
         inputs.push(tensor_input(t, spec)?);
     }
     let wanted: Option<Vec<String>> = req.outputs.as_ref().map(|o| o.iter().map(|o| o.name.clone()).collect());
-    if let Some(w) = &wanted {
-        if let Some(bad) = w.iter().find(|n| !outputs.iter().any(|s| &s.name == *n)) {
-            return Err(ApiError::Invalid(format!(
-                "model `{}` has no output `{bad}`; its outputs: {}",
-                model.name,
-                names(outputs)
-            )));
-        }
+    if let Some(bad) = wanted.iter().flatten().find(|n| !outputs.iter().any(|s| &s.name == *n)) {
+        return Err(ApiError::Invalid(format!(
+            "model `{}` has no output `{bad}`; its outputs: {}",
+            model.name,
+            names(outputs)
+        )));
     }
     let prepare_ms = t0.elapsed().as_secs_f64() * 1e3;
     state.metrics.stage_ms(&model.name, "tokenize", prepare_ms);
-    let answer = model.backend.infer(inputs).await.map_err(backend_error)?;
-    record_stages(state, &model.name, &answer.timing);
-    let (unit, timing) = (answer.unit, answer.timing);
-    let outputs =
-        answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
-    let outs: Vec<Value> =
-        outputs.iter().filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name))).map(output_json).collect();
-    let mut body = json!({ "model_name": model.name, "model_version": "1", "outputs": outs });
-    if let Some(id) = &req.id {
-        body["id"] = json!(id);
-    }
-    Ok(inference_headers(Json(body), &model.name, unit, prepare_ms, &timing))
+    let computed = submit_tensors(model, state, inputs).await?;
+    let outputs = computed
+        .value
+        .into_iter()
+        .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
+        .map(|t| OutputTensor {
+            name: t.name,
+            datatype: t.data.datatype().into(),
+            shape: t.shape,
+            data: TensorValues(t.data),
+        })
+        .collect();
+    let body = InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs };
+    let timing = bulkhead_embed::StageTiming { tokenize_ms: prepare_ms, ..computed.timing };
+    Ok(inference_headers(Json(body), &model.name, computed.unit, &timing))
 }

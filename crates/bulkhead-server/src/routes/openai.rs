@@ -6,60 +6,40 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use bulkhead_embed::Truncation;
 
-use super::{embed, labelled, with_inference_headers, Inputs, JsonBody};
-use crate::error::ApiError;
+use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::{inference_headers, labelled, JsonBody};
+use crate::api::openai::{
+    Embedding, EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
+    ListTag, ModelCard, ModelList, ModelTag, Usage,
+};
+use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbeddingsRequest {
-    input: Value,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    encoding_format: Option<String>,
-    #[serde(default)]
-    dimensions: Option<usize>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    user: Option<String>,
-}
+/// The errors `/v1/embeddings` answers with.
+pub const EMBEDDINGS_ERRORS: &[ErrorKind] = &[
+    ErrorKind::MalformedJson,
+    ErrorKind::WrongKind,
+    ErrorKind::UnknownModel,
+    ErrorKind::TooLarge,
+    ErrorKind::Invalid,
+    ErrorKind::Poison,
+    ErrorKind::Overloaded,
+    ErrorKind::Internal,
+    ErrorKind::Unavailable,
+];
 
-/// `input`: a string, an array of strings, an array of token ids, or an array of token-id arrays.
-fn parse_input(v: &Value) -> Result<Inputs, ApiError> {
-    let bad = || {
-        ApiError::Invalid(
-            "`input` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
-                .into(),
-        )
-    };
-    let as_ids = |a: &Vec<Value>| a.iter().map(|t| t.as_i64().ok_or_else(bad)).collect::<Result<Vec<i64>, _>>();
-    match v {
-        Value::String(s) => Ok(Inputs::Texts(vec![s.clone()])),
-        Value::Array(items) if items.is_empty() => Err(ApiError::Invalid("`input` is an empty array".into())),
-        Value::Array(items) => match &items[0] {
-            Value::String(_) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
-                .collect::<Result<_, _>>()
-                .map(Inputs::Texts),
-            Value::Number(_) => Ok(Inputs::Tokens(vec![as_ids(items)?])),
-            Value::Array(_) => items
-                .iter()
-                .map(|i| i.as_array().ok_or_else(bad).and_then(as_ids))
-                .collect::<Result<_, _>>()
-                .map(Inputs::Tokens),
-            _ => Err(bad()),
-        },
-        _ => Err(bad()),
-    }
-}
-
+/// Embeds texts or token ids (OpenAI-compatible). Texts longer than the model's maximum are truncated.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "OpenAI",
+    request_body = EmbeddingsRequest,
+    responses((status = 200, description = "One embedding per input", body = EmbeddingsResponse))
+)]
 pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<EmbeddingsRequest>) -> Response {
-    let name = req.model.clone().unwrap_or_else(|| state.default_model.clone());
+    let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
     match run(&state, req).await {
         Ok(resp) => resp,
         Err(e) => labelled(e, &name),
@@ -67,54 +47,58 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_deref())?;
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::Invalid(format!("`encoding_format` must be \"float\" or \"base64\", not {other:?}")))
-        }
+    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let inputs = match req.input {
+        EmbeddingInput::Text(t) => Inputs::Texts(vec![t]),
+        EmbeddingInput::Texts(t) => Inputs::Texts(t.0),
+        EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
+        EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
     };
-    let (_, dimensions) = model.embedding()?;
-    if let Some(d) = req.dimensions {
-        if d != dimensions {
-            return Err(ApiError::Invalid(format!(
-                "model `{}` produces {} dimensions; `dimensions` = {d} is not supported",
-                model.name, dimensions
-            )));
-        }
-    }
-    let inputs = parse_input(&req.input)?;
-    let e = embed(model, state, inputs, true).await?;
-    let data: Vec<Value> = e
-        .output
+    let job = EmbedJob {
+        inputs,
+        truncate: Some(Truncation::Right),
+        prompt: req.prompt,
+        prompt_name: req.prompt_name.map(|p| p.0),
+        dimensions: req.dimensions.map(|d| d.0),
+        normalize: Normalize::AsModel,
+    };
+    let e = embed(model, state, job).await?;
+    let base64 = req.encoding_format.unwrap_or_default() == EncodingFormat::Base64;
+    let data = e
         .vectors
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, v)| {
+        .map(|(index, v)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
+                Embedding::Float(v)
             };
-            json!({ "object": "embedding", "index": i, "embedding": embedding })
+            EmbeddingData { object: EmbeddingTag::Embedding, index, embedding }
         })
         .collect();
-    let body = json!({
-        "object": "list",
-        "data": data,
-        "model": model.name,
-        "usage": { "prompt_tokens": e.tokens, "total_tokens": e.tokens },
-    });
-    Ok(with_inference_headers(Json(body), &model.name, &e))
+    let body = EmbeddingsResponse {
+        object: ListTag::List,
+        data,
+        model: model.name.clone(),
+        usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
+    };
+    Ok(inference_headers(Json(body), &model.name, e.unit, &e.timing))
 }
 
-pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let data: Vec<Value> = state
+/// The served models (OpenAI-compatible).
+#[utoipa::path(get, path = "/v1/models", tag = "OpenAI", responses((status = 200, description = "Every served model", body = ModelList)))]
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    let data = state
         .models
         .values()
-        .map(|m| json!({ "id": m.name, "object": "model", "created": m.created, "owned_by": "bulkhead" }))
+        .map(|m| ModelCard {
+            id: m.name.clone(),
+            object: ModelTag::Model,
+            created: m.created,
+            owned_by: "bulkhead".into(),
+        })
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(ModelList { object: ListTag::List, data })
 }

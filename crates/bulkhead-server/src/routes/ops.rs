@@ -6,29 +6,48 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
+use crate::api::ops::{Health, HealthStatus, Units};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// 200 only when every model has a unit that answered a real forward pass recently (or can answer now); 503
 /// otherwise. The HTTP process being up is not enough.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "Operations",
+    security(()),
+    responses(
+        (status = 200, description = "Every model has a unit that answered a real forward pass recently", body = Health),
+        (status = 503, description = "A model has no unit that answers", body = Health)
+    )
+)]
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let models: serde_json::Map<String, Value> =
-        state.models.values().map(|m| (m.name.clone(), json!(m.backend.healthy(state.config.health_window)))).collect();
-    let ok = !models.is_empty() && models.values().all(|v| v == &json!(true));
+    let window = state.config.health_window;
+    let models: std::collections::BTreeMap<String, bool> =
+        state.models.values().map(|m| (m.name.clone(), m.backend.healthy(window))).collect();
+    let ok = !models.is_empty() && models.values().all(|&v| v);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if ok { "ok" } else { "unhealthy" }, "models": models }))).into_response()
+    let body = Health { status: if ok { HealthStatus::Ok } else { HealthStatus::Unhealthy }, models };
+    (status, Json(body)).into_response()
 }
 
-pub async fn units(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let models: serde_json::Map<String, Value> =
-        state.models.values().map(|m| (m.name.clone(), m.backend.units())).collect();
-    Json(json!({ "models": models }))
+/// Per model: the chain and each unit's state, crashes, last exit, stderr tail, predictions, memory, recycles.
+#[utoipa::path(get, path = "/units", tag = "Operations", responses((status = 200, description = "The supervisor's view of every model", body = Units)))]
+pub async fn units(State(state): State<Arc<AppState>>) -> Json<Units> {
+    Json(Units { models: state.models.values().map(|m| (m.name.clone(), m.backend.units())).collect() })
 }
 
+/// Prometheus metrics (text format).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "Operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let units: Vec<(String, Value)> = state.models.values().map(|m| (m.name.clone(), m.backend.units())).collect();
+    let units: Vec<_> = state.models.values().map(|m| m.backend.units()).collect();
     for m in state.models.values() {
         state.metrics.queue_depth(&m.name, m.batcher.depth());
     }
@@ -36,13 +55,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-pub async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "Operations",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this server", body = Object))
+)]
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone()).into_response()
 }
 
+/// Any other path: a JSON 404.
 pub async fn not_found(uri: axum::http::Uri) -> Response {
-    let mut resp =
-        ApiError::Invalid(format!("no route {}; GET /openapi.json lists the routes", uri.path())).into_response();
-    *resp.status_mut() = StatusCode::NOT_FOUND;
-    resp
+    ApiError::NoRoute(uri.path().to_string()).into_response()
 }

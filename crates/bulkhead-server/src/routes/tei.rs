@@ -5,57 +5,53 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::Value;
+use bulkhead_embed::Truncation;
 
-use super::{labelled, with_inference_headers, Inputs, JsonBody};
-use crate::error::ApiError;
+use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::{inference_headers, labelled, JsonBody};
+use crate::api::tei::{EmbedRequest, EmbedResponse, TeiInput, TruncationDirection};
+use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedRequest {
-    inputs: Value,
-    #[serde(default = "yes")]
-    normalize: bool,
-    #[serde(default)]
-    truncate: bool,
-    #[serde(default)]
-    #[allow(dead_code)]
-    truncation_direction: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    prompt_name: Option<String>,
-}
+/// The errors `/embed` answers with.
+pub const EMBED_ERRORS: &[ErrorKind] = super::openai::EMBEDDINGS_ERRORS;
 
-fn yes() -> bool {
-    true
-}
-
-pub async fn embed_route(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> {
-    let model = state.model(None)?;
-    let texts = match &req.inputs {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::Invalid("`inputs` must be a string or an array of strings".into()))?,
-        _ => return Err(ApiError::Invalid("`inputs` must be a string or an array of strings".into())),
-    };
-    let mut e = super::embed(model, state, Inputs::Texts(texts), req.truncate).await?;
-    if req.normalize {
-        // Idempotent for models that normalise already; makes the others match TEI's default.
-        e.output.vectors.iter_mut().for_each(|v| bulkhead_embed::l2_normalize(v));
-    }
-    let body = Json(std::mem::take(&mut e.output.vectors));
-    Ok(with_inference_headers(body, &model.name, &e))
-}
-
-pub async fn embed(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<EmbedRequest>) -> Response {
-    let name = state.default_model.clone();
-    match embed_route(&state, req).await {
+/// Embeds texts (text-embeddings-inference compatible). A text longer than the model's maximum is refused unless
+/// `truncate` is true.
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "text-embeddings-inference",
+    request_body = EmbedRequest,
+    responses((status = 200, description = "One vector per text", body = EmbedResponse))
+)]
+pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<EmbedRequest>) -> Response {
+    let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
+    match run(&state, req).await {
         Ok(r) => r,
         Err(e) => labelled(e, &name),
     }
+}
+
+async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> {
+    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let texts = match req.inputs {
+        TeiInput::Text(t) => vec![t],
+        TeiInput::Texts(t) => t.0,
+    };
+    let side = match req.truncation_direction.unwrap_or_default() {
+        TruncationDirection::Right => Truncation::Right,
+        TruncationDirection::Left => Truncation::Left,
+    };
+    let job = EmbedJob {
+        inputs: Inputs::Texts(texts),
+        truncate: req.truncate.unwrap_or(false).then_some(side),
+        prompt: req.prompt,
+        prompt_name: req.prompt_name.map(|p| p.0),
+        dimensions: req.dimensions.map(|d| d.0),
+        // Idempotent for models that normalise already; makes the others match text-embeddings-inference.
+        normalize: if req.normalize { Normalize::Always } else { Normalize::Never },
+    };
+    let e = embed(model, state, job).await?;
+    Ok(inference_headers(Json(EmbedResponse(e.vectors)), &model.name, e.unit, &e.timing))
 }

@@ -211,8 +211,8 @@ impl WorkerLink {
                 }
                 Ok((mut runner, warmup)) => {
                     send(runner.ready(warmup, 0));
-                    while let Some(Request::Run { id, payload, texts }) = req_rx.blocking_recv() {
-                        if !send(runner.run(id, &payload, &texts)) {
+                    while let Some(Request::Run { id, payload, texts, prompt_tokens }) = req_rx.blocking_recv() {
+                        if !send(runner.run(id, &payload, &texts, &prompt_tokens)) {
                             break;
                         }
                     }

@@ -182,7 +182,7 @@ impl WorkerClient {
         let id = self.next_id;
         self.next_id += 1;
         let t0 = Instant::now();
-        self.link.send(Request::Run { id, payload, texts: texts.to_vec() });
+        self.link.send(Request::Run { id, payload, texts: texts.to_vec(), prompt_tokens: vec![] });
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.link.events.recv()).await {

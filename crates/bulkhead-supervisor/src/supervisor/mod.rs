@@ -34,22 +34,25 @@ pub struct Job {
     pub payload: Payload,
     /// The original texts (may be empty).
     pub texts: Vec<String>,
+    /// How many leading tokens of every row are a prompt (0: none); pooling leaves them out when the model's
+    /// pooling excludes prompts.
+    pub prompt_tokens: usize,
 }
 
 impl Job {
     /// Token rows of an embedding model.
     pub fn tokens(rows: Vec<Vec<i64>>, texts: Vec<String>) -> Job {
-        Job { payload: Payload::Tokens(rows), texts }
+        Job { payload: Payload::Tokens(rows), texts, prompt_tokens: 0 }
     }
 
     /// Named tensors of any ONNX graph.
     pub fn tensors(inputs: Vec<NamedTensor>) -> Job {
-        Job { payload: Payload::Tensors(inputs), texts: vec![] }
+        Job { payload: Payload::Tensors(inputs), texts: vec![], prompt_tokens: 0 }
     }
 
     /// The worker's own warm-up input.
     pub fn probe() -> Job {
-        Job { payload: Payload::Probe, texts: vec![] }
+        Job { payload: Payload::Probe, texts: vec![], prompt_tokens: 0 }
     }
 }
 

@@ -144,10 +144,11 @@ impl Runner {
     }
 
     /// Runs one prediction (applying per-prediction faults first) and returns the protocol message.
-    pub fn run(&mut self, id: u64, payload: &Payload, texts: &[String]) -> Response {
+    /// `prompt_tokens` as in [`Request::Run`].
+    pub fn run(&mut self, id: u64, payload: &Payload, texts: &[String], prompt_tokens: &[usize]) -> Response {
         self.faults.before_predict(self.served, texts);
         self.served += 1;
-        match self.answer(payload) {
+        match self.answer(payload, prompt_tokens) {
             Ok((answer, timing)) => {
                 Response::Answered { id, answer, timing, rss_bytes: super::rss_bytes(None).unwrap_or(0) }
             }
@@ -155,11 +156,11 @@ impl Runner {
         }
     }
 
-    fn answer(&mut self, payload: &Payload) -> Result<(Answer, StageTiming), RunError> {
+    fn answer(&mut self, payload: &Payload, prompt_tokens: &[usize]) -> Result<(Answer, StageTiming), RunError> {
         let engine = |e: bulkhead_core::EngineError| RunError::Engine(e.to_string());
         match (&mut self.model, payload) {
             (Model::Embed { embedder, .. }, Payload::Tokens(rows)) => {
-                embedder.embed_tokens(rows).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+                embedder.embed_prompted(rows, prompt_tokens).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
             }
             (Model::Embed { embedder, probe }, Payload::Probe) => {
                 embedder.embed_tokens(probe).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)

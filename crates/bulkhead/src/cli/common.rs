@@ -114,3 +114,15 @@ pub fn open_model(model: Option<&str>, tokenizer: Option<&Path>, weights: Weight
     }
     Ok(model)
 }
+
+/// Applies `--default-prompt-name` / `--default-prompt` to `model` (they replace its `default_prompt_name`); a name
+/// the model does not have is a usage error listing the ones it has.
+pub fn set_default_prompt(model: &mut ModelFiles, name: Option<&str>, text: Option<&str>) -> anyhow::Result<()> {
+    if let Some(name) = name {
+        model.prompts.set_default_name(name).map_err(|e| UsageError(format!("--default-prompt-name: {e}")))?;
+    }
+    if let Some(text) = text {
+        model.prompts.set_default_text(text);
+    }
+    Ok(())
+}

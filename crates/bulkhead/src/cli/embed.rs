@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bulkhead_core::Chain;
-use bulkhead_embed::{load_chain, Tokenizer};
+use bulkhead_embed::{load_chain, truncate_dims, Tokenizer, Truncation};
 use serde_json::json;
 
-use super::common::{engines, open_model, parse_chain, UsageError, Weights};
+use super::common::{engines, open_model, parse_chain, set_default_prompt, UsageError, Weights};
 
 /// Arguments of `bulkhead embed`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +30,16 @@ pub struct EmbedArgs {
     /// Read one text per line from FILE (`-` for standard input).
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Prepend this named prompt of the model (config_sentence_transformers.json) to every text; replaces the
+    /// model's `default_prompt_name`.
+    #[arg(long, env = "BULKHEAD_DEFAULT_PROMPT_NAME", conflicts_with = "default_prompt")]
+    default_prompt_name: Option<String>,
+    /// Prepend this text to every text ("" for none); replaces the model's `default_prompt_name`.
+    #[arg(long, env = "BULKHEAD_DEFAULT_PROMPT")]
+    default_prompt: Option<String>,
+    /// Keep the first N values of each vector (Matryoshka), renormalised when the model normalises.
+    #[arg(long)]
+    dimensions: Option<usize>,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -45,16 +55,25 @@ impl EmbedArgs {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
         }
         let t_start = Instant::now();
-        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        let mut model =
+            open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        set_default_prompt(&mut model, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
+        let prompt = model.prompts.resolve(None, None)?;
         let tokenizer = Tokenizer::load(&model)?;
         let engines = engines();
         let mut loaded = load_chain(&engines, &model, &tokenizer, &self.compute_units)?;
         let load_ms = t_start.elapsed().as_secs_f64() * 1e3;
 
         let t0 = Instant::now();
-        let rows = tokenizer.encode(&texts)?;
+        let encoded = tokenizer.encode_prompted(&texts, prompt.as_deref(), Truncation::Right)?;
         let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let (vectors, timing) = loaded.embedder.embed_tokens(&rows)?;
+        let prompt_tokens = vec![encoded.prompt_tokens; encoded.rows.len()];
+        let (mut vectors, timing) = loaded.embedder.embed_prompted(&encoded.rows, &prompt_tokens)?;
+        if let Some(d) = self.dimensions {
+            let native = vectors.first().map_or(0, Vec::len);
+            model.matryoshka.check(d, native).map_err(|e| UsageError(format!("--dimensions: {e}")))?;
+            vectors.iter_mut().for_each(|v| truncate_dims(v, d, model.normalize && d < native));
+        }
         let unit = loaded.embedder.unit();
         let report = loaded.embedder.report();
         let dims = vectors.first().map_or(0, Vec::len);

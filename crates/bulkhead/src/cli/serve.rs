@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::{Chain, ModelFiles};
 use bulkhead_embed::Tokenizer;
-use bulkhead_server::{AppState, LoadedModel, ModelKind, ServeConfig};
+use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{engines, open_model, parse_chain, UsageError, Weights, DEFAULT_MODEL_NAME};
@@ -65,6 +65,29 @@ pub struct ServeArgs {
     /// Request body limit in bytes (413 beyond).
     #[arg(long, env = "BULKHEAD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 504 (0: no deadline).
+    #[arg(long, env = "BULKHEAD_REQUEST_TIMEOUT_S", default_value_t = 120.0)]
+    request_timeout_s: f64,
+    /// Seconds a connection may take to send a complete request head, from opening or from the first byte of a
+    /// new request (slow and half-open connections are closed).
+    #[arg(long, env = "BULKHEAD_HEADER_TIMEOUT_S", default_value_t = 10.0)]
+    header_timeout_s: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "BULKHEAD_KEEP_ALIVE_TIMEOUT_S", default_value_t = 60.0)]
+    keep_alive_timeout_s: f64,
+    /// Connections served at once (beyond: a 503 JSON answer and the connection closed); capped below the
+    /// open-files limit.
+    #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 8192)]
+    max_connections: usize,
+
+    /// The prompt applied to every text of a request that names none: a name of the model's prompts
+    /// (config_sentence_transformers.json); replaces the model's `default_prompt_name`.
+    #[arg(long, env = "BULKHEAD_DEFAULT_PROMPT_NAME", conflicts_with = "default_prompt")]
+    default_prompt_name: Option<String>,
+    /// A prompt text applied to every text of a request that names none ("" for none); replaces the model's
+    /// `default_prompt_name`.
+    #[arg(long, env = "BULKHEAD_DEFAULT_PROMPT")]
+    default_prompt: Option<String>,
 
     /// Fixed prediction deadline in ms (default: the 99th percentile of recent predictions of the same shape x 10,
     /// at least 1 s; before a shape is observed, the warm-up latency x 20, at least 5 s).
@@ -151,7 +174,12 @@ impl ServeArgs {
         // an error before anything starts.
         let mut opened: Vec<(String, ModelFiles)> = vec![];
         for spec in &specs {
-            let files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            let mut files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            super::common::set_default_prompt(
+                &mut files,
+                self.default_prompt_name.as_deref(),
+                self.default_prompt.as_deref(),
+            )?;
             let name = if spec.name.is_empty() { files.name.clone() } else { spec.name.clone() };
             if opened.iter().any(|(n, _)| n == &name) {
                 return Err(UsageError(format!("two models are named `{name}`; use --model NAME=PATH")).into());
@@ -189,7 +217,15 @@ impl ServeArgs {
             recycle_growth_bytes: self.recycle_growth_mb.map(|m| m << 20),
             ..SupervisorConfig::default()
         };
+        let connections = ConnectionLimits {
+            header_timeout: seconds("--header-timeout-s", self.header_timeout_s, false)?,
+            keep_alive_timeout: seconds("--keep-alive-timeout-s", self.keep_alive_timeout_s, false)?,
+            max_connections: connection_limit(self.max_connections),
+        };
+        let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
         let config = ServeConfig {
+            request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
+            connections,
             max_batch_tokens: self.max_batch_tokens.max(1),
             max_batch_size: self.max_batch_size.max(1),
             max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
@@ -243,7 +279,7 @@ impl ServeArgs {
             .with_context(|| format!("cannot bind {}:{}", self.host, self.port))?;
         let addr = listener.local_addr()?;
         for m in state.models.values() {
-            let v = m.backend.units();
+            let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
             let what = match &m.kind {
                 ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
                 ModelKind::Tensor { inputs, outputs } => format!(
@@ -253,7 +289,7 @@ impl ServeArgs {
                     m.name
                 ),
             };
-            tracing::info!("model {} ({what}) serving on {}", m.name, v["serving"].as_str().unwrap_or("?"));
+            tracing::info!("model {} ({what}) serving on {serving}", m.name);
         }
         println!("listening on http://{addr}");
         let _ = std::io::stdout().flush();
@@ -265,6 +301,30 @@ impl ServeArgs {
         }
         Ok(())
     }
+}
+
+/// A duration option in seconds: finite, not negative, and above zero unless `zero_ok`.
+fn seconds(flag: &str, s: f64, zero_ok: bool) -> anyhow::Result<Duration> {
+    if !s.is_finite() || s < 0.0 || (s == 0.0 && !zero_ok) {
+        let what = if zero_ok { "0 or more" } else { "more than 0" };
+        return Err(UsageError(format!("{flag} must be {what} seconds, not {s}")).into());
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// `--max-connections`, kept below the open-files limit (raised to its hard limit first): each connection is a
+/// file, and so are the workers' pipes and the model files.
+fn connection_limit(wanted: usize) -> usize {
+    const RESERVED_FILES: u64 = 256;
+    let Some(files) = bulkhead_server::raise_open_files_limit() else { return wanted.max(1) };
+    let cap = files.saturating_sub(RESERVED_FILES).max(16) as usize;
+    if wanted > cap {
+        tracing::warn!(
+            "--max-connections {wanted} exceeds what {files} open files allow; serving at most {cap} connections \
+             (raise `ulimit -n` for more)"
+        );
+    }
+    wanted.clamp(1, cap)
 }
 
 /// Waits for every model's first unit to serve, with a progress line on stderr.

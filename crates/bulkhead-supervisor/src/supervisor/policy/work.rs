@@ -62,7 +62,7 @@ impl Work {
 
     /// A health probe: the worker's own warm-up input.
     pub fn probe(now: Instant) -> Work {
-        let job = Job { payload: Payload::Probe, texts: vec![] };
+        let job = Job::probe();
         Work {
             jobs: vec![Pending { id: RequestId(u64::MAX), job, enqueued: now, strikes: vec![], retries: 0 }],
             probe: true,
@@ -85,7 +85,12 @@ impl Work {
     pub fn request(&self, id: u64) -> Request {
         let payload = Payload::merge(self.jobs.iter().map(|j| &j.job.payload)).unwrap_or(Payload::Probe);
         let texts = self.jobs.iter().flat_map(|j| j.job.texts.iter().cloned()).collect();
-        Request::Run { id, payload, texts }
+        let prompt_tokens = if self.jobs.iter().all(|j| j.job.prompt_tokens == 0) {
+            vec![]
+        } else {
+            self.jobs.iter().flat_map(|j| std::iter::repeat_n(j.job.prompt_tokens, j.job.payload.rows())).collect()
+        };
+        Request::Run { id, payload, texts, prompt_tokens }
     }
 
     /// A single request that crashed workers `poison_crashes` times without ever crashing a fresh worker alone:

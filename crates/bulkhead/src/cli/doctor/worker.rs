@@ -150,7 +150,12 @@ impl Worker {
         let id = self.next_id;
         self.next_id += 1;
         let t0 = Instant::now();
-        self.link.send(Request::Run { id, payload: Payload::Tokens(rows.to_vec()), texts: texts.to_vec() });
+        self.link.send(Request::Run {
+            id,
+            payload: Payload::Tokens(rows.to_vec()),
+            texts: texts.to_vec(),
+            prompt_tokens: vec![],
+        });
         let deadline = tokio::time::Instant::now() + self.limits.predict;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.link.events.recv()).await {

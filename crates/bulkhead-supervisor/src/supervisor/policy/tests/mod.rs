@@ -144,7 +144,7 @@ impl Sim {
                         let msg = Response::Answered { id, answer, timing: StageTiming::default(), rss_bytes: 0 };
                         return Some(Event::Message { worker, msg });
                     }
-                    Request::Run { id, payload, texts } => w.inbox.push_back((id, payload, texts)),
+                    Request::Run { id, payload, texts, .. } => w.inbox.push_back((id, payload, texts)),
                     Request::Shutdown => w.shutdown_sent = true,
                 }
             }

@@ -239,7 +239,7 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
 fn a_payload_the_model_cannot_run_is_answered_unsupported() {
     let mut sim = Sim::new(&[ORT], cfg());
     let w = sim.ready_newest();
-    let id = sim.submit_job(Job { payload: Payload::Pairs(vec![]), texts: vec![] });
+    let id = sim.submit_job(Job { payload: Payload::Pairs(vec![]), texts: vec![], prompt_tokens: 0 });
     let (run, _, _) = sim.workers.get_mut(&w).unwrap().inbox.pop_front().unwrap();
     let error = crate::protocol::RunError::Unsupported("an embedding model takes token rows".into());
     sim.feed(Event::Message { worker: w, msg: Response::Failed { id: run, error } });

@@ -1,0 +1,179 @@
+//! The embedding path every route shares: prompt, tokenization and its checks, the model's queue, then
+//! `dimensions` and normalisation.
+//!
+//! Prompts are applied as sentence-transformers applies them: the prompt text is prepended to each text before
+//! tokenization, and when the model's pooling excludes prompts the worker leaves those leading tokens out of the
+//! pooled vector. Token-id inputs with a prompt are decoded to text first (as text-embeddings-inference does).
+//! `dimensions` keeps the first N values of each vector (Matryoshka).
+
+use std::time::Instant;
+
+use bulkhead_core::Unit;
+use bulkhead_embed::{truncate_dims, StageTiming, Truncation};
+
+use super::submit_embedding;
+use crate::error::ApiError;
+use crate::state::{AppState, ModelEntry};
+
+/// What a handler asks to embed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    /// Texts, tokenized here.
+    Texts(Vec<String>),
+    /// Token ids given by the client.
+    Tokens(Vec<Vec<i64>>),
+}
+
+/// When vectors are normalised after `dimensions` cut them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// Renormalised when the model normalises (OpenAI, KServe).
+    AsModel,
+    /// Always (text-embeddings-inference `normalize: true`).
+    Always,
+    /// Never (text-embeddings-inference `normalize: false`).
+    Never,
+}
+
+/// One embedding request, whichever route it came from.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    /// The inputs.
+    pub inputs: Inputs,
+    /// Cut over-long inputs on this side (`None`: refuse them with 422).
+    pub truncate: Option<Truncation>,
+    /// A prompt text.
+    pub prompt: Option<String>,
+    /// A named prompt of the model.
+    pub prompt_name: Option<String>,
+    /// Keep the first N values.
+    pub dimensions: Option<usize>,
+    /// Normalisation after the cut.
+    pub normalize: Normalize,
+}
+
+/// The answer, with what the response headers need.
+pub struct Embedded {
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// The unit that computed them.
+    pub unit: Unit,
+    /// Stage timing (`tokenize_ms` included).
+    pub timing: StageTiming,
+    /// Tokens processed (prompts and special tokens included).
+    pub tokens: usize,
+}
+
+/// Prompts, tokenizes (or checks token ids), queues, waits, then cuts and normalises.
+pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Result<Embedded, ApiError> {
+    let (tokenizer, native) = model.embedding()?;
+    let t0 = Instant::now();
+    if let Some(d) = job.dimensions {
+        model.files.matryoshka.check(d, native).map_err(ApiError::Invalid)?;
+    }
+    let prompt = model
+        .files
+        .prompts
+        .resolve(job.prompt.as_deref(), job.prompt_name.as_deref())
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (rows, texts, prompt_tokens) = match job.inputs {
+        Inputs::Texts(texts) => {
+            check_count(texts.len(), state)?;
+            let rows = encode(tokenizer, &texts, prompt.as_deref(), job.truncate)?;
+            (rows.0, texts, rows.1)
+        }
+        Inputs::Tokens(rows) => {
+            check_count(rows.len(), state)?;
+            check_ids(&rows, tokenizer.vocab_size(), tokenizer.max_len())?;
+            match prompt {
+                None => (rows, vec![], 0),
+                // With a prompt, token ids are decoded and the prompted text tokenized again.
+                Some(p) => {
+                    let texts = rows
+                        .iter()
+                        .map(|r| tokenizer.decode(r))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                    let (rows, prompt_tokens) = encode(tokenizer, &texts, Some(&p), Some(Truncation::Right))?;
+                    (rows, texts, prompt_tokens)
+                }
+            }
+        }
+    };
+    let tokens = rows.iter().map(Vec::len).sum();
+    let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
+    state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
+    let computed = submit_embedding(model, state, rows, texts, prompt_tokens).await?;
+    let t1 = Instant::now();
+    let mut vectors = computed.value;
+    let normalize = match job.normalize {
+        Normalize::Always => true,
+        Normalize::Never => false,
+        Normalize::AsModel => job.dimensions.is_some_and(|d| d < native) && model.files.normalize,
+    };
+    let dims = job.dimensions.unwrap_or(native);
+    if normalize || dims < native {
+        vectors.iter_mut().for_each(|v| truncate_dims(v, dims, normalize));
+    }
+    let mut timing = computed.timing;
+    timing.tokenize_ms = tokenize_ms;
+    timing.post_ms += t1.elapsed().as_secs_f64() * 1e3;
+    Ok(Embedded { vectors, unit: computed.unit, timing, tokens })
+}
+
+/// Tokenizes `prompt + text` for each text; over-long texts are cut on the `truncate` side or refused.
+fn encode(
+    tokenizer: &bulkhead_embed::Tokenizer,
+    texts: &[String],
+    prompt: Option<&str>,
+    truncate: Option<Truncation>,
+) -> Result<(Vec<Vec<i64>>, usize), ApiError> {
+    let side = truncate.unwrap_or_default();
+    let encoded = tokenizer.encode_prompted(texts, prompt, side).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Some(i) = encoded.truncated.iter().position(|&t| t) {
+        let max = tokenizer.max_len();
+        if truncate.is_none() {
+            return Err(ApiError::Invalid(format!(
+                "input {i} is longer than the model's maximum of {max} tokens{}; shorten it or set \"truncate\": true",
+                if prompt.is_some() { " (its prompt included)" } else { "" }
+            )));
+        }
+        if side == Truncation::Left && prompt.is_some() {
+            return Err(ApiError::Invalid(format!(
+                "input {i} is longer than the model's maximum of {max} tokens and truncating it from the left would \
+                 cut its prompt; shorten it or truncate from the right"
+            )));
+        }
+    }
+    Ok((encoded.rows, encoded.prompt_tokens))
+}
+
+fn check_ids(rows: &[Vec<i64>], vocab: usize, max: usize) -> Result<(), ApiError> {
+    for (i, row) in rows.iter().enumerate() {
+        if row.is_empty() {
+            return Err(ApiError::Invalid(format!("input {i} is an empty token array")));
+        }
+        if row.len() > max {
+            return Err(ApiError::Invalid(format!("input {i} has {} tokens; the model's maximum is {max}", row.len())));
+        }
+        if let Some(bad) = row.iter().find(|&&t| t < 0 || t >= vocab as i64) {
+            return Err(ApiError::Invalid(format!(
+                "input {i} holds token id {bad}, outside the model's vocabulary of {vocab}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_count(n: usize, state: &AppState) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::Invalid("the input is empty; send at least one text".into()));
+    }
+    if n > state.config.max_inputs {
+        return Err(ApiError::Invalid(format!(
+            "{n} inputs in one request; the limit is {} (--max-inputs)",
+            state.config.max_inputs
+        )));
+    }
+    Ok(())
+}

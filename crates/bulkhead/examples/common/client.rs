@@ -1,0 +1,118 @@
+//! A `bulkhead serve` child process and a minimal keep-alive HTTP/1.1 client that sends one-sentence
+//! `/v1/embeddings` requests: what the HTTP benchmarks share.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::common::SENTENCES;
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: Child,
+    /// `host:port`.
+    pub addr: String,
+    /// A fresh crash-history directory per server.
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin serve --port 0 --compute-units ort:cpu EXTRA...` and waits for its address.
+pub fn start_server(bin: &str, extra: &[String]) -> anyhow::Result<Server> {
+    let state = tempfile::tempdir()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--port", "0", "--compute-units", "ort:cpu"]).args(extra);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("BULKHEAD_STATE_DIR", state.path());
+    let mut child = cmd.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().ok_or_else(|| anyhow::anyhow!("{bin} exited before listening"))??;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server { child, addr, _state: state })
+}
+
+/// One `/v1/embeddings` request on a keep-alive connection; its status.
+pub async fn request(stream: &mut TcpStream, body: &str) -> anyhow::Result<u16> {
+    let req = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(16 << 10);
+    let mut tmp = [0u8; 16 << 10];
+    loop {
+        let n = stream.read(&mut tmp).await?;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&tmp[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Ok(head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+        }
+    }
+}
+
+/// `clients` keep-alive connections sending one-sentence requests for `seconds`: the latencies (ms) of the 200s
+/// and the number of failed requests (another status, or a broken connection, which is reopened).
+pub async fn traffic(addr: &str, clients: usize, seconds: f64) -> (Vec<f64>, usize) {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let failed = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (addr, failed) = (addr.to_string(), failed.clone());
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                let mut conn: Option<TcpStream> = None;
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let body = serde_json::json!({ "input": SENTENCES[i % SENTENCES.len()] }).to_string();
+                    i += 1;
+                    let t = Instant::now();
+                    if conn.is_none() {
+                        conn = TcpStream::connect(&addr).await.ok();
+                        if let Some(s) = &conn {
+                            let _ = s.set_nodelay(true);
+                        }
+                    }
+                    let ok = match conn.as_mut() {
+                        Some(s) => matches!(request(s, &body).await, Ok(200)),
+                        None => false,
+                    };
+                    if ok {
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    (all, failed.load(Ordering::Relaxed))
+}
