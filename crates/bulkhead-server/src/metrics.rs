@@ -292,16 +292,36 @@ mod tests {
     use bulkhead_supervisor::Isolation;
 
     fn unit(name: &str, state: UnitState) -> UnitView {
-        // The view as the supervisor publishes it, built from its JSON form so that only the fields read here
-        // are spelled out.
-        let mut v: UnitView = serde_json::from_value(serde_json::json!({
-            "unit": name, "state": state, "reason": null, "runtime": "test", "crashes": 0, "crashes_by_exit": {},
-            "crash_level": 0.0, "last_exit": null, "stderr_tail": null, "predictions": 0, "resident_bytes": 0,
-            "resident_after_warmup_bytes": 0, "recycles": 0, "restarts": 0, "generations": 0, "pid": null,
-            "quarantined_until": null, "load_ms": null, "warmup_ms": null, "warmup": [], "precision": null,
-            "placement": [], "deadline_ms": null
-        }))
-        .unwrap();
+        // Every field spelled out, so that a field added to the view is a compile error here, not a silent zero.
+        let mut v = UnitView {
+            unit: name.into(),
+            state,
+            reason: None,
+            floor: false,
+            runtime: "test".into(),
+            crashes: 0,
+            crashes_by_exit: Default::default(),
+            crashes_by_cause: Default::default(),
+            crash_level: 0.0,
+            last_exit: None,
+            stderr_tail: None,
+            predictions: 0,
+            resident_bytes: 0,
+            resident_after_warmup_bytes: 0,
+            recycles: 0,
+            restarts: 0,
+            generations: 0,
+            pid: None,
+            workers: vec![],
+            quarantined_until: None,
+            load_ms: None,
+            warmup_ms: None,
+            warmup: vec![],
+            precision: None,
+            placement: vec![],
+            deadline_ms: None,
+            recycle_rss_limit_bytes: None,
+        };
         v.restarts = 2;
         v.resident_bytes = 123 << 20;
         v.crashes_by_exit.insert("SIGSEGV".into(), 3);

@@ -291,10 +291,11 @@ impl ServeArgs {
             };
             tracing::info!("model {} ({what}) serving on {serving}", m.name);
         }
+        let shutdown = shutdown_signal();
         println!("listening on http://{addr}");
         let _ = std::io::stdout().flush();
         tracing::info!("listening on http://{addr} (Ctrl-C to stop)");
-        bulkhead_server::serve(listener, state.clone(), shutdown_signal()).await.context("the HTTP server failed")?;
+        bulkhead_server::serve(listener, state.clone(), shutdown).await.context("the HTTP server failed")?;
         tracing::info!("stopping: in-flight requests are finished, workers stopped");
         for sup in &sups {
             sup.shutdown().await;
@@ -380,24 +381,28 @@ async fn wait_all_ready(sups: &[Arc<Supervisor>]) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, before the address is printed, so a signal
+/// sent as soon as the address appears stops the server gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            match streams {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
+                }
+                _ => drop(tokio::signal::ctrl_c().await),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        drop(tokio::signal::ctrl_c().await);
     }
 }
 
