@@ -106,12 +106,19 @@ pub struct ModelFiles {
     /// `model_type` of config.json, when present.
     pub model_type: Option<String>,
     /// Named prompts and the default one (`config_sentence_transformers.json`).
+    #[serde(default)]
     pub prompts: Prompts,
     /// Whether pooling includes the prompt's tokens (sentence-transformers `Pooling` `include_prompt`, default
     /// true); when false the leading tokens a prompt occupies are left out of the pooled vector.
+    #[serde(default = "yes")]
     pub include_prompt: bool,
     /// The output sizes `dimensions` may ask for (config.json `matryoshka_dimensions`; any by default).
+    #[serde(default)]
     pub matryoshka: Matryoshka,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn read_json(path: &Path) -> Result<Value, ModelError> {
