@@ -1,4 +1,4 @@
-//! `bulkhead doctor`: walks the diagnosis tree of seed 002 for a model on every unit of the chain, by measuring.
+//! `bulkhead doctor`: walks the diagnosis tree (docs/doctor.md) for a model on every unit of the chain, by measuring.
 //!
 //! Each unit runs in its own worker process (`bulkhead worker`), so a unit that segfaults, aborts or hangs is a
 //! finding with its signal and stderr tail, not the end of the diagnosis. Per unit: availability; a cold load

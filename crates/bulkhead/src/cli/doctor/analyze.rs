@@ -180,7 +180,7 @@ pub fn placement(report: &SessionReport, provider: &str) -> Placement {
     }
 }
 
-/// The branch of seed 002 a load error belongs to.
+/// The branch of the diagnosis tree (docs/doctor.md) a load error belongs to.
 pub fn load_error_branch(kind: &str, reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
     if r.contains("opset") || r.contains("ir version") || r.contains("ir_version") || r.contains("model version") {
@@ -295,7 +295,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
     (verdict, evidence)
 }
 
-/// Seed 001 (warm-up fast, live queries slow: another unit ran them): live forward passes much slower than the
+/// Branch 2c (warm-up fast, live queries slow: another unit ran them): live forward passes much slower than the
 /// worker's warm-up on the same inputs. A finding, not a verdict: a machine whose load changes between warm-up and
 /// the measurement shows the same.
 pub fn warmup_mismatch(u: &UnitReport) -> Option<Finding> {

@@ -30,10 +30,10 @@ pub struct Report {
     pub recommendation: Recommendation,
 }
 
-/// A finding: one branch of the diagnosis tree (seed 002) with what was observed.
+/// A finding: one branch of the diagnosis tree (docs/doctor.md) with what was observed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
-    /// The branch of seed 002's tree (`1a`..`5b`) or `crash` (seeds 000, 004).
+    /// The branch of the diagnosis tree (`1a`..`5b`, `crash`, `predict`).
     pub branch: String,
     /// `info`, `warning` or `problem`.
     pub severity: String,
@@ -291,7 +291,7 @@ pub struct LoadError {
     pub kind: String,
     /// The exact error.
     pub reason: String,
-    /// The branch of seed 002 it belongs to (`1a`, `1b`, `1c`, `5a`).
+    /// The branch of the diagnosis tree it belongs to (`1a`, `1b`, `1c`, `5a`).
     pub branch: String,
 }
 

@@ -336,7 +336,7 @@ pub fn render(r: &Report, colour: bool) -> String {
 
     let crashed: Vec<_> = r.units.iter().filter_map(|u| u.crash.as_ref().map(|c| (u, c))).collect();
     if !crashed.is_empty() {
-        heading(&mut out, "Crashes (seeds 000, 004)", colour);
+        heading(&mut out, "Crashes", colour);
         for (u, c) in crashed {
             let how = match (&c.signal, c.exit_code, c.hung) {
                 (_, _, true) => "hung (killed after the timeout)".to_string(),
