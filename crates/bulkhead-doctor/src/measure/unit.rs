@@ -55,7 +55,7 @@ pub async fn diagnose_unit(
         unit,
         generation,
         faults: &plan.options.faults,
-        cache_dir: Some(&dir),
+        cache_dir: Some(dir.as_path()),
         limits: plan.options.limits,
     };
     let (mut worker, ready) = match Worker::start(start(0)).await {

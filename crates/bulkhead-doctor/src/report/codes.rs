@@ -256,3 +256,59 @@ impl From<bulkhead_supervisor::client::Step> for CrashPhase {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BRANCHES: [Branch; 14] = [
+        Branch::FormatVersion,
+        Branch::UnitCannotRun,
+        Branch::BrokenFiles,
+        Branch::SlowFirstLoad,
+        Branch::DynamicShapes,
+        Branch::OtherUnitRan,
+        Branch::MemoryGrowth,
+        Branch::MemoryAtLoad,
+        Branch::Accuracy,
+        Branch::Quantized,
+        Branch::Unsupported,
+        Branch::OutputShape,
+        Branch::Crash,
+        Branch::Predict,
+    ];
+
+    #[test]
+    fn codes_serialize_as_documented() {
+        for b in BRANCHES {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.code(), "{b:?}");
+            assert_eq!(serde_json::from_value::<Branch>(b.code().into()).unwrap(), b);
+        }
+        assert_eq!(serde_json::to_value(Severity::Problem).unwrap(), "problem");
+        assert_eq!(serde_json::to_value(LoadErrorKind::ModelRejected).unwrap(), "model_rejected");
+        assert_eq!(serde_json::to_value(Availability::NotCompiled).unwrap(), "not_compiled");
+        assert_eq!(serde_json::to_value(CompiledCache::BulkheadGraph).unwrap(), "bulkhead-graph");
+        assert_eq!(serde_json::to_value(CrashPhase::WarmingUp).unwrap(), "warming_up");
+    }
+
+    #[test]
+    fn every_branch_code_is_defined_in_the_document() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/doctor.md")).unwrap();
+        let tree = doc.split("## The diagnosis tree").nth(1).expect("the tree section").split("\n## ").next().unwrap();
+        for b in BRANCHES {
+            assert!(
+                tree.contains(&format!("| `{}` |", b.code())),
+                "branch {} is not defined in docs/doctor.md",
+                b.code()
+            );
+        }
+    }
+
+    #[test]
+    fn protocol_kinds_convert_to_the_report_kinds() {
+        use bulkhead_supervisor::LoadFailureKind as K;
+        for k in [K::NotCompiled, K::Unusable, K::ModelRejected, K::Inference, K::Setup] {
+            assert_eq!(LoadErrorKind::from(k).as_str(), k.as_str());
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use bulkhead_testkit::{
-    compare, cosine, fixture, minilm_fp32_onnx, minilm_folder, minilm_int8_onnx, need, onnx_folder, reference, repo,
+    compare, cosine, fixture, minilm_folder, minilm_fp32_onnx, minilm_int8_onnx, need, onnx_folder, reference, repo,
     venv_python, Reference,
 };
 
