@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: the models, fixtures and reference embeddings of bulkhead-testkit, and
 //! running the real `bulkhead` binary (a command, a server on port 0, plain HTTP to it).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod supervise;
 
