@@ -1,7 +1,7 @@
 //! Shared by the integration test and the benchmark: ONNX Runtime set-up (plain `ort`: this crate sits below
 //! bulkhead-ort), tokenising, running a session and mean pooling; the models and the reference embeddings come from
 //! bulkhead-testkit.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

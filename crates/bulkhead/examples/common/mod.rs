@@ -1,6 +1,6 @@
 //! What the benchmark examples share: the sentences, the engine registry, percentiles, and (in [`load`]) a server
 //! process with a keep-alive load generator.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod load;
 
