@@ -102,6 +102,7 @@ impl Engine for CandleEngine {
             placement: vec![],
             hidden_size,
             notes: vec![format!("{family}: weights {dtype:?}, computed in F32 on {unit}")],
+            graph_cache: None,
         };
         Ok(Box::new(CandleSession { net, device, report }))
     }

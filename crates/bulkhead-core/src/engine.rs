@@ -49,6 +49,17 @@ pub struct NodePlacement {
     pub op_types: BTreeMap<String, usize>,
 }
 
+/// What a session's compiled-model cache did on this load (ONNX Runtime on a safetensors folder runs the graph
+/// bulkhead-graph builds and caches on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphCache {
+    /// The graph was found in the cache.
+    Hit,
+    /// The graph was built (and stored).
+    Built,
+}
+
 /// What really runs a loaded session: the facts a user needs to trust the unit label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionReport {
@@ -66,6 +77,8 @@ pub struct SessionReport {
     pub hidden_size: usize,
     /// Free-form notes (fallbacks inside the engine, options applied).
     pub notes: Vec<String>,
+    /// What the compiled-model cache did (`None`: the session uses no such cache).
+    pub graph_cache: Option<GraphCache>,
 }
 
 impl SessionReport {

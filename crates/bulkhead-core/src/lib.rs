@@ -9,7 +9,8 @@
 //! * [`tensor`]: the token batch an embedding engine consumes and the tensor it returns; named tensors of any
 //!   supported type for other models;
 //! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`]/[`GraphSession`] traits each engine crate implements;
-//! * [`error`]: typed errors, one enum per concern.
+//! * [`error`]: typed errors, one enum per concern;
+//! * [`stats`]: percentiles, means, slopes and cosine agreement, for everything that measures.
 #![deny(missing_docs)]
 
 pub mod engine;
@@ -17,10 +18,11 @@ pub mod error;
 pub mod install;
 pub mod model;
 pub mod prompts;
+pub mod stats;
 pub mod tensor;
 pub mod unit;
 
-pub use engine::{Availability, Engine, GraphSession, NodePlacement, Precision, Session, SessionReport};
+pub use engine::{Availability, Engine, GraphCache, GraphSession, NodePlacement, Precision, Session, SessionReport};
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use prompts::{DefaultPrompt, Matryoshka, PromptError, Prompts};

@@ -1,4 +1,5 @@
-//! Compute units (`ENGINE:DEVICE[OPTIONS]`), chains of them, and the seed documents' aliases.
+//! Compute units (`ENGINE:DEVICE[OPTIONS]`), chains of them, and the chain aliases `ALL`, `CPU_AND_GPU`,
+//! `CPU_AND_NE`, `CPU_ONLY` (named after Core ML's `MLComputeUnits`).
 //!
 //! A [`Unit`] is one way to run a model. A [`Chain`] is an ordered list of units: the first that loads, warms up
 //! and stays healthy serves, the rest are fallbacks. Parsing is strict: an unknown unit is an error listing the
@@ -45,7 +46,7 @@ pub enum CoreMlUnits {
 }
 
 impl CoreMlUnits {
-    /// The spelling used in unit strings and by the seed documents.
+    /// The spelling used in unit strings and chain aliases (Core ML's `MLComputeUnits` names).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::All => "ALL",

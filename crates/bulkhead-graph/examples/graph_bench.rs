@@ -153,15 +153,11 @@ fn round(row: &mut Row, batch: &Batch, single: &Batch) {
 }
 
 fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    percentile(v, 0.5)
 }
 
 fn quantile(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p) as usize]
+    percentile(v, p)
 }
 
 /// Median of the per-round ratios `a / b`.

@@ -21,7 +21,7 @@ const MAX_DIFF: f32 = 1e-4;
 const FIXTURES: &[&str] = &["xlm-roberta", "gte", "nomic-bert", "modernbert", "qwen3", "qwen3-bf16", "qwen2"];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/arch").join(name)
+    bulkhead_testkit::fixture("arch").join(name)
 }
 
 struct Reference {

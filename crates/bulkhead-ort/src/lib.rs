@@ -14,7 +14,7 @@ pub mod runtime;
 use std::path::{Path, PathBuf};
 
 use bulkhead_core::{
-    Availability, CoreMlUnits, DataType, Device, Engine, EngineError, EngineKind, GraphSession, ModelFiles,
+    Availability, CoreMlUnits, DataType, Device, Engine, EngineError, EngineKind, GraphCache, GraphSession, ModelFiles,
     NamedTensor, Session, SessionReport, Tensor, TensorData, TensorSpec, TokenBatch, Unit,
 };
 use ort::ep::ExecutionProviderDispatch;
@@ -127,6 +127,7 @@ impl Engine for OrtEngine {
         let c = self.commit(model, unit)?;
         let mut session = OrtSession::new(c.session, unit, c.rt, &c.path, c.info)?;
         session.report.notes.extend(c.notes);
+        session.report.graph_cache = c.graph_cache;
         Ok(Box::new(session))
     }
 
@@ -134,6 +135,7 @@ impl Engine for OrtEngine {
         let c = self.commit(model, unit)?;
         let mut session = OrtGraphSession::new(c.session, unit, c.rt, &c.path, &c.info)?;
         session.report.notes.extend(c.notes);
+        session.report.graph_cache = c.graph_cache;
         Ok(Box::new(session))
     }
 }
@@ -145,6 +147,8 @@ struct Committed {
     path: PathBuf,
     info: onnx_info::OnnxInfo,
     notes: Vec<String>,
+    /// What the graph cache did, for a graph built from safetensors.
+    graph_cache: Option<GraphCache>,
 }
 
 impl OrtEngine {
@@ -157,7 +161,7 @@ impl OrtEngine {
         }
         let rt = runtime().map_err(unusable)?;
         let mut notes = vec![];
-        let path = model_path(model, &mut notes).map_err(rejected)?;
+        let (path, graph_cache) = model_path(model, &mut notes).map_err(rejected)?;
         let bytes = std::fs::read(&path).map_err(|e| rejected(format!("{}: {e}", path.display())))?;
         let info = onnx_info::read(&bytes)
             .map_err(|e| rejected(format!("{}: not a valid ONNX model: {e}", path.display())))?;
@@ -177,15 +181,15 @@ impl OrtEngine {
         }
         // From the file, not from memory: built graphs keep their weights as external data beside model.onnx.
         let session = builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
-        Ok(Committed { session, rt, path, info, notes })
+        Ok(Committed { session, rt, path, info, notes, graph_cache })
     }
 }
 
 /// The ONNX file to run: the folder's own `.onnx` when it has one; for a safetensors-only folder, the graph built in
 /// Rust by `bulkhead-graph` (cached on disk under [`bulkhead_core::install::cache_dir`]).
-fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<PathBuf, String> {
+fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<(PathBuf, Option<GraphCache>), String> {
     match (&model.onnx, &model.safetensors) {
-        (Some(p), _) => Ok(p.clone()),
+        (Some(p), _) => Ok((p.clone(), None)),
         (None, Some(_)) => {
             let cache = bulkhead_core::install::cache_dir().join("graphs");
             let built = bulkhead_graph::build_cached(model, &bulkhead_graph::BuildOptions::default(), &cache)
@@ -197,7 +201,7 @@ fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<PathBuf, St
                 built.build_ms,
                 built.path.display()
             ));
-            Ok(built.path)
+            Ok((built.path, Some(if built.cache_hit { GraphCache::Hit } else { GraphCache::Built })))
         }
         (None, None) => Err(format!("{}: no model file", model.source.display())),
     }
@@ -292,6 +296,7 @@ fn session_report(
         placement,
         hidden_size,
         notes,
+        graph_cache: None,
     }
 }
 

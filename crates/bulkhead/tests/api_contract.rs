@@ -27,7 +27,7 @@ fn the_server_keeps_the_contract_of_its_openapi_document() {
     }
     let Some(minilm) = need(common::minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };
     // An embedding model and a tensor model, so that both kinds of KServe infer are exercised.
-    let affine = common::repo().join("tests/fixtures/affine_relu.onnx");
+    let affine = common::fixture("affine_relu.onnx");
     let key = "contract-key";
     let (minilm, affine) = (format!("minilm={}", minilm.display()), format!("affine={}", affine.display()));
     let server =

@@ -29,7 +29,7 @@ const FIXTURES: &[(&str, bool)] = &[
 ];
 
 fn fixture(name: &str) -> PathBuf {
-    repo().join("tests/fixtures/arch").join(name)
+    common::fixture("arch").join(name)
 }
 
 struct ArchReference {

@@ -350,7 +350,7 @@ fn units_that_cannot_run_are_unusable_and_exit_1() {
 fn usage_errors_exit_2() {
     let _measuring = shared();
     // An ONNX graph without a tokenizer is a tensor model (served through KServe v2 infer), not something to embed.
-    let affine = repo().join("tests/fixtures/affine_relu.onnx");
+    let affine = fixture("affine_relu.onnx");
     let affine = affine.to_str().unwrap();
     for (args, env) in [
         (vec!["doctor", "--model", affine], vec![]),

@@ -23,7 +23,7 @@ const PACKAGE_FILES: [&str; 6] = [
 ];
 
 fn fixtures() -> PathBuf {
-    common::repo().join("tests/fixtures/prompts")
+    common::fixture("prompts")
 }
 
 /// The `variant` folder as `generate.py` assembles it: package files, then the fixture's files over them.

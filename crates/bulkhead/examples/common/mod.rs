@@ -1,11 +1,8 @@
 //! What the benchmark examples share: the sentences, the engine registry, percentiles, and (in [`load`]) a server
 //! process with a keep-alive load generator.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod load;
-
-use bulkhead_core::EngineKind;
-use bulkhead_embed::Engines;
 
 /// Single sentences of about 15 tokens.
 pub const SENTENCES: [&str; 8] = [
@@ -19,20 +16,13 @@ pub const SENTENCES: [&str; 8] = [
     "Leaking workers are recycled before they run out of memory.",
 ];
 
-/// Every CPU engine of this build.
-pub fn engines() -> Engines {
-    Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ])
-}
+pub use bulkhead_testkit::engines;
 
-/// The `p` quantile (0..=1) of `v` (NaN when empty).
+/// The `p` quantile (0..=1) of `v` by nearest rank (NaN when empty).
 pub fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
-        return f64::NAN;
+        f64::NAN
+    } else {
+        bulkhead_testkit::percentile(v, p)
     }
-    let mut sorted = v.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

@@ -5,17 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulkhead_core::{Chain, EngineKind, ModelFiles, Platform};
+use bulkhead_core::{Chain, ModelFiles, Platform};
 use bulkhead_embed::{Engines, Tokenizer};
 use bulkhead_supervisor::{faults, Supervisor, SupervisorConfig, WorkerCommand};
 
 use super::{cosine, need, reference, Reference};
 
 pub fn engines() -> Arc<Engines> {
-    Arc::new(Engines::new(vec![
-        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
-        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
-    ]))
+    Arc::new(bulkhead_testkit::engines())
 }
 
 pub fn config(faults_json: &str) -> SupervisorConfig {

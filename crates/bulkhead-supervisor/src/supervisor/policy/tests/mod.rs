@@ -224,6 +224,7 @@ impl Sim {
             placement: vec![],
             hidden_size: 4,
             notes: vec![],
+            graph_cache: None,
         };
         self.feed(Event::Message { worker: w, msg: Response::Loaded { report: report.clone() } });
         let warmup = vec![WarmupShape { batch: 1, seq: 16, ms: 2.0 }, WarmupShape { batch: 32, seq: 16, ms: 20.0 }];

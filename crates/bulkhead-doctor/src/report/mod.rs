@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod codes;
+
+pub use codes::{Availability, Branch, CompiledCache, CrashPhase, LoadErrorKind, Severity, Verdict};
+
 /// The schema identifier; bumped on any incompatible change.
 pub const SCHEMA: &str = "bulkhead.doctor/1";
 
@@ -30,20 +34,20 @@ pub struct Report {
     pub recommendation: Recommendation,
 }
 
-/// A finding: one branch of the diagnosis tree (seed 002) with what was observed.
+/// A finding: one branch of the diagnosis tree (docs/doctor.md) with what was observed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
-    /// The branch of seed 002's tree (`1a`..`5b`) or `crash` (seeds 000, 004).
-    pub branch: String,
-    /// `info`, `warning` or `problem`.
-    pub severity: String,
+    /// The branch of the diagnosis tree.
+    pub branch: Branch,
+    /// How serious it is.
+    pub severity: Severity,
     /// What was observed, with the numbers.
     pub message: String,
 }
 
 impl Finding {
-    pub fn new(branch: &str, severity: &str, message: impl Into<String>) -> Finding {
-        Finding { branch: branch.into(), severity: severity.into(), message: message.into() }
+    pub fn new(branch: Branch, severity: Severity, message: impl Into<String>) -> Finding {
+        Finding { branch, severity, message: message.into() }
     }
 }
 
@@ -141,31 +145,6 @@ pub struct Settings {
     pub faults: serde_json::Value,
 }
 
-/// The verdict of one unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Ok,
-    Slow,
-    Inaccurate,
-    Leaks,
-    Crashes,
-    Unusable,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::Slow => "slow",
-            Verdict::Inaccurate => "inaccurate",
-            Verdict::Leaks => "leaks",
-            Verdict::Crashes => "crashes",
-            Verdict::Unusable => "unusable",
-        }
-    }
-}
-
 /// Everything measured on one unit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitReport {
@@ -173,8 +152,8 @@ pub struct UnitReport {
     pub verdict: Verdict,
     /// Why the verdict, with the numbers.
     pub evidence: Vec<String>,
-    /// `usable`, `not_compiled` or `unusable` (before any load), with the reason.
-    pub availability: String,
+    /// Whether the unit can run here at all (before any load), with the reason.
+    pub availability: Availability,
     pub availability_reason: Option<String>,
     pub session: Option<SessionInfo>,
     pub placement: Option<Placement>,
@@ -194,7 +173,7 @@ impl UnitReport {
             unit,
             verdict: Verdict::Ok,
             evidence: vec![],
-            availability: "usable".into(),
+            availability: Availability::Usable,
             availability_reason: None,
             session: None,
             placement: None,
@@ -251,8 +230,8 @@ pub struct ProviderNodes {
 pub struct LoadReport {
     pub cold: LoadTiming,
     pub cached: Option<LoadTiming>,
-    /// The compiled-model cache this unit uses: `bulkhead-graph` (ONNX graphs built from safetensors) or `none`.
-    pub cache: String,
+    /// The compiled-model cache this unit uses.
+    pub cache: CompiledCache,
     /// Whether the cold load built (missed) and the cached load hit, from the engine's own notes.
     pub cold_cache_hit: Option<bool>,
     pub cached_cache_hit: Option<bool>,
@@ -287,19 +266,19 @@ pub struct WarmupRow {
 /// Why the model did not load on this unit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadError {
-    /// `not_compiled`, `unusable`, `model_rejected`, `inference` or `setup` (the worker's classification).
-    pub kind: String,
+    /// The worker's classification.
+    pub kind: LoadErrorKind,
     /// The exact error.
     pub reason: String,
-    /// The branch of seed 002 it belongs to (`1a`, `1b`, `1c`, `5a`).
-    pub branch: String,
+    /// The branch of the diagnosis tree it belongs to (`1a`, `1b`, `1c`, `5a`).
+    pub branch: Branch,
 }
 
 /// A worker that died or hung.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Crash {
-    /// `loading`, `warming_up` or `predicting`.
-    pub phase: String,
+    /// Where the worker was.
+    pub phase: CrashPhase,
     /// What it was doing, in words (`prediction 12 of the memory run`).
     pub during: String,
     pub signal: Option<String>,

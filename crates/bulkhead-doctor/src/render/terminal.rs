@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use super::report::{Report, Verdict};
+use crate::report::{Report, Verdict};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -86,9 +86,25 @@ fn mib(b: u64) -> String {
     format!("{:.0}", b as f64 / MIB)
 }
 
-/// The whole report as text.
+/// The whole report as text: one section after another.
 pub fn render(r: &Report, colour: bool) -> String {
     let mut out = String::new();
+    header(&mut out, r);
+    verdicts(&mut out, r, colour);
+    load(&mut out, r, colour);
+    placement(&mut out, r, colour);
+    latency(&mut out, r, colour);
+    input_lengths(&mut out, r, colour);
+    memory(&mut out, r, colour);
+    accuracy(&mut out, r, colour);
+    crashes(&mut out, r, colour);
+    findings(&mut out, r, colour);
+    recommendation(&mut out, r, colour);
+    out
+}
+
+/// The model, the machine and what was measured.
+fn header(out: &mut String, r: &Report) {
     let m = &r.model;
     let _ = writeln!(out, "bulkhead doctor {}: {} ({})", r.bulkhead_version, m.name, m.source);
     let mut desc = vec![m.format.clone()];
@@ -131,10 +147,13 @@ pub fn render(r: &Report, colour: bool) -> String {
             String::new()
         }
     );
+}
 
-    heading(&mut out, "Verdicts", colour);
+/// One line per unit: the verdict and its evidence.
+fn verdicts(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Verdicts", colour);
     table(
-        &mut out,
+        out,
         &["unit", "verdict", "evidence"],
         r.units
             .iter()
@@ -148,10 +167,13 @@ pub fn render(r: &Report, colour: bool) -> String {
             .collect(),
         colour,
     );
+}
 
-    heading(&mut out, "Load (1a-1c, 2a, 3b)", colour);
+/// Load times, caches and resident memory (branches 1a-1c, 2a, 3b).
+fn load(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Load (1a-1c, 2a, 3b)", colour);
     table(
-        &mut out,
+        out,
         &[
             "unit",
             "runtime",
@@ -181,7 +203,7 @@ pub fn render(r: &Report, colour: bool) -> String {
                     Cell::from(l.map_or("-".into(), |l| match l.cached_cache_hit {
                         Some(true) => format!("{} (hit)", l.cache),
                         Some(false) => format!("{} (miss)", l.cache),
-                        None => l.cache.clone(),
+                        None => l.cache.as_str().to_string(),
                     })),
                     Cell::from(l.map_or("-".into(), |l| mib(l.rss_after_load_bytes))),
                     Cell::from(if warm.is_empty() { "-".to_string() } else { warm.join(" / ") }),
@@ -195,13 +217,16 @@ pub fn render(r: &Report, colour: bool) -> String {
             let _ = writeln!(out, "  {}: load error [{}] ({}): {}", u.unit, e.branch, e.kind, e.reason);
         }
         if let Some(why) = &u.availability_reason {
-            let _ = writeln!(out, "  {}: {}: {why}", u.unit, u.availability.replace('_', " "));
+            let _ = writeln!(out, "  {}: {}: {why}", u.unit, u.availability.in_words());
         }
     }
+}
 
-    heading(&mut out, "Placement (1b, 5a)", colour);
+/// Node placement and CPU fallbacks (1b, 5a).
+fn placement(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Placement (1b, 5a)", colour);
     table(
-        &mut out,
+        out,
         &["unit", "ran on", "nodes", "on the unit", "fell back to CPU", "fallback op types"],
         r.units
             .iter()
@@ -231,8 +256,11 @@ pub fn render(r: &Report, colour: bool) -> String {
             .collect(),
         colour,
     );
+}
 
-    heading(&mut out, "Latency and throughput (2b, 2c): round trip to the worker", colour);
+/// Latency and throughput per batch size (2b, 2c).
+fn latency(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Latency and throughput (2b, 2c): round trip to the worker", colour);
     let mut rows = vec![];
     for u in &r.units {
         for l in &u.latency {
@@ -248,14 +276,12 @@ pub fn render(r: &Report, colour: bool) -> String {
             ]);
         }
     }
-    table(
-        &mut out,
-        &["unit", "batch", "tokens", "first ms", "p50 ms", "p95 ms", "engine p50 ms", "inputs/s"],
-        rows,
-        colour,
-    );
+    table(out, &["unit", "batch", "tokens", "first ms", "p50 ms", "p95 ms", "engine p50 ms", "inputs/s"], rows, colour);
+}
 
-    heading(&mut out, "Input lengths (2b): batch-1 p50 ms per token count (* = first prediction spiked)", colour);
+/// Latency over input length (2b).
+fn input_lengths(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Input lengths (2b): batch-1 p50 ms per token count (* = first prediction spiked)", colour);
     let lens = &r.settings.seq_lengths;
     let mut headers: Vec<String> = vec!["unit".into()];
     headers.extend(lens.iter().map(|l| l.to_string()));
@@ -263,7 +289,7 @@ pub fn render(r: &Report, colour: bool) -> String {
     headers.push("recompiles?".into());
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     table(
-        &mut out,
+        out,
         &header_refs,
         r.units
             .iter()
@@ -288,10 +314,13 @@ pub fn render(r: &Report, colour: bool) -> String {
             .collect(),
         colour,
     );
+}
 
-    heading(&mut out, "Memory (3a): resident memory over predictions", colour);
+/// Resident memory over predictions (3a).
+fn memory(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Memory (3a): resident memory over predictions", colour);
     table(
-        &mut out,
+        out,
         &["unit", "predictions", "start MiB", "end MiB", "slope MiB/prediction", "recycle every"],
         r.units
             .iter()
@@ -309,13 +338,16 @@ pub fn render(r: &Report, colour: bool) -> String {
             .collect(),
         colour,
     );
+}
 
+/// Outputs against the reference (4a, 4b, 5b).
+fn accuracy(out: &mut String, r: &Report, colour: bool) {
     let reference = r.reference.as_ref().map_or("no fp32 CPU reference".to_string(), |x| {
         format!("against {} ({}, {}{})", x.unit, x.model, x.precision, if x.in_chain { "" } else { ", extra worker" })
     });
-    heading(&mut out, &format!("Accuracy (4a-4c, 5b): {} probes {reference}", r.settings.probes), colour);
+    heading(out, &format!("Accuracy (4a, 4b, 5b): {} probes {reference}", r.settings.probes), colour);
     table(
-        &mut out,
+        out,
         &["unit", "precision", "quantized", "min cosine", "mean cosine", "max abs diff"],
         r.units
             .iter()
@@ -333,10 +365,13 @@ pub fn render(r: &Report, colour: bool) -> String {
             .collect(),
         colour,
     );
+}
 
+/// Workers that died or hung, with their stderr tails.
+fn crashes(out: &mut String, r: &Report, colour: bool) {
     let crashed: Vec<_> = r.units.iter().filter_map(|u| u.crash.as_ref().map(|c| (u, c))).collect();
     if !crashed.is_empty() {
-        heading(&mut out, "Crashes (seeds 000, 004)", colour);
+        heading(out, "Crashes", colour);
         for (u, c) in crashed {
             let how = match (&c.signal, c.exit_code, c.hung) {
                 (_, _, true) => "hung (killed after the timeout)".to_string(),
@@ -351,9 +386,12 @@ pub fn render(r: &Report, colour: bool) -> String {
             }
         }
     }
+}
 
-    heading(&mut out, "Findings", colour);
-    for f in &m.findings {
+/// Every finding, the model's first.
+fn findings(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Findings", colour);
+    for f in &r.model.findings {
         let _ = writeln!(out, "  [{}] {} model: {}", f.branch, f.severity, f.message);
     }
     for u in &r.units {
@@ -361,8 +399,11 @@ pub fn render(r: &Report, colour: bool) -> String {
             let _ = writeln!(out, "  [{}] {} {}: {}", f.branch, f.severity, u.unit, f.message);
         }
     }
+}
 
-    heading(&mut out, "Recommendation", colour);
+/// The recommended chain and why.
+fn recommendation(out: &mut String, r: &Report, colour: bool) {
+    heading(out, "Recommendation", colour);
     if r.recommendation.compute_units.is_empty() {
         let _ = writeln!(out, "  no unit of the chain can run this model");
     } else {
@@ -372,5 +413,4 @@ pub fn render(r: &Report, colour: bool) -> String {
     for n in &r.recommendation.notes {
         let _ = writeln!(out, "  - {n}");
     }
-    out
 }

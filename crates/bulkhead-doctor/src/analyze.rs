@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 
 use bulkhead_core::SessionReport;
 
-use super::report::{
-    Accuracy, Finding, LatencyRow, Memory, Placement, ProviderNodes, Recommendation, ShapeRow, Shapes, UnitReport,
-    Verdict,
+use bulkhead_supervisor::LoadFailureKind;
+
+use crate::report::{
+    Accuracy, Availability, Branch, Finding, LatencyRow, Memory, Placement, ProviderNodes, Recommendation, Severity,
+    ShapeRow, Shapes, UnitReport, Verdict,
 };
+use bulkhead_core::stats::{compare, mean, percentile, slope};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -23,35 +26,6 @@ pub const LEAK_MIN_GROWTH_MIB: f64 = 8.0;
 pub const SLOW_OVERHEAD_MS: f64 = 10.0;
 /// A unit is `slow` when it is this many times slower at batch 1 than the fastest unit of the chain.
 pub const SLOWER_THAN_FASTEST: f64 = 8.0;
-
-/// The `p`-quantile (0..=1) of `values` by nearest rank; 0 for no values.
-pub fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = (p * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
-}
-
-pub fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
-}
-
-/// Least-squares slope of `ys` over `xs` (0 when undefined).
-pub fn slope(xs: &[f64], ys: &[f64]) -> f64 {
-    let (mx, my) = (mean(xs), mean(ys));
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    if xs.len() < 2 || sxx == 0.0 {
-        return 0.0;
-    }
-    xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum::<f64>() / sxx
-}
 
 /// A latency row from the first prediction of a shape and the timed ones after it.
 pub fn latency_row(batch: usize, seq: usize, first_ms: f64, walls: &[f64], engine: &[f64]) -> LatencyRow {
@@ -129,28 +103,6 @@ pub fn memory(rss: Vec<u64>, batch: usize, budget_mb: u64) -> Memory {
     }
 }
 
-/// Cosine similarity.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        return if na == nb { 1.0 } else { 0.0 };
-    }
-    dot / (na * nb)
-}
-
-/// `got` against `want`, row by row: (min cosine, mean cosine, max abs diff); `None` when the shapes differ.
-pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> Option<(f64, f64, f64)> {
-    if got.len() != want.len() || got.is_empty() || got.iter().zip(want).any(|(g, w)| g.len() != w.len()) {
-        return None;
-    }
-    let cos: Vec<f64> = got.iter().zip(want).map(|(g, w)| cosine(g, w)).collect();
-    let diff =
-        got.iter().zip(want).flat_map(|(g, w)| g.iter().zip(w).map(|(x, y)| (x - y).abs() as f64)).fold(0.0, f64::max);
-    Some((cos.iter().copied().fold(f64::INFINITY, f64::min), mean(&cos), diff))
-}
-
 /// Node placement of a session: what ran on the unit's provider and what fell back to the CPU.
 pub fn placement(report: &SessionReport, provider: &str) -> Placement {
     let providers: Vec<ProviderNodes> = report
@@ -180,21 +132,31 @@ pub fn placement(report: &SessionReport, provider: &str) -> Placement {
     }
 }
 
-/// The branch of seed 002 a load error belongs to.
-pub fn load_error_branch(kind: &str, reason: &str) -> &'static str {
+/// The branch of the diagnosis tree (docs/doctor.md) a load failure belongs to, by the worker's classification:
+/// a unit that cannot run here is `1b`; a model the engine refused is `1a` when its format version is the reason,
+/// `5a` when an operator is missing, `1c` otherwise.
+pub fn load_error_branch(kind: LoadFailureKind, reason: &str) -> Branch {
+    match kind {
+        LoadFailureKind::NotCompiled | LoadFailureKind::Unusable => Branch::UnitCannotRun,
+        LoadFailureKind::ModelRejected => rejection_branch(reason),
+        LoadFailureKind::Inference | LoadFailureKind::Setup => Branch::BrokenFiles,
+    }
+}
+
+/// Why an engine refused a model. The protocol's kind says only `model_rejected`; which of ONNX Runtime's own
+/// refusals it was is in its message, and this is the one place that reads it.
+fn rejection_branch(reason: &str) -> Branch {
     let r = reason.to_ascii_lowercase();
     if r.contains("opset") || r.contains("ir version") || r.contains("ir_version") || r.contains("model version") {
-        "1a"
+        Branch::FormatVersion
     } else if r.contains("not implemented")
         || r.contains("could not find an implementation")
         || r.contains("unsupported op")
         || r.contains("not supported")
     {
-        "5a"
-    } else if kind == "unusable" || kind == "not_compiled" {
-        "1b"
+        Branch::Unsupported
     } else {
-        "1c"
+        Branch::BrokenFiles
     }
 }
 
@@ -218,9 +180,9 @@ pub fn verdicts(units: &mut [UnitReport]) {
 }
 
 fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
-    if u.availability != "usable" {
+    if u.availability != Availability::Usable {
         let why = u.availability_reason.clone().unwrap_or_default();
-        return (Verdict::Unusable, vec![format!("{} here: {why}", u.availability.replace('_', " "))]);
+        return (Verdict::Unusable, vec![format!("{} here: {why}", u.availability.in_words())]);
     }
     if let Some(c) = &u.crash {
         let how = match (&c.signal, c.exit_code, c.hung) {
@@ -239,7 +201,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
     if let Some(l) = &u.load_error {
         return (Verdict::Unusable, vec![format!("the model does not load ({}, {}): {}", l.kind, l.branch, l.reason)]);
     }
-    if let Some(f) = u.findings.iter().find(|f| f.branch == "predict") {
+    if let Some(f) = u.findings.iter().find(|f| f.branch == Branch::Predict) {
         return (Verdict::Unusable, vec![f.message.clone()]);
     }
     let mut found: Vec<(Verdict, String)> = vec![];
@@ -295,7 +257,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
     (verdict, evidence)
 }
 
-/// Seed 001 (warm-up fast, live queries slow: another unit ran them): live forward passes much slower than the
+/// Branch 2c (warm-up fast, live queries slow: another unit ran them): live forward passes much slower than the
 /// worker's warm-up on the same inputs. A finding, not a verdict: a machine whose load changes between warm-up and
 /// the measurement shows the same.
 pub fn warmup_mismatch(u: &UnitReport) -> Option<Finding> {
@@ -304,8 +266,8 @@ pub fn warmup_mismatch(u: &UnitReport) -> Option<Finding> {
         let w = load.warmup.iter().find(|w| w.batch == row.batch)?;
         (row.engine_min_ms > (2.0 * w.ms).max(w.ms + 5.0)).then(|| {
             Finding::new(
-                "2c",
-                "warning",
+                Branch::OtherUnitRan,
+                Severity::Warning,
                 format!(
                     "live forward passes at batch {} take at least {:.1} ms while the warm-up on the same inputs took \
                      {:.1} ms: check that live requests run on the unit (and input preparation) the warm-up used",
@@ -416,8 +378,8 @@ pub fn accuracy(
 ) -> Result<Accuracy, Finding> {
     let (min_cosine, mean_cosine, max_abs_diff) = compare(got, want).ok_or_else(|| {
         Finding::new(
-            "5b",
-            "problem",
+            Branch::OutputShape,
+            Severity::Problem,
             format!(
                 "outputs have another shape than {reference_unit}'s ({} x {} vs {} x {})",
                 got.len(),
@@ -440,8 +402,8 @@ pub fn accuracy(
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Crash, WarmupRow};
     use super::*;
+    use crate::report::{CompiledCache, Crash, CrashPhase, LoadReport, WarmupRow};
 
     fn unit(name: &str, b1: f64, b32_per_s: f64) -> UnitReport {
         let mut u = UnitReport::new(name.into());
@@ -449,10 +411,10 @@ mod tests {
             latency_row(1, 12, b1, &[b1, b1, b1 * 1.1], &[b1 * 0.9; 3]),
             LatencyRow { batch: 32, throughput_per_s: b32_per_s, ..latency_row(32, 20, 60.0, &[60.0], &[59.0]) },
         ];
-        u.load = Some(super::super::report::LoadReport {
+        u.load = Some(LoadReport {
             cold: Default::default(),
             cached: None,
-            cache: "none".into(),
+            cache: CompiledCache::None,
             cold_cache_hit: None,
             cached_cache_hit: None,
             cache_dir: None,
@@ -463,18 +425,11 @@ mod tests {
     }
 
     #[test]
-    fn statistics() {
-        assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
-        assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 0.95), 4.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert!((slope(&[0.0, 1.0, 2.0], &[1.0, 3.0, 5.0]) - 2.0).abs() < 1e-12);
+    fn memory_slope_and_recycling() {
         let m = memory((0..40).map(|i| 100 * (1 << 20) + i * (4 << 20)).collect(), 1, 256);
         assert!((m.slope_mib_per_prediction - 4.0).abs() < 1e-9);
         assert_eq!(m.recycle_every, Some(64));
         assert_eq!(memory(vec![5 << 20; 10], 1, 256).recycle_every, None);
-        let (min, _, diff) = compare(&[vec![1.0, 0.0]], &[vec![1.0, 0.0]]).unwrap();
-        assert_eq!((min, diff), (1.0, 0.0));
-        assert!(compare(&[vec![1.0]], &[vec![1.0, 0.0]]).is_none());
     }
 
     #[test]
@@ -501,7 +456,7 @@ mod tests {
         leak.memory = Some(memory((0..40).map(|i| (100 << 20) + i * (4 << 20)).collect(), 1, 256));
         let mut crash = unit("candle:cpu", 13.0, 230.0);
         crash.crash = Some(Crash {
-            phase: "loading".into(),
+            phase: CrashPhase::Loading,
             during: "loading the model".into(),
             signal: Some("SIGSEGV".into()),
             exit_code: None,
@@ -521,11 +476,15 @@ mod tests {
 
     #[test]
     fn load_errors_map_to_branches() {
-        assert_eq!(load_error_branch("model_rejected", "Unsupported model IR version: 12, max supported 11"), "1a");
-        assert_eq!(load_error_branch("model_rejected", "Opset 30 is under development"), "1a");
-        assert_eq!(load_error_branch("model_rejected", "Could not find an implementation for Foo(1)"), "5a");
-        assert_eq!(load_error_branch("unusable", "no CUDA device"), "1b");
-        assert_eq!(load_error_branch("model_rejected", "protobuf parsing failed"), "1c");
+        let rejected = |reason| load_error_branch(LoadFailureKind::ModelRejected, reason);
+        assert_eq!(rejected("Unsupported model IR version: 12, max supported 11"), Branch::FormatVersion);
+        assert_eq!(rejected("Opset 30 is under development"), Branch::FormatVersion);
+        assert_eq!(rejected("Could not find an implementation for Foo(1)"), Branch::Unsupported);
+        assert_eq!(rejected("protobuf parsing failed"), Branch::BrokenFiles);
+        // The kind decides first: a unit that cannot run here is 1b whatever its message says.
+        assert_eq!(load_error_branch(LoadFailureKind::Unusable, "opset 17 needs CUDA"), Branch::UnitCannotRun);
+        assert_eq!(load_error_branch(LoadFailureKind::NotCompiled, "no CUDA"), Branch::UnitCannotRun);
+        assert_eq!(load_error_branch(LoadFailureKind::Setup, "not supported"), Branch::BrokenFiles);
     }
 
     #[test]

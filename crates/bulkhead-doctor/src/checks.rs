@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bulkhead_core::ModelFiles;
 
-use super::report::{FileCheck, Finding, Machine, ModelReport, SafetensorsSummary};
+use crate::report::{Branch, FileCheck, Finding, Machine, ModelReport, OnnxSummary, SafetensorsSummary, Severity};
 
 fn check_file(role: &str, path: &Path) -> FileCheck {
     let mut check =
@@ -79,18 +79,23 @@ pub fn safetensors_summary(path: &Path) -> SafetensorsSummary {
     s
 }
 
-#[cfg(feature = "ort")]
-fn onnx_summary(path: &Path) -> super::report::OnnxSummary {
-    use super::report::{OnnxSummary, Opset};
-    let mut s = OnnxSummary {
+/// A summary with nothing read, and why.
+fn unread_onnx(error: Option<String>) -> OnnxSummary {
+    OnnxSummary {
         ir_version: 0,
         opsets: vec![],
         producer: String::new(),
         nodes: 0,
         op_types: BTreeMap::new(),
         precision: "unknown".into(),
-        error: None,
-    };
+        error,
+    }
+}
+
+#[cfg(feature = "ort")]
+fn onnx_summary(path: &Path) -> OnnxSummary {
+    use crate::report::Opset;
+    let mut s = unread_onnx(None);
     match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| bulkhead_ort::onnx_info::read(&b)) {
         Ok(info) => {
             s.ir_version = info.ir_version;
@@ -106,16 +111,8 @@ fn onnx_summary(path: &Path) -> super::report::OnnxSummary {
 }
 
 #[cfg(not(feature = "ort"))]
-fn onnx_summary(path: &Path) -> super::report::OnnxSummary {
-    super::report::OnnxSummary {
-        ir_version: 0,
-        opsets: vec![],
-        producer: String::new(),
-        nodes: 0,
-        op_types: BTreeMap::new(),
-        precision: "unknown".into(),
-        error: Some(format!("{}: this build has no ONNX reader (feature `ort` off)", path.display())),
-    }
+fn onnx_summary(path: &Path) -> OnnxSummary {
+    unread_onnx(Some(format!("{}: this build has no ONNX reader (feature `ort` off)", path.display())))
 }
 
 /// `fp32`, `fp16`, `int8` or `unknown`.
@@ -125,91 +122,17 @@ pub fn precision_name(p: bulkhead_core::Precision) -> String {
 
 /// The model section: files, formats, precision, and the static findings.
 pub fn model_report(model: &ModelFiles, has_tokenizer: Result<(), String>) -> ModelReport {
-    let mut files = vec![];
-    let mut findings = vec![];
-    for (role, path) in [
-        ("config", &model.config),
-        ("tokenizer", &model.tokenizer),
-        ("safetensors", &model.safetensors),
-        ("onnx", &model.onnx),
-    ] {
-        if let Some(p) = path {
-            let c = check_file(role, p);
-            if let Some(e) = &c.error {
-                findings.push(Finding::new("1c", "problem", format!("{role} file {} is unreadable: {e}", c.path)));
-            }
-            files.push(c);
-        }
-    }
-    if let Err(e) = has_tokenizer {
-        findings.push(Finding::new("1c", "problem", format!("no usable tokenizer: {e}")));
-    }
+    let (files, mut findings) = file_checks(model, has_tokenizer);
     let onnx = model.onnx.as_deref().map(onnx_summary);
     let safetensors = model.safetensors.as_deref().map(safetensors_summary);
-    if let Some(o) = &onnx {
-        match &o.error {
-            Some(e) => findings.push(Finding::new("1c", "problem", format!("the ONNX file is not valid: {e}"))),
-            None => {
-                let opsets: Vec<String> = o
-                    .opsets
-                    .iter()
-                    .map(|s| format!("{}{}", if s.domain.is_empty() { "ai.onnx" } else { &s.domain }, s.version))
-                    .collect();
-                findings.push(Finding::new(
-                    "1a",
-                    "info",
-                    format!(
-                        "ONNX IR version {}, opsets {}, {} nodes ({} operator types), producer `{}`",
-                        o.ir_version,
-                        opsets.join(", "),
-                        o.nodes,
-                        o.op_types.len(),
-                        o.producer
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some(s) = &safetensors {
-        if let Some(e) = &s.error {
-            findings.push(Finding::new("1c", "problem", format!("the safetensors file is not valid: {e}")));
-        }
-    }
+    findings.extend(format_findings(onnx.as_ref(), safetensors.as_ref()));
     let quantized = onnx
         .iter()
         .map(|o| o.precision.as_str())
         .chain(safetensors.iter().map(|s| s.precision.as_str()))
         .any(|p| p == "int8" || p == "fp16");
-    for (what, p) in onnx
-        .iter()
-        .map(|o| ("ONNX", o.precision.as_str()))
-        .chain(safetensors.iter().map(|s| ("safetensors", s.precision.as_str())))
-    {
-        if p == "int8" || p == "fp16" {
-            findings.push(Finding::new(
-                if p == "int8" { "4b" } else { "5b" },
-                "warning",
-                format!(
-                    "the {what} weights are {p} (quantized or reduced precision): expect outputs to differ from fp32"
-                ),
-            ));
-        }
-    }
-    let candle_ok =
-        model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
-            || model.model_type.as_deref() == Some("bert");
-    if model.safetensors.is_some() && !candle_ok {
-        findings.push(Finding::new(
-            "5a",
-            "warning",
-            format!(
-                "architecture {:?} (model_type {:?}) is not one bulkhead builds or runs from safetensors ({})",
-                model.architecture,
-                model.model_type,
-                bulkhead_graph::supported_architectures().join(", ")
-            ),
-        ));
-    }
+    findings.extend(precision_findings(onnx.as_ref(), safetensors.as_ref()));
+    findings.extend(architecture_finding(model));
     let format = match (&model.onnx, &model.safetensors) {
         (Some(_), Some(_)) => "onnx+safetensors",
         (Some(_), None) => "onnx",
@@ -235,6 +158,117 @@ pub fn model_report(model: &ModelFiles, has_tokenizer: Result<(), String>) -> Mo
         quantized,
         findings,
     }
+}
+
+/// Every model file: exists, readable, size (1c); and whether a tokenizer loads.
+fn file_checks(model: &ModelFiles, has_tokenizer: Result<(), String>) -> (Vec<FileCheck>, Vec<Finding>) {
+    let mut files = vec![];
+    let mut findings = vec![];
+    for (role, path) in [
+        ("config", &model.config),
+        ("tokenizer", &model.tokenizer),
+        ("safetensors", &model.safetensors),
+        ("onnx", &model.onnx),
+    ] {
+        if let Some(p) = path {
+            let c = check_file(role, p);
+            if let Some(e) = &c.error {
+                findings.push(Finding::new(
+                    Branch::BrokenFiles,
+                    Severity::Problem,
+                    format!("{role} file {} is unreadable: {e}", c.path),
+                ));
+            }
+            files.push(c);
+        }
+    }
+    if let Err(e) = has_tokenizer {
+        findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, format!("no usable tokenizer: {e}")));
+    }
+    (files, findings)
+}
+
+/// What the ONNX protobuf and the safetensors header say: versions (1a), or that they do not parse (1c).
+fn format_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&SafetensorsSummary>) -> Vec<Finding> {
+    let mut findings = vec![];
+    if let Some(o) = onnx {
+        match &o.error {
+            Some(e) => findings.push(Finding::new(
+                Branch::BrokenFiles,
+                Severity::Problem,
+                format!("the ONNX file is not valid: {e}"),
+            )),
+            None => {
+                let opsets: Vec<String> = o
+                    .opsets
+                    .iter()
+                    .map(|s| format!("{}{}", if s.domain.is_empty() { "ai.onnx" } else { &s.domain }, s.version))
+                    .collect();
+                findings.push(Finding::new(
+                    Branch::FormatVersion,
+                    Severity::Info,
+                    format!(
+                        "ONNX IR version {}, opsets {}, {} nodes ({} operator types), producer `{}`",
+                        o.ir_version,
+                        opsets.join(", "),
+                        o.nodes,
+                        o.op_types.len(),
+                        o.producer
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(s) = safetensors {
+        if let Some(e) = &s.error {
+            findings.push(Finding::new(
+                Branch::BrokenFiles,
+                Severity::Problem,
+                format!("the safetensors file is not valid: {e}"),
+            ));
+        }
+    }
+    findings
+}
+
+/// Quantized (4b) or half-precision (5b) weights.
+fn precision_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&SafetensorsSummary>) -> Vec<Finding> {
+    let mut findings = vec![];
+    for (what, p) in onnx
+        .iter()
+        .map(|o| ("ONNX", o.precision.as_str()))
+        .chain(safetensors.iter().map(|s| ("safetensors", s.precision.as_str())))
+    {
+        if p == "int8" || p == "fp16" {
+            findings.push(Finding::new(
+                if p == "int8" { Branch::Quantized } else { Branch::OutputShape },
+                Severity::Warning,
+                format!(
+                    "the {what} weights are {p} (quantized or reduced precision): expect outputs to differ from fp32"
+                ),
+            ));
+        }
+    }
+    findings
+}
+
+/// An architecture bulkhead neither builds nor runs from safetensors (5a).
+fn architecture_finding(model: &ModelFiles) -> Option<Finding> {
+    let candle_ok =
+        model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
+            || model.model_type.as_deref() == Some("bert");
+    (model.safetensors.is_some() && !candle_ok).then(|| {
+        Finding::new(
+            Branch::Unsupported,
+            Severity::Warning,
+            format!(
+                "architecture {:?} (model_type {:?}) is not one bulkhead builds or runs from safetensors ({})",
+                model.architecture,
+                model.model_type,
+                bulkhead_graph::supported_architectures().join(", ")
+            ),
+        )
+    })
 }
 
 /// `MemTotal` and `MemAvailable` of /proc/meminfo, in bytes.

@@ -1,0 +1,169 @@
+//! `bulkhead bench`: throughput and latency per unit and batch size, each unit in its own worker process (as
+//! `bulkhead serve` runs it), measured as the doctor measures its latency table ([`measure::latency`]); a table or
+//! JSON (schema `bulkhead.bench/1`, docs/doctor.md).
+
+use std::time::Duration;
+
+use bulkhead_core::{Availability, Chain, ModelFiles, Unit};
+use bulkhead_embed::{Engines, Tokenizer};
+use bulkhead_supervisor::{ClientError, FaultRule};
+use serde::{Deserialize, Serialize};
+
+use crate::measure::latency::{self, Timed};
+use crate::measure::worker::{Start, Worker};
+use crate::measure::{Batch, Limits};
+use crate::progress::Progress;
+use crate::render::terminal::{self, Cell};
+use crate::report::{CrashPhase, LatencyRow, Machine};
+use crate::{checks, Error};
+
+/// The schema identifier of the bench's JSON.
+pub const SCHEMA: &str = "bulkhead.bench/1";
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The units to measure, in order.
+    pub chain: Chain,
+    /// Batch sizes (inputs are the warm-up sentences).
+    pub batch_sizes: Vec<usize>,
+    /// Timed predictions per unit and batch size, at least.
+    pub iterations: usize,
+    /// Seconds of timed predictions per unit and batch size, at least.
+    pub seconds: f64,
+    /// `BULKHEAD_FAULTS` rules handed to the workers.
+    pub faults: Vec<FaultRule>,
+}
+
+/// The bench's JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    pub bulkhead_version: String,
+    pub model: String,
+    pub machine: Machine,
+    pub seconds: f64,
+    pub units: Vec<BenchUnit>,
+}
+
+/// One unit's rows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BenchUnit {
+    pub unit: String,
+    pub runtime: Option<String>,
+    pub precision: Option<String>,
+    /// Why the unit was not measured (or stopped), if so.
+    pub error: Option<String>,
+    pub rows: Vec<LatencyRow>,
+}
+
+/// Measures `model` on every unit of the chain.
+pub fn run(
+    model: &ModelFiles,
+    tokenizer: &Tokenizer,
+    options: &Options,
+    engines: &Engines,
+) -> Result<BenchReport, Error> {
+    let batches: Vec<(usize, Batch)> =
+        options.batch_sizes.iter().map(|&b| Ok((b, Batch::of_probes(tokenizer, b)?))).collect::<Result<_, Error>>()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut progress = Progress::new("bench");
+    let mut units = vec![];
+    for unit in options.chain.units() {
+        let mut u = BenchUnit { unit: unit.to_string(), runtime: None, precision: None, error: None, rows: vec![] };
+        match engines.availability(unit) {
+            Availability::Usable => {
+                if let Err(e) = runtime.block_on(bench_unit(model, *unit, &batches, options, &mut u, &mut progress)) {
+                    u.error = Some(describe(&e));
+                }
+            }
+            Availability::NotCompiled(r) | Availability::Unusable(r) => u.error = Some(r),
+        }
+        units.push(u);
+    }
+    progress.finish();
+    Ok(BenchReport {
+        schema: SCHEMA.into(),
+        bulkhead_version: env!("CARGO_PKG_VERSION").into(),
+        model: model.name.clone(),
+        machine: checks::machine(),
+        seconds: options.seconds,
+        units,
+    })
+}
+
+/// One unit: a worker, then every batch size.
+async fn bench_unit(
+    model: &ModelFiles,
+    unit: Unit,
+    batches: &[(usize, Batch)],
+    options: &Options,
+    u: &mut BenchUnit,
+    progress: &mut Progress,
+) -> Result<(), ClientError> {
+    progress.phase(&u.unit, "loading");
+    let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
+    let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits };
+    let (mut worker, ready) = Worker::start(start).await?;
+    u.runtime = Some(ready.report.runtime.clone());
+    u.precision = Some(checks::precision_name(ready.report.precision));
+    let timed = Timed { iterations: options.iterations, at_least: Duration::from_secs_f64(options.seconds) };
+    for (size, batch) in batches {
+        progress.phase(&u.unit, &format!("batch {size}"));
+        let mut tick = |n: usize| progress.tick(n, options.iterations.max(n));
+        let row = latency::latency_row(&mut worker, *size, batch, timed, &mut tick).await.map_err(|(_, e)| e)?;
+        u.rows.push(row);
+    }
+    worker.shutdown().await;
+    Ok(())
+}
+
+/// Why a unit stopped, in one line.
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::Spawn(m) => m.clone(),
+        ClientError::Run(e) => e.to_string(),
+        ClientError::LoadFailed { kind, reason } => format!("load failed ({kind}): {reason}"),
+        ClientError::Died { step, exit } => format!(
+            "the worker {} while {}: {}",
+            if e.hung() { "hung" } else { "died" },
+            CrashPhase::from(*step).in_words(),
+            exit.summary()
+        ),
+    }
+}
+
+/// The bench table.
+pub fn render(r: &BenchReport, colour: bool) -> String {
+    let mut out = format!(
+        "bulkhead bench {}: {} on {} {} ({} CPUs), {} s per cell, round trip to a worker process\n",
+        r.bulkhead_version, r.model, r.machine.os, r.machine.arch, r.machine.cpus, r.seconds
+    );
+    let mut rows = vec![];
+    for u in &r.units {
+        for l in &u.rows {
+            rows.push(vec![
+                Cell::from(u.unit.as_str()),
+                Cell::from(u.precision.clone().unwrap_or_default()),
+                Cell::from(l.batch.to_string()),
+                Cell::from(l.seq.to_string()),
+                Cell::from(l.iterations.to_string()),
+                Cell::from(format!("{:.2}", l.p50_ms)),
+                Cell::from(format!("{:.2}", l.p95_ms)),
+                Cell::from(format!("{:.2}", l.engine_p50_ms)),
+                Cell::from(format!("{:.0}", l.throughput_per_s)),
+            ]);
+        }
+    }
+    terminal::table(
+        &mut out,
+        &["unit", "precision", "batch", "tokens", "runs", "p50 ms", "p95 ms", "engine p50 ms", "inputs/s"],
+        rows,
+        colour,
+    );
+    for u in r.units.iter().filter(|u| u.error.is_some()) {
+        out.push_str(&format!("  {}: not measured: {}\n", u.unit, u.error.as_deref().unwrap_or("")));
+    }
+    out
+}

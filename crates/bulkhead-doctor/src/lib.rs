@@ -1,0 +1,38 @@
+//! `bulkhead doctor` and `bulkhead bench` as a library: measure a model on every compute unit of a chain, each in
+//! its own worker process, and turn the measurements into a typed report that renderers print.
+//!
+//! The flow is one way, as in a searcher and its printers: [`measure`] drives workers through the supervisor
+//! crate's [`WorkerClient`](bulkhead_supervisor::WorkerClient) and fills a [`report::Report`]; [`analyze`] decides
+//! each unit's verdict and the recommended chain from the numbers alone; [`render`] prints a finished report as
+//! tables, one HTML page or JSON, and measures nothing. [`bench`] reuses the measurement of one batch size.
+//!
+//! * [`report`]: the JSON schema `bulkhead.doctor/1` (docs/doctor.md), the boundary types; internal values (the
+//!   protocol's load-failure kind, the worker client's steps) are converted at the edge, so the schema never moves
+//!   with the protocol;
+//! * [`checks`]: static checks of the model's files and of the machine;
+//! * [`progress`]: progress on stderr.
+
+pub mod analyze;
+pub mod bench;
+pub mod checks;
+pub mod measure;
+pub mod progress;
+pub mod render;
+pub mod report;
+
+pub use measure::{accuracy_probes, diagnose, Batch, Limits, Options};
+pub use report::{Branch, Finding, Report, Severity, Verdict};
+
+/// Why a diagnosis or a bench could not produce a report (a unit that fails is a finding, never an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The probe texts could not be tokenized.
+    #[error("cannot tokenize the probe texts: {0}")]
+    Tokenize(#[from] bulkhead_embed::EmbedError),
+    /// The async runtime that drives the workers could not be created.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// A saved report that is not one.
+    #[error("not a `{schema}` report: {0}", schema = report::SCHEMA)]
+    NotAReport(String),
+}

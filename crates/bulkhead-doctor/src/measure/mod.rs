@@ -1,0 +1,300 @@
+//! Measuring: each unit of the chain in its own worker process (availability, a cold load in a private, empty
+//! compiled-model cache and a cached load, node placement, latency per batch size, latency across input lengths,
+//! resident memory over N predictions, outputs on a fixed probe set), then the accuracy of every unit against the
+//! most exact one (fp32 on the CPU), the verdicts and the recommended chain.
+//!
+//! * [`worker`]: one measurement worker over the supervisor crate's worker client;
+//! * [`latency`]: the timed predictions of one batch size (shared with the bench);
+//! * [`unit`]: everything measured on one unit, and how a failed step becomes a finding.
+
+pub mod latency;
+pub mod unit;
+pub mod worker;
+
+use std::path::PathBuf;
+
+use bulkhead_core::{Chain, ModelFiles, Unit};
+use bulkhead_embed::{probe_texts, Engines, Tokenizer};
+use bulkhead_supervisor::FaultRule;
+
+use crate::progress::Progress;
+use crate::report::{self, Branch, Finding, Report, Settings, Severity, UnitReport};
+use crate::{analyze, checks, Error};
+pub use worker::Limits;
+use worker::{Start, Worker};
+
+/// What to measure, and how much.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The units to diagnose, in order.
+    pub chain: Chain,
+    /// Batch sizes of the latency and throughput table.
+    pub batch_sizes: Vec<usize>,
+    /// Timed predictions per batch size (after a first, untimed one).
+    pub iterations: usize,
+    /// Predictions of the memory run.
+    pub predictions: usize,
+    /// Input lengths (tokens, batch 1) of the dynamic-shape sweep; lengths above the model's maximum are dropped.
+    pub seq_lengths: Vec<usize>,
+    /// Resident-memory growth allowed before a worker should be recycled.
+    pub memory_budget_mb: u64,
+    /// Deadlines of the workers' steps.
+    pub limits: Limits,
+    /// `BULKHEAD_FAULTS` rules handed to the workers.
+    pub faults: Vec<FaultRule>,
+}
+
+/// Fixed probe set of the accuracy comparison: the warm-up sentences plus longer, numeric and non-ASCII ones.
+pub fn accuracy_probes() -> Vec<String> {
+    let mut texts = probe_texts();
+    texts.extend(
+        [
+            "Résumé, naïve café: diacritics and non-ASCII letters — and an em dash.",
+            "東京は日本の首都です。",
+            "Order #4521 shipped on 2026-11-03 for $1,299.99 (qty 3).",
+            "fn main() { println!(\"hello\"); }",
+            "a",
+            "The mitochondria is the powerhouse of the cell, converting nutrients into adenosine triphosphate, the \
+             energy currency that drives nearly every process in living organisms, from muscle contraction to the \
+             firing of neurons and the synthesis of proteins and nucleic acids.",
+            "Why did my model crash on the neural engine but not on the CPU?",
+            "   leading and trailing spaces   ",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    texts
+}
+
+/// A batch to measure: token rows and the texts they came from.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub rows: Vec<Vec<i64>>,
+    pub texts: Vec<String>,
+}
+
+impl Batch {
+    /// `n` rows cycling through the warm-up sentences (the shapes the worker warmed up with).
+    pub fn of_probes(tokenizer: &Tokenizer, n: usize) -> Result<Batch, Error> {
+        let texts: Vec<String> = probe_texts().into_iter().cycle().take(n).collect();
+        Ok(Batch { rows: tokenizer.encode(&texts)?, texts })
+    }
+
+    /// The padded length: the longest row.
+    pub fn seq(&self) -> usize {
+        self.rows.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// Everything a unit's diagnosis needs.
+pub struct Plan<'a> {
+    pub model: &'a ModelFiles,
+    pub options: &'a Options,
+    pub batches: Vec<(usize, Batch)>,
+    /// One row per input length (batch 1), for the dynamic-shape sweep.
+    pub lengths: Vec<(usize, Batch)>,
+    pub probes: Option<Batch>,
+    /// Single-input batches of the warm-up sentences, for the memory run.
+    pub singles: Vec<Batch>,
+    /// Where each unit's private compiled-model cache lives during the run.
+    pub cache_root: PathBuf,
+}
+
+impl<'a> Plan<'a> {
+    /// The batches of every measurement, from the model's tokenizer (none without one: only loads are measured).
+    fn new(model: &'a ModelFiles, tokenizer: Option<&Tokenizer>, options: &'a Options) -> Result<Plan<'a>, Error> {
+        let mut plan = Plan {
+            model,
+            options,
+            batches: vec![],
+            lengths: vec![],
+            probes: None,
+            singles: vec![],
+            cache_root: std::env::temp_dir().join(format!("bulkhead-doctor-{}", std::process::id())),
+        };
+        if let Some(t) = tokenizer {
+            for &b in &options.batch_sizes {
+                plan.batches.push((b, Batch::of_probes(t, b)?));
+            }
+            plan.lengths = length_sweep(t, &options.seq_lengths)?;
+            for text in probe_texts() {
+                plan.singles.push(Batch { rows: t.encode(std::slice::from_ref(&text))?, texts: vec![text] });
+            }
+            let texts = accuracy_probes();
+            plan.probes = Some(Batch { rows: t.encode(&texts)?, texts });
+        }
+        Ok(plan)
+    }
+}
+
+/// Rows of exact token lengths, cut from one long text (keeping the final special token).
+fn length_sweep(tokenizer: &Tokenizer, lengths: &[usize]) -> Result<Vec<(usize, Batch)>, Error> {
+    let text = "bulkhead measures every compute unit of the chain before it trusts one. ".repeat(64);
+    let ids = tokenizer.encode(std::slice::from_ref(&text))?.remove(0);
+    let mut out = vec![];
+    for &len in lengths {
+        if len < 2 || len > ids.len() || len > tokenizer.max_len() {
+            continue;
+        }
+        let mut row = ids[..len - 1].to_vec();
+        row.push(*ids.last().unwrap_or(&0));
+        out.push((len, Batch { rows: vec![row], texts: vec![text.clone()] }));
+    }
+    Ok(out)
+}
+
+/// Diagnoses `model` on every unit of the chain. `tokenizer` is the model's, or why it has none (then only loads
+/// are measured); `reference` is an fp32 model to compare outputs with when no unit of the chain runs fp32 weights.
+pub fn diagnose(
+    model: &ModelFiles,
+    tokenizer: Result<Tokenizer, String>,
+    reference: Option<&ModelFiles>,
+    options: &Options,
+    engines: &Engines,
+) -> Result<Report, Error> {
+    let tokenizer_status = tokenizer.as_ref().map(|_| ()).map_err(Clone::clone);
+    let plan = Plan::new(model, tokenizer.as_ref().ok(), options)?;
+    let machine = checks::machine();
+    let model_report = checks::model_report(model, tokenizer_status);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut progress = Progress::new("doctor");
+    let mut units = vec![];
+    let mut outputs: Vec<Option<Vec<Vec<f32>>>> = vec![];
+    for unit in options.chain.units() {
+        let availability = engines.availability(unit);
+        let (mut r, out) = runtime.block_on(unit::diagnose_unit(&plan, *unit, availability, &mut progress));
+        if let (Some(avail), report::Availability::Usable) = (machine.memory_available_bytes, r.availability) {
+            unit::memory_at_load(&mut r, checks::unit_weights_bytes(model, unit), avail);
+        }
+        units.push(r);
+        outputs.push(out);
+    }
+    let reference = runtime.block_on(choose_reference(&plan, &units, &outputs, reference, &mut progress));
+    progress.finish();
+    compare_outputs(&mut units, &outputs, reference.as_ref());
+    analyze::verdicts(&mut units);
+    let recommendation = analyze::recommend(&units);
+    let _ = std::fs::remove_dir_all(&plan.cache_root);
+    Ok(Report {
+        schema: report::SCHEMA.into(),
+        bulkhead_version: env!("CARGO_PKG_VERSION").into(),
+        model: model_report,
+        machine,
+        settings: settings(&plan),
+        units,
+        reference: reference.map(|(r, _)| r),
+        recommendation,
+    })
+}
+
+fn settings(plan: &Plan) -> Settings {
+    let o = plan.options;
+    Settings {
+        chain: o.chain.to_string(),
+        batch_sizes: o.batch_sizes.clone(),
+        iterations: o.iterations,
+        predictions: o.predictions,
+        seq_lengths: plan.lengths.iter().map(|(l, _)| *l).collect(),
+        probes: plan.probes.as_ref().map_or(0, |p| p.rows.len()),
+        memory_budget_mb: o.memory_budget_mb,
+        load_timeout_s: o.limits.load.as_secs(),
+        predict_timeout_s: o.limits.predict.as_secs(),
+        faults: serde_json::to_value(&o.faults).unwrap_or_default(),
+    }
+}
+
+fn precision_of(u: &UnitReport) -> String {
+    u.session.as_ref().map(|s| s.precision.clone()).unwrap_or_default()
+}
+
+fn is_cpu(unit: &str) -> bool {
+    unit.parse::<Unit>().is_ok_and(|u| u.is_cpu())
+}
+
+/// The reference of the accuracy comparison and its outputs: the most exact unit, fp32 on the CPU, of the chain
+/// (unless `--reference` names another model), else an extra worker.
+async fn choose_reference(
+    plan: &Plan<'_>,
+    units: &[UnitReport],
+    outputs: &[Option<Vec<Vec<f32>>>],
+    reference_model: Option<&ModelFiles>,
+    progress: &mut Progress,
+) -> Option<(report::Reference, Vec<Vec<f32>>)> {
+    let in_chain = units
+        .iter()
+        .zip(outputs)
+        .position(|(u, o)| o.is_some() && u.crash.is_none() && precision_of(u) == "fp32" && is_cpu(&u.unit));
+    if let (Some(i), None) = (in_chain, reference_model) {
+        let r = report::Reference {
+            unit: units[i].unit.clone(),
+            model: plan.model.name.clone(),
+            precision: "fp32".into(),
+            in_chain: true,
+        };
+        return Some((r, outputs[i].clone()?));
+    }
+    let probes = plan.probes.as_ref()?;
+    let model = reference_model.unwrap_or(plan.model);
+    progress.phase("reference", "fp32 CPU outputs");
+    let (unit, out) = reference_outputs(model, &probes.texts, plan.options.limits).await?;
+    Some((report::Reference { unit, model: model.name.clone(), precision: "fp32".into(), in_chain: false }, out))
+}
+
+/// Outputs of the fp32 reference on the probe texts (tokenized with the reference model's own tokenizer): the first
+/// CPU unit that loads fp32 weights.
+async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits) -> Option<(String, Vec<Vec<f32>>)> {
+    let batch = Batch { rows: Tokenizer::load(model).ok()?.encode(texts).ok()?, texts: texts.to_vec() };
+    for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
+        let start = Start { model, unit, generation: 0, faults: &[], cache_dir: None, limits };
+        let Ok((mut worker, ready)) = Worker::start(start).await else { continue };
+        if checks::precision_name(ready.report.precision) != "fp32" {
+            worker.shutdown().await;
+            continue;
+        }
+        let out = worker.predict(&batch).await.ok().map(|p| p.vectors);
+        worker.shutdown().await;
+        if let Some(out) = out {
+            return Some((unit.to_string(), out));
+        }
+    }
+    None
+}
+
+/// Each unit's outputs against the reference's (branch 4a), or why accuracy was not measured (4b).
+fn compare_outputs(
+    units: &mut [UnitReport],
+    outputs: &[Option<Vec<Vec<f32>>>],
+    reference: Option<&(report::Reference, Vec<Vec<f32>>)>,
+) {
+    let Some((reference, want)) = reference else {
+        for u in units.iter_mut().filter(|u| u.session.is_some()) {
+            u.findings.push(Finding::new(
+                Branch::Quantized,
+                Severity::Warning,
+                "accuracy not measured: no fp32 CPU reference (pass --reference with the fp32 original of this model)",
+            ));
+        }
+        return;
+    };
+    let label =
+        if reference.in_chain { reference.unit.clone() } else { format!("{} ({})", reference.unit, reference.model) };
+    for (u, got) in units.iter_mut().zip(outputs) {
+        let Some(got) = got else { continue };
+        match analyze::accuracy(got, want, &label, &precision_of(u)) {
+            Ok(a) => u.accuracy = Some(a),
+            Err(f) => u.findings.push(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_fixed_and_varied() {
+        let p = accuracy_probes();
+        assert_eq!(p.len(), 16);
+        assert!(p.iter().any(|t| !t.is_ascii()) && p.iter().any(|t| t.len() > 200));
+    }
+}

