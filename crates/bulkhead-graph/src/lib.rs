@@ -204,6 +204,12 @@ pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<
     export_variant(model, opts, Variant::Float, output)
 }
 
+/// The key under which [`build_cached_variant`] keeps the graph `variant` of `model` (builder version, options,
+/// config, tokenizer and weights digest): also a key for anything derived from that graph.
+pub fn graph_key(model: &ModelFiles, opts: &BuildOptions, variant: Variant<'_>) -> Result<String, GraphError> {
+    cache::cache_key(model, opts, variant)
+}
+
 /// The linear layers of `model`'s graph grouped by the activation they read, in graph order (what the int8
 /// sensitivity search quantizes one group at a time).
 pub fn linear_groups(model: &ModelFiles, opts: &BuildOptions) -> Result<Vec<LinearGroup>, GraphError> {

@@ -177,3 +177,22 @@ pub fn quantize(model: &ModelFiles, opts: &QuantizeOptions, output: &Path) -> Re
     folder::write(ev.model(), &step.plan, &manifest, output)?;
     Ok(Outcome { manifest, search: found })
 }
+
+/// The folder under `cache_dir` where `serve --precision int8` keeps the quantized form of `model` made with
+/// `opts`: keyed by the float graph's key (builder version, config, tokenizer, weights) and every option that
+/// changes the result (floor, calibration file contents, SmoothQuant, operators, batch).
+pub fn cache_entry(model: &ModelFiles, opts: &QuantizeOptions, cache_dir: &Path) -> Result<PathBuf, QuantizeError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(bulkhead_graph::graph_key(model, &bulkhead_graph::BuildOptions::default(), Variant::Float)?);
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(format!("{:?} {:?} {:?} {}", opts.min_cosine, opts.smooth_alpha, opts.form, opts.batch));
+    if let Some(p) = &opts.calibration {
+        h.update(std::fs::read(p).map_err(|e| QuantizeError::Calibration {
+            path: p.clone(),
+            reason: format!("cannot read it: {e}"),
+        })?);
+    }
+    let key: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(cache_dir.join(key))
+}

@@ -130,7 +130,7 @@ impl Evaluator {
         Ok(Embedder::new(&m, session))
     }
 
-    /// Embeddings of `rows` by the graph `variant`, `batch` rows at a time.
+    /// Embeddings of `rows` by the graph `variant`, `batch` rows at a time (see [`embed_rows`]).
     pub fn embed(&self, variant: Variant<'_>, rows: &[Vec<i64>]) -> Result<Vec<Vec<f32>>, QuantizeError> {
         let mut e = self.embedder(&self.graph(variant)?)?;
         embed_rows(&mut e, rows, self.batch)
@@ -173,12 +173,20 @@ impl Evaluator {
     }
 }
 
-/// Embeds `rows` with `e`, `batch` rows per forward pass.
+/// Embeds `rows` with `e`, `batch` rows per forward pass, in the given order of rows.
+///
+/// Rows are batched by length (as a server's batches of similar requests are), which keeps padding, and the time
+/// of the search, low; the order of the result is the order of `rows`.
 pub fn embed_rows(e: &mut Embedder, rows: &[Vec<i64>], batch: usize) -> Result<Vec<Vec<f32>>, QuantizeError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(batch.max(1)) {
-        let (v, _) = e.embed_tokens(chunk).map_err(|e| QuantizeError::Runtime(e.to_string()))?;
-        out.extend(v);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].len(), i));
+    let mut out = vec![vec![]; rows.len()];
+    for idx in order.chunks(batch.max(1)) {
+        let chunk: Vec<Vec<i64>> = idx.iter().map(|&i| rows[i].clone()).collect();
+        let (v, _) = e.embed_tokens(&chunk).map_err(|e| QuantizeError::Runtime(e.to_string()))?;
+        for (&i, v) in idx.iter().zip(v) {
+            out[i] = v;
+        }
     }
     Ok(out)
 }
