@@ -128,9 +128,9 @@ fn group_name(layers: &[LinearLayer]) -> String {
         return layers[0].name.clone();
     }
     let first = &layers[0].name;
-    let mut common = layers.iter().fold(first.len(), |n, l| {
-        first.bytes().zip(l.name.bytes()).take(n).take_while(|(a, b)| a == b).count()
-    });
+    let mut common = layers
+        .iter()
+        .fold(first.len(), |n, l| first.bytes().zip(l.name.bytes()).take(n).take_while(|(a, b)| a == b).count());
     // Cut at a dot so the braces hold whole name parts.
     common = first[..common].rfind('.').map_or(0, |i| i + 1);
     let tails: Vec<&str> = layers.iter().map(|l| &l.name[common..]).collect();

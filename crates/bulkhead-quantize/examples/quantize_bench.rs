@@ -107,8 +107,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("model {} | target min cosine {min_cosine} | form {form:?} | search {search_s:.0} s", model_dir.display());
-    println!("calibration {} texts, held-out {} texts, batch {} | load average {}", calib.len(), held.len(),
-        ev.batch, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "calibration {} texts, held-out {} texts, batch {} | load average {}",
+        calib.len(),
+        held.len(),
+        ev.batch,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("| configuration | throughput vs fp32 (median of {rounds} rounds) | texts/s | held-out min cosine | held-out mean cosine | top-10 overlap | calibration min cosine |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let median = |v: &[f64]| {

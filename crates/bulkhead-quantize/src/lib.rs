@@ -188,10 +188,10 @@ pub fn cache_entry(model: &ModelFiles, opts: &QuantizeOptions, cache_dir: &Path)
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(format!("{:?} {:?} {:?} {}", opts.min_cosine, opts.smooth_alpha, opts.form, opts.batch));
     if let Some(p) = &opts.calibration {
-        h.update(std::fs::read(p).map_err(|e| QuantizeError::Calibration {
-            path: p.clone(),
-            reason: format!("cannot read it: {e}"),
-        })?);
+        h.update(
+            std::fs::read(p)
+                .map_err(|e| QuantizeError::Calibration { path: p.clone(), reason: format!("cannot read it: {e}") })?,
+        );
     }
     let key: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
     Ok(cache_dir.join(key))

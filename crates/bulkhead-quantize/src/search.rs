@@ -190,7 +190,11 @@ pub fn search(
             int8_groups: int8.len(),
             int8_params: int8.iter().map(|g| g.params()).sum(),
             fp32_groups: fp32.iter().map(|&i| groups[i].name.clone()).collect(),
-            smoothed_groups: int8.iter().filter(|g| chosen_smooth.contains_key(&g.name)).map(|g| g.name.clone()).collect(),
+            smoothed_groups: int8
+                .iter()
+                .filter(|g| chosen_smooth.contains_key(&g.name))
+                .map(|g| g.name.clone())
+                .collect(),
             calibration,
             plan,
         });

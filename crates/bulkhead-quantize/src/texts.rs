@@ -32,7 +32,10 @@ pub fn read_calibration(path: &Path) -> Result<Vec<String>, QuantizeError> {
     let bad = |reason: String| QuantizeError::Calibration { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        bad(format!("not UTF-8 text (invalid byte at offset {}); give a text file with one text per line", e.valid_up_to()))
+        bad(format!(
+            "not UTF-8 text (invalid byte at offset {}); give a text file with one text per line",
+            e.valid_up_to()
+        ))
     })?;
     if let Some(at) = text.find('\0') {
         return Err(bad(format!("not a text file (NUL byte at offset {at}); give a text file with one text per line")));

@@ -76,13 +76,24 @@ fn int8_layers_run_as_dynamic_quantize_matmul_in_both_forms() {
     for form in [Int8Form::Fused, Int8Form::Standard] {
         let plan = QuantPlan { int8: layers.iter().cloned().collect(), form, ..QuantPlan::default() };
         let ops = optimized_ops(&ev.graph(Variant::Int8(&plan)).unwrap());
-        // Every linear layer runs on MLAS's int8 GEMM with the float rescale and bias fused in; nothing is left of
-        // the standard form, and no float MatMul of a linear layer remains (the two left are attention's).
-        assert_eq!(ops.get("DynamicQuantizeMatMul"), Some(&12), "{form:?}: {ops:?}");
-        for gone in ["MatMulInteger", "DynamicQuantizeLinear", "MatMulIntegerToFloat", "Attention"] {
+        // Every linear layer runs on MLAS's int8 GEMM with the float rescale and bias fused in. In the standard form
+        // ONNX Runtime first merges the identical activation quantizations of Q, K and V (common subexpression
+        // elimination), so those three share one DynamicQuantizeLinear and become MatMulIntegerToFloat; the
+        // fused form quantizes the shared activation once per layer reading it. Nothing else is left of the standard form, and no
+        // float MatMul of a linear layer remains: the four left are attention's
+        // (Q·Kᵀ fused with its scale, and P·V, per layer). The attention fusion needs float Q/K/V MatMuls.
+        let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+        let expect = match form {
+            Int8Form::Fused => (12, 0, 0),
+            Int8Form::Standard => (6, 6, 2),
+        };
+        let got = (count("DynamicQuantizeMatMul"), count("MatMulIntegerToFloat"), count("DynamicQuantizeLinear"));
+        assert_eq!(got, expect, "{form:?}: {ops:?}");
+        for gone in ["MatMulInteger", "Attention"] {
             assert_eq!(ops.get(gone), None, "{form:?}: {gone} left in {ops:?}");
         }
-        assert_eq!(ops.get("MatMul"), Some(&4), "{form:?}: {ops:?}");
+        assert_eq!((ops.get("FusedMatMul"), ops.get("MatMul")), (Some(&2), Some(&2)), "{form:?}: {ops:?}");
+        assert_eq!((ops.get("Gelu"), ops.get("SkipLayerNormalization")), (Some(&2), Some(&5)), "{form:?}: {ops:?}");
     }
 }
 
@@ -107,7 +118,7 @@ fn the_search_runs_on_every_architecture() {
         let m = Manifest::read(&out).unwrap();
         assert_eq!(m.int8_layers, done.manifest.int8_layers);
         assert!(m.meets_target && !m.int8_layers.is_empty(), "{name}: {m:?}");
-        assert_eq!(m.sensitivity.len() * 2, m.sensitivity.iter().map(|s| 1 + s.smoothed.is_some() as usize).sum());
+        assert!(m.sensitivity.iter().all(|s| s.smoothed.is_some()), "{name}: every group tried with SmoothQuant");
         // The folder serves like the original: same tokenizer, pooling and dimensions; int8 weights reported.
         let q = ModelFiles::open(&out).unwrap();
         assert!(q.onnx.is_some() && q.safetensors.is_none() && q.tokenizer.is_some(), "{name}");
@@ -142,7 +153,7 @@ fn a_floor_nobody_meets_writes_nothing_unless_forced() {
     let m = Manifest::read(&out).unwrap();
     assert!(!m.meets_target && m.min_cosine_target == 1.0, "{m:?}");
     let best = forced.search.path.iter().map(|s| s.calibration.min_cosine).fold(0.0, f64::max);
-    assert_eq!(m.calibration.accuracy.min_cosine, best, "--force writes the closest configuration");
+    assert!((m.calibration.accuracy.min_cosine - best).abs() < 1e-12, "--force writes the closest configuration");
     // The output must be new or empty.
     let again = quantize(&model, &QuantizeOptions { force: true, ..opts.clone() }, &out).unwrap_err().to_string();
     assert!(again.contains("not empty"), "{again}");

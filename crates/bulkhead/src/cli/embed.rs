@@ -58,8 +58,7 @@ impl EmbedArgs {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
         }
         let t_start = Instant::now();
-        let model =
-            open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
         let mut model = self.precision.apply(model)?;
         set_default_prompt(&mut model, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
         let prompt = model.prompts.resolve(None, None)?;

@@ -88,7 +88,10 @@ fn print_summary(m: &Manifest, output: &Path) {
     eprintln!("|---:|---|---:|---:|");
     for s in &m.path {
         let kept = if s.fp32_groups.is_empty() { "-".to_string() } else { s.fp32_groups.join(" ") };
-        eprintln!("| {} | {kept} | {:.5} | {:.5} |", s.int8_groups, s.calibration.min_cosine, s.calibration.mean_cosine);
+        eprintln!(
+            "| {} | {kept} | {:.5} | {:.5} |",
+            s.int8_groups, s.calibration.min_cosine, s.calibration.mean_cosine
+        );
     }
     let h = &m.heldout.accuracy;
     eprintln!(
