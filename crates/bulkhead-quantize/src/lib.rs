@@ -118,7 +118,8 @@ impl Default for QuantizeOptions {
 }
 
 impl QuantizeOptions {
-    fn check(&self) -> Result<(), QuantizeError> {
+    /// Checks the options and reads the calibration file (what [`quantize`] refuses before measuring anything).
+    pub fn check(&self) -> Result<(), QuantizeError> {
         if !(self.min_cosine > 0.0 && self.min_cosine <= 1.0) {
             return Err(QuantizeError::Usage(format!(
                 "--min-cosine {} is outside (0, 1]; the default is {DEFAULT_MIN_COSINE}",
@@ -129,6 +130,9 @@ impl QuantizeOptions {
             if !(0.0..=1.0).contains(&a) {
                 return Err(QuantizeError::Usage(format!("SmoothQuant alpha {a} is outside [0, 1]")));
             }
+        }
+        if let Some(p) = &self.calibration {
+            texts::read_calibration(p)?;
         }
         Ok(())
     }

@@ -76,6 +76,7 @@ impl QuantizeArgs {
             threads: self.threads,
             ..QuantizeOptions::default()
         };
+        opts.check().map_err(classify)?;
         eprintln!("measuring the int8 sensitivity of {} (a few minutes on 2 cores for a small model)", model.name);
         let out = bulkhead_quantize::quantize(&model, &opts, &self.output).map_err(classify)?;
         print_summary(&out.manifest, &self.output);
