@@ -17,7 +17,7 @@ use bulkhead_core::ModelFiles;
 use sha2::{Digest, Sha256};
 
 use crate::graph::Storage;
-use crate::{BuildOptions, BuiltGraph, GraphError, Inputs, ShapeMode, WeightsStorage};
+use crate::{BuildOptions, BuiltGraph, GraphError, Inputs, ShapeMode, Variant, WeightsStorage};
 
 /// Version of the graph the builder writes; part of the cache key, bumped whenever the emitted graph changes.
 pub const BUILDER_VERSION: &str = "arch-2";
@@ -30,7 +30,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GraphError + '_ {
 }
 
 /// The cache key of `model` built with `opts`.
-pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<String, GraphError> {
+pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions, variant: Variant<'_>) -> Result<String, GraphError> {
     let folder = || model.source.clone();
     let config = model.config.as_deref().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
     if model.safetensors_shards.is_empty() {
@@ -44,6 +44,7 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions) -> Result<Strin
         ShapeMode::Dynamic => h.update(b"dynamic"),
         ShapeMode::Static { batch, seq } => h.update(format!("static {batch}x{seq}").as_bytes()),
     }
+    h.update(variant.digest());
     h.update(fs::read(config).map_err(io(config))?);
     if let Some(meta) = model.tokenizer.as_deref().and_then(|t| fs::metadata(t).ok()) {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
@@ -124,9 +125,19 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// and publishes the entry by renaming its temporary folder, so concurrent processes never see a half
 /// written entry; the loser of a race uses the winner's entry.
 pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -> Result<BuiltGraph, GraphError> {
+    build_cached_variant(model, opts, Variant::Float, cache_dir)
+}
+
+/// [`build_cached`] of a [`Variant`] (int8 layers, calibration probes); the variant is part of the key.
+pub fn build_cached_variant(
+    model: &ModelFiles,
+    opts: &BuildOptions,
+    variant: Variant<'_>,
+    cache_dir: &Path,
+) -> Result<BuiltGraph, GraphError> {
     let start = Instant::now();
     crate::check_options(opts)?;
-    let key = cache_key(model, opts)?;
+    let key = cache_key(model, opts, variant)?;
     let dir = cache_dir.join(&key);
     let done = |storage: WeightsStorage, cache_hit: bool| BuiltGraph {
         path: dir.join(MODEL_FILE),
@@ -159,7 +170,7 @@ pub fn build_cached(model: &ModelFiles, opts: &BuildOptions, cache_dir: &Path) -
             WeightsStorage::Embedded => Storage::Embedded,
             _ => Storage::External { locations: linked.clone() },
         };
-        inputs.write(opts, &how, &tmp.join(MODEL_FILE))?;
+        inputs.write(opts, variant, &how, &tmp.join(MODEL_FILE))?;
         Ok(storage)
     })();
     let storage = match result {

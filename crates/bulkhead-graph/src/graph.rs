@@ -3,6 +3,7 @@
 //! [`layers`](crate::layers).
 
 use crate::proto::{Bytes, Msg};
+use crate::quant::{QuantPlan, Recorder};
 use crate::weights::{TensorSlice, Weights};
 use crate::{GraphError, ShapeMode};
 
@@ -45,6 +46,9 @@ pub(crate) struct Graph<'a> {
     weights: &'a Weights,
     storage: Storage,
     consts: std::collections::HashMap<String, String>,
+    plan: Option<&'a QuantPlan>,
+    /// The linear layers written so far, probes and int8 bookkeeping.
+    pub(crate) rec: Recorder,
 }
 
 impl<'a> Graph<'a> {
@@ -57,7 +61,31 @@ impl<'a> Graph<'a> {
             weights,
             storage: storage.clone(),
             consts: Default::default(),
+            plan: None,
+            rec: Recorder::default(),
         }
+    }
+
+    /// Writes the linear layers `plan` names in int8.
+    pub fn with_plan(mut self, plan: Option<&'a QuantPlan>) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// Adds `ReduceMax(|x|)` outputs on the input of every linear layer (for calibration).
+    pub fn probing(mut self) -> Self {
+        self.rec.probing = true;
+        self
+    }
+
+    /// The int8 plan, if any.
+    pub fn plan(&self) -> Option<&'a QuantPlan> {
+        self.plan
+    }
+
+    /// The mapped weights.
+    pub fn weights(&self) -> &'a Weights {
+        self.weights
     }
 
     /// Adds a node with one output named after `hint`; returns the output's name.
@@ -107,6 +135,15 @@ impl<'a> Graph<'a> {
         if !self.consts.contains_key(name) {
             let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.initializers.push(Self::tensor_header(name, dims, FLOAT).bytes(9, Bytes::Owned(raw)));
+            self.consts.insert(name.to_string(), name.to_string());
+        }
+        name.to_string()
+    }
+
+    /// A constant of ONNX element type `dtype` from its little-endian bytes (deduplicated by name).
+    pub fn const_typed(&mut self, name: &str, dims: &[i64], dtype: i64, raw: Vec<u8>) -> String {
+        if !self.consts.contains_key(name) {
+            self.initializers.push(Self::tensor_header(name, dims, dtype).bytes(9, Bytes::Owned(raw)));
             self.consts.insert(name.to_string(), name.to_string());
         }
         name.to_string()
@@ -233,12 +270,19 @@ impl<'a> Graph<'a> {
         }
         let [b, s] = dims();
         graph.push_msg(12, value_info("last_hidden_state", FLOAT, &[b, s, Dim::Fixed(hidden)]));
-        Msg::new()
+        for (name, features) in &self.rec.probes {
+            graph.push_msg(12, value_info(name, FLOAT, &[Dim::Fixed(*features)]));
+        }
+        let mut model = Msg::new()
             .int(1, 8) // ir_version
             .str(2, "bulkhead-graph")
             .str(3, producer)
             .msg(7, graph)
-            .msg(8, Msg::new().str(1, "").int(2, self.opset))
+            .msg(8, Msg::new().str(1, "").int(2, self.opset));
+        if self.rec.contrib {
+            model.push_msg(8, Msg::new().str(1, "com.microsoft").int(2, 1));
+        }
+        model
     }
 }
 

@@ -12,7 +12,8 @@ use crate::GraphError;
 /// subtraction, small enough that two of them added (padding and window or causal masks) stay finite.
 pub(crate) const MASKED: f32 = -1.0e9;
 
-/// `x @ W^T (+ b)` with `W` the weight `{prefix}.weight` of shape `[dout, din]` and, when `bias`, `{prefix}.bias`.
+/// `x @ W^T (+ b)` with `W` the weight `{prefix}.weight` of shape `[dout, din]` and, when `bias`, `{prefix}.bias`;
+/// in int8 when the graph's plan names `prefix` (see [`quant`](crate::quant)).
 pub(crate) fn linear(
     g: &mut Graph<'_>,
     x: &str,
@@ -21,6 +22,10 @@ pub(crate) fn linear(
     dout: usize,
     bias: bool,
 ) -> Result<String, GraphError> {
+    crate::quant::record(g, x, prefix, din, dout);
+    if let Some(out) = crate::quant::int8_linear(g, x, prefix, din, dout, bias)? {
+        return Ok(out);
+    }
     let weight = g.weight(&format!("{prefix}.weight"), &[dout, din])?;
     let wt = g.node("Transpose", &format!("{prefix}.weight_t"), &[&weight], vec![attr_ints("perm", &[1, 0])]);
     let mm = g.node("MatMul", &format!("{prefix}.matmul"), &[x, &wt], vec![]);

@@ -25,13 +25,39 @@ mod layers;
 mod modernbert;
 mod nomic;
 mod proto;
+pub mod quant;
 mod weights;
 
 use std::path::{Path, PathBuf};
 
 use bulkhead_core::ModelFiles;
 
-pub use cache::{build_cached, BUILDER_VERSION};
+pub use cache::{build_cached, build_cached_variant, BUILDER_VERSION};
+pub use quant::{Int8Form, LinearGroup, LinearLayer, QuantPlan};
+
+/// Which graph of a model to write.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Variant<'p> {
+    /// The float32 graph.
+    #[default]
+    Float,
+    /// The linear layers the plan names in int8 (see [`quant`]).
+    Int8(&'p QuantPlan),
+    /// The float32 graph with one extra output per linear layer's input activation, `absmax:<layer>` (the largest
+    /// magnitude per input channel over the batch: [`quant::probe_name`]), for calibration.
+    Probe,
+}
+
+impl Variant<'_> {
+    /// Bytes that tell variants apart in cache keys (empty for the float graph, whose keys predate variants).
+    pub(crate) fn digest(&self) -> Vec<u8> {
+        match self {
+            Variant::Float => vec![],
+            Variant::Int8(plan) => [b"int8\0".as_slice(), &plan.digest()].concat(),
+            Variant::Probe => b"probe".to_vec(),
+        }
+    }
+}
 
 /// Input shapes of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +201,56 @@ pub fn supported_architectures() -> &'static [&'static str] {
 
 /// Writes a self-contained ONNX file (weights embedded) for `model` to `output`, atomically.
 pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<(), GraphError> {
+    export_variant(model, opts, Variant::Float, output)
+}
+
+/// The key under which [`build_cached_variant`] keeps the graph `variant` of `model` (builder version, options,
+/// config, tokenizer and weights digest): also a key for anything derived from that graph.
+pub fn graph_key(model: &ModelFiles, opts: &BuildOptions, variant: Variant<'_>) -> Result<String, GraphError> {
+    cache::cache_key(model, opts, variant)
+}
+
+/// The linear layers of `model`'s graph grouped by the activation they read, in graph order (what the int8
+/// sensitivity search quantizes one group at a time).
+pub fn linear_groups(model: &ModelFiles, opts: &BuildOptions) -> Result<Vec<LinearGroup>, GraphError> {
+    let inputs = Inputs::open(model, opts)?;
+    let mut g = graph::Graph::new(&inputs.weights, opts.opset, &graph::Storage::Embedded);
+    inputs.arch.build(&mut g)?;
+    Ok(quant::groups(&g.rec.linears))
+}
+
+/// The largest magnitude of each column of each linear layer's weight (`[din]` per layer), keyed by layer name:
+/// the weight side of SmoothQuant's factors.
+pub fn weight_column_absmax(
+    model: &ModelFiles,
+    opts: &BuildOptions,
+) -> Result<std::collections::BTreeMap<String, Vec<f32>>, GraphError> {
+    let inputs = Inputs::open(model, opts)?;
+    let mut out = std::collections::BTreeMap::new();
+    for group in linear_groups(model, opts)? {
+        for l in &group.layers {
+            let t = inputs.weights.get(&format!("{}.weight", l.name), &[l.dout, l.din])?;
+            let bytes = t.converted_f32();
+            let bytes = bytes.as_deref().unwrap_or(t.bytes);
+            let mut col = vec![0f32; l.din];
+            for (k, c) in bytes.chunks_exact(4).enumerate() {
+                let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]).abs();
+                let i = k % l.din;
+                col[i] = col[i].max(v);
+            }
+            out.insert(l.name.clone(), col);
+        }
+    }
+    Ok(out)
+}
+
+/// [`export`] of a [`Variant`]: a self-contained ONNX file, written atomically.
+pub fn export_variant(
+    model: &ModelFiles,
+    opts: &BuildOptions,
+    variant: Variant<'_>,
+    output: &Path,
+) -> Result<(), GraphError> {
     let inputs = Inputs::open(model, opts)?;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -182,7 +258,7 @@ pub fn export(model: &ModelFiles, opts: &BuildOptions, output: &Path) -> Result<
     };
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = inputs.write(opts, &graph::Storage::Embedded, &tmp).and_then(|()| {
+    let result = inputs.write(opts, variant, &graph::Storage::Embedded, &tmp).and_then(|()| {
         std::fs::rename(&tmp, output).map_err(|e| GraphError::Io { path: output.to_path_buf(), source: e })
     });
     if result.is_err() {
@@ -226,9 +302,20 @@ impl Inputs {
     }
 
     /// Builds and writes the model to `path` (not atomically: callers write to a temporary name).
-    pub(crate) fn write(&self, opts: &BuildOptions, storage: &graph::Storage, path: &Path) -> Result<(), GraphError> {
+    pub(crate) fn write(
+        &self,
+        opts: &BuildOptions,
+        variant: Variant<'_>,
+        storage: &graph::Storage,
+        path: &Path,
+    ) -> Result<(), GraphError> {
         use std::io::Write;
         let mut g = graph::Graph::new(&self.weights, opts.opset, storage);
+        match variant {
+            Variant::Float => {}
+            Variant::Int8(plan) => g = g.with_plan(Some(plan)),
+            Variant::Probe => g = g.probing(),
+        }
         self.arch.build(&mut g)?;
         let model = g.finish(self.arch.name(), self.arch.inputs(), self.arch.hidden(), opts.shape, BUILDER_VERSION);
         let io = |e| GraphError::Io { path: path.to_path_buf(), source: e };

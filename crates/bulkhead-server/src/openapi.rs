@@ -191,6 +191,10 @@ fn add_inference_headers(op: &mut Operation) {
     let string = || Object::with_type(Type::String);
     let header = |what: &str| RefOr::T(HeaderBuilder::new().schema(Some(string())).description(Some(what)).build());
     ok.headers.insert("x-bulkhead-unit".into(), header("the compute unit that computed the answer"));
+    ok.headers.insert(
+        "x-bulkhead-precision".into(),
+        header("the weight precision of the model that computed the answer: fp32, fp16 or int8"),
+    );
     ok.headers.insert("Server-Timing".into(), header("tokenize, queue, infer and post durations in milliseconds"));
 }
 

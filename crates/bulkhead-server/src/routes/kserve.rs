@@ -175,7 +175,7 @@ pub async fn infer(
             id: req.id,
             outputs: vec![output],
         };
-        Ok::<_, ApiError>(inference_headers(Json(body), &model.name, e.unit, &e.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, e.unit, &e.timing))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -358,5 +358,5 @@ async fn infer_tensors(
         .collect();
     let body = InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs };
     let timing = bulkhead_embed::StageTiming { tokenize_ms: prepare_ms, ..computed.timing };
-    Ok(inference_headers(Json(body), &model.name, computed.unit, &timing))
+    Ok(inference_headers(Json(body), model, computed.unit, &timing))
 }

@@ -167,13 +167,30 @@ fn record_stages(state: &AppState, model: &str, t: &StageTiming) {
     }
 }
 
-/// Adds `x-bulkhead-unit`, `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an
-/// inference response.
-pub fn inference_headers(body: impl IntoResponse, model: &str, unit: Unit, t: &StageTiming) -> Response {
+/// The weight precision the unit that answered loaded (`fp32`, `fp16`, `int8`), from the model's `/units` view.
+fn precision_of(model: &ModelEntry, unit: Unit) -> Option<&'static str> {
+    let name = unit.to_string();
+    let view = model.backend.units();
+    let p = view.units.iter().find(|u| u.unit == name)?.precision?;
+    Some(match p {
+        bulkhead_core::Precision::Fp32 => "fp32",
+        bulkhead_core::Precision::Fp16 => "fp16",
+        bulkhead_core::Precision::Int8 => "int8",
+        bulkhead_core::Precision::Unknown => return None,
+    })
+}
+
+/// Adds `x-bulkhead-unit`, `x-bulkhead-precision` (the weight precision that ran), `Server-Timing` (`tokenize` is
+/// the server-side preparation) and the model label to an inference response.
+pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, unit: Unit, t: &StageTiming) -> Response {
+    let model = entry.name.as_str();
     let mut resp = body.into_response();
     let h: &mut HeaderMap = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&unit.to_string()) {
         h.insert("x-bulkhead-unit", v);
+    }
+    if let Some(p) = precision_of(entry, unit) {
+        h.insert("x-bulkhead-precision", HeaderValue::from_static(p));
     }
     let timing = format!(
         "tokenize;dur={:.3}, queue;dur={:.3}, infer;dur={:.3}, post;dur={:.3}",

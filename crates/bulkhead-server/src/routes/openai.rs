@@ -84,7 +84,7 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         model: model.name.clone(),
         usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
     };
-    Ok(inference_headers(Json(body), &model.name, e.unit, &e.timing))
+    Ok(inference_headers(Json(body), model, e.unit, &e.timing))
 }
 
 /// The served models (OpenAI-compatible).

@@ -53,5 +53,5 @@ async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> 
         normalize: if req.normalize { Normalize::Always } else { Normalize::Never },
     };
     let e = embed(model, state, job).await?;
-    Ok(inference_headers(Json(EmbedResponse(e.vectors)), &model.name, e.unit, &e.timing))
+    Ok(inference_headers(Json(EmbedResponse(e.vectors)), model, e.unit, &e.timing))
 }

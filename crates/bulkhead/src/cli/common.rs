@@ -13,6 +13,27 @@ use super::hub::{locate, Located};
 /// The name the default model is served under.
 pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
 
+/// `--precision` of `serve` and `embed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// The model as it is.
+    #[default]
+    Fp32,
+    /// The int8 form with a measured accuracy floor (`bulkhead quantize` with its defaults, made once and cached; a
+    /// folder `bulkhead quantize` wrote is used as it is).
+    Int8,
+}
+
+impl Precision {
+    /// `model` in this precision.
+    pub fn apply(self, model: ModelFiles) -> anyhow::Result<ModelFiles> {
+        match self {
+            Precision::Fp32 => Ok(model),
+            Precision::Int8 => super::quantize::int8_model(&model),
+        }
+    }
+}
+
 /// A usage error: exits with code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

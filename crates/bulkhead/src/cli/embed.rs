@@ -9,7 +9,7 @@ use bulkhead_core::Chain;
 use bulkhead_embed::{load_chain, truncate_dims, Tokenizer, Truncation};
 use serde_json::json;
 
-use super::common::{engines, open_model, parse_chain, set_default_prompt, UsageError, Weights};
+use super::common::{engines, open_model, parse_chain, set_default_prompt, Precision, UsageError, Weights};
 
 /// Arguments of `bulkhead embed`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +40,9 @@ pub struct EmbedArgs {
     /// Keep the first N values of each vector (Matryoshka), renormalised when the model normalises.
     #[arg(long)]
     dimensions: Option<usize>,
+    /// `int8`: the model's int8 form with a measured accuracy floor (made once by `bulkhead quantize` and cached).
+    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -55,8 +58,8 @@ impl EmbedArgs {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
         }
         let t_start = Instant::now();
-        let mut model =
-            open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        let mut model = self.precision.apply(model)?;
         set_default_prompt(&mut model, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
         let prompt = model.prompts.resolve(None, None)?;
         let tokenizer = Tokenizer::load(&model)?;

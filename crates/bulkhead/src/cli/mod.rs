@@ -9,6 +9,7 @@ mod embed;
 mod export;
 mod hub;
 mod pull;
+mod quantize;
 mod serve;
 mod units;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Throughput and latency per unit and batch size.
     Bench(bench::BenchArgs),
+    /// Write an int8 model folder with a measured accuracy floor (which layers stay fp32 is chosen by measurement).
+    Quantize(quantize::QuantizeArgs),
     /// Download a model from the Hugging Face hub into the shared cache ahead of time; prints its folder.
     Pull(pull::PullArgs),
     /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
@@ -67,6 +70,7 @@ impl Command {
             Command::Doctor(a) => a.run(),
             Command::Bench(a) => a.run(),
             Command::Pull(a) => a.run(),
+            Command::Quantize(a) => a.run(),
             Command::Worker { args } => {
                 std::process::exit(bulkhead_supervisor::worker_main(common::engines_with_threads, &args))
             }

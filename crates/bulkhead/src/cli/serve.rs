@@ -11,7 +11,7 @@ use bulkhead_embed::Tokenizer;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
-use super::common::{engines, open_model, parse_chain, UsageError, Weights, DEFAULT_MODEL_NAME};
+use super::common::{engines, open_model, parse_chain, Precision, UsageError, Weights, DEFAULT_MODEL_NAME};
 
 /// Arguments of `bulkhead serve`. Every option also reads `BULKHEAD_<OPTION>`.
 #[derive(Debug, clap::Args)]
@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Crashes (one forgiven per 5 minutes) that quarantine a unit.
     #[arg(long, env = "BULKHEAD_QUARANTINE_CRASHES", default_value_t = 3)]
     quarantine_crashes: u32,
+    /// `int8`: serve each model's int8 form with a measured accuracy floor (made once by `bulkhead quantize` with
+    /// its defaults, in a child process, and cached; a folder `bulkhead quantize` wrote is served as it is).
+    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
     #[arg(long, env = "BULKHEAD_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -174,7 +178,8 @@ impl ServeArgs {
         // an error before anything starts.
         let mut opened: Vec<(String, ModelFiles)> = vec![];
         for spec in &specs {
-            let mut files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            let files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            let mut files = self.precision.apply(files)?;
             super::common::set_default_prompt(
                 &mut files,
                 self.default_prompt_name.as_deref(),
