@@ -174,7 +174,8 @@ pub struct RerankUsage {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    /// A text, a pair of texts (`[a, b]`), or a batch of them (`[[a], [a, b]...]`).
+    /// A text, a text in an array (`[a]`), a pair of texts (`[a, b]`), or a batch of those arrays
+    /// (`[[a], [a, b]...]`).
     pub inputs: PredictInput,
     /// Return the logits instead of the softmax probabilities.
     #[serde(default)]
@@ -192,7 +193,10 @@ pub struct PredictRequest {
 
 /// The `inputs` of `/predict`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(untagged, expecting = "`inputs` must be a string, an array of one or two strings, or an array of those")]
+#[serde(
+    untagged,
+    expecting = "`inputs` must be a string, an array of one or two strings, or an array of arrays of one or two strings"
+)]
 pub enum PredictInput {
     /// One input.
     One(Sequence),
@@ -224,9 +228,9 @@ impl Sequence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TextPair(pub Vec<String>);
 
-/// Several inputs of `/predict`.
+/// Several inputs of `/predict`, each an array of one text or a pair.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
-pub struct SequenceBatch(pub Vec<Sequence>);
+pub struct SequenceBatch(pub Vec<TextPair>);
 
 /// One label's score.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -256,8 +260,10 @@ mod tests {
         let p = |s: &str| serde_json::from_str::<PredictRequest>(s).map(|r| r.inputs);
         assert_eq!(p(r#"{"inputs": "a"}"#).unwrap(), PredictInput::One(Sequence::Text("a".into())));
         let pair = Sequence::Parts(TextPair(vec!["a".into(), "b".into()]));
-        assert_eq!(p(r#"{"inputs": ["a", "b"]}"#).unwrap(), PredictInput::One(pair.clone()));
-        assert_eq!(p(r#"{"inputs": [["a", "b"]]}"#).unwrap(), PredictInput::Batch(SequenceBatch(vec![pair])));
+        assert_eq!(p(r#"{"inputs": ["a", "b"]}"#).unwrap(), PredictInput::One(pair));
+        let batch = SequenceBatch(vec![TextPair(vec!["a".into(), "b".into()])]);
+        assert_eq!(p(r#"{"inputs": [["a", "b"]]}"#).unwrap(), PredictInput::Batch(batch));
+        assert!(p(r#"{"inputs": [["a"], "b"]}"#).is_err(), "a batch holds arrays only");
         assert!(p(r#"{"inputs": 3}"#).unwrap_err().to_string().contains("`inputs` must be"));
 
         let r: CohereRerankRequest =

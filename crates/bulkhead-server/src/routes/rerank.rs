@@ -20,7 +20,7 @@ use super::{inference_headers, labelled, JsonBody};
 use crate::api::rerank::{
     BilledUnits, CohereRerankRequest, CohereRerankResponse, CohereRerankResult, DocumentText, PredictInput,
     PredictRequest, PredictResponse, Prediction, Rank, RerankDocument, RerankMeta, RerankRequest, RerankResponse,
-    RerankUsage,
+    RerankUsage, Sequence,
 };
 use crate::api::tei::TruncationDirection;
 use crate::error::{ApiError, ErrorKind};
@@ -162,7 +162,7 @@ pub async fn predict(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody
         let ModelTask::Classify { labels } = task else { unreachable!("checked by cross_encoder") };
         let (sequences, batch) = match req.inputs {
             PredictInput::One(s) => (vec![s], false),
-            PredictInput::Batch(b) => (b.0, true),
+            PredictInput::Batch(b) => (b.0.into_iter().map(Sequence::Parts).collect(), true),
         };
         let mut pairs = Vec::with_capacity(sequences.len());
         for (i, s) in sequences.into_iter().enumerate() {

@@ -75,7 +75,7 @@ impl BenchArgs {
         let batches: Vec<(usize, Batch)> = self
             .batch_sizes
             .iter()
-            .map(|&b| Ok((b, Batch::of_probes(&tokenizer, b)?)))
+            .map(|&b| Ok((b, Batch::of_probes(&tokenizer, &model.task, b)?)))
             .collect::<anyhow::Result<_>>()?;
         let engines = engines();
         let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
@@ -101,11 +101,11 @@ impl BenchArgs {
                 let mut w = started.worker;
                 for (batch, b) in &batches {
                     progress.phase(&u.unit, &format!("batch {batch}"));
-                    let first = w.predict(&b.rows, &b.texts).await?.wall_ms;
+                    let first = w.predict(b).await?.wall_ms;
                     let (mut walls, mut engine) = (vec![], vec![]);
                     let t0 = Instant::now();
                     while walls.len() < self.iterations || t0.elapsed() < budget {
-                        let p = w.predict(&b.rows, &b.texts).await?;
+                        let p = w.predict(b).await?;
                         walls.push(p.wall_ms);
                         engine.push(p.timing.infer_ms + p.timing.post_ms);
                         progress.tick(walls.len(), self.iterations.max(walls.len()));

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use bulkhead_core::{Availability, Chain, ModelFiles, Unit};
+use bulkhead_core::{Availability, Chain, ModelFiles, ModelTask, Unit};
 use bulkhead_embed::{probe_texts, Tokenizer};
 use bulkhead_supervisor::FaultRule;
 
@@ -103,18 +103,36 @@ pub fn accuracy_probes() -> Vec<String> {
     texts
 }
 
-/// A batch to measure: token rows and the texts they came from.
+/// A batch to measure: token rows and the texts they came from; a cross-encoder's rows carry their token type ids.
 #[derive(Clone)]
 pub struct Batch {
     pub rows: Vec<Vec<i64>>,
+    /// Token type ids per row (a reranker's or a classifier's rows); empty for an embedding model.
+    pub type_ids: Vec<Vec<i64>>,
     pub texts: Vec<String>,
 }
 
+/// The query a reranker's measurement pairs with each probe text.
+const PAIR_QUERY: &str = "Which compute unit really computed this answer?";
+
 impl Batch {
+    /// `texts` as `task` takes them: token rows of an embedding model, (query, text) pairs of a reranker, single
+    /// texts of a classifier (with their token type ids).
+    pub fn encode(tokenizer: &Tokenizer, task: &ModelTask, texts: Vec<String>) -> anyhow::Result<Batch> {
+        if !task.is_cross_encoder() {
+            return Ok(Batch { rows: tokenizer.encode(&texts)?, type_ids: vec![], texts });
+        }
+        let query = matches!(task, ModelTask::Rerank { .. }).then_some(PAIR_QUERY);
+        let pairs: Vec<(&str, Option<&str>)> =
+            texts.iter().map(|t| query.map_or((t.as_str(), None), |q| (q, Some(t.as_str())))).collect();
+        let encoded = tokenizer.encode_pairs(&pairs, bulkhead_embed::Truncation::Right)?;
+        let (rows, type_ids) = encoded.into_iter().map(|r| (r.ids, r.type_ids)).unzip();
+        Ok(Batch { rows, type_ids, texts })
+    }
+
     /// `n` rows cycling through the warm-up sentences (the shapes the worker warmed up with).
-    pub fn of_probes(tokenizer: &Tokenizer, n: usize) -> anyhow::Result<Batch> {
-        let texts: Vec<String> = probe_texts().into_iter().cycle().take(n).collect();
-        Ok(Batch { rows: tokenizer.encode(&texts)?, texts })
+    pub fn of_probes(tokenizer: &Tokenizer, task: &ModelTask, n: usize) -> anyhow::Result<Batch> {
+        Batch::encode(tokenizer, task, probe_texts().into_iter().cycle().take(n).collect())
     }
 
     pub fn seq(&self) -> usize {
@@ -140,7 +158,7 @@ struct Plan<'a> {
 }
 
 /// Rows of exact token lengths, cut from one long text (keeping the final special token).
-fn length_sweep(tokenizer: &Tokenizer, lengths: &[usize]) -> anyhow::Result<Vec<(usize, Batch)>> {
+fn length_sweep(tokenizer: &Tokenizer, task: &ModelTask, lengths: &[usize]) -> anyhow::Result<Vec<(usize, Batch)>> {
     let text = "bulkhead measures every compute unit of the chain before it trusts one. ".repeat(64);
     let ids = tokenizer.encode(std::slice::from_ref(&text))?.remove(0);
     let mut out = vec![];
@@ -150,7 +168,9 @@ fn length_sweep(tokenizer: &Tokenizer, lengths: &[usize]) -> anyhow::Result<Vec<
         }
         let mut row = ids[..len - 1].to_vec();
         row.push(*ids.last().unwrap_or(&0));
-        out.push((len, Batch { rows: vec![row], texts: vec![text.clone()] }));
+        // A cross-encoder takes the row as one segment (type ids 0).
+        let type_ids = if task.is_cross_encoder() { vec![vec![0; row.len()]] } else { vec![] };
+        out.push((len, Batch { rows: vec![row], type_ids, texts: vec![text.clone()] }));
     }
     Ok(out)
 }
@@ -227,14 +247,13 @@ impl DoctorArgs {
         };
         if let Some(t) = &tokenizer {
             for &b in &self.batch_sizes {
-                plan.batches.push((b, Batch::of_probes(t, b)?));
+                plan.batches.push((b, Batch::of_probes(t, &model.task, b)?));
             }
-            plan.lengths = length_sweep(t, &self.seq_lengths)?;
+            plan.lengths = length_sweep(t, &model.task, &self.seq_lengths)?;
             for text in probe_texts() {
-                plan.singles.push(Batch { rows: t.encode(std::slice::from_ref(&text))?, texts: vec![text] });
+                plan.singles.push(Batch::encode(t, &model.task, vec![text])?);
             }
-            let texts = accuracy_probes();
-            plan.probes = Some(Batch { rows: t.encode(&texts)?, texts });
+            plan.probes = Some(Batch::encode(t, &model.task, accuracy_probes())?);
         }
         let machine = checks::machine();
         let model_report = checks::model_report(model, tokenizer_status);
@@ -363,7 +382,7 @@ fn oom_check(r: &mut UnitReport, weights: u64, available: u64) {
 /// Outputs of the fp32 reference on the probe texts (tokenized with the reference model's own tokenizer): the first
 /// CPU unit that loads fp32 weights.
 async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits) -> Option<(String, Vec<Vec<f32>>)> {
-    let rows = Tokenizer::load(model).ok()?.encode(texts).ok()?;
+    let batch = Batch::encode(&Tokenizer::load(model).ok()?, &model.task, texts.to_vec()).ok()?;
     for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
         let Ok(started) = worker::start(model, unit, 0, &[], None, limits).await else { continue };
         if checks::precision_name(started.report.precision) != "fp32" {
@@ -371,7 +390,7 @@ async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits)
             continue;
         }
         let mut w = started.worker;
-        let out = w.predict(&rows, texts).await.ok().map(|p| p.vectors);
+        let out = w.predict(&batch).await.ok().map(|p| p.vectors);
         w.shutdown().await;
         if let Some(out) = out {
             return Some((unit.to_string(), out));
@@ -595,10 +614,10 @@ async fn measure(
     let mut done = 0;
     for (batch, b) in &plan.batches {
         let during = |i: usize| format!("predicting (batch {batch}, prediction {})", i + 1);
-        let first = worker.predict(&b.rows, &b.texts).await.map_err(|f| (f, during(0)))?;
+        let first = worker.predict(b).await.map_err(|f| (f, during(0)))?;
         let (mut walls, mut engine) = (vec![], vec![]);
         for i in 0..plan.iterations {
-            let p = worker.predict(&b.rows, &b.texts).await.map_err(|f| (f, during(i + 1)))?;
+            let p = worker.predict(b).await.map_err(|f| (f, during(i + 1)))?;
             walls.push(p.wall_ms);
             engine.push(p.timing.infer_ms + p.timing.post_ms);
             done += 1;
@@ -613,10 +632,10 @@ async fn measure(
         let mut rows = vec![];
         for (i, (len, b)) in plan.lengths.iter().enumerate() {
             let during = || format!("predicting (input length {len})");
-            let first = worker.predict(&b.rows, &b.texts).await.map_err(|f| (f, during()))?.wall_ms;
+            let first = worker.predict(b).await.map_err(|f| (f, during()))?.wall_ms;
             let mut walls = vec![];
             for _ in 0..repeats {
-                walls.push(worker.predict(&b.rows, &b.texts).await.map_err(|f| (f, during()))?.wall_ms);
+                walls.push(worker.predict(b).await.map_err(|f| (f, during()))?.wall_ms);
             }
             let p50 = analyze::percentile(&walls, 0.5);
             rows.push(ShapeRow { seq: *len, first_ms: first, p50_ms: p50, spike: analyze::is_spike(first, p50) });
@@ -624,7 +643,7 @@ async fn measure(
         }
         let (len0, b0) = &plan.lengths[0];
         let revisit = worker
-            .predict(&b0.rows, &b0.texts)
+            .predict(b0)
             .await
             .map_err(|f| (f, format!("predicting (input length {len0} again)")))?
             .wall_ms;
@@ -649,7 +668,7 @@ async fn measure(
     if let Some(probes) = &plan.probes {
         progress.phase(&name, "probe outputs");
         let p =
-            worker.predict(&probes.rows, &probes.texts).await.map_err(|f| (f, "predicting the probe set".into()))?;
+            worker.predict(probes).await.map_err(|f| (f, "predicting the probe set".into()))?;
         *probe_out = Some(p.vectors);
     }
 
@@ -659,7 +678,7 @@ async fn measure(
         for i in 0..plan.predictions {
             let b = &plan.singles[i % plan.singles.len()];
             let p = worker
-                .predict(&b.rows, &b.texts)
+                .predict(b)
                 .await
                 .map_err(|f| (f, format!("predicting (prediction {} of the memory run)", i + 1)))?;
             rss.push(p.rss_bytes);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bulkhead_core::{ModelFiles, SessionReport, Unit};
 use bulkhead_embed::StageTiming;
 use bulkhead_supervisor::protocol::{Request, Response, WarmupShape};
-use bulkhead_supervisor::{Answer, FaultRule, KillReason, Payload, WorkerCommand, WorkerEvent, WorkerExit, WorkerLink};
+use bulkhead_supervisor::{
+    Answer, FaultRule, KillReason, Payload, TypedRow, WorkerCommand, WorkerEvent, WorkerExit, WorkerLink,
+};
 
 use super::report::LoadTiming;
 
@@ -145,17 +147,20 @@ pub async fn start(
 }
 
 impl Worker {
-    /// Runs one prediction of `rows` (with their `texts`, for fault rules that match on text).
-    pub async fn predict(&mut self, rows: &[Vec<i64>], texts: &[String]) -> Result<Prediction, Failure> {
+    /// Runs one prediction of the batch's rows (with their texts, for fault rules that match on text): token rows, or
+    /// the typed rows of a cross-encoder (whose answer is one row of logits per row).
+    pub async fn predict(&mut self, b: &super::Batch) -> Result<Prediction, Failure> {
         let id = self.next_id;
         self.next_id += 1;
         let t0 = Instant::now();
-        self.link.send(Request::Run {
-            id,
-            payload: Payload::Tokens(rows.to_vec()),
-            texts: texts.to_vec(),
-            prompt_tokens: vec![],
-        });
+        let payload = if b.type_ids.is_empty() {
+            Payload::Tokens(b.rows.clone())
+        } else {
+            Payload::Pairs(
+                b.rows.iter().zip(&b.type_ids).map(|(i, t)| TypedRow { ids: i.clone(), type_ids: t.clone() }).collect(),
+            )
+        };
+        self.link.send(Request::Run { id, payload, texts: b.texts.clone(), prompt_tokens: vec![] });
         let deadline = tokio::time::Instant::now() + self.limits.predict;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.link.events.recv()).await {
@@ -174,7 +179,7 @@ impl Worker {
             };
             match event {
                 WorkerEvent::Message(Response::Answered { id: got, answer, timing, rss_bytes }) if got == id => {
-                    let Answer::Vectors(vectors) = answer else {
+                    let (Answer::Vectors(vectors) | Answer::Scores(vectors)) = answer else {
                         return Err(Failure::PredictFailed(format!("expected one vector per row, got {answer:?}")));
                     };
                     return Ok(Prediction { vectors, timing, rss_bytes, wall_ms: ms(t0.elapsed()) });
