@@ -85,7 +85,8 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
 ];
 
 /// Operations whose 200 carries the inference headers.
-const INFERENCE: &[&str] = &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
+const INFERENCE: &[&str] =
+    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {

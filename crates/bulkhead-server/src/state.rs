@@ -168,7 +168,11 @@ impl AppState {
     /// The model called `name`; for `None`, the default model when `wanted` accepts its task, else the first served
     /// model it accepts (so a route for rerankers finds the reranker beside an embedding model), else the default
     /// model (which the route then refuses, naming the route to use).
-    pub fn model_for(&self, name: Option<&str>, wanted: impl Fn(&ModelTask) -> bool) -> Result<&Arc<ModelEntry>, ApiError> {
+    pub fn model_for(
+        &self,
+        name: Option<&str>,
+        wanted: impl Fn(&ModelTask) -> bool,
+    ) -> Result<&Arc<ModelEntry>, ApiError> {
         if name.is_some() {
             return self.model(name);
         }

@@ -258,7 +258,8 @@ fn the_cli_ranks_and_classifies_and_refuses_the_wrong_command() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let scores: Vec<f32> = rows(&r["scores"]).iter().map(|s| s[0]).collect();
-    let got: Vec<usize> = v["results"].as_array().unwrap().iter().map(|x| x["index"].as_u64().unwrap() as usize).collect();
+    let got: Vec<usize> =
+        v["results"].as_array().unwrap().iter().map(|x| x["index"].as_u64().unwrap() as usize).collect();
     assert_eq!(got, order(&scores));
     assert_eq!(v["unit"], "ort:cpu");
     let best = v["results"][0]["score"].as_f64().unwrap() as f32;

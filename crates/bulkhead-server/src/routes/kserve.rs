@@ -157,7 +157,9 @@ pub async fn infer(
         let model = state.model(Some(&name))?;
         match &model.kind {
             ModelKind::Tensor { inputs, outputs } => return infer_tensors(model, &state, inputs, outputs, req).await,
-            ModelKind::CrossEncoder { tokenizer, task } => return infer_pairs(model, &state, tokenizer, task, req).await,
+            ModelKind::CrossEncoder { tokenizer, task } => {
+                return infer_pairs(model, &state, tokenizer, task, req).await
+            }
             ModelKind::Embedding { .. } => {}
         }
         let (_, dimensions) = model.embedding()?;

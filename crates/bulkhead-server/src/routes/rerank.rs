@@ -204,8 +204,7 @@ pub async fn predict(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody
 fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
-    let start = START.get_or_init(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-    });
+    let start = START
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     format!("{:016x}-{:08x}", *start as u64, NEXT.fetch_add(1, Ordering::Relaxed))
 }

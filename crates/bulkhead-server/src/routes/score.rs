@@ -56,7 +56,13 @@ pub async fn score(
     }
     for (i, (a, b)) in job.pairs.iter().enumerate() {
         if a.trim().is_empty() || b.as_deref().is_some_and(|b| b.trim().is_empty()) {
-            let side = if b.is_none() { "" } else if a.trim().is_empty() { " (its first text)" } else { " (its second text)" };
+            let side = if b.is_none() {
+                ""
+            } else if a.trim().is_empty() {
+                " (its first text)"
+            } else {
+                " (its second text)"
+            };
             return Err(ApiError::Invalid(format!("{noun} {i}{side} is empty; every text must hold something")));
         }
     }

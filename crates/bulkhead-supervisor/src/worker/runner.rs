@@ -238,10 +238,7 @@ impl Runner {
 }
 
 /// Scores typed rows.
-fn score(
-    scorer: &mut Scorer,
-    rows: &[TypedRow],
-) -> Result<(Vec<Vec<f32>>, StageTiming), bulkhead_core::EngineError> {
+fn score(scorer: &mut Scorer, rows: &[TypedRow]) -> Result<(Vec<Vec<f32>>, StageTiming), bulkhead_core::EngineError> {
     let rows: Vec<(&[i64], &[i64])> = rows.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
     scorer.score(&rows)
 }

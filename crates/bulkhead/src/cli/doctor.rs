@@ -642,11 +642,8 @@ async fn measure(
             progress.tick(i + 1, plan.lengths.len());
         }
         let (len0, b0) = &plan.lengths[0];
-        let revisit = worker
-            .predict(b0)
-            .await
-            .map_err(|f| (f, format!("predicting (input length {len0} again)")))?
-            .wall_ms;
+        let revisit =
+            worker.predict(b0).await.map_err(|f| (f, format!("predicting (input length {len0} again)")))?.wall_ms;
         let shapes = analyze::shapes(rows, *len0, revisit);
         if let Some(rec) = &shapes.recommendation {
             r.findings.push(Finding::new("2b", "warning", rec.clone()));
@@ -667,8 +664,7 @@ async fn measure(
 
     if let Some(probes) = &plan.probes {
         progress.phase(&name, "probe outputs");
-        let p =
-            worker.predict(probes).await.map_err(|f| (f, "predicting the probe set".into()))?;
+        let p = worker.predict(probes).await.map_err(|f| (f, "predicting the probe set".into()))?;
         *probe_out = Some(p.vectors);
     }
 

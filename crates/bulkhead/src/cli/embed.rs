@@ -58,7 +58,8 @@ impl EmbedArgs {
         let mut model =
             open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
         if model.task.is_cross_encoder() {
-            let command = if matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }) { "rerank" } else { "classify" };
+            let command =
+                if matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }) { "rerank" } else { "classify" };
             return Err(UsageError(format!(
                 "{} is {}, not an embedding model; use `bulkhead {command}`",
                 model.name,

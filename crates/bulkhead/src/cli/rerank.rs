@@ -76,7 +76,9 @@ fn load(model: Option<&str>, chain: &Chain, command: &str, wanted: fn(&ModelTask
             "{} is {}, not what `bulkhead {command}` runs; use `{other}`, or give --model a {}",
             files.name,
             files.task.noun(),
-            if command == "rerank" { "reranker (a *ForSequenceClassification model with one label)" } else {
+            if command == "rerank" {
+                "reranker (a *ForSequenceClassification model with one label)"
+            } else {
                 "classifier (a *ForSequenceClassification model with several labels)"
             }
         ))
@@ -109,7 +111,8 @@ fn best_first(scores: &[f32]) -> Vec<usize> {
 impl RerankArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
-        let mut l = load(self.model.as_deref(), &self.compute_units, "rerank", |t| matches!(t, ModelTask::Rerank { .. }))?;
+        let mut l =
+            load(self.model.as_deref(), &self.compute_units, "rerank", |t| matches!(t, ModelTask::Rerank { .. }))?;
         let pairs: Vec<(&str, Option<&str>)> =
             self.documents.iter().map(|d| (self.query.as_str(), Some(d.as_str()))).collect();
         let (logits, tokenize_ms, infer_ms) = run_pairs(&mut l, &pairs)?;
@@ -119,10 +122,8 @@ impl RerankArgs {
         let unit = l.chain.scorer.unit();
         let mut out = std::io::stdout().lock();
         if self.json {
-            let results: Vec<_> = order
-                .iter()
-                .map(|&i| json!({"index": i, "score": scores[i], "text": self.documents[i]}))
-                .collect();
+            let results: Vec<_> =
+                order.iter().map(|&i| json!({"index": i, "score": scores[i], "text": self.documents[i]})).collect();
             let obj = json!({
                 "model": l.model.name, "unit": unit, "results": results,
                 "timing_ms": {"load": l.load_ms, "tokenize": tokenize_ms, "infer": infer_ms},
@@ -134,7 +135,11 @@ impl RerankArgs {
             for &i in &order {
                 writeln!(out, "{:>10.6}  [{i}] {}", scores[i], self.documents[i])?;
             }
-            eprintln!("{} document(s) ranked on {unit}: infer {infer_ms:.2} ms (load {:.0} ms)", scores.len(), l.load_ms);
+            eprintln!(
+                "{} document(s) ranked on {unit}: infer {infer_ms:.2} ms (load {:.0} ms)",
+                scores.len(),
+                l.load_ms
+            );
         }
         Ok(())
     }
@@ -174,7 +179,11 @@ impl ClassifyArgs {
                 let labels: Vec<String> = p.iter().map(|(l, s)| format!("{l} {s:.6}")).collect();
                 writeln!(out, "{}\t{text}", labels.join(", "))?;
             }
-            eprintln!("{} text(s) classified on {unit}: infer {infer_ms:.2} ms (load {:.0} ms)", self.texts.len(), l.load_ms);
+            eprintln!(
+                "{} text(s) classified on {unit}: infer {infer_ms:.2} ms (load {:.0} ms)",
+                self.texts.len(),
+                l.load_ms
+            );
         }
         Ok(())
     }
