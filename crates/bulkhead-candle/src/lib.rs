@@ -62,6 +62,15 @@ impl Engine for CandleEngine {
             Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
             Availability::Usable => EngineError::Unusable { unit: u.clone(), reason: "no device".into() },
         })?;
+        if model.task.is_cross_encoder() {
+            // Run without its head, a cross-encoder would answer token states that mean nothing.
+            return Err(rejected(format!(
+                "{}: {} (`{}`): the candle engine runs no classification heads; an ort: unit runs it",
+                model.source.display(),
+                model.task.noun(),
+                model.architecture.as_deref().unwrap_or("?")
+            )));
+        }
         if model.safetensors_shards.is_empty() {
             return Err(rejected(format!(
                 "{}: the candle engine needs model.safetensors (this model has only ONNX; use an ort: unit)",

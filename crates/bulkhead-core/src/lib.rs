@@ -6,6 +6,7 @@
 //! * [`unit`]: compute units (`ort:cpu`, `ort:coreml[CPU_AND_NE]`, `candle:cpu`...), chains and aliases;
 //! * [`model`]: what a model folder or `.onnx` file contains (files, pooling, normalisation, sequence limits);
 //! * [`prompts`]: the model's named prompts and the output sizes `dimensions` may ask for;
+//! * [`task`]: what a model computes (embeddings, rerank scores, class scores), from its config;
 //! * [`tensor`]: the token batch an embedding engine consumes and the tensor it returns; named tensors of any
 //!   supported type for other models;
 //! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`]/[`GraphSession`] traits each engine crate implements;
@@ -19,6 +20,7 @@ pub mod install;
 pub mod model;
 pub mod prompts;
 pub mod stats;
+pub mod task;
 pub mod tensor;
 pub mod unit;
 
@@ -26,5 +28,6 @@ pub use engine::{Availability, Engine, GraphCache, GraphSession, NodePlacement, 
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use prompts::{DefaultPrompt, Matryoshka, PromptError, Prompts};
+pub use task::{Activation, ModelTask};
 pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::ModelError;
 use crate::prompts::{Matryoshka, Prompts};
+use crate::task::ModelTask;
 
 /// How token states become one vector per input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +116,9 @@ pub struct ModelFiles {
     /// The output sizes `dimensions` may ask for (config.json `matryoshka_dimensions`; any by default).
     #[serde(default)]
     pub matryoshka: Matryoshka,
+    /// What the model computes: embeddings, or scores of a cross-encoder (config.json `architectures`).
+    #[serde(default)]
+    pub task: ModelTask,
 }
 
 fn yes() -> bool {
@@ -202,6 +206,7 @@ impl ModelFiles {
                 Some(path) => Matryoshka::from_config(path, config_json.as_ref())?,
                 None => Matryoshka::Any,
             },
+            task: config_json.as_ref().map(ModelTask::from_config).unwrap_or_default(),
             config,
         };
         files.read_sentence_transformers(&root)?;

@@ -39,6 +39,29 @@ impl TokenBatch {
         batch
     }
 
+    /// Builds a batch from rows of (token ids, token type ids) of equal lengths, padding both to the longest row
+    /// (type id 0 on padding).
+    pub fn from_typed_rows(rows: &[(&[i64], &[i64])], pad_id: i64) -> TokenBatch {
+        let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let mut batch = TokenBatch {
+            batch: rows.len(),
+            seq,
+            input_ids: Vec::with_capacity(rows.len() * seq),
+            attention_mask: Vec::with_capacity(rows.len() * seq),
+            token_type_ids: Vec::with_capacity(rows.len() * seq),
+        };
+        for (ids, types) in rows {
+            let pad = seq - ids.len();
+            batch.input_ids.extend_from_slice(ids);
+            batch.input_ids.extend(std::iter::repeat_n(pad_id, pad));
+            batch.attention_mask.extend(std::iter::repeat_n(1, ids.len()));
+            batch.attention_mask.extend(std::iter::repeat_n(0, pad));
+            batch.token_type_ids.extend(types.iter().copied().chain(std::iter::repeat(0)).take(ids.len()));
+            batch.token_type_ids.extend(std::iter::repeat_n(0, pad));
+        }
+        batch
+    }
+
     /// The number of real (non-padding) tokens.
     pub fn real_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m != 0).count()

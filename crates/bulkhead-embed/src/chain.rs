@@ -5,7 +5,7 @@ use std::time::Instant;
 use bulkhead_core::{Availability, Chain, ModelFiles, Unit};
 use serde::Serialize;
 
-use crate::{probe_texts, Embedder, Engines, Tokenizer};
+use crate::{probe_texts, warmup_pairs, Embedder, Engines, Scorer, Tokenizer};
 
 /// A unit of the chain that was not used, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -46,8 +46,49 @@ pub fn load_chain(
     tokenizer: &Tokenizer,
     chain: &Chain,
 ) -> Result<LoadedChain, ChainError> {
-    let mut skipped = vec![];
     let probe = tokenizer.encode(&probe_texts()).unwrap_or_default();
+    let (embedder, skipped, load_ms) = walk(engines, model, chain, |session| {
+        let mut embedder = Embedder::new(model, session);
+        embedder.embed_tokens(&probe).map(|_| embedder)
+    })?;
+    Ok(LoadedChain { embedder, skipped, load_ms })
+}
+
+/// A cross-encoder loaded on the first unit of a chain that runs it: [`load_chain`] for rerankers and classifiers,
+/// the forward pass made of (query, probe sentence) pairs.
+pub struct LoadedScorer {
+    /// The serving scorer.
+    pub scorer: Scorer,
+    /// Units before it that were skipped, in chain order.
+    pub skipped: Vec<SkippedUnit>,
+    /// Milliseconds spent loading the serving unit (session creation only).
+    pub load_ms: f64,
+}
+
+/// [`load_chain`] for a cross-encoder.
+pub fn load_scorer_chain(
+    engines: &Engines,
+    model: &ModelFiles,
+    tokenizer: &Tokenizer,
+    chain: &Chain,
+) -> Result<LoadedScorer, ChainError> {
+    let probe = warmup_pairs(tokenizer).into_iter().nth(1).unwrap_or_default();
+    let rows: Vec<(&[i64], &[i64])> = probe.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
+    let (scorer, skipped, load_ms) = walk(engines, model, chain, |session| {
+        let mut scorer = Scorer::new(model, session);
+        scorer.score(&rows).map(|_| scorer)
+    })?;
+    Ok(LoadedScorer { scorer, skipped, load_ms })
+}
+
+/// Walks the chain: the first unit whose session `first_pass` accepts serves.
+fn walk<T>(
+    engines: &Engines,
+    model: &ModelFiles,
+    chain: &Chain,
+    mut first_pass: impl FnMut(Box<dyn bulkhead_core::Session>) -> Result<T, bulkhead_core::EngineError>,
+) -> Result<(T, Vec<SkippedUnit>, f64), ChainError> {
+    let mut skipped = vec![];
     for unit in chain.units() {
         let skip = |kind: &str, reason: String| {
             tracing::warn!(unit = %unit, kind, "skipping {unit}: {reason}");
@@ -73,11 +114,10 @@ pub fn load_chain(
             }
         };
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut embedder = Embedder::new(model, session);
-        match embedder.embed_tokens(&probe) {
-            Ok(_) => {
+        match first_pass(session) {
+            Ok(loaded) => {
                 tracing::info!(unit = %unit, load_ms, "{unit} loaded and passed a forward pass");
-                return Ok(LoadedChain { embedder, skipped, load_ms });
+                return Ok((loaded, skipped, load_ms));
             }
             Err(e) => skipped.push(skip("inference", format!("{unit} failed its first forward pass: {e}"))),
         }

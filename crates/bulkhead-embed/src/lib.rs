@@ -3,6 +3,8 @@
 //! * [`Tokenizer`]: the model's `tokenizer.json`, without padding, truncated at the model's `max_seq_length`
 //!   (as sentence-transformers does);
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
+//! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
+//!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
 //! * [`Engines`]: the registry of engines compiled into the binary;
 //! * [`load_chain`]: walks a chain of units and returns the first that loads and passes a real forward pass,
 //!   with the reason every earlier unit was skipped.
@@ -14,13 +16,15 @@ mod chain;
 mod embedder;
 mod engines;
 mod pooling;
+mod scorer;
 mod tokenizer;
 
-pub use chain::{load_chain, ChainError, LoadedChain, SkippedUnit};
+pub use chain::{load_chain, load_scorer_chain, ChainError, LoadedChain, LoadedScorer, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
 pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
-pub use tokenizer::{probe_texts, warmup_rows, Encoded, Tokenizer, Truncation};
+pub use scorer::Scorer;
+pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, PairRow, Tokenizer, Truncation};
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -20,6 +20,17 @@ pub struct Encoded {
     pub prompt_tokens: usize,
 }
 
+/// One cross-encoder row: a tokenized (query, document) pair or a single text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairRow {
+    /// Token ids, special tokens included.
+    pub ids: Vec<i64>,
+    /// Token type (segment) ids, one per token.
+    pub type_ids: Vec<i64>,
+    /// Whether the input had more tokens than the maximum and was cut.
+    pub truncated: bool,
+}
+
 /// Which end of an over-long input truncation cuts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Truncation {
@@ -82,6 +93,31 @@ impl Tokenizer {
         Ok(encodings
             .iter()
             .map(|e| (e.get_ids().iter().map(|&id| id as i64).collect(), !e.get_overflowing().is_empty()))
+            .collect())
+    }
+
+    /// Token ids and token type ids of each (query, document) pair, as transformers tokenizes a pair for a
+    /// cross-encoder: the tokenizer's pair template (`[CLS] a [SEP] b [SEP]`, type ids 0 then 1 for BERT), truncated
+    /// `longest_first` at the maximum length from the `side` end; each with whether it was cut. `None` as the second
+    /// text gives a single-text row (a classifier's input).
+    pub fn encode_pairs(&self, pairs: &[(&str, Option<&str>)], side: Truncation) -> Result<Vec<PairRow>, EmbedError> {
+        use tokenizers::EncodeInput;
+        let inputs: Vec<EncodeInput<'_>> = pairs
+            .iter()
+            .map(|&(a, b)| match b {
+                Some(b) => EncodeInput::Dual(a.into(), b.into()),
+                None => EncodeInput::Single(a.into()),
+            })
+            .collect();
+        let encodings =
+            self.truncating(side).encode_batch(inputs, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|e| PairRow {
+                ids: e.get_ids().iter().map(|&id| id as i64).collect(),
+                type_ids: e.get_type_ids().iter().map(|&t| t as i64).collect(),
+                truncated: !e.get_overflowing().is_empty(),
+            })
             .collect())
     }
 
@@ -169,6 +205,18 @@ pub fn probe_texts() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Warm-up batches of a cross-encoder in live shapes: one, eight and thirty-two (query, probe sentence) pairs.
+pub fn warmup_pairs(tokenizer: &Tokenizer) -> Vec<Vec<PairRow>> {
+    let texts = probe_texts();
+    let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (texts[3].as_str(), Some(t.as_str()))).collect();
+    let rows = tokenizer.encode_pairs(&pairs, Truncation::Right).unwrap_or_default();
+    if rows.is_empty() {
+        return vec![];
+    }
+    let cycle = |n: usize| rows.iter().cycle().take(n).cloned().collect::<Vec<_>>();
+    vec![cycle(1), cycle(8), cycle(32)]
 }
 
 /// Warm-up batches in live shapes: one row, eight rows and thirty-two rows of varied lengths, tokenized with the

@@ -181,6 +181,12 @@ impl<'a> Graph<'a> {
         Ok(self.add_weight(&t))
     }
 
+    /// Adds the weight called exactly `name` in the checkpoint (no prefix added) as an initializer.
+    pub fn weight_exact(&mut self, name: &str, shape: &[usize]) -> Result<String, GraphError> {
+        let t = self.weights.get_exact(name, shape)?;
+        Ok(self.add_weight(&t))
+    }
+
     /// Whether the checkpoint has the tensor `name` (prefix-less).
     pub fn has_weight(&self, name: &str) -> bool {
         self.weights.contains(name)
@@ -252,7 +258,7 @@ impl<'a> Graph<'a> {
 
     /// Writes the `ModelProto`: `inputs` are int64 `[batch, sequence]`, the output `last_hidden_state` is float
     /// `[batch, sequence, hidden]`.
-    pub fn finish(self, name: &str, inputs: &[&str], hidden: usize, shape: ShapeMode, producer: &str) -> Msg<'a> {
+    pub fn finish(self, name: &str, inputs: &[&str], output: Output, shape: ShapeMode, producer: &str) -> Msg<'a> {
         let dims = || match shape {
             ShapeMode::Dynamic => [Dim::Named("batch"), Dim::Named("sequence")],
             ShapeMode::Static { batch, seq } => [Dim::Fixed(batch), Dim::Fixed(seq)],
@@ -269,7 +275,13 @@ impl<'a> Graph<'a> {
             graph.push_msg(11, value_info(name, INT64, &dims()));
         }
         let [b, s] = dims();
-        graph.push_msg(12, value_info("last_hidden_state", FLOAT, &[b, s, Dim::Fixed(hidden)]));
+        graph.push_msg(
+            12,
+            match output {
+                Output::Hidden(hidden) => value_info("last_hidden_state", FLOAT, &[b, s, Dim::Fixed(hidden)]),
+                Output::Logits(labels) => value_info("logits", FLOAT, &[b, Dim::Fixed(labels)]),
+            },
+        );
         for (name, features) in &self.rec.probes {
             graph.push_msg(12, value_info(name, FLOAT, &[Dim::Fixed(*features)]));
         }
@@ -284,6 +296,15 @@ impl<'a> Graph<'a> {
         }
         model
     }
+}
+
+/// The graph's one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// `last_hidden_state` `[batch, seq, hidden]` (an encoder).
+    Hidden(usize),
+    /// `logits` `[batch, labels]` (a classification head).
+    Logits(usize),
 }
 
 enum Dim {

@@ -7,6 +7,9 @@
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
 //!
+//! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa) gets its classification head (`head`)
+//! and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
+//!
 //! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`) builds on shared pieces:
 //! the graph writer (`graph`), layers, norms, attention and rotary embeddings (`layers`), config access (`config`)
 //! and the mapped weights (`weights`, f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX
@@ -21,6 +24,7 @@ mod config;
 mod decoder;
 mod graph;
 mod gte;
+mod head;
 mod layers;
 mod modernbert;
 mod nomic;
@@ -271,6 +275,8 @@ pub fn export_variant(
 pub(crate) struct Inputs {
     config_path: PathBuf,
     arch: arch::Arch,
+    /// The classification head of a `*ForSequenceClassification` checkpoint.
+    head: Option<head::Head>,
     pub(crate) weights: weights::Weights,
 }
 
@@ -287,6 +293,7 @@ impl Inputs {
             .map_err(|e| GraphError::Io { path: config_path.clone(), source: e })?;
         let cfg = config::Cfg::parse(&config_path, &config_text)?;
         let arch = arch::Arch::parse(&cfg)?;
+        let head = head::Head::parse(&cfg, cfg.family()?)?;
         if let ShapeMode::Static { seq, .. } = opts.shape {
             if seq > arch.max_tokens() {
                 return Err(GraphError::Options(format!(
@@ -298,7 +305,7 @@ impl Inputs {
         let weights =
             weights::Weights::open(&model.safetensors_shards, model.safetensors_index.as_deref(), arch.anchors())?;
         check_tokenizer(model, &arch, &weights)?;
-        Ok(Inputs { config_path, arch, weights })
+        Ok(Inputs { config_path, arch, head, weights })
     }
 
     /// Builds and writes the model to `path` (not atomically: callers write to a temporary name).
@@ -317,7 +324,14 @@ impl Inputs {
             Variant::Probe => g = g.probing(),
         }
         self.arch.build(&mut g)?;
-        let model = g.finish(self.arch.name(), self.arch.inputs(), self.arch.hidden(), opts.shape, BUILDER_VERSION);
+        let output = match &self.head {
+            Some(head) => {
+                head.build(&mut g, "last_hidden_state", self.arch.hidden())?;
+                graph::Output::Logits(head.labels())
+            }
+            None => graph::Output::Hidden(self.arch.hidden()),
+        };
+        let model = g.finish(self.arch.name(), self.arch.inputs(), output, opts.shape, BUILDER_VERSION);
         let io = |e| GraphError::Io { path: path.to_path_buf(), source: e };
         let file = std::fs::File::create(path).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -109,6 +109,17 @@ impl Weights {
         } else if let Some(base) = name.strip_suffix("LayerNorm.bias") {
             candidates.push(format!("{}{base}LayerNorm.beta", self.prefix));
         }
+        self.lookup(&candidates, shape)
+    }
+
+    /// Looks a tensor up by its full name in the file, ignoring the prefix (the heads of `*ForSequenceClassification`
+    /// checkpoints sit beside the prefixed encoder: `classifier.weight` next to `bert.encoder...`), and checks its
+    /// shape.
+    pub fn get_exact(&self, name: &str, shape: &[usize]) -> Result<TensorSlice<'_>, GraphError> {
+        self.lookup(&[name.to_string()], shape)
+    }
+
+    fn lookup(&self, candidates: &[String], shape: &[usize]) -> Result<TensorSlice<'_>, GraphError> {
         let (full, (shard, info)) = candidates
             .iter()
             .find_map(|c| self.tensors.get(c).map(|i| (c.clone(), i)))

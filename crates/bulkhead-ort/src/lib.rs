@@ -351,7 +351,8 @@ impl OrtSession {
         let outputs = session.outputs();
         let rank = |i: usize| outputs[i].dtype().tensor_shape().map(|s| s.len());
         let is_float = |i: usize| outputs[i].dtype().tensor_type() == Some(ort::value::TensorElementType::Float32);
-        let preferred = ["last_hidden_state", "token_embeddings", "sentence_embedding"];
+        // A cross-encoder's graph answers `logits` [batch, labels].
+        let preferred = ["last_hidden_state", "token_embeddings", "sentence_embedding", "logits"];
         let output = preferred
             .iter()
             .find_map(|name| outputs.iter().position(|o| o.name() == *name))

@@ -8,6 +8,9 @@
 //!
 //! Each chunk goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
 //! alone while the others that shared its batch still get their answer.
+//!
+//! A cross-encoder's rows carry token type ids (a rerank of one query and N documents is N pair rows); they go to
+//! the backend as [`Payload::Pairs`] under the same budgets. Rows of the two kinds never share a batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use bulkhead_core::Unit;
 use bulkhead_embed::StageTiming;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use bulkhead_supervisor::Job as BackendJob;
+use bulkhead_supervisor::{Answer, Job as BackendJob, Payload, TypedRow};
 
 use crate::backend::{Backend, BackendError, BackendOutput};
 use crate::config::ServeConfig;
@@ -26,7 +29,7 @@ use crate::metrics::Metrics;
 /// The answer to one request.
 #[derive(Debug, Clone)]
 pub struct JobOutput {
-    /// One vector per input row.
+    /// One vector per input row (embeddings, or the logits of a cross-encoder).
     pub vectors: Vec<Vec<f32>>,
     /// The unit that computed them.
     pub unit: Unit,
@@ -47,6 +50,8 @@ pub enum SubmitError {
 
 struct Job {
     rows: Vec<Vec<i64>>,
+    /// The token type ids of each row of a cross-encoder (`None`: token rows of an embedding model).
+    type_ids: Option<Vec<Vec<i64>>>,
     texts: Vec<String>,
     prompt_tokens: usize,
     enqueued: Instant,
@@ -103,8 +108,25 @@ impl Batcher {
         texts: Vec<String>,
         prompt_tokens: usize,
     ) -> Result<JobOutput, SubmitError> {
+        self.enqueue(rows, None, texts, prompt_tokens).await
+    }
+
+    /// Queues the typed rows of a cross-encoder (pairs, or single texts of a classifier) and waits for their
+    /// logits.
+    pub async fn submit_pairs(&self, rows: Vec<TypedRow>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
+        let (ids, types) = rows.into_iter().map(|r| (r.ids, r.type_ids)).unzip();
+        self.enqueue(ids, Some(types), texts, 0).await
+    }
+
+    async fn enqueue(
+        &self,
+        rows: Vec<Vec<i64>>,
+        type_ids: Option<Vec<Vec<i64>>>,
+        texts: Vec<String>,
+        prompt_tokens: usize,
+    ) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { rows, texts, prompt_tokens, enqueued: Instant::now(), reply };
+        let job = Job { rows, type_ids, texts, prompt_tokens, enqueued: Instant::now(), reply };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -160,7 +182,8 @@ async fn run(
             };
             let Some(job) = next else { break };
             let job_longest = job.rows.iter().map(Vec::len).max().unwrap_or(0);
-            if limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
+            let same_kind = job.type_ids.is_some() == jobs[0].type_ids.is_some();
+            if same_kind && limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
                 rows += job.rows.len();
                 longest = longest.max(job_longest);
                 jobs.push(job);
@@ -220,16 +243,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
                 None => parts.push((s.job, vec![s.row])),
             }
         }
-        let backend_jobs: Vec<BackendJob> = parts
-            .iter()
-            .map(|(j, rows)| BackendJob {
-                prompt_tokens: jobs[*j].prompt_tokens,
-                ..BackendJob::tokens(
-                    rows.iter().map(|&r| jobs[*j].rows[r].clone()).collect(),
-                    rows.iter().filter_map(|&r| jobs[*j].texts.get(r).cloned()).collect(),
-                )
-            })
-            .collect();
+        let backend_jobs: Vec<BackendJob> = parts.iter().map(|(j, rows)| backend_job(&jobs[*j], rows)).collect();
         let longest = chunk.iter().map(|s| jobs[s.job].rows[s.row].len()).max().unwrap_or(0);
         metrics.batch(model, chunk.len(), chunk.len() * longest);
         let results = backend.predict(backend_jobs).await;
@@ -242,9 +256,13 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
                         chunk_timing_merged = true;
                     }
                     unit = Some(out.unit);
-                    match out.answer.into_vectors() {
-                        Some(v) => rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v)),
-                        None => failures[j] = Some(BackendError::Failed("the model answered no vectors".into())),
+                    match out.answer {
+                        Answer::Vectors(v) | Answer::Scores(v) => {
+                            rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v))
+                        }
+                        Answer::Tensors(_) => {
+                            failures[j] = Some(BackendError::Failed("the model answered no vectors".into()))
+                        }
                     }
                 }
                 Err(e) => failures[j] = Some(e),
@@ -264,6 +282,18 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
         };
         let _ = job.reply.send(result);
     }
+}
+
+/// The backend job of `rows` of one request: token rows, or typed rows of a cross-encoder.
+fn backend_job(job: &Job, rows: &[usize]) -> BackendJob {
+    let texts = rows.iter().filter_map(|&r| job.texts.get(r).cloned()).collect();
+    let payload = match &job.type_ids {
+        None => Payload::Tokens(rows.iter().map(|&r| job.rows[r].clone()).collect()),
+        Some(types) => Payload::Pairs(
+            rows.iter().map(|&r| TypedRow { ids: job.rows[r].clone(), type_ids: types[r].clone() }).collect(),
+        ),
+    };
+    BackendJob { payload, texts, prompt_tokens: job.prompt_tokens }
 }
 
 /// Sums the chunks' stages; the backend's `queue_ms` is the time in the supervisor and the worker pipes.

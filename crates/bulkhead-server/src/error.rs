@@ -21,7 +21,8 @@ pub enum ApiError {
     /// Body too large.
     #[error("request body is larger than the limit of {0} bytes (--max-body-bytes)")]
     TooLarge(usize),
-    /// The model exists but is of the other kind (texts sent to a tensor model).
+    /// The model exists but is of another kind than the route serves (texts sent to a tensor model, a reranker
+    /// asked for embeddings); the message names the route to use.
     #[error("{0}")]
     WrongKind(String),
     /// No such model.
@@ -119,7 +120,10 @@ impl ErrorKind {
                                    the model cannot give)"
             }
             ErrorKind::TooLarge => "the body is larger than --max-body-bytes",
-            ErrorKind::WrongKind => "texts sent to a tensor model",
+            ErrorKind::WrongKind => {
+                "the model is of another kind than the route serves (texts sent to a tensor model, a reranker to an \
+                 embedding route...); the message names the route to use"
+            }
             ErrorKind::UnknownModel => "no such model",
             ErrorKind::NoRoute => "no such route",
             ErrorKind::Overloaded => "the model's queue is full; retry after `Retry-After` seconds",

@@ -21,8 +21,9 @@ use utoipa::OpenApi;
 
 use crate::api;
 use crate::error::ErrorKind;
-use crate::routes::{is_probe, kserve, openai, ops, tei};
+use crate::routes::{is_probe, kserve, openai, ops, rerank, tei};
 use crate::state::{AppState, ModelKind};
+use bulkhead_core::ModelTask;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +39,9 @@ use crate::state::{AppState, ModelKind};
         openai::embeddings,
         openai::models,
         tei::embed_route,
+        rerank::rerank,
+        rerank::predict,
+        rerank::cohere_rerank,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -57,7 +61,13 @@ use crate::state::{AppState, ModelKind};
         api::TokenId,
         api::TokenRow,
         api::TokenBatch,
-        api::TextBatch
+        api::TextBatch,
+        api::rerank::RerankModelName,
+        api::rerank::ClassifierModelName,
+        api::rerank::TextPair,
+        api::rerank::SequenceBatch,
+        api::rerank::DocumentBatch,
+        api::rerank::TopN
     ))
 )]
 struct ApiDoc;
@@ -66,18 +76,24 @@ struct ApiDoc;
 const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v1/embeddings", openai::EMBEDDINGS_ERRORS),
     ("/embed", tei::EMBED_ERRORS),
+    ("/rerank", rerank::SCORE_ERRORS),
+    ("/v1/rerank", rerank::SCORE_ERRORS),
+    ("/predict", rerank::SCORE_ERRORS),
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
 ];
 
 /// Operations whose 200 carries the inference headers.
-const INFERENCE: &[&str] = &["/v1/embeddings", "/embed", "/v2/models/{name}/infer"];
+const INFERENCE: &[&str] =
+    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {
     models: Vec<String>,
     embedding_models: Vec<String>,
+    rerankers: Vec<String>,
+    classifiers: Vec<String>,
     vocab: Option<usize>,
     max_tokens: Option<usize>,
     /// `Ok(n)`: any size from 1 to n; `Err(sizes)`: only these.
@@ -91,6 +107,8 @@ impl Accepted {
         let mut a = Accepted {
             models: state.models.keys().cloned().collect(),
             embedding_models: vec![],
+            rerankers: vec![],
+            classifiers: vec![],
             vocab: None,
             max_tokens: None,
             dimensions: None,
@@ -100,6 +118,11 @@ impl Accepted {
         let mut prompts: Option<BTreeSet<String>> = None;
         let mut sizes: Option<BTreeSet<usize>> = None;
         for m in state.models.values() {
+            match m.task() {
+                Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
+                Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
+                _ => {}
+            }
             let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
             a.embedding_models.push(m.name.clone());
             a.vocab = Some(a.vocab.map_or(tokenizer.vocab_size(), |v| v.min(tokenizer.vocab_size())));
@@ -209,6 +232,19 @@ fn specialise(doc: &mut Document, a: &Accepted) {
     if let Some(o) = object(schemas.get_mut("EmbeddingModelName")) {
         o.enum_values = Some(names(&a.embedding_models));
     }
+    if let Some(o) = object(schemas.get_mut("RerankModelName")) {
+        o.enum_values = Some(names(&a.rerankers));
+    }
+    if let Some(o) = object(schemas.get_mut("ClassifierModelName")) {
+        o.enum_values = Some(names(&a.classifiers));
+    }
+    if let Some(o) = object(schemas.get_mut("TopN")) {
+        o.minimum = Some(1usize.into());
+    }
+    if let Some(arr) = array(schemas.get_mut("TextPair")) {
+        arr.min_items = Some(1);
+        arr.max_items = Some(2);
+    }
     if let Some(o) = object(schemas.get_mut("PromptName")) {
         o.enum_values = Some(names(&a.prompts));
         if a.prompts.is_empty() {
@@ -233,7 +269,7 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         arr.min_items = Some(1);
         arr.max_items = a.max_tokens;
     }
-    for batch in ["TextBatch", "TokenBatch"] {
+    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch"] {
         if let Some(arr) = array(schemas.get_mut(batch)) {
             arr.min_items = Some(1);
             arr.max_items = Some(a.max_inputs);
@@ -282,7 +318,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 12, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 15, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead_core::{ModelFiles, TensorSpec};
+use bulkhead_core::{ModelFiles, ModelTask, TensorSpec};
 use bulkhead_embed::Tokenizer;
 
 use crate::backend::Backend;
@@ -21,6 +21,14 @@ pub enum ModelKind {
         tokenizer: Tokenizer,
         /// Embedding dimensions.
         dimensions: usize,
+    },
+    /// A cross-encoder: a reranker (`/rerank`, `/v1/rerank`) or a classifier (`/predict`), texts or pairs of texts
+    /// in, scores out.
+    CrossEncoder {
+        /// Its tokenizer (pairs are tokenized in the server, so the batcher can count tokens).
+        tokenizer: Tokenizer,
+        /// Reranker or classifier, with its labels.
+        task: ModelTask,
     },
     /// An ONNX graph without a tokenizer: named tensors in and out, through KServe v2 infer only.
     Tensor {
@@ -48,15 +56,56 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The tokenizer and dimensions of an embedding model; a clear 400 for a tensor model.
+    /// What the model computes.
+    pub fn task(&self) -> Option<&ModelTask> {
+        match &self.kind {
+            ModelKind::Embedding { .. } => Some(&ModelTask::Embedding),
+            ModelKind::CrossEncoder { task, .. } => Some(task),
+            ModelKind::Tensor { .. } => None,
+        }
+    }
+
+    /// The tokenizer and task of a cross-encoder of the kind `wanted` accepts; a clear 400 naming the route to use
+    /// for any other model.
+    pub fn cross_encoder(
+        &self,
+        route: &str,
+        wanted: impl Fn(&ModelTask) -> bool,
+    ) -> Result<(&Tokenizer, &ModelTask), ApiError> {
+        match &self.kind {
+            ModelKind::CrossEncoder { tokenizer, task } if wanted(task) => Ok((tokenizer, task)),
+            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            _ => {
+                let task = self.task().unwrap_or(&ModelTask::Embedding);
+                Err(ApiError::WrongKind(format!(
+                    "model `{}` is {}, which {route} does not serve; call {}",
+                    self.name,
+                    task.noun(),
+                    task.routes()
+                )))
+            }
+        }
+    }
+
+    fn tensor_refusal(&self) -> ApiError {
+        ApiError::WrongKind(format!(
+            "model `{}` is a tensor model (an ONNX graph without a tokenizer): it takes named tensors, not texts; \
+             call POST /v2/models/{}/infer (GET /v2/models/{} lists its inputs)",
+            self.name, self.name, self.name
+        ))
+    }
+
+    /// The tokenizer and dimensions of an embedding model; a clear 400 naming the route to use for any other.
     pub fn embedding(&self) -> Result<(&Tokenizer, usize), ApiError> {
         match &self.kind {
             ModelKind::Embedding { tokenizer, dimensions } => Ok((tokenizer, *dimensions)),
-            ModelKind::Tensor { .. } => Err(ApiError::WrongKind(format!(
-                "model `{}` is a tensor model (an ONNX graph without a tokenizer): it takes named tensors, not texts; \
-                 call POST /v2/models/{}/infer (GET /v2/models/{} lists its inputs)",
-                self.name, self.name, self.name
+            ModelKind::CrossEncoder { task, .. } => Err(ApiError::WrongKind(format!(
+                "model `{}` is {}, not an embedding model; call {}",
+                self.name,
+                task.noun(),
+                task.routes()
             ))),
+            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
         }
     }
 }
@@ -114,5 +163,23 @@ impl AppState {
     pub fn model(&self, name: Option<&str>) -> Result<&Arc<ModelEntry>, ApiError> {
         let name = name.unwrap_or(&self.default_model);
         self.models.get(name).ok_or_else(|| ApiError::UnknownModel(name.to_string()))
+    }
+
+    /// The model called `name`; for `None`, the default model when `wanted` accepts its task, else the first served
+    /// model it accepts (so a route for rerankers finds the reranker beside an embedding model), else the default
+    /// model (which the route then refuses, naming the route to use).
+    pub fn model_for(
+        &self,
+        name: Option<&str>,
+        wanted: impl Fn(&ModelTask) -> bool,
+    ) -> Result<&Arc<ModelEntry>, ApiError> {
+        if name.is_some() {
+            return self.model(name);
+        }
+        let fits = |m: &&Arc<ModelEntry>| m.task().is_some_and(&wanted);
+        match self.models.get(&self.default_model).filter(fits) {
+            Some(m) => Ok(m),
+            None => self.models.values().find(fits).map_or_else(|| self.model(None), Ok),
+        }
     }
 }

@@ -10,6 +10,7 @@
 pub mod kserve;
 pub mod openai;
 pub mod ops;
+pub mod rerank;
 pub mod tei;
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -20,6 +20,7 @@ use bulkhead_embed::Truncation;
 use serde_json::Value;
 
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::score::{score, ScoreJob};
 use super::{inference_headers, labelled, submit_tensors, JsonBody};
 use crate::api::kserve::{
     Datatype, InferInput, InferRequest, InferResponse, Live, ModelMetadata, ModelReady, OutputTensor, Ready,
@@ -98,6 +99,11 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<Strin
             ],
             vec![meta("embedding", "FP32", vec![-1, *dimensions as i64])],
         ),
+        ModelKind::CrossEncoder { task, .. } => (
+            "bulkhead",
+            vec![meta("text", "BYTES", vec![-1]), meta("text_pair", "BYTES", vec![-1])],
+            vec![meta("scores", "FP32", vec![-1, task.outputs() as i64])],
+        ),
         ModelKind::Tensor { inputs, outputs } => (
             "onnxruntime_onnx",
             inputs.iter().map(spec_metadata).collect(),
@@ -149,8 +155,12 @@ pub async fn infer(
 ) -> Response {
     let result = async {
         let model = state.model(Some(&name))?;
-        if let ModelKind::Tensor { inputs, outputs } = &model.kind {
-            return infer_tensors(model, &state, inputs, outputs, req).await;
+        match &model.kind {
+            ModelKind::Tensor { inputs, outputs } => return infer_tensors(model, &state, inputs, outputs, req).await,
+            ModelKind::CrossEncoder { tokenizer, task } => {
+                return infer_pairs(model, &state, tokenizer, task, req).await
+            }
+            ModelKind::Embedding { .. } => {}
         }
         let (_, dimensions) = model.embedding()?;
         let job = EmbedJob {
@@ -179,6 +189,63 @@ pub async fn infer(
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
+}
+
+/// Inference on a cross-encoder: a BYTES tensor `text` `[n]` and, for pairs, a BYTES tensor `text_pair` `[n]` (for
+/// a reranker: the query repeated and the documents); the output `scores` `[n, labels]` holds the scores the
+/// model's routes return by default (truncated at the model's maximum, the longer text first).
+async fn infer_pairs(
+    model: &ModelEntry,
+    state: &AppState,
+    tokenizer: &bulkhead_embed::Tokenizer,
+    task: &bulkhead_core::ModelTask,
+    req: InferRequest,
+) -> Result<Response, ApiError> {
+    let texts = |name: &str| -> Result<Option<Vec<String>>, ApiError> {
+        let Some(t) = req.inputs.iter().find(|t| t.name == name) else { return Ok(None) };
+        if t.datatype != Datatype::Bytes || t.shape.len() != 1 {
+            return Err(ApiError::Invalid(format!("`{name}` must be a BYTES tensor of shape [n], got {:?}", t.shape)));
+        }
+        let v = values(t)?.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>();
+        v.map(Some).ok_or_else(|| ApiError::Invalid(format!("BYTES tensor `{name}` must hold strings")))
+    };
+    if let Some(other) = req.inputs.iter().find(|t| t.name != "text" && t.name != "text_pair") {
+        return Err(ApiError::Invalid(format!(
+            "model `{}` takes the BYTES tensors `text` and `text_pair`, not `{}`",
+            model.name, other.name
+        )));
+    }
+    let first = texts("text")?.ok_or_else(|| ApiError::Invalid("missing the BYTES tensor `text`".into()))?;
+    let pairs: Vec<(String, Option<String>)> = match texts("text_pair")? {
+        Some(second) if second.len() != first.len() => {
+            return Err(ApiError::Invalid(format!(
+                "`text` has {} values and `text_pair` {}; give one pair per row",
+                first.len(),
+                second.len()
+            )))
+        }
+        Some(second) => first.into_iter().zip(second.into_iter().map(Some)).collect(),
+        None if matches!(task, bulkhead_core::ModelTask::Rerank { .. }) => {
+            return Err(ApiError::Invalid(format!(
+                "model `{}` is a reranker: send the query in `text` and the documents in `text_pair`",
+                model.name
+            )))
+        }
+        None => first.into_iter().map(|t| (t, None)).collect(),
+    };
+    let job = ScoreJob { pairs, truncate: Some(Truncation::Right), noun: "row" };
+    let s = score(model, state, tokenizer, job).await?;
+    let (n, labels) = (s.logits.len(), task.outputs());
+    let data = s.logits.iter().flat_map(|l| task.scores(l)).collect();
+    let output = OutputTensor {
+        name: "scores".into(),
+        datatype: Datatype::Fp32,
+        shape: vec![n, labels],
+        data: TensorValues(TensorData::F32(data)),
+    };
+    let body =
+        InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs: vec![output] };
+    Ok(inference_headers(Json(body), &model, s.unit, &s.timing))
 }
 
 /// Flattens nested JSON arrays (the protocol allows both flat and nested `data`).

@@ -6,6 +6,8 @@ pub(crate) mod embed;
 pub(crate) mod kserve;
 pub(crate) mod openai;
 pub(crate) mod ops;
+pub(crate) mod rerank;
+pub(crate) mod score;
 pub(crate) mod tei;
 
 use std::sync::Arc;
@@ -34,6 +36,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/embed", post(tei::embed_route))
+        .route("/rerank", post(rerank::rerank))
+        .route("/predict", post(rerank::predict))
+        .route("/v1/rerank", post(rerank::cohere_rerank))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, SessionReport, TensorSpec, Unit};
-use bulkhead_embed::{warmup_rows, Embedder, Engines, StageTiming, Tokenizer};
+use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, PairRow, Scorer, StageTiming, Tokenizer};
 
 use crate::faults::WorkerFaults;
-use crate::payload::{Answer, Payload};
+use crate::payload::{Answer, Payload, TypedRow};
 use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
 
 /// Iterations per warm-up shape (the first one pays one-time costs; the median is recorded). A replacement of a
@@ -39,6 +39,12 @@ enum Model {
         embedder: Embedder,
         /// The one-row warm-up input, in the live tokenizer's ids: what a health probe runs.
         probe: Vec<Vec<i64>>,
+    },
+    /// A cross-encoder (reranker or classifier): typed pair rows in, logits out.
+    Score {
+        scorer: Scorer,
+        /// The one-row warm-up input (a query and a probe sentence): what a health probe runs.
+        probe: Vec<TypedRow>,
     },
     Graph {
         session: Box<dyn GraphSession>,
@@ -85,6 +91,9 @@ impl Runner {
             return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
+        if model.task.is_cross_encoder() {
+            return Runner::load_scorer(engines, model, unit, &tokenizer, faults, iterations, on_loaded);
+        }
         let session = engines.load(model, unit).map_err(engine_failure)?;
         let mut embedder = Embedder::new(model, session);
         on_loaded(embedder.report());
@@ -100,6 +109,36 @@ impl Runner {
             return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up rows"));
         };
         Ok((Runner { model: Model::Embed { embedder, probe }, faults, served: 0 }, warmup))
+    }
+
+    /// A cross-encoder: load, warm up on (query, probe sentence) pairs in live shapes.
+    fn load_scorer(
+        engines: &Engines,
+        model: &ModelFiles,
+        unit: &Unit,
+        tokenizer: &Tokenizer,
+        faults: WorkerFaults,
+        iterations: usize,
+        on_loaded: impl FnOnce(&SessionReport),
+    ) -> Result<(Runner, Vec<WarmupShape>), LoadFailure> {
+        let session = engines.load(model, unit).map_err(engine_failure)?;
+        let mut scorer = Scorer::new(model, session);
+        on_loaded(scorer.report());
+        let typed = |rows: &[PairRow]| -> Vec<TypedRow> {
+            rows.iter().map(|r| TypedRow { ids: r.ids.clone(), type_ids: r.type_ids.clone() }).collect()
+        };
+        let shapes: Vec<Vec<TypedRow>> = warmup_pairs(tokenizer).iter().map(|rows| typed(rows)).collect();
+        let mut warmup = vec![];
+        for rows in &shapes {
+            let ms = median_ms(iterations, || score(&mut scorer, rows).map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
+            let seq = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+            warmup.push(WarmupShape { batch: rows.len(), seq, ms });
+        }
+        let Some(probe) = shapes.into_iter().next() else {
+            return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up pairs"));
+        };
+        Ok((Runner { model: Model::Score { scorer, probe }, faults, served: 0 }, warmup))
     }
 
     /// A tensor model: load the graph, warm up on zeros of every input's shape (what a health probe sends too).
@@ -124,6 +163,7 @@ impl Runner {
     pub fn report(&self) -> &SessionReport {
         match &self.model {
             Model::Embed { embedder, .. } => embedder.report(),
+            Model::Score { scorer, .. } => scorer.report(),
             Model::Graph { session, .. } => session.report(),
         }
     }
@@ -131,7 +171,7 @@ impl Runner {
     /// A tensor model's inputs and outputs (empty for an embedding model).
     pub fn signature(&self) -> Signature {
         match &self.model {
-            Model::Embed { .. } => Signature::default(),
+            Model::Embed { .. } | Model::Score { .. } => Signature::default(),
             Model::Graph { session, .. } => {
                 Signature { inputs: session.inputs().to_vec(), outputs: session.outputs().to_vec() }
             }
@@ -165,6 +205,12 @@ impl Runner {
             (Model::Embed { embedder, probe }, Payload::Probe) => {
                 embedder.embed_tokens(probe).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
             }
+            (Model::Score { scorer, .. }, Payload::Pairs(rows)) => {
+                score(scorer, rows).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
+            }
+            (Model::Score { scorer, probe }, Payload::Probe) => {
+                score(scorer, probe).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
+            }
             (Model::Graph { session, warm }, Payload::Tensors(_) | Payload::Probe) => {
                 let inputs = match payload {
                     Payload::Tensors(t) => &t[..],
@@ -179,10 +225,20 @@ impl Runner {
                 "this is an embedding model: it takes token rows, not {}",
                 other.kind()
             ))),
+            (Model::Score { .. }, other) => Err(RunError::Unsupported(format!(
+                "this is a cross-encoder (a reranker or a classifier): it takes token pairs, not {}",
+                other.kind()
+            ))),
             (Model::Graph { .. }, other) => Err(RunError::Unsupported(format!(
                 "this model is an ONNX graph without a tokenizer: it takes named tensors, not {}",
                 other.kind()
             ))),
         }
     }
+}
+
+/// Scores typed rows.
+fn score(scorer: &mut Scorer, rows: &[TypedRow]) -> Result<(Vec<Vec<f32>>, StageTiming), bulkhead_core::EngineError> {
+    let rows: Vec<(&[i64], &[i64])> = rows.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
+    scorer.score(&rows)
 }

@@ -59,6 +59,16 @@ impl EmbedArgs {
         }
         let t_start = Instant::now();
         let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        if model.task.is_cross_encoder() {
+            let command =
+                if matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }) { "rerank" } else { "classify" };
+            return Err(UsageError(format!(
+                "{} is {}, not an embedding model; use `bulkhead {command}`",
+                model.name,
+                model.task.noun()
+            ))
+            .into());
+        }
         let mut model = self.precision.apply(model)?;
         set_default_prompt(&mut model, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
         let prompt = model.prompts.resolve(None, None)?;

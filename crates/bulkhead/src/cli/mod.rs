@@ -10,6 +10,7 @@ mod export;
 mod hub;
 mod pull;
 mod quantize;
+mod rerank;
 mod serve;
 mod units;
 
@@ -38,6 +39,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Embed texts and print the vectors (and, with --json, which unit computed them and how long each stage took).
     Embed(embed::EmbedArgs),
+    /// Rank documents against a query with a reranker (a cross-encoder) and print them best first.
+    Rerank(rerank::RerankArgs),
+    /// Classify texts (or pairs of texts) with a sequence classifier and print every label's probability.
+    Classify(rerank::ClassifyArgs),
     /// List every compute unit this build knows, whether it is usable here, and why not.
     Units(units::UnitsArgs),
     /// Write the ONNX graph bulkhead builds from a safetensors model folder.
@@ -65,6 +70,8 @@ impl Command {
         match self {
             Command::Serve(a) => a.run(),
             Command::Embed(a) => a.run(),
+            Command::Rerank(a) => a.run(),
+            Command::Classify(a) => a.run(),
             Command::Units(a) => a.run(),
             Command::Export(a) => a.run(),
             Command::Doctor(a) => a.run(),

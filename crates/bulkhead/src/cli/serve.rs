@@ -263,6 +263,11 @@ impl ServeArgs {
             // One real request through the supervisor gives the dimensions (and proves the path end to end).
             let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
             let kind = match tokenizer {
+                Some(tokenizer) if files.task.is_cross_encoder() => {
+                    // A probe: the worker scores its warm-up pair.
+                    sup.run(Job::probe()).await.map_err(first)?;
+                    ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
+                }
                 Some(tokenizer) => {
                     let rows = tokenizer.encode(&["bulkhead".to_string()])?;
                     let probe = sup.embed(rows, vec![]).await.map_err(first)?;
@@ -287,6 +292,7 @@ impl ServeArgs {
             let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
             let what = match &m.kind {
                 ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
+                ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
                 ModelKind::Tensor { inputs, outputs } => format!(
                     "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
                     inputs.len(),
