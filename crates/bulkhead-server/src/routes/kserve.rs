@@ -245,7 +245,7 @@ async fn infer_pairs(
     };
     let body =
         InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs: vec![output] };
-    Ok(inference_headers(Json(body), &model, s.unit, &s.timing))
+    Ok(inference_headers(Json(body), model, s.unit, &s.timing))
 }
 
 /// Flattens nested JSON arrays (the protocol allows both flat and nested `data`).

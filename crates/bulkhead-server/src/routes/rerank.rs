@@ -74,7 +74,7 @@ pub async fn rerank(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<
             .into_iter()
             .map(|i| Rank { index: i, score: scores[i], text: req.return_text.then(|| req.texts.0[i].clone()) })
             .collect();
-        Ok::<_, ApiError>(inference_headers(Json(RerankResponse(ranks)), &model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(RerankResponse(ranks)), model, s.unit, &s.timing))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -138,7 +138,7 @@ pub async fn cohere_rerank(
             model: model.name.clone(),
             usage: RerankUsage { total_tokens: s.tokens },
         };
-        Ok::<_, ApiError>(inference_headers(Json(body), &model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, s.unit, &s.timing))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -194,7 +194,7 @@ pub async fn predict(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody
             })
             .collect();
         let body = if batch { PredictResponse::Batch(all) } else { PredictResponse::One(all.remove(0)) };
-        Ok::<_, ApiError>(inference_headers(Json(body), &model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, s.unit, &s.timing))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
