@@ -284,6 +284,13 @@ fn the_cli_ranks_and_classifies_and_refuses_the_wrong_command() {
     assert!(common::stderr(&out).contains("bulkhead rerank"), "{}", common::stderr(&out));
     let out = common::bulkhead(&["classify", "--model", model.to_str().unwrap(), "x"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    // doctor and bench measure embedding models: a reranker is refused up front, saying what to use instead.
+    for command in ["doctor", "bench"] {
+        let out = common::bulkhead(&[command, "--model", model.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", common::stderr(&out));
+        let err = common::stderr(&out);
+        assert!(err.contains("is a reranker") && err.contains("bulkhead rerank"), "{command}: {err}");
+    }
 }
 
 #[test]

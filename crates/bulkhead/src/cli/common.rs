@@ -102,8 +102,17 @@ pub fn default_model_path() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// `doctor` and `bench` measure embedding models: an ONNX graph without a tokenizer is refused with what to do.
+/// `doctor` and `bench` measure embedding models: a reranker or classifier, or an ONNX graph without a tokenizer,
+/// is refused with what to do.
 pub fn require_embedding_model(model: &ModelFiles, command: &str, tokenizer_flag: bool) -> Result<(), UsageError> {
+    if model.task.is_cross_encoder() {
+        return Err(UsageError(format!(
+            "{} is {}, and `bulkhead {command}` measures embedding models only so far; check it with `bulkhead \
+             rerank` / `bulkhead classify`, or serve it (`/rerank`, `/predict`)",
+            model.name,
+            model.task.noun()
+        )));
+    }
     if !model.is_tensor_model() {
         return Ok(());
     }
