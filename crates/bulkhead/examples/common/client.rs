@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::common::SENTENCES;
@@ -49,27 +48,7 @@ pub fn start_server(bin: &str, extra: &[String]) -> anyhow::Result<Server> {
 
 /// One `/v1/embeddings` request on a keep-alive connection; its status.
 pub async fn request(stream: &mut TcpStream, body: &str) -> anyhow::Result<u16> {
-    let req = format!(
-        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(16 << 10);
-    let mut tmp = [0u8; 16 << 10];
-    loop {
-        let n = stream.read(&mut tmp).await?;
-        anyhow::ensure!(n > 0, "connection closed");
-        buf.extend_from_slice(&tmp[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            return Ok(head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0));
-        }
-    }
+    Ok(super::common::load::request(stream, "x", "/v1/embeddings", body).await?.0)
 }
 
 /// `clients` keep-alive connections sending one-sentence requests for `seconds`: the latencies (ms) of the 200s
