@@ -57,6 +57,7 @@ impl Engine for CandleEngine {
     fn load(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn Session>, EngineError> {
         let u = unit.to_string();
         let rejected = |reason: String| EngineError::ModelRejected { unit: u.clone(), reason };
+        let unsupported = |reason: String| EngineError::Unsupported { unit: u.clone(), reason };
         let device = device(unit).map_err(|a| match a {
             Availability::NotCompiled(reason) => EngineError::NotCompiled { unit: u.clone(), reason },
             Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
@@ -64,7 +65,7 @@ impl Engine for CandleEngine {
         })?;
         if model.task.is_cross_encoder() {
             // Run without its head, a cross-encoder would answer token states that mean nothing.
-            return Err(rejected(format!(
+            return Err(unsupported(format!(
                 "{}: {} (`{}`): the candle engine runs no classification heads; an ort: unit runs it",
                 model.source.display(),
                 model.task.noun(),
@@ -84,7 +85,7 @@ impl Engine for CandleEngine {
             std::fs::read_to_string(config_path).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
         let config: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| rejected(format!("{}: not valid JSON: {e}", config_path.display())))?;
-        let family = models::family(&config).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
+        let family = models::family(&config).map_err(|e| unsupported(format!("{}: {e}", config_path.display())))?;
         let mut names = vec![];
         let mut dtype = None;
         for shard in &model.safetensors_shards {

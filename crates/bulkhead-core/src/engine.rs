@@ -113,7 +113,7 @@ pub trait Engine: Send + Sync {
     /// tensors out. Engines that run only embedding models keep the default, which says so.
     fn load_graph(&self, model: &ModelFiles, unit: &Unit) -> Result<Box<dyn GraphSession>, EngineError> {
         let _ = model;
-        Err(EngineError::ModelRejected {
+        Err(EngineError::Unsupported {
             unit: unit.to_string(),
             reason: "this engine runs only embedding models (a tokenizer beside the weights); run other ONNX \
                      models on an ort: unit"

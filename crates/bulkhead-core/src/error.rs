@@ -66,12 +66,29 @@ pub enum EngineError {
         /// Why (missing library, no device...).
         reason: String,
     },
-    /// The model is rejected by the engine (corrupt file, unsupported architecture or operator).
+    /// The engine refused the model's files: they do not parse, a file is missing, or the graph is invalid.
     #[error("{unit} cannot load the model: {reason}")]
     ModelRejected {
         /// The unit.
         unit: String,
         /// The engine's reason, naming the file.
+        reason: String,
+    },
+    /// The model's format (ONNX IR version, an opset) is newer than the engine knows.
+    #[error("{unit} cannot load the model (its format is newer than this engine): {reason}")]
+    FormatTooNew {
+        /// The unit.
+        unit: String,
+        /// The engine's reason, naming the file.
+        reason: String,
+    },
+    /// The files are valid but the engine does not implement what the model needs: an operator, an architecture,
+    /// a head, or a kind of model.
+    #[error("{unit} does not support the model: {reason}")]
+    Unsupported {
+        /// The unit.
+        unit: String,
+        /// What is missing, naming the file.
         reason: String,
     },
     /// A forward pass failed.
@@ -85,12 +102,15 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// A short machine-friendly kind: `not_compiled`, `unusable`, `model_rejected` or `inference`.
+    /// A short machine-friendly kind: `not_compiled`, `unusable`, `model_rejected`, `format_too_new`,
+    /// `unsupported` or `inference`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotCompiled { .. } => "not_compiled",
             Self::Unusable { .. } => "unusable",
             Self::ModelRejected { .. } => "model_rejected",
+            Self::FormatTooNew { .. } => "format_too_new",
+            Self::Unsupported { .. } => "unsupported",
             Self::Inference { .. } => "inference",
         }
     }

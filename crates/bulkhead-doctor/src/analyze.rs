@@ -132,31 +132,15 @@ pub fn placement(report: &SessionReport, provider: &str) -> Placement {
     }
 }
 
-/// The branch of the diagnosis tree (docs/doctor.md) a load failure belongs to, by the worker's classification:
-/// a unit that cannot run here is `1b`; a model the engine refused is `1a` when its format version is the reason,
-/// `5a` when an operator is missing, `1c` otherwise.
-pub fn load_error_branch(kind: LoadFailureKind, reason: &str) -> Branch {
+/// The branch of the diagnosis tree (docs/doctor.md) a load failure belongs to, by the engine's own classification:
+/// a unit that cannot run here is `1b`; a format newer than the engine `1a`; an operator, architecture or head the
+/// engine does not implement `5a`; files it refused and anything else around the engine `1c`.
+pub fn load_error_branch(kind: LoadFailureKind) -> Branch {
     match kind {
         LoadFailureKind::NotCompiled | LoadFailureKind::Unusable => Branch::UnitCannotRun,
-        LoadFailureKind::ModelRejected => rejection_branch(reason),
-        LoadFailureKind::Inference | LoadFailureKind::Setup => Branch::BrokenFiles,
-    }
-}
-
-/// Why an engine refused a model. The protocol's kind says only `model_rejected`; which of ONNX Runtime's own
-/// refusals it was is in its message, and this is the one place that reads it.
-fn rejection_branch(reason: &str) -> Branch {
-    let r = reason.to_ascii_lowercase();
-    if r.contains("opset") || r.contains("ir version") || r.contains("ir_version") || r.contains("model version") {
-        Branch::FormatVersion
-    } else if r.contains("not implemented")
-        || r.contains("could not find an implementation")
-        || r.contains("unsupported op")
-        || r.contains("not supported")
-    {
-        Branch::Unsupported
-    } else {
-        Branch::BrokenFiles
+        LoadFailureKind::FormatTooNew => Branch::FormatVersion,
+        LoadFailureKind::Unsupported => Branch::Unsupported,
+        LoadFailureKind::ModelRejected | LoadFailureKind::Inference | LoadFailureKind::Setup => Branch::BrokenFiles,
     }
 }
 
@@ -476,15 +460,19 @@ mod tests {
 
     #[test]
     fn load_errors_map_to_branches() {
-        let rejected = |reason| load_error_branch(LoadFailureKind::ModelRejected, reason);
-        assert_eq!(rejected("Unsupported model IR version: 12, max supported 11"), Branch::FormatVersion);
-        assert_eq!(rejected("Opset 30 is under development"), Branch::FormatVersion);
-        assert_eq!(rejected("Could not find an implementation for Foo(1)"), Branch::Unsupported);
-        assert_eq!(rejected("protobuf parsing failed"), Branch::BrokenFiles);
-        // The kind decides first: a unit that cannot run here is 1b whatever its message says.
-        assert_eq!(load_error_branch(LoadFailureKind::Unusable, "opset 17 needs CUDA"), Branch::UnitCannotRun);
-        assert_eq!(load_error_branch(LoadFailureKind::NotCompiled, "no CUDA"), Branch::UnitCannotRun);
-        assert_eq!(load_error_branch(LoadFailureKind::Setup, "not supported"), Branch::BrokenFiles);
+        use LoadFailureKind as K;
+        let table = [
+            (K::NotCompiled, Branch::UnitCannotRun),
+            (K::Unusable, Branch::UnitCannotRun),
+            (K::FormatTooNew, Branch::FormatVersion),
+            (K::Unsupported, Branch::Unsupported),
+            (K::ModelRejected, Branch::BrokenFiles),
+            (K::Inference, Branch::BrokenFiles),
+            (K::Setup, Branch::BrokenFiles),
+        ];
+        for (kind, branch) in table {
+            assert_eq!(load_error_branch(kind), branch, "{kind}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{probe_texts, warmup_pairs, Embedder, Engines, Scorer, Tokenizer};
 pub struct SkippedUnit {
     /// The unit.
     pub unit: Unit,
-    /// `not_compiled`, `unusable`, `model_rejected` or `inference`.
+    /// The engine's classification ([`bulkhead_core::EngineError::kind`]).
     pub kind: String,
     /// The reason, in words.
     pub reason: String,

@@ -161,7 +161,10 @@ impl OrtEngine {
         }
         let rt = runtime().map_err(unusable)?;
         let mut notes = vec![];
-        let (path, graph_cache) = model_path(model, &mut notes).map_err(rejected)?;
+        let (path, graph_cache) = model_path(model, &mut notes).map_err(|e| match e {
+            ModelPathError::Unsupported(reason) => EngineError::Unsupported { unit: unit.to_string(), reason },
+            ModelPathError::Rejected(reason) => rejected(reason),
+        })?;
         let bytes = std::fs::read(&path).map_err(|e| rejected(format!("{}: {e}", path.display())))?;
         let info = onnx_info::read(&bytes)
             .map_err(|e| rejected(format!("{}: not a valid ONNX model: {e}", path.display())))?;
@@ -180,20 +183,27 @@ impl OrtEngine {
             ));
         }
         // From the file, not from memory: built graphs keep their weights as external data beside model.onnx.
-        let session = builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.to_string()))?;
+        let session =
+            builder.commit_from_file(&path).map_err(|e| classify_commit_error(unit, &path, e.code(), e.to_string()))?;
         Ok(Committed { session, rt, path, info, notes, graph_cache })
     }
 }
 
 /// The ONNX file to run: the folder's own `.onnx` when it has one; for a safetensors-only folder, the graph built in
 /// Rust by `bulkhead-graph` (cached on disk under [`bulkhead_core::install::cache_dir`]).
-fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<(PathBuf, Option<GraphCache>), String> {
+fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<(PathBuf, Option<GraphCache>), ModelPathError> {
     match (&model.onnx, &model.safetensors) {
         (Some(p), _) => Ok((p.clone(), None)),
         (None, Some(_)) => {
             let cache = bulkhead_core::install::cache_dir().join("graphs");
-            let built = bulkhead_graph::build_cached(model, &bulkhead_graph::BuildOptions::default(), &cache)
-                .map_err(|e| e.to_string())?;
+            let built =
+                bulkhead_graph::build_cached(model, &bulkhead_graph::BuildOptions::default(), &cache).map_err(|e| {
+                    match e {
+                        bulkhead_graph::GraphError::UnsupportedArchitecture { .. }
+                        | bulkhead_graph::GraphError::Unsupported { .. } => ModelPathError::Unsupported(e.to_string()),
+                        other => ModelPathError::Rejected(other.to_string()),
+                    }
+                })?;
             notes.push(format!(
                 "graph built from safetensors by bulkhead-graph {} ({}, {:.0} ms): {}",
                 bulkhead_graph::BUILDER_VERSION,
@@ -203,20 +213,51 @@ fn model_path(model: &ModelFiles, notes: &mut Vec<String>) -> Result<(PathBuf, O
             ));
             Ok((built.path, Some(if built.cache_hit { GraphCache::Hit } else { GraphCache::Built })))
         }
-        (None, None) => Err(format!("{}: no model file", model.source.display())),
+        (None, None) => Err(ModelPathError::Rejected(format!("{}: no model file", model.source.display()))),
     }
 }
 
+/// Why there is no ONNX file to run: the graph builder does not express the model, or the files are unusable.
+enum ModelPathError {
+    Unsupported(String),
+    Rejected(String),
+}
+
 /// A session creation failure is the unit's fault when the execution provider failed to register or initialise,
-/// and the model's fault otherwise.
-fn classify_commit_error(unit: &Unit, path: &Path, msg: String) -> EngineError {
-    let provider_failed = !unit.is_cpu()
-        && (msg.contains(provider_name(unit.device)) || msg.to_ascii_lowercase().contains("execution provider"));
+/// and the model's fault otherwise: an operator without a kernel (ONNX Runtime's `NOT_IMPLEMENTED`), a format newer
+/// than this ONNX Runtime (it has no code of its own for that, so its wording is read here, the one place that
+/// knows this engine's messages), or invalid files.
+fn classify_commit_error(unit: &Unit, path: &Path, code: ort::ErrorCode, msg: String) -> EngineError {
+    let provider_failed = code == ort::ErrorCode::ExecutionProviderFailure
+        || (!unit.is_cpu()
+            && (msg.contains(provider_name(unit.device)) || msg.to_ascii_lowercase().contains("execution provider")));
+    let u = unit.to_string();
     if provider_failed {
-        EngineError::Unusable { unit: unit.to_string(), reason: msg }
-    } else {
-        EngineError::ModelRejected { unit: unit.to_string(), reason: format!("{}: {msg}", path.display()) }
+        return EngineError::Unusable { unit: u, reason: msg };
     }
+    let reason = format!("{}: {msg}", path.display());
+    if code == ort::ErrorCode::NotImplemented || mentions_missing_kernel(&msg) {
+        EngineError::Unsupported { unit: u, reason }
+    } else if mentions_format_version(&msg) {
+        EngineError::FormatTooNew { unit: u, reason }
+    } else {
+        EngineError::ModelRejected { unit: u, reason }
+    }
+}
+
+/// ONNX Runtime's refusals of an IR version or opset it does not know ("Unsupported model IR version: 12, max
+/// supported IR version: 11", "Opset 30 is under development and support for this is limited", "ONNX Runtime only
+/// *guarantees* support for models stamped with official released onnx opset versions").
+fn mentions_format_version(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("ir version") || m.contains("ir_version") || m.contains("opset") || m.contains("model version")
+}
+
+/// ONNX Runtime's refusal of an operator no opset it knows defines ("No Op registered for NoSuchOp with
+/// domain_version of 17", code `INVALID_GRAPH`), or of one it has no kernel for without its `NOT_IMPLEMENTED` code.
+fn mentions_missing_kernel(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("no op registered") || m.contains("could not find an implementation") || m.contains("not implemented")
 }
 
 impl OrtEngine {
@@ -326,7 +367,7 @@ impl OrtSession {
         path: &Path,
         info: onnx_info::OnnxInfo,
     ) -> Result<OrtSession, EngineError> {
-        let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
+        let unsupported = |reason: String| EngineError::Unsupported { unit: unit.to_string(), reason };
         let mut inputs = vec![];
         for outlet in session.inputs() {
             let kind = match outlet.name() {
@@ -334,7 +375,7 @@ impl OrtSession {
                 "attention_mask" => InputKind::Mask,
                 "token_type_ids" => InputKind::TypeIds,
                 other => {
-                    return Err(rejected(format!(
+                    return Err(unsupported(format!(
                         "{}: input `{other}` is not one of input_ids, attention_mask, token_type_ids, so this is \
                          not an embedding model; serve the .onnx file without a tokenizer beside it to call it \
                          with tensors (KServe v2 infer)",
@@ -346,7 +387,7 @@ impl OrtSession {
             inputs.push((kind, is_i32));
         }
         if !inputs.iter().any(|(k, _)| *k == InputKind::Ids) {
-            return Err(rejected(format!("{}: the graph has no input_ids input", path.display())));
+            return Err(unsupported(format!("{}: the graph has no input_ids input", path.display())));
         }
         let outputs = session.outputs();
         let rank = |i: usize| outputs[i].dtype().tensor_shape().map(|s| s.len());
@@ -359,7 +400,7 @@ impl OrtSession {
             .or_else(|| (0..outputs.len()).find(|&i| is_float(i) && rank(i) == Some(3)))
             .or_else(|| (0..outputs.len()).find(|&i| is_float(i) && rank(i) == Some(2)))
             .ok_or_else(|| {
-                rejected(format!("{}: no float output of rank 3 (token states) or 2 (embeddings)", path.display()))
+                unsupported(format!("{}: no float output of rank 3 (token states) or 2 (embeddings)", path.display()))
             })?;
         let hidden_size =
             outputs[output].dtype().tensor_shape().and_then(|s| s.last().copied()).filter(|&d| d > 0).unwrap_or(0)
@@ -458,7 +499,6 @@ impl OrtGraphSession {
         path: &Path,
         info: &onnx_info::OnnxInfo,
     ) -> Result<OrtGraphSession, EngineError> {
-        let rejected = |reason: String| EngineError::ModelRejected { unit: unit.to_string(), reason };
         let inputs: Vec<TensorSpec> = session.inputs().iter().map(spec_of).collect();
         let outputs: Vec<TensorSpec> = session.outputs().iter().map(spec_of).collect();
         let unsupported: Vec<String> = inputs
@@ -469,12 +509,15 @@ impl OrtGraphSession {
             .collect();
         if !unsupported.is_empty() {
             let supported: Vec<&str> = DataType::ALL.iter().map(|d| d.kserve_name()).collect();
-            return Err(rejected(format!(
-                "{}: {} of an element type bulkhead cannot exchange as JSON tensors (supported: {})",
-                path.display(),
-                unsupported.join(", "),
-                supported.join(", ")
-            )));
+            return Err(EngineError::Unsupported {
+                unit: unit.to_string(),
+                reason: format!(
+                    "{}: {} of an element type bulkhead cannot exchange as JSON tensors (supported: {})",
+                    path.display(),
+                    unsupported.join(", "),
+                    supported.join(", ")
+                ),
+            });
         }
         let notes = vec![format!(
             "tensor model: inputs {}; outputs {}",

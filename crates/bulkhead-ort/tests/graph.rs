@@ -56,3 +56,26 @@ fn embedding_loading_of_a_plain_graph_says_what_to_do() {
     let err = OrtEngine::default().load(&model, &Unit::ORT_CPU).err().unwrap().to_string();
     assert!(err.contains("input `x`") && err.contains("KServe v2 infer"), "{err}");
 }
+
+/// Each way ONNX Runtime refuses a model is its own kind, decided here from its error code (and, for a format too
+/// new, the one refusal without a code of its own, from its wording), so that nobody downstream reads messages.
+#[test]
+fn refused_models_are_classified_by_the_engine() {
+    if bulkhead_ort::runtime().is_err() {
+        eprintln!("skipping: no ONNX Runtime library; run scripts/setup.sh");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/refused");
+    for (file, kind, says) in [
+        ("ir_too_new.onnx", "format_too_new", "IR version"),
+        ("opset_too_new.onnx", "format_too_new", "99"),
+        ("unknown_op.onnx", "unsupported", "NoSuchOp"),
+        ("no_kernel.onnx", "unsupported", "Relu"),
+        ("truncated.onnx", "model_rejected", "truncated.onnx"),
+    ] {
+        let model = ModelFiles::open(&dir.join(file)).unwrap();
+        let err = OrtEngine::default().load_graph(&model, &Unit::ORT_CPU).err().unwrap();
+        assert_eq!(err.kind(), kind, "{file}: {err}");
+        assert!(err.to_string().contains(says), "{file}: {err}");
+    }
+}

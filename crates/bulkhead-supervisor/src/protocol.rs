@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use crate::payload::{Answer, Payload, PayloadKind, TypedRow};
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`] (3: [`Payload`] and [`Answer`] enums, typed
-/// load failures and run errors; 4: the prompt length of each token row).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// load failures and run errors; 4: the prompt length of each token row; 5: a format too new and an unsupported
+/// model as their own load-failure kinds).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -66,8 +67,12 @@ pub enum LoadFailureKind {
     NotCompiled,
     /// The unit cannot run on this machine (library without the provider, no device, wrong OS).
     Unusable,
-    /// The engine refused the model (corrupt file, unsupported architecture or operator).
+    /// The engine refused the model's files (they do not parse, one is missing, the graph is invalid).
     ModelRejected,
+    /// The model's format (ONNX IR version, an opset) is newer than the engine knows.
+    FormatTooNew,
+    /// The engine does not implement what the model needs (an operator, an architecture, a head).
+    Unsupported,
     /// The model loaded but its warm-up forward pass failed.
     Inference,
     /// Anything around the engine: the tokenizer, the fault rules, a worker that speaks another protocol.
@@ -75,12 +80,15 @@ pub enum LoadFailureKind {
 }
 
 impl LoadFailureKind {
-    /// The short name: `not_compiled`, `unusable`, `model_rejected`, `inference` or `setup`.
+    /// The short name: `not_compiled`, `unusable`, `model_rejected`, `format_too_new`, `unsupported`, `inference`
+    /// or `setup`.
     pub fn as_str(self) -> &'static str {
         match self {
             LoadFailureKind::NotCompiled => "not_compiled",
             LoadFailureKind::Unusable => "unusable",
             LoadFailureKind::ModelRejected => "model_rejected",
+            LoadFailureKind::FormatTooNew => "format_too_new",
+            LoadFailureKind::Unsupported => "unsupported",
             LoadFailureKind::Inference => "inference",
             LoadFailureKind::Setup => "setup",
         }
@@ -93,6 +101,8 @@ impl From<&EngineError> for LoadFailureKind {
             EngineError::NotCompiled { .. } => LoadFailureKind::NotCompiled,
             EngineError::Unusable { .. } => LoadFailureKind::Unusable,
             EngineError::ModelRejected { .. } => LoadFailureKind::ModelRejected,
+            EngineError::FormatTooNew { .. } => LoadFailureKind::FormatTooNew,
+            EngineError::Unsupported { .. } => LoadFailureKind::Unsupported,
             EngineError::Inference { .. } => LoadFailureKind::Inference,
         }
     }

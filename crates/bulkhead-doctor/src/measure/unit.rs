@@ -241,7 +241,7 @@ fn record_failure(r: &mut UnitReport, error: ClientError, during: &str) {
     match error {
         ClientError::Spawn(_) => r.findings.push(Finding::new(Branch::Predict, Severity::Problem, error.to_string())),
         ClientError::LoadFailed { kind, reason } => {
-            let branch = analyze::load_error_branch(kind, &reason);
+            let branch = analyze::load_error_branch(kind);
             r.findings.push(Finding::new(branch, Severity::Problem, format!("load failed ({kind}): {reason}")));
             r.load_error = Some(LoadError { kind: kind.into(), reason, branch });
         }

@@ -190,17 +190,21 @@ pub enum LoadErrorKind {
     NotCompiled,
     Unusable,
     ModelRejected,
+    FormatTooNew,
+    Unsupported,
     Inference,
     Setup,
 }
 
 impl LoadErrorKind {
-    /// `not_compiled`, `unusable`, `model_rejected`, `inference` or `setup`.
+    /// `not_compiled`, `unusable`, `model_rejected`, `format_too_new`, `unsupported`, `inference` or `setup`.
     pub fn as_str(self) -> &'static str {
         match self {
             LoadErrorKind::NotCompiled => "not_compiled",
             LoadErrorKind::Unusable => "unusable",
             LoadErrorKind::ModelRejected => "model_rejected",
+            LoadErrorKind::FormatTooNew => "format_too_new",
+            LoadErrorKind::Unsupported => "unsupported",
             LoadErrorKind::Inference => "inference",
             LoadErrorKind::Setup => "setup",
         }
@@ -220,6 +224,8 @@ impl From<bulkhead_supervisor::LoadFailureKind> for LoadErrorKind {
             K::NotCompiled => LoadErrorKind::NotCompiled,
             K::Unusable => LoadErrorKind::Unusable,
             K::ModelRejected => LoadErrorKind::ModelRejected,
+            K::FormatTooNew => LoadErrorKind::FormatTooNew,
+            K::Unsupported => LoadErrorKind::Unsupported,
             K::Inference => LoadErrorKind::Inference,
             K::Setup => LoadErrorKind::Setup,
         }
@@ -307,7 +313,9 @@ mod tests {
     #[test]
     fn protocol_kinds_convert_to_the_report_kinds() {
         use bulkhead_supervisor::LoadFailureKind as K;
-        for k in [K::NotCompiled, K::Unusable, K::ModelRejected, K::Inference, K::Setup] {
+        for k in
+            [K::NotCompiled, K::Unusable, K::ModelRejected, K::FormatTooNew, K::Unsupported, K::Inference, K::Setup]
+        {
             assert_eq!(LoadErrorKind::from(k).as_str(), k.as_str());
         }
     }
