@@ -1,12 +1,14 @@
 //! What the tests and benchmarks of every crate share, in one place: where the repository and the real models are
 //! (the PyPI packages scripts/setup.sh installs into `.venv`, the large fixtures beside the checkout), skipping a
-//! test whose model is absent, the reference embeddings (sentence-transformers, fp32) and their comparison, and
-//! (feature `engines`) the CPU engines.
+//! test whose model is absent, the reference embeddings (sentence-transformers, fp32) and their comparison, the
+//! address of a started server ([`server::wait_listening`]), and (feature `engines`) the CPU engines.
 //!
 //! A test that needs something absent prints `skipping: <why>` and returns:
 //! `let Some(folder) = need(minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };`.
 
 use std::path::{Path, PathBuf};
+
+pub mod server;
 
 pub use bulkhead_core::stats::{cosine, percentile};
 

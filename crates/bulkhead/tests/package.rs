@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -282,19 +281,8 @@ fn the_container_entrypoint_answers_its_probes_and_drains_on_sigterm() {
     let log = w.dir.join("entrypoint.log");
     let mut child =
         cmd.args(&argv[1..]).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let Ok(addr) = rx.recv_timeout(Duration::from_secs(180)) else {
-        let _ = child.kill();
-        panic!("the server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
-    };
+    let addr = bulkhead_testkit::server::wait_listening(&mut child, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
 
     for path in ["/health", "/v2/health/live", "/v2/health/ready"] {
         let resp = common::http(&addr, "GET", path, &[], None);

@@ -2,8 +2,6 @@
 //! `/v1/embeddings` requests: what the HTTP benchmarks share.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,38 +10,22 @@ use tokio::net::TcpStream;
 
 use super::common::SENTENCES;
 
-/// A running server; killed on drop.
+/// A running server with its own crash-history directory; killed on drop.
 pub struct Server {
-    child: Child,
+    server: super::common::load::Server,
     /// `host:port`.
     pub addr: String,
-    /// A fresh crash-history directory per server.
     _state: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `bin serve --port 0 --compute-units ort:cpu EXTRA...` and waits for its address.
 pub fn start_server(bin: &str, extra: &[String]) -> anyhow::Result<Server> {
     let state = tempfile::tempdir()?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--port", "0", "--compute-units", "ort:cpu"]).args(extra);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("BULKHEAD_STATE_DIR", state.path());
-    let mut child = cmd.spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().ok_or_else(|| anyhow::anyhow!("{bin} exited before listening"))??;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr, _state: state })
+    let mut args = vec!["--compute-units", "ort:cpu"];
+    args.extend(extra.iter().map(String::as_str));
+    let log = state.path().join("server.log");
+    let (server, _) = super::common::load::Server::start(std::path::Path::new(bin), &args, &[], state.path(), &log)?;
+    Ok(Server { addr: server.addr.clone(), server, _state: state })
 }
 
 /// One `/v1/embeddings` request on a keep-alive connection; its status.

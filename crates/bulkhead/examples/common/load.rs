@@ -2,7 +2,7 @@
 //! chaos harness: no client library in between, every status and every stalled request counted.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -34,18 +34,8 @@ impl Server {
         cmd.env("BULKHEAD_STATE_DIR", state_dir).env_remove("BULKHEAD_FAULTS");
         cmd.envs(env.iter().copied());
         let mut child = cmd.spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                let status = child.wait()?;
-                anyhow::bail!("the server exited before listening ({status})");
-            };
-            if let Some(rest) = line?.split("listening on http://").nth(1) {
-                break rest.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let addr = bulkhead_testkit::server::wait_listening(&mut child, Duration::from_secs(600))
+            .map_err(anyhow::Error::msg)?;
         Ok((Server { child, addr }, t0.elapsed()))
     }
 

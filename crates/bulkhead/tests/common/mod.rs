@@ -56,7 +56,6 @@ impl Server {
     /// Starts the real binary with `args` and `env` (a fresh state directory unless `env` sets one) and waits
     /// for its `listening on http://ADDR` line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
@@ -65,21 +64,9 @@ impl Server {
         cmd.envs(env.iter().copied());
         cmd.stdout(std::process::Stdio::piped()).stderr(std::fs::File::create(&stderr_path).unwrap());
         let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(a.to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(std::time::Duration::from_secs(180)) {
+        match bulkhead_testkit::server::wait_listening(&mut child, std::time::Duration::from_secs(180)) {
             Ok(addr) => Server { child, addr, stderr_path, _dir: dir },
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
-            }
+            Err(e) => panic!("{e}: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default()),
         }
     }
 
