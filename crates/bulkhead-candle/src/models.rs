@@ -117,6 +117,83 @@ fn with_prefix(vb: VarBuilder<'static>, names: &[String], prefix: &'static str) 
     }
 }
 
+/// candle-transformers' ModernBERT config from a transformers one (transformers 5 writes `norm_eps`, `layer_types`
+/// and `rope_parameters`).
+fn modernbert_config(config: &Value) -> Value {
+    let mut c = with_defaults(
+        config,
+        json!({"global_attn_every_n_layers": 3, "local_attention": 128,
+        "max_position_embeddings": 8192, "pad_token_id": 50283}),
+    );
+    c["layer_norm_eps"] = json!(number(config, &["/norm_eps", "/layer_norm_eps"]).unwrap_or(1e-5));
+    c["global_rope_theta"] = json!(number(
+        config,
+        &["/rope_parameters/full_attention/rope_theta", "/global_rope_theta"]
+    )
+    .unwrap_or(160000.0));
+    c["local_rope_theta"] =
+        json!(
+            number(config, &["/rope_parameters/sliding_attention/rope_theta", "/local_rope_theta"]).unwrap_or(10000.0)
+        );
+    if let Some(types) = config.get("layer_types").and_then(Value::as_array) {
+        let every = types.iter().skip(1).position(|t| t == "full_attention").map_or(types.len(), |i| i + 1);
+        c["global_attn_every_n_layers"] = json!(every);
+    }
+    c.as_object_mut().map(|o| o.remove("classifier_pooling"));
+    c
+}
+
+/// candle-transformers' NomicBERT config: SwiGLU without rotary scaling only; the vocabulary padded and the gated
+/// MLP rounded up to a multiple of 256 as NomicBertModel does.
+fn nomic_config(config: &Value) -> Result<Value, LoadError> {
+    let mut c = with_defaults(
+        config,
+        json!({"type_vocab_size": 2, "layer_norm_epsilon": 1e-5,
+        "rotary_emb_fraction": 0.0, "rotary_emb_base": 10000.0, "rotary_emb_interleaved": false,
+        "qkv_proj_bias": true, "mlp_fc1_bias": true, "mlp_fc2_bias": true, "activation_function": "gelu",
+        "prenorm": false, "n_positions": 2048}),
+    );
+    if c["activation_function"] != "swiglu" || c.get("rotary_scaling_factor").is_some_and(|v| !v.is_null()) {
+        return Err(LoadError::Config("only SwiGLU NomicBERT without rotary scaling runs on candle".into()));
+    }
+    let hidden = c["n_embd"].as_u64().unwrap_or(768);
+    let multiple = c.get("pad_vocab_size_multiple").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let vocab = c["vocab_size"].as_u64().unwrap_or(0);
+    c["vocab_size"] = json!(vocab.div_ceil(multiple) * multiple);
+    let inner = c.get("n_inner").and_then(Value::as_u64).unwrap_or(8 * hidden / 3);
+    c["n_inner"] = json!(inner.div_ceil(256) * 256);
+    Ok(c)
+}
+
+/// candle-transformers' Qwen3 config: no sliding window, default rotary only; defaults as transformers has them.
+fn qwen3_config(config: &Value) -> Result<Value, LoadError> {
+    if config.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+        return Err(LoadError::Config("`use_sliding_window` true is not supported on candle".into()));
+    }
+    let scaling = config
+        .pointer("/rope_scaling/rope_type")
+        .or_else(|| config.pointer("/rope_scaling/type"))
+        .or_else(|| config.pointer("/rope_parameters/rope_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if scaling != "default" {
+        return Err(LoadError::Config(format!(
+            "`rope_scaling` type `{scaling}` is not supported (supported: default)"
+        )));
+    }
+    let heads = config.get("num_attention_heads").and_then(Value::as_u64).unwrap_or(1);
+    let hidden = config.get("hidden_size").and_then(Value::as_u64).unwrap_or(0);
+    let mut c = with_defaults(
+        config,
+        json!({"attention_bias": false, "max_window_layers": 0,
+        "tie_word_embeddings": true, "use_sliding_window": false, "hidden_act": "silu",
+        "rms_norm_eps": 1e-6, "head_dim": hidden / heads.max(1), "num_key_value_heads": heads,
+        "max_position_embeddings": 32768}),
+    );
+    c["rope_theta"] = json!(number(config, &["/rope_theta", "/rope_parameters/rope_theta"]).unwrap_or(10000.0));
+    Ok(c)
+}
+
 impl Model {
     /// Loads the `family` model; returns it and its hidden size.
     pub fn load(
@@ -140,79 +217,16 @@ impl Model {
                 Ok((Model::XlmRoberta(xlm_roberta::XLMRobertaModel::new(&c, vb).map_err(err)?), c.hidden_size))
             }
             "modernbert" => {
-                let mut c = with_defaults(
-                    config,
-                    json!({"global_attn_every_n_layers": 3, "local_attention": 128,
-                    "max_position_embeddings": 8192, "pad_token_id": 50283}),
-                );
-                // transformers 5 writes `norm_eps`, `layer_types` and `rope_parameters`.
-                c["layer_norm_eps"] = json!(number(config, &["/norm_eps", "/layer_norm_eps"]).unwrap_or(1e-5));
-                c["global_rope_theta"] =
-                    json!(number(config, &["/rope_parameters/full_attention/rope_theta", "/global_rope_theta"])
-                        .unwrap_or(160000.0));
-                c["local_rope_theta"] =
-                    json!(number(config, &["/rope_parameters/sliding_attention/rope_theta", "/local_rope_theta"])
-                        .unwrap_or(10000.0));
-                if let Some(types) = config.get("layer_types").and_then(Value::as_array) {
-                    let every = types.iter().skip(1).position(|t| t == "full_attention").map_or(types.len(), |i| i + 1);
-                    c["global_attn_every_n_layers"] = json!(every);
-                }
-                c.as_object_mut().map(|o| o.remove("classifier_pooling"));
-                let c: modernbert::Config = parse(c, "ModernBERT")?;
+                let c: modernbert::Config = parse(modernbert_config(config), "ModernBERT")?;
                 let vb = with_prefix(vb, names, "model.");
                 Ok((Model::ModernBert(modernbert::ModernBert::load(vb, &c).map_err(err)?), c.hidden_size))
             }
             "nomic_bert" => {
-                let mut c = with_defaults(
-                    config,
-                    json!({"type_vocab_size": 2, "layer_norm_epsilon": 1e-5,
-                    "rotary_emb_fraction": 0.0, "rotary_emb_base": 10000.0, "rotary_emb_interleaved": false,
-                    "qkv_proj_bias": true, "mlp_fc1_bias": true, "mlp_fc2_bias": true, "activation_function": "gelu",
-                    "prenorm": false, "n_positions": 2048}),
-                );
-                if c["activation_function"] != "swiglu" || c.get("rotary_scaling_factor").is_some_and(|v| !v.is_null())
-                {
-                    return Err(LoadError::Config(
-                        "only SwiGLU NomicBERT without rotary scaling runs on candle".into(),
-                    ));
-                }
-                // NomicBertModel pads the vocabulary and rounds the gated MLP up to a multiple of 256.
-                let hidden = c["n_embd"].as_u64().unwrap_or(768);
-                let multiple = c.get("pad_vocab_size_multiple").and_then(Value::as_u64).unwrap_or(1).max(1);
-                let vocab = c["vocab_size"].as_u64().unwrap_or(0);
-                c["vocab_size"] = json!(vocab.div_ceil(multiple) * multiple);
-                let inner = c.get("n_inner").and_then(Value::as_u64).unwrap_or(8 * hidden / 3);
-                c["n_inner"] = json!(inner.div_ceil(256) * 256);
-                let c: nomic_bert::Config = parse(c, "NomicBERT")?;
+                let c: nomic_bert::Config = parse(nomic_config(config)?, "NomicBERT")?;
                 Ok((Model::Nomic(nomic_bert::NomicBertModel::load(vb, &c).map_err(err)?), c.n_embd))
             }
             "qwen3" => {
-                if config.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-                    return Err(LoadError::Config("`use_sliding_window` true is not supported on candle".into()));
-                }
-                let scaling = config
-                    .pointer("/rope_scaling/rope_type")
-                    .or_else(|| config.pointer("/rope_scaling/type"))
-                    .or_else(|| config.pointer("/rope_parameters/rope_type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                if scaling != "default" {
-                    return Err(LoadError::Config(format!(
-                        "`rope_scaling` type `{scaling}` is not supported (supported: default)"
-                    )));
-                }
-                let heads = config.get("num_attention_heads").and_then(Value::as_u64).unwrap_or(1);
-                let hidden = config.get("hidden_size").and_then(Value::as_u64).unwrap_or(0);
-                let mut c = with_defaults(
-                    config,
-                    json!({"attention_bias": false, "max_window_layers": 0,
-                    "tie_word_embeddings": true, "use_sliding_window": false, "hidden_act": "silu",
-                    "rms_norm_eps": 1e-6, "head_dim": hidden / heads.max(1), "num_key_value_heads": heads,
-                    "max_position_embeddings": 32768}),
-                );
-                c["rope_theta"] =
-                    json!(number(config, &["/rope_theta", "/rope_parameters/rope_theta"]).unwrap_or(10000.0));
-                let c: qwen3::Config = parse(c, "Qwen3")?;
+                let c: qwen3::Config = parse(qwen3_config(config)?, "Qwen3")?;
                 let vb = with_prefix(vb, names, "model.");
                 Ok((Model::Qwen3(qwen3::Model::new(&c, vb).map_err(err)?), c.hidden_size))
             }

@@ -201,46 +201,8 @@ impl ServeArgs {
 
     async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
         let engines = Arc::new(engines());
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (workers, worker_threads) = plan_workers(self.workers, self.worker_threads, cores);
-        if workers > 1 || worker_threads.is_some() {
-            let threads = worker_threads.map_or("the engine's default".to_string(), |t| t.to_string());
-            tracing::info!("{workers} warm workers per model, {threads} intra-op threads each ({cores} cores)");
-        }
-        let sup_config = SupervisorConfig {
-            isolation: self.isolation,
-            workers,
-            worker_threads,
-            queue_timeout: Duration::from_secs(self.queue_timeout_s.max(1)),
-            faults: rules,
-            state_dir: Some(self.state_dir.clone().unwrap_or_else(bulkhead_core::install::state_dir)),
-            quarantine_crashes: self.quarantine_crashes.max(1),
-            load_timeout: Duration::from_secs(self.load_timeout_s.max(1)),
-            predict_timeout: self.predict_timeout_ms.map(Duration::from_millis),
-            recycle_after: self.recycle_after,
-            recycle_rss_bytes: self.recycle_rss_mb.map(|m| m << 20),
-            recycle_growth_bytes: self.recycle_growth_mb.map(|m| m << 20),
-            ..SupervisorConfig::default()
-        };
-        let connections = ConnectionLimits {
-            header_timeout: seconds("--header-timeout-s", self.header_timeout_s, false)?,
-            keep_alive_timeout: seconds("--keep-alive-timeout-s", self.keep_alive_timeout_s, false)?,
-            max_connections: connection_limit(self.max_connections),
-        };
-        let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
-        let config = ServeConfig {
-            request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
-            connections,
-            max_batch_tokens: self.max_batch_tokens.max(1),
-            max_batch_size: self.max_batch_size.max(1),
-            max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
-            max_concurrent_batches: self.max_concurrent_batches.max(1),
-            max_queue: self.max_queue.max(1),
-            max_inputs: self.max_inputs.max(1),
-            max_body_bytes: self.max_body_bytes.max(1024),
-            api_key: self.api_key.clone().filter(|k| !k.is_empty()),
-            ..ServeConfig::default()
-        };
+        let sup_config = self.supervisor_config(rules);
+        let config = self.serve_config()?;
 
         let mut opened = vec![];
         for (name, files) in models {
@@ -260,27 +222,7 @@ impl ServeArgs {
 
         let mut models = vec![];
         for ((name, files, tokenizer), sup) in opened.into_iter().zip(&sups) {
-            // One real request through the supervisor gives the dimensions (and proves the path end to end).
-            let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
-            let kind = match tokenizer {
-                Some(tokenizer) if files.task.is_cross_encoder() => {
-                    // A probe: the worker scores its warm-up pair.
-                    sup.run(Job::probe()).await.map_err(first)?;
-                    ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
-                }
-                Some(tokenizer) => {
-                    let rows = tokenizer.encode(&["bulkhead".to_string()])?;
-                    let probe = sup.embed(rows, vec![]).await.map_err(first)?;
-                    let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
-                    ModelKind::Embedding { dimensions, tokenizer }
-                }
-                None => {
-                    // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
-                    sup.run(Job::probe()).await.map_err(first)?;
-                    let (inputs, outputs) = sup.signature();
-                    ModelKind::Tensor { inputs, outputs }
-                }
-            };
+            let kind = first_request(&name, &files, tokenizer, sup).await?;
             models.push(LoadedModel { name, files, kind, backend: sup.clone() });
         }
         let state = AppState::new(models, config);
@@ -288,20 +230,7 @@ impl ServeArgs {
             .await
             .with_context(|| format!("cannot bind {}:{}", self.host, self.port))?;
         let addr = listener.local_addr()?;
-        for m in state.models.values() {
-            let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
-            let what = match &m.kind {
-                ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
-                ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
-                ModelKind::Tensor { inputs, outputs } => format!(
-                    "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
-                    inputs.len(),
-                    outputs.len(),
-                    m.name
-                ),
-            };
-            tracing::info!("model {} ({what}) serving on {serving}", m.name);
-        }
+        announce_models(&state);
         let shutdown = shutdown_signal();
         println!("listening on http://{addr}");
         let _ = std::io::stdout().flush();
@@ -312,6 +241,102 @@ impl ServeArgs {
             sup.shutdown().await;
         }
         Ok(())
+    }
+
+    /// The supervision options: workers per model, timeouts, recycling, the crash history's directory.
+    fn supervisor_config(&self, rules: Vec<faults::FaultRule>) -> SupervisorConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (workers, worker_threads) = plan_workers(self.workers, self.worker_threads, cores);
+        if workers > 1 || worker_threads.is_some() {
+            let threads = worker_threads.map_or("the engine's default".to_string(), |t| t.to_string());
+            tracing::info!("{workers} warm workers per model, {threads} intra-op threads each ({cores} cores)");
+        }
+        SupervisorConfig {
+            isolation: self.isolation,
+            workers,
+            worker_threads,
+            queue_timeout: Duration::from_secs(self.queue_timeout_s.max(1)),
+            faults: rules,
+            state_dir: Some(self.state_dir.clone().unwrap_or_else(bulkhead_core::install::state_dir)),
+            quarantine_crashes: self.quarantine_crashes.max(1),
+            load_timeout: Duration::from_secs(self.load_timeout_s.max(1)),
+            predict_timeout: self.predict_timeout_ms.map(Duration::from_millis),
+            recycle_after: self.recycle_after,
+            recycle_rss_bytes: self.recycle_rss_mb.map(|m| m << 20),
+            recycle_growth_bytes: self.recycle_growth_mb.map(|m| m << 20),
+            ..SupervisorConfig::default()
+        }
+    }
+
+    /// The HTTP options: connection timers and limits, batching, queue and body limits, the API key.
+    fn serve_config(&self) -> anyhow::Result<ServeConfig> {
+        let connections = ConnectionLimits {
+            header_timeout: seconds("--header-timeout-s", self.header_timeout_s, false)?,
+            keep_alive_timeout: seconds("--keep-alive-timeout-s", self.keep_alive_timeout_s, false)?,
+            max_connections: connection_limit(self.max_connections),
+        };
+        let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
+        Ok(ServeConfig {
+            request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
+            connections,
+            max_batch_tokens: self.max_batch_tokens.max(1),
+            max_batch_size: self.max_batch_size.max(1),
+            max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
+            max_concurrent_batches: self.max_concurrent_batches.max(1),
+            max_queue: self.max_queue.max(1),
+            max_inputs: self.max_inputs.max(1),
+            max_body_bytes: self.max_body_bytes.max(1024),
+            api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            ..ServeConfig::default()
+        })
+    }
+}
+
+/// One real request through the supervisor before the server listens: it proves the path end to end and gives
+/// what the routes need (an embedding model's dimensions, a tensor model's signature).
+async fn first_request(
+    name: &str,
+    files: &ModelFiles,
+    tokenizer: Option<Tokenizer>,
+    sup: &Supervisor,
+) -> anyhow::Result<ModelKind> {
+    let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
+    Ok(match tokenizer {
+        Some(tokenizer) if files.task.is_cross_encoder() => {
+            // A probe: the worker scores its warm-up pair.
+            sup.run(Job::probe()).await.map_err(first)?;
+            ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
+        }
+        Some(tokenizer) => {
+            let rows = tokenizer.encode(&["bulkhead".to_string()])?;
+            let probe = sup.embed(rows, vec![]).await.map_err(first)?;
+            let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
+            ModelKind::Embedding { dimensions, tokenizer }
+        }
+        None => {
+            // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
+            sup.run(Job::probe()).await.map_err(first)?;
+            let (inputs, outputs) = sup.signature();
+            ModelKind::Tensor { inputs, outputs }
+        }
+    })
+}
+
+/// Logs each model, what it is and the unit serving it.
+fn announce_models(state: &AppState) {
+    for m in state.models.values() {
+        let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
+        let what = match &m.kind {
+            ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
+            ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
+            ModelKind::Tensor { inputs, outputs } => format!(
+                "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
+                inputs.len(),
+                outputs.len(),
+                m.name
+            ),
+        };
+        tracing::info!("model {} ({what}) serving on {serving}", m.name);
     }
 }
 
