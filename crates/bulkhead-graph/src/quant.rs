@@ -14,6 +14,12 @@
 //! divided by `s` (one `Mul` before the layer, shared by the layers reading the same input) and the weight's columns
 //! multiplied by `s` before quantization, which moves activation outliers into the weights, where each output channel
 //! has its own scale.
+//!
+//! Outlier channels (the mixed-precision decomposition of LLM.int8(), Dettmers et al., 2022): when the plan names
+//! input channels of a layer as outliers, those channels are multiplied by zero before the activation is quantized
+//! (so they no longer set its one scale) and their weight rows are left out of the int8 weight; a small float32
+//! `MatMul` of the gathered outlier channels with their weight rows is added to the int8 result. One mask and one
+//! `Gather` per activation serve every layer that reads it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +52,10 @@ pub struct QuantPlan {
     /// The operator form.
     #[serde(default)]
     pub form: Int8Form,
+    /// Input channels per linear layer kept in float32 (outliers). Only read for layers in `int8`; layers that read
+    /// the same input must have the same channels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outliers: BTreeMap<String, Vec<usize>>,
 }
 
 impl QuantPlan {
@@ -95,6 +105,8 @@ pub(crate) struct Recorder {
     pub linears: Vec<(String, LinearLayer)>,
     /// Activation → the name of its `Mul(x, 1/s)` (SmoothQuant), so the layers of a group share one.
     pub smoothed: BTreeMap<String, String>,
+    /// Activation → its (outlier channels zeroed, outlier channels gathered) pair, shared by a group's layers.
+    pub split: BTreeMap<String, (String, String)>,
     /// Probe outputs (`ReduceMax(|x|)` per input channel), when probing: (output name, features).
     pub probes: Vec<(String, usize)>,
     /// Whether probe outputs are added.
@@ -163,15 +175,25 @@ pub(crate) fn record(g: &mut Graph<'_>, x: &str, name: &str, din: usize, dout: u
     }
 }
 
-/// Symmetric per-output-channel int8 of `w` (`[dout, din]`, row-major), its columns first multiplied by `smooth`:
-/// returns the weight transposed to `[din, dout]` (the `B` of `x · B`) and the `dout` scales.
-pub fn quantize_weight(w: &[f32], dout: usize, din: usize, smooth: Option<&[f32]>) -> (Vec<i8>, Vec<f32>) {
+/// Symmetric per-output-channel int8 of `w` (`[dout, din]`, row-major), its columns first multiplied by `smooth`
+/// and the columns in `skip` (outlier channels, computed in float32 instead) left at zero: returns the weight
+/// transposed to `[din, dout]` (the `B` of `x · B`) and the `dout` scales.
+pub fn quantize_weight(
+    w: &[f32],
+    dout: usize,
+    din: usize,
+    smooth: Option<&[f32]>,
+    skip: &[usize],
+) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; din * dout];
     let mut scales = Vec::with_capacity(dout);
     let mut row = vec![0f32; din];
     for o in 0..dout {
         for (i, r) in row.iter_mut().enumerate() {
             *r = w[o * din + i] * smooth.map_or(1.0, |s| s[i]);
+        }
+        for &i in skip {
+            row[i] = 0.0;
         }
         let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
@@ -214,17 +236,27 @@ pub(crate) fn int8_linear(
             )));
         }
     }
+    let outliers = plan.outliers.get(prefix).cloned().unwrap_or_default();
+    if let Some(&bad) = outliers.iter().find(|&&i| i >= din) {
+        return Err(GraphError::Options(format!("outlier channel {bad} of `{prefix}` is past its {din} inputs")));
+    }
     let w = weight_values(g, prefix, din, dout)?;
-    let (q, scales) = quantize_weight(&w, dout, din, smooth.as_deref());
-    let input = match &smooth {
-        None => x.to_string(),
-        Some(s) => smoothed_input(g, x, prefix, s),
+    let (q, scales) = quantize_weight(&w, dout, din, smooth.as_deref(), &outliers);
+    let (mut input, gathered) = match outliers.is_empty() {
+        true => (x.to_string(), None),
+        false => {
+            let (masked, gathered) = split_outliers(g, x, prefix, din, &outliers);
+            (masked, Some(gathered))
+        }
     };
+    if let Some(s) = &smooth {
+        input = smoothed_input(g, &input, prefix, s);
+    }
     let qb: Vec<u8> = q.iter().map(|v| *v as u8).collect();
     let wq = g.const_typed(&format!("{prefix}.weight_int8"), &[din as i64, dout as i64], INT8, qb);
     let ws = g.const_f32(&format!("{prefix}.weight_scale"), &[dout as i64], &scales);
     let b = if bias { Some(g.weight(&format!("{prefix}.bias"), &[dout])?) } else { None };
-    Ok(Some(match form {
+    let y = match form {
         Int8Form::Fused => {
             let out = g.names(&format!("{prefix}.int8"), 1).remove(0);
             let inputs = [input.as_str(), &wq, &ws, "", b.as_deref().unwrap_or("")];
@@ -246,7 +278,58 @@ pub(crate) fn int8_linear(
                 None => y,
             }
         }
+    };
+    Ok(Some(match gathered {
+        None => y,
+        Some(gathered) => {
+            // The outlier rows of the float32 weight, transposed: [outliers, dout].
+            let mut rows = Vec::with_capacity(outliers.len() * dout);
+            for &i in &outliers {
+                rows.extend((0..dout).map(|o| w[o * din + i]));
+            }
+            let wo = g.const_f32(&format!("{prefix}.weight_outliers"), &[outliers.len() as i64, dout as i64], &rows);
+            let fp = g.node("MatMul", &format!("{prefix}.outliers"), &[&gathered, &wo], vec![]);
+            g.node("Add", &format!("{prefix}.mixed"), &[&y, &fp], vec![])
+        }
     }))
+}
+
+/// `x` with its outlier channels zeroed, and those channels gathered (`[.., outliers]`), written once per activation.
+fn split_outliers(g: &mut Graph<'_>, x: &str, prefix: &str, din: usize, outliers: &[usize]) -> (String, String) {
+    if let Some(done) = g.rec.split.get(x) {
+        return done.clone();
+    }
+    let mut keep = vec![1f32; din];
+    for &i in outliers {
+        keep[i] = 0.0;
+    }
+    let mask = g.const_f32(&format!("{prefix}.inlier_mask"), &[din as i64], &keep);
+    let masked = g.node("Mul", &format!("{prefix}.inliers"), &[x, &mask], vec![]);
+    let idx: Vec<i64> = outliers.iter().map(|&i| i as i64).collect();
+    let idx = g.const_i64(&format!("{prefix}.outlier_index"), &[idx.len() as i64], &idx);
+    let gathered = g.node("Gather", &format!("{prefix}.outlier_channels"), &[x, &idx], vec![attr_int("axis", -1)]);
+    g.rec.split.insert(x.to_string(), (masked.clone(), gathered.clone()));
+    (masked, gathered)
+}
+
+/// Input channels whose calibration maximum is at least `ratio` times the median channel's, the largest first, at
+/// most `max_fraction` of the channels: the outliers one activation scale would be set by.
+pub fn outlier_channels(act_absmax: &[f32], ratio: f32, max_fraction: f32) -> Vec<usize> {
+    let mut sorted: Vec<f32> = act_absmax.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return vec![];
+    }
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    if median <= 0.0 {
+        return vec![];
+    }
+    let mut idx: Vec<usize> =
+        (0..act_absmax.len()).filter(|&i| act_absmax[i].is_finite() && act_absmax[i] >= ratio * median).collect();
+    idx.sort_by(|&a, &b| act_absmax[b].total_cmp(&act_absmax[a]));
+    idx.truncate(((act_absmax.len() as f32 * max_fraction) as usize).max(1));
+    idx.sort_unstable();
+    idx
 }
 
 /// `x / s`, written once per activation.
@@ -284,13 +367,17 @@ mod tests {
     fn per_channel_symmetric_round_trip() {
         // Two output channels of very different magnitude each get their own scale.
         let w = [1.0, -0.5, 0.25, 100.0, -50.0, 0.0];
-        let (q, s) = quantize_weight(&w, 2, 3, None);
+        let (q, s) = quantize_weight(&w, 2, 3, None, &[]);
         assert_eq!(s, vec![1.0 / 127.0, 100.0 / 127.0]);
         // Transposed: q[i * dout + o].
         assert_eq!(q, vec![127, 127, -64, -64, 32, 0]);
-        let (q2, s2) = quantize_weight(&w, 2, 3, Some(&[2.0, 1.0, 1.0]));
+        let (q2, s2) = quantize_weight(&w, 2, 3, Some(&[2.0, 1.0, 1.0]), &[]);
         assert_eq!((q2[0], s2[0]), (127, 2.0 / 127.0));
-        let (_, s0) = quantize_weight(&[0.0; 3], 1, 3, None);
+        let (_, s0) = quantize_weight(&[0.0; 3], 1, 3, None, &[]);
+        assert_eq!(s0, vec![1.0]);
+        // An outlier column is left out: the rest of the row sets the scale.
+        let (q3, s3) = quantize_weight(&[1.0, 8.0, -0.5], 1, 3, None, &[1]);
+        assert_eq!((q3, s3), (vec![127, 0, -64], vec![1.0 / 127.0]));
         assert_eq!(s0, vec![1.0]);
     }
 
@@ -308,6 +395,18 @@ mod tests {
         assert_eq!(g[0].name, "enc.0.attention.self.{query,key,value}");
         assert_eq!(g[1].name, "enc.0.attention.output.dense");
         assert_eq!(g[0].params(), 48);
+    }
+
+    #[test]
+    fn outliers_are_the_few_channels_far_above_the_median() {
+        let mut a = vec![1.0f32; 64];
+        a[3] = 40.0;
+        a[10] = 7.0;
+        a[20] = 5.0;
+        assert_eq!(outlier_channels(&a, 6.0, 0.05), vec![3, 10]);
+        // At most the fraction asked for, the largest first.
+        assert_eq!(outlier_channels(&a, 6.0, 0.0), vec![3]);
+        assert!(outlier_channels(&[0.0; 8], 6.0, 0.5).is_empty());
     }
 
     #[test]

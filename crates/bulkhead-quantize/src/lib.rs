@@ -23,7 +23,7 @@ use bulkhead_graph::{Int8Form, Variant};
 
 pub use folder::{Manifest, MANIFEST_FILE};
 pub use measure::{compare, Accuracy, Evaluator};
-pub use search::{search, Search, SearchOptions, Step};
+pub use search::{search, OutlierOptions, Search, SearchOptions, Step, Treatment};
 
 /// The default accuracy floor: the lowest cosine against float32 of any text.
 pub const DEFAULT_MIN_COSINE: f64 = 0.999;
@@ -95,6 +95,8 @@ pub struct QuantizeOptions {
     pub force: bool,
     /// SmoothQuant's α (`None`: off).
     pub smooth_alpha: Option<f32>,
+    /// Outlier channels kept in float32 (`None`: off).
+    pub outliers: Option<OutlierOptions>,
     /// The int8 operators.
     pub form: Int8Form,
     /// Rows per forward pass while measuring.
@@ -110,6 +112,7 @@ impl Default for QuantizeOptions {
             calibration: None,
             force: false,
             smooth_alpha: Some(DEFAULT_SMOOTH_ALPHA),
+            outliers: Some(OutlierOptions::default()),
             form: Int8Form::Fused,
             batch: DEFAULT_BATCH,
             threads: 0,
@@ -129,6 +132,14 @@ impl QuantizeOptions {
         if let Some(a) = self.smooth_alpha {
             if !(0.0..=1.0).contains(&a) {
                 return Err(QuantizeError::Usage(format!("SmoothQuant alpha {a} is outside [0, 1]")));
+            }
+        }
+        if let Some(o) = self.outliers {
+            if !(o.ratio.is_finite() && o.ratio > 1.0 && o.max_fraction > 0.0 && o.max_fraction <= 0.5) {
+                return Err(QuantizeError::Usage(format!(
+                    "outlier channels: ratio {} must be above 1 and max fraction {} in (0, 0.5]",
+                    o.ratio, o.max_fraction
+                )));
             }
         }
         if let Some(p) = &self.calibration {
@@ -159,7 +170,12 @@ pub fn quantize(model: &ModelFiles, opts: &QuantizeOptions, output: &Path) -> Re
     let ev = Evaluator::new(model, opts.batch, opts.threads)?;
     let (calib_rows, held_rows) = (ev.tokenize(&calibration)?, ev.tokenize(&heldout)?);
     let calib_ref = ev.embed(Variant::Float, &calib_rows)?;
-    let search_opts = SearchOptions { min_cosine: opts.min_cosine, smooth_alpha: opts.smooth_alpha, form: opts.form };
+    let search_opts = SearchOptions {
+        min_cosine: opts.min_cosine,
+        smooth_alpha: opts.smooth_alpha,
+        outliers: opts.outliers,
+        form: opts.form,
+    };
     let found = search(&ev, &calib_rows, &calib_ref, &search_opts)?;
     let pick = match found.chosen {
         Some(i) => i,
@@ -184,13 +200,16 @@ pub fn quantize(model: &ModelFiles, opts: &QuantizeOptions, output: &Path) -> Re
 
 /// The folder under `cache_dir` where `serve --precision int8` keeps the quantized form of `model` made with
 /// `opts`: keyed by the float graph's key (builder version, config, tokenizer, weights) and every option that
-/// changes the result (floor, calibration file contents, SmoothQuant, operators, batch).
+/// changes the result (floor, calibration file contents, SmoothQuant, outliers, operators, batch).
 pub fn cache_entry(model: &ModelFiles, opts: &QuantizeOptions, cache_dir: &Path) -> Result<PathBuf, QuantizeError> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(bulkhead_graph::graph_key(model, &bulkhead_graph::BuildOptions::default(), Variant::Float)?);
     h.update(env!("CARGO_PKG_VERSION"));
-    h.update(format!("{:?} {:?} {:?} {}", opts.min_cosine, opts.smooth_alpha, opts.form, opts.batch));
+    h.update(format!(
+        "{:?} {:?} {:?} {:?} {}",
+        opts.min_cosine, opts.smooth_alpha, opts.outliers, opts.form, opts.batch
+    ));
     if let Some(p) = &opts.calibration {
         h.update(
             std::fs::read(p)

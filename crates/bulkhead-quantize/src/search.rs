@@ -2,17 +2,18 @@
 //!
 //! 1. Each group of linear layers (those reading one activation: Q/K/V, attention output, MLP in, MLP out of each
 //!    layer) is quantized **alone** and the calibration set embedded; its cost is how far the worst text's cosine
-//!    against float32 falls. With SmoothQuant on, each group is tried with and without it and keeps the better.
+//!    against float32 falls. Each group is tried plain, with SmoothQuant (when on) and with its outlier input
+//!    channels kept in float32 (when on and it has any), and keeps the treatment that measured best.
 //! 2. The path starts from every group in int8 and keeps in float32, one at a time, the group that cost the most,
 //!    measuring each configuration on the calibration set, until the worst cosine meets the floor.
 //! 3. The chosen configuration is the first on the path that meets the floor: the one with the most int8 groups
 //!    (the fastest, as every group kept in float32 costs speed). If none does, the closest one is reported.
 //!
-//! Cost on 2 cores for all-MiniLM-L6-v2 (24 groups): about twice 24 single-group measurements plus the path.
+//! Cost on 2 cores for all-MiniLM-L6-v2 (24 groups): up to three times 24 single-group measurements plus the path.
 
 use std::collections::BTreeMap;
 
-use bulkhead_graph::quant::smooth_factors;
+use bulkhead_graph::quant::{outlier_channels, smooth_factors};
 use bulkhead_graph::{BuildOptions, Int8Form, LinearGroup, QuantPlan, Variant};
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +27,39 @@ pub struct SearchOptions {
     pub min_cosine: f64,
     /// SmoothQuant's migration strength α (`None`: off).
     pub smooth_alpha: Option<f32>,
+    /// Which input channels count as outliers kept in float32 (`None`: off).
+    pub outliers: Option<OutlierOptions>,
     /// The int8 operators.
     pub form: Int8Form,
+}
+
+/// Outlier channels: those whose calibration maximum is at least `ratio` times the median channel's, at most
+/// `max_fraction` of a layer's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutlierOptions {
+    /// The multiple of the median channel maximum from which a channel is an outlier.
+    pub ratio: f32,
+    /// The largest share of a layer's input channels kept in float32.
+    pub max_fraction: f32,
+}
+
+impl Default for OutlierOptions {
+    fn default() -> Self {
+        OutlierOptions { ratio: 6.0, max_fraction: 1.0 / 32.0 }
+    }
+}
+
+/// How a group's int8 layers are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Treatment {
+    /// Plain per-channel int8.
+    #[default]
+    Plain,
+    /// SmoothQuant scaling folded into the weights.
+    Smooth,
+    /// Outlier input channels computed in float32 beside the int8 product.
+    Outliers,
 }
 
 /// How much quantizing one group alone costs.
@@ -41,16 +73,24 @@ pub struct GroupSensitivity {
     pub plain: Accuracy,
     /// The same with SmoothQuant, when tried.
     pub smoothed: Option<Accuracy>,
-    /// Whether the group uses SmoothQuant (it measured better).
-    pub smooth: bool,
+    /// The same with its outlier channels in float32, when tried (the group has outliers).
+    #[serde(default)]
+    pub with_outliers: Option<Accuracy>,
+    /// How many input channels are outliers.
+    #[serde(default)]
+    pub outlier_channels: usize,
+    /// The treatment the group uses (the one that measured best).
+    #[serde(default)]
+    pub treatment: Treatment,
 }
 
 impl GroupSensitivity {
-    /// The accuracy of the option the group uses.
+    /// The accuracy of the treatment the group uses.
     pub fn best(&self) -> Accuracy {
-        match (self.smooth, self.smoothed) {
-            (true, Some(s)) => s,
-            _ => self.plain,
+        match self.treatment {
+            Treatment::Smooth => self.smoothed.unwrap_or(self.plain),
+            Treatment::Outliers => self.with_outliers.unwrap_or(self.plain),
+            Treatment::Plain => self.plain,
         }
     }
 }
@@ -66,6 +106,9 @@ pub struct Step {
     pub fp32_groups: Vec<String>,
     /// The int8 groups that use SmoothQuant.
     pub smoothed_groups: Vec<String>,
+    /// The int8 groups that keep their outlier channels in float32.
+    #[serde(default)]
+    pub outlier_groups: Vec<String>,
     /// Accuracy on the calibration set.
     pub calibration: Accuracy,
     /// The plan (the layers, not only the groups).
@@ -95,41 +138,70 @@ impl Search {
     }
 }
 
-/// A plan with `groups` in int8, each with its SmoothQuant factors when `smooth` has them.
-fn plan_of(groups: &[&LinearGroup], smooth: &BTreeMap<String, Vec<f32>>, form: Int8Form) -> QuantPlan {
+/// What each group may use: its SmoothQuant factors and its outlier channels, by group name.
+#[derive(Debug, Default)]
+struct Treatments {
+    smooth: BTreeMap<String, Vec<f32>>,
+    outliers: BTreeMap<String, Vec<usize>>,
+}
+
+/// A plan with `groups` in int8, each written with the treatment `chosen` names for it (plain when none).
+fn plan_of(groups: &[&LinearGroup], t: &Treatments, chosen: &BTreeMap<String, Treatment>, form: Int8Form) -> QuantPlan {
     let mut plan = QuantPlan { form, ..QuantPlan::default() };
     for g in groups {
+        let treatment = chosen.get(&g.name).copied().unwrap_or_default();
         for l in &g.layers {
             plan.int8.insert(l.name.clone());
-            if let Some(s) = smooth.get(&g.name) {
-                plan.smooth.insert(l.name.clone(), s.clone());
+            match treatment {
+                Treatment::Smooth => {
+                    if let Some(s) = t.smooth.get(&g.name) {
+                        plan.smooth.insert(l.name.clone(), s.clone());
+                    }
+                }
+                Treatment::Outliers => {
+                    if let Some(o) = t.outliers.get(&g.name) {
+                        plan.outliers.insert(l.name.clone(), o.clone());
+                    }
+                }
+                Treatment::Plain => {}
             }
         }
     }
     plan
 }
 
-/// SmoothQuant factors per group name, from the calibration activations.
-fn smoothing(
+/// SmoothQuant factors and outlier channels per group name, from the calibration activations.
+fn treatments(
     ev: &Evaluator,
     groups: &[LinearGroup],
     rows: &[Vec<i64>],
-    alpha: f32,
-) -> Result<BTreeMap<String, Vec<f32>>, QuantizeError> {
+    opts: &SearchOptions,
+) -> Result<Treatments, QuantizeError> {
+    let mut t = Treatments::default();
+    if opts.smooth_alpha.is_none() && opts.outliers.is_none() {
+        return Ok(t);
+    }
     let act = ev.activation_absmax(rows)?;
     let cols = bulkhead_graph::weight_column_absmax(ev.model(), &BuildOptions::default())?;
-    let mut out = BTreeMap::new();
     for g in groups {
         let Some(a) = act.get(&g.layers[0].name) else { continue };
-        let mut w = vec![0f32; g.din()];
-        for l in &g.layers {
-            if let Some(c) = cols.get(&l.name) {
-                w.iter_mut().zip(c).for_each(|(m, v)| *m = m.max(*v));
+        if let Some(alpha) = opts.smooth_alpha {
+            let mut w = vec![0f32; g.din()];
+            for l in &g.layers {
+                if let Some(c) = cols.get(&l.name) {
+                    w.iter_mut().zip(c).for_each(|(m, v)| *m = m.max(*v));
+                }
+            }
+            t.smooth.insert(g.name.clone(), smooth_factors(a, &w, alpha));
+        }
+        if let Some(o) = opts.outliers {
+            let channels = outlier_channels(a, o.ratio, o.max_fraction);
+            if !channels.is_empty() {
+                t.outliers.insert(g.name.clone(), channels);
             }
         }
-        out.insert(g.name.clone(), smooth_factors(a, &w, alpha));
     }
-    Ok(out)
+    Ok(t)
 }
 
 /// Runs the search on the calibration rows; `reference` is their float32 embedding.
@@ -143,35 +215,10 @@ pub fn search(
     if groups.is_empty() {
         return Err(QuantizeError::Model("the graph has no linear layer to quantize".into()));
     }
-    let smooth = match opts.smooth_alpha {
-        Some(alpha) => smoothing(ev, &groups, rows, alpha)?,
-        None => BTreeMap::new(),
-    };
-    let none = BTreeMap::new();
-    let mut sensitivity = vec![];
-    for g in &groups {
-        let measure = |s: &BTreeMap<String, Vec<f32>>| -> Result<Accuracy, QuantizeError> {
-            let plan = plan_of(&[g], s, opts.form);
-            Ok(compare(&ev.embed(Variant::Int8(&plan), rows)?, reference))
-        };
-        let plain = measure(&none)?;
-        let smoothed = if smooth.contains_key(&g.name) { Some(measure(&smooth)?) } else { None };
-        let use_smooth = smoothed.is_some_and(|s| s.min_cosine > plain.min_cosine);
-        tracing::info!(group = g.name, plain = plain.min_cosine, smoothed = ?smoothed.map(|s| s.min_cosine),
-            "int8 sensitivity");
-        sensitivity.push(GroupSensitivity {
-            group: g.name.clone(),
-            params: g.params(),
-            plain,
-            smoothed,
-            smooth: use_smooth,
-        });
-    }
-    let chosen_smooth: BTreeMap<String, Vec<f32>> = sensitivity
-        .iter()
-        .filter(|s| s.smooth)
-        .filter_map(|s| smooth.get(&s.group).map(|f| (s.group.clone(), f.clone())))
-        .collect();
+    let t = treatments(ev, &groups, rows, opts)?;
+    let sensitivity =
+        groups.iter().map(|g| sensitivity(ev, g, &t, rows, reference, opts.form)).collect::<Result<Vec<_>, _>>()?;
+    let chosen: BTreeMap<String, Treatment> = sensitivity.iter().map(|s| (s.group.clone(), s.treatment)).collect();
     // Costliest first: the order in which groups go back to float32.
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by(|&a, &b| {
@@ -179,29 +226,65 @@ pub fn search(
         x.min_cosine.total_cmp(&y.min_cosine).then(x.mean_cosine.total_cmp(&y.mean_cosine))
     });
     let mut path = vec![];
-    let mut chosen = None;
+    let mut picked = None;
     for kept in 0..groups.len() {
         let fp32: Vec<usize> = order[..kept].to_vec();
         let int8: Vec<&LinearGroup> = (0..groups.len()).filter(|i| !fp32.contains(i)).map(|i| &groups[i]).collect();
-        let plan = plan_of(&int8, &chosen_smooth, opts.form);
+        let plan = plan_of(&int8, &t, &chosen, opts.form);
         let calibration = compare(&ev.embed(Variant::Int8(&plan), rows)?, reference);
         tracing::info!(int8 = int8.len(), min = calibration.min_cosine, "int8 path");
+        let using = |want: Treatment| -> Vec<String> {
+            int8.iter().filter(|g| chosen.get(&g.name) == Some(&want)).map(|g| g.name.clone()).collect()
+        };
         path.push(Step {
             int8_groups: int8.len(),
             int8_params: int8.iter().map(|g| g.params()).sum(),
             fp32_groups: fp32.iter().map(|&i| groups[i].name.clone()).collect(),
-            smoothed_groups: int8
-                .iter()
-                .filter(|g| chosen_smooth.contains_key(&g.name))
-                .map(|g| g.name.clone())
-                .collect(),
+            smoothed_groups: using(Treatment::Smooth),
+            outlier_groups: using(Treatment::Outliers),
             calibration,
             plan,
         });
         if calibration.min_cosine >= opts.min_cosine {
-            chosen = Some(path.len() - 1);
+            picked = Some(path.len() - 1);
             break;
         }
     }
-    Ok(Search { sensitivity, path, chosen, linear_params: groups.iter().map(LinearGroup::params).sum() })
+    Ok(Search { sensitivity, path, chosen: picked, linear_params: groups.iter().map(LinearGroup::params).sum() })
+}
+
+/// The cost of `g` alone in int8 under each treatment it can have; it keeps the best.
+fn sensitivity(
+    ev: &Evaluator,
+    g: &LinearGroup,
+    t: &Treatments,
+    rows: &[Vec<i64>],
+    reference: &[Vec<f32>],
+    form: Int8Form,
+) -> Result<GroupSensitivity, QuantizeError> {
+    let measure = |treatment: Treatment| -> Result<Accuracy, QuantizeError> {
+        let plan = plan_of(&[g], t, &BTreeMap::from([(g.name.clone(), treatment)]), form);
+        Ok(compare(&ev.embed(Variant::Int8(&plan), rows)?, reference))
+    };
+    let plain = measure(Treatment::Plain)?;
+    let smoothed = if t.smooth.contains_key(&g.name) { Some(measure(Treatment::Smooth)?) } else { None };
+    let with_outliers = if t.outliers.contains_key(&g.name) { Some(measure(Treatment::Outliers)?) } else { None };
+    let mut treatment = Treatment::Plain;
+    let mut best = plain.min_cosine;
+    for (candidate, acc) in [(Treatment::Smooth, smoothed), (Treatment::Outliers, with_outliers)] {
+        if let Some(a) = acc.filter(|a| a.min_cosine > best) {
+            (treatment, best) = (candidate, a.min_cosine);
+        }
+    }
+    tracing::info!(group = g.name, plain = plain.min_cosine, smoothed = ?smoothed.map(|s| s.min_cosine),
+        outliers = ?with_outliers.map(|s| s.min_cosine), "int8 sensitivity");
+    Ok(GroupSensitivity {
+        group: g.name.clone(),
+        params: g.params(),
+        plain,
+        smoothed,
+        with_outliers,
+        outlier_channels: t.outliers.get(&g.name).map_or(0, Vec::len),
+        treatment,
+    })
 }

@@ -98,6 +98,40 @@ fn int8_layers_run_as_dynamic_quantize_matmul_in_both_forms() {
 }
 
 #[test]
+fn outlier_channels_run_in_float32_beside_the_int8_product() {
+    if !ort_ready() {
+        return;
+    }
+    let model = fixture("xlm-roberta");
+    let ev = Evaluator::new(&model, 8, 1).unwrap();
+    let groups = bulkhead_graph::linear_groups(&model, &Default::default()).unwrap();
+    let texts: Vec<String> = bulkhead_quantize::texts::builtin_calibration().into_iter().take(8).collect();
+    let rows = ev.tokenize(&texts).unwrap();
+    let float = ev.embed(Variant::Float, &rows).unwrap();
+    let layer = &groups[2].layers[0];
+    let plan = |outliers: Vec<usize>| QuantPlan {
+        int8: [layer.name.clone()].into(),
+        outliers: [(layer.name.clone(), outliers)].into_iter().filter(|(_, o)| !o.is_empty()).collect(),
+        ..QuantPlan::default()
+    };
+    // Every input channel an outlier: the int8 product is all zeros and the float32 one the whole layer, so the
+    // embeddings are float32's up to summation order.
+    let all = ev.embed(Variant::Int8(&plan((0..layer.din).collect())), &rows).unwrap();
+    let diff = all.iter().flatten().zip(float.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "max difference {diff}");
+    // A few channels: one Gather and one float MatMul beside the int8 layer, which stays DynamicQuantizeMatMul.
+    let count = |plan: &QuantPlan, op: &str| {
+        optimized_ops(&ev.graph(Variant::Int8(plan)).unwrap()).get(op).copied().unwrap_or(0)
+    };
+    let (none, some) = (plan(vec![]), plan(vec![0, 5, 7]));
+    assert_eq!(count(&some, "Gather"), count(&none, "Gather") + 1);
+    assert_eq!((count(&none, "DynamicQuantizeMatMul"), count(&some, "DynamicQuantizeMatMul")), (1, 1));
+    // A channel past the layer's inputs is refused with the layer's name.
+    let err = ev.graph(Variant::Int8(&plan(vec![layer.din]))).unwrap_err().to_string();
+    assert!(err.contains(&layer.name) && err.contains("past its"), "{err}");
+}
+
+#[test]
 fn the_search_runs_on_every_architecture() {
     if !ort_ready() {
         return;

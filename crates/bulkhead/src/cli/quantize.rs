@@ -38,6 +38,10 @@ pub struct QuantizeArgs {
     /// Do not try SmoothQuant.
     #[arg(long)]
     no_smoothquant: bool,
+    /// Do not try keeping a group's outlier input channels (those at least 6 times the median channel's maximum on
+    /// the calibration texts, at most 1/32 of them) in float32 beside the int8 product.
+    #[arg(long)]
+    no_outliers: bool,
     /// int8 operators: `fused` (ONNX Runtime's DynamicQuantizeMatMul) or `standard` (DynamicQuantizeLinear +
     /// MatMulInteger, standard ONNX).
     #[arg(long, default_value = "fused", value_parser = parse_form)]
@@ -72,6 +76,7 @@ impl QuantizeArgs {
             calibration: self.calibration.clone(),
             force: self.force,
             smooth_alpha: (!self.no_smoothquant).then_some(self.smoothquant_alpha),
+            outliers: (!self.no_outliers).then(bulkhead_quantize::OutlierOptions::default),
             form: self.operators,
             threads: self.threads,
             ..QuantizeOptions::default()
@@ -85,13 +90,17 @@ impl QuantizeArgs {
 }
 
 fn print_summary(m: &Manifest, output: &Path) {
-    eprintln!("| int8 groups | kept in fp32 | calibration min cosine | calibration mean cosine |");
-    eprintln!("|---:|---|---:|---:|");
+    eprintln!("| int8 groups | smoothed | outliers in fp32 | kept in fp32 | calibration min cosine | mean cosine |");
+    eprintln!("|---:|---:|---:|---|---:|---:|");
     for s in &m.path {
         let kept = if s.fp32_groups.is_empty() { "-".to_string() } else { s.fp32_groups.join(" ") };
         eprintln!(
-            "| {} | {kept} | {:.5} | {:.5} |",
-            s.int8_groups, s.calibration.min_cosine, s.calibration.mean_cosine
+            "| {} | {} | {} | {kept} | {:.5} | {:.5} |",
+            s.int8_groups,
+            s.smoothed_groups.len(),
+            s.outlier_groups.len(),
+            s.calibration.min_cosine,
+            s.calibration.mean_cosine
         );
     }
     let h = &m.heldout.accuracy;
