@@ -19,6 +19,7 @@ pub mod error;
 pub mod install;
 pub mod model;
 pub mod prompts;
+pub mod quantized;
 pub mod stats;
 pub mod task;
 pub mod tensor;

@@ -13,7 +13,7 @@ use crate::search::{GroupSensitivity, Search, Step};
 use crate::{QuantizeError, QuantizeOptions};
 
 /// The manifest's file name.
-pub const MANIFEST_FILE: &str = "bulkhead-quantization.json";
+pub use bulkhead_core::quantized::MANIFEST_FILE;
 
 /// What is int8 in a quantized folder and what it measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct Manifest {
     pub fp32_groups: Vec<String>,
     /// Groups that use SmoothQuant, and its α.
     pub smoothquant: SmoothQuant,
+    /// Groups that keep their outlier input channels in float32, and how outliers were chosen.
+    #[serde(default)]
+    pub outliers: Outliers,
     /// Weight elements of the int8 layers and of all linear layers.
     pub int8_params: usize,
     /// Weight elements of all linear layers.
@@ -60,6 +63,15 @@ pub struct SmoothQuant {
     /// α (`None`: not tried).
     pub alpha: Option<f32>,
     /// The int8 groups that use it.
+    pub groups: Vec<String>,
+}
+
+/// Outlier channels in the written graph.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outliers {
+    /// How channels were chosen (`None`: not tried).
+    pub options: Option<crate::OutlierOptions>,
+    /// The int8 groups that use them.
     pub groups: Vec<String>,
 }
 
@@ -101,6 +113,7 @@ impl Manifest {
             int8_layers: step.plan.int8.iter().cloned().collect(),
             fp32_groups: step.fp32_groups.clone(),
             smoothquant: SmoothQuant { alpha: opts.smooth_alpha, groups: step.smoothed_groups.clone() },
+            outliers: Outliers { options: opts.outliers, groups: step.outlier_groups.clone() },
             int8_params: step.int8_params,
             linear_params: search.linear_params,
             batch: opts.batch,

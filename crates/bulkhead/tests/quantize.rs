@@ -59,6 +59,19 @@ fn a_quantized_minilm_is_served_as_int8_and_meets_its_manifest() {
     let units = server.request("GET", "/units", &[], None).json();
     let view = units.to_string();
     assert!(view.contains("\"precision\":\"int8\""), "/units says the precision that runs: {view}");
+    drop(server);
+
+    // The doctor reports what the manifest measured, instead of warning about unmeasured int8 weights.
+    let quick = ["--batch-sizes", "1", "--iterations", "2", "--predictions", "8", "--seq-lengths", "8"];
+    let o = bulkhead(&[&["doctor", "--json", "--model", out, "--compute-units", "ort:cpu"][..], &quick].concat(), &[]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    let a = &report["model"]["int8_accuracy"];
+    assert_eq!(a["heldout_min_cosine"].as_f64(), Some(m.heldout.accuracy.min_cosine), "{a}");
+    assert_eq!((a["meets_target"].as_bool(), a["heldout_texts"].as_u64()), (Some(true), Some(m.heldout.count as u64)));
+    let findings = report["model"]["findings"].as_array().unwrap();
+    let measured = findings.iter().find(|f| f["branch"] == "4b").expect("a 4b finding");
+    assert_eq!(measured["severity"], "info", "{measured}");
+    assert!(measured["message"].as_str().unwrap().contains("held-out"), "{measured}");
 }
 
 #[test]

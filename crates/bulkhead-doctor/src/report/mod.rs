@@ -70,6 +70,8 @@ pub struct ModelReport {
     pub safetensors: Option<SafetensorsSummary>,
     /// Whether any weights file is quantized (int8) or half precision.
     pub quantized: bool,
+    /// The accuracy against float32 that `bulkhead quantize` measured, for a folder it wrote.
+    pub int8_accuracy: Option<bulkhead_core::quantized::Int8Accuracy>,
     pub findings: Vec<Finding>,
 }
 
