@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::latency::{self, Timed};
 use crate::measure::worker::{Start, Worker};
-use crate::measure::{Batch, Limits};
+use crate::measure::{Batch, Encoder, Limits};
 use crate::progress::Progress;
 use crate::render::terminal::{self, Cell};
 use crate::report::{CrashPhase, LatencyRow, Machine};
@@ -25,7 +25,7 @@ pub const SCHEMA: &str = "bulkhead.bench/1";
 pub struct Options {
     /// The units to measure, in order.
     pub chain: Chain,
-    /// Batch sizes (inputs are the warm-up sentences).
+    /// Batch sizes (inputs are the warm-up sentences; for a reranker, each the document of a pair with one query).
     pub batch_sizes: Vec<usize>,
     /// Timed predictions per unit and batch size, at least.
     pub iterations: usize,
@@ -65,8 +65,9 @@ pub fn run(
     options: &Options,
     engines: &Engines,
 ) -> Result<BenchReport, Error> {
+    let encoder = Encoder::new(tokenizer, model);
     let batches: Vec<(usize, Batch)> =
-        options.batch_sizes.iter().map(|&b| Ok((b, Batch::of_probes(tokenizer, b)?))).collect::<Result<_, Error>>()?;
+        options.batch_sizes.iter().map(|&b| Ok((b, encoder.of_probes(b)?))).collect::<Result<_, Error>>()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Progress::new("bench");
     let mut units = vec![];

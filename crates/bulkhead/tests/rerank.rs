@@ -284,12 +284,59 @@ fn the_cli_ranks_and_classifies_and_refuses_the_wrong_command() {
     assert!(common::stderr(&out).contains("bulkhead rerank"), "{}", common::stderr(&out));
     let out = common::bulkhead(&["classify", "--model", model.to_str().unwrap(), "x"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
-    // doctor and bench measure embedding models: a reranker is refused up front, saying what to use instead.
-    for command in ["doctor", "bench"] {
-        let out = common::bulkhead(&[command, "--model", model.to_str().unwrap()], &[]);
-        assert_eq!(out.status.code(), Some(2), "{command}: {}", common::stderr(&out));
-        let err = common::stderr(&out);
-        assert!(err.contains("is a reranker") && err.contains("bulkhead rerank"), "{command}: {err}");
+}
+
+/// The doctor and the bench measure a reranker and a classifier as they are served: pairs of (query, document), or
+/// single texts, in worker processes; candle, which runs no classification heads, is `unusable` with the
+/// engine's own classification of why (`unsupported`, branch 5a).
+#[test]
+fn doctor_and_bench_measure_cross_encoders() {
+    let quick = ["--batch-sizes", "1,8", "--iterations", "3", "--predictions", "12", "--seq-lengths", "8,16"];
+    for name in ["bert-reranker", "xlmr-classifier"] {
+        let model = fixture(name);
+        let mut args = vec!["doctor", "--json", "--model", model.to_str().unwrap(), "--compute-units"];
+        args.extend(["ort:cpu,candle:cpu"].iter().chain(&quick));
+        let out = common::bulkhead(&args, &[]);
+        assert!(out.status.success(), "{name}: {}", common::stderr(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let unit = |u: &str| r["units"].as_array().unwrap().iter().find(|x| x["unit"] == u).unwrap().clone();
+        let ort = unit("ort:cpu");
+        assert_eq!(ort["verdict"], "ok", "{name}: {}", ort["evidence"]);
+        let batches: Vec<u64> =
+            ort["latency"].as_array().unwrap().iter().map(|l| l["batch"].as_u64().unwrap()).collect();
+        assert_eq!(batches, vec![1, 8], "{name}");
+        assert!(ort["shapes"]["rows"].as_array().is_some_and(|r| !r.is_empty()), "{name}: {}", ort["shapes"]);
+        // The fp32 reference is ort:cpu itself: its logits over the 16 probes agree exactly.
+        assert_eq!(
+            (ort["accuracy"]["probes"].as_u64(), ort["accuracy"]["max_abs_diff"].as_f64()),
+            (Some(16), Some(0.0))
+        );
+        let candle = unit("candle:cpu");
+        assert_eq!(candle["verdict"], "unusable", "{name}");
+        assert_eq!(
+            (candle["load_error"]["kind"].as_str(), candle["load_error"]["branch"].as_str()),
+            (Some("unsupported"), Some("5a"))
+        );
+        assert_eq!(r["recommendation"]["compute_units"], "ort:cpu");
+
+        let args = [
+            "bench",
+            "--json",
+            "--model",
+            model.to_str().unwrap(),
+            "--compute-units",
+            "ort:cpu",
+            "--batch-sizes",
+            "1,4",
+            "--seconds",
+            "0.2",
+        ];
+        let out = common::bulkhead(&args, &[]);
+        assert!(out.status.success(), "{name}: {}", common::stderr(&out));
+        let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = b["units"][0]["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{name}: {b}");
+        assert!(rows.iter().all(|row| row["throughput_per_s"].as_f64().unwrap() > 0.0), "{name}: {b}");
     }
 }
 

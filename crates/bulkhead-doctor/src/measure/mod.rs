@@ -13,9 +13,9 @@ pub mod worker;
 
 use std::path::PathBuf;
 
-use bulkhead_core::{Chain, ModelFiles, Unit};
-use bulkhead_embed::{probe_texts, Engines, Tokenizer};
-use bulkhead_supervisor::FaultRule;
+use bulkhead_core::{Chain, ModelFiles, ModelTask, Unit};
+use bulkhead_embed::{probe_texts, Engines, Tokenizer, Truncation};
+use bulkhead_supervisor::{FaultRule, Payload, TypedRow};
 
 use crate::progress::Progress;
 use crate::report::{self, Branch, Finding, Report, Settings, Severity, UnitReport};
@@ -66,23 +66,88 @@ pub fn accuracy_probes() -> Vec<String> {
     texts
 }
 
-/// A batch to measure: token rows and the texts they came from.
+/// A batch to measure: what the worker is sent (token rows for an embedding model, token pairs for a reranker or
+/// classifier), the texts it came from (fault rules match on them) and its padded length.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    pub rows: Vec<Vec<i64>>,
+    pub payload: Payload,
     pub texts: Vec<String>,
 }
 
 impl Batch {
-    /// `n` rows cycling through the warm-up sentences (the shapes the worker warmed up with).
-    pub fn of_probes(tokenizer: &Tokenizer, n: usize) -> Result<Batch, Error> {
-        let texts: Vec<String> = probe_texts().into_iter().cycle().take(n).collect();
-        Ok(Batch { rows: tokenizer.encode(&texts)?, texts })
-    }
-
     /// The padded length: the longest row.
     pub fn seq(&self) -> usize {
-        self.rows.iter().map(Vec::len).max().unwrap_or(0)
+        match &self.payload {
+            Payload::Tokens(rows) => rows.iter().map(Vec::len).max().unwrap_or(0),
+            Payload::Pairs(rows) => rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
+            Payload::Tensors(_) | Payload::Probe => 0,
+        }
+    }
+
+    /// How many inputs.
+    pub fn len(&self) -> usize {
+        self.payload.rows()
+    }
+
+    /// Whether the batch has no inputs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How texts become a batch for the model: token rows for an embedding model; for a reranker, each text as the
+/// document of a pair with one fixed query (as a rerank request sends them); for a classifier, each text alone.
+#[derive(Clone, Copy)]
+pub struct Encoder<'t> {
+    tokenizer: &'t Tokenizer,
+    task: &'t ModelTask,
+}
+
+/// The query of every pair a reranker is measured with.
+pub const RERANK_QUERY: &str = "Which compute unit really computed this answer?";
+
+impl<'t> Encoder<'t> {
+    /// The encoder of `model`, with its tokenizer.
+    pub fn new(tokenizer: &'t Tokenizer, model: &'t ModelFiles) -> Encoder<'t> {
+        Encoder { tokenizer, task: &model.task }
+    }
+
+    /// `texts` as one batch.
+    pub fn encode(&self, texts: Vec<String>) -> Result<Batch, Error> {
+        let payload = match self.task {
+            ModelTask::Embedding => Payload::Tokens(self.tokenizer.encode(&texts)?),
+            ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {
+                let query = matches!(self.task, ModelTask::Rerank { .. }).then_some(RERANK_QUERY);
+                let pairs: Vec<(&str, Option<&str>)> = texts
+                    .iter()
+                    .map(|t| match query {
+                        Some(q) => (q, Some(t.as_str())),
+                        None => (t.as_str(), None),
+                    })
+                    .collect();
+                let rows = self.tokenizer.encode_pairs(&pairs, Truncation::Right)?;
+                Payload::Pairs(rows.into_iter().map(|r| TypedRow { ids: r.ids, type_ids: r.type_ids }).collect())
+            }
+        };
+        Ok(Batch { payload, texts })
+    }
+
+    /// `n` inputs cycling through the warm-up sentences (the shapes the worker warmed up with).
+    pub fn of_probes(&self, n: usize) -> Result<Batch, Error> {
+        self.encode(probe_texts().into_iter().cycle().take(n).collect())
+    }
+
+    /// One row of exactly `ids` (a single text, so one segment: type ids all 0 for a pair model).
+    fn row(&self, ids: Vec<i64>, text: String) -> Batch {
+        let payload = match self.task {
+            ModelTask::Embedding => Payload::Tokens(vec![ids]),
+            _ => Payload::Pairs(vec![TypedRow { type_ids: vec![0; ids.len()], ids }]),
+        };
+        Batch { payload, texts: vec![text] }
+    }
+
+    fn max_len(&self) -> usize {
+        self.tokenizer.max_len()
     }
 }
 
@@ -103,6 +168,7 @@ pub struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// The batches of every measurement, from the model's tokenizer (none without one: only loads are measured).
     fn new(model: &'a ModelFiles, tokenizer: Option<&Tokenizer>, options: &'a Options) -> Result<Plan<'a>, Error> {
+        let encoder = tokenizer.map(|t| Encoder::new(t, model));
         let mut plan = Plan {
             model,
             options,
@@ -112,33 +178,32 @@ impl<'a> Plan<'a> {
             singles: vec![],
             cache_root: std::env::temp_dir().join(format!("bulkhead-doctor-{}", std::process::id())),
         };
-        if let Some(t) = tokenizer {
+        if let Some(e) = encoder {
             for &b in &options.batch_sizes {
-                plan.batches.push((b, Batch::of_probes(t, b)?));
+                plan.batches.push((b, e.of_probes(b)?));
             }
-            plan.lengths = length_sweep(t, &options.seq_lengths)?;
+            plan.lengths = length_sweep(e, &options.seq_lengths)?;
             for text in probe_texts() {
-                plan.singles.push(Batch { rows: t.encode(std::slice::from_ref(&text))?, texts: vec![text] });
+                plan.singles.push(e.encode(vec![text])?);
             }
-            let texts = accuracy_probes();
-            plan.probes = Some(Batch { rows: t.encode(&texts)?, texts });
+            plan.probes = Some(e.encode(accuracy_probes())?);
         }
         Ok(plan)
     }
 }
 
 /// Rows of exact token lengths, cut from one long text (keeping the final special token).
-fn length_sweep(tokenizer: &Tokenizer, lengths: &[usize]) -> Result<Vec<(usize, Batch)>, Error> {
+fn length_sweep(encoder: Encoder<'_>, lengths: &[usize]) -> Result<Vec<(usize, Batch)>, Error> {
     let text = "bulkhead measures every compute unit of the chain before it trusts one. ".repeat(64);
-    let ids = tokenizer.encode(std::slice::from_ref(&text))?.remove(0);
+    let ids = encoder.tokenizer.encode(std::slice::from_ref(&text))?.remove(0);
     let mut out = vec![];
     for &len in lengths {
-        if len < 2 || len > ids.len() || len > tokenizer.max_len() {
+        if len < 2 || len > ids.len() || len > encoder.max_len() {
             continue;
         }
         let mut row = ids[..len - 1].to_vec();
         row.push(*ids.last().unwrap_or(&0));
-        out.push((len, Batch { rows: vec![row], texts: vec![text.clone()] }));
+        out.push((len, encoder.row(row, text.clone())));
     }
     Ok(out)
 }
@@ -171,7 +236,7 @@ pub fn diagnose(
     }
     let reference = runtime.block_on(choose_reference(&plan, &units, &outputs, reference, &mut progress));
     progress.finish();
-    compare_outputs(&mut units, &outputs, reference.as_ref());
+    compare_outputs(&mut units, &outputs, reference.as_ref(), model.task.is_cross_encoder());
     analyze::verdicts(&mut units);
     let recommendation = analyze::recommend(&units);
     let _ = std::fs::remove_dir_all(&plan.cache_root);
@@ -195,7 +260,7 @@ fn settings(plan: &Plan) -> Settings {
         iterations: o.iterations,
         predictions: o.predictions,
         seq_lengths: plan.lengths.iter().map(|(l, _)| *l).collect(),
-        probes: plan.probes.as_ref().map_or(0, |p| p.rows.len()),
+        probes: plan.probes.as_ref().map_or(0, Batch::len),
         memory_budget_mb: o.memory_budget_mb,
         load_timeout_s: o.limits.load.as_secs(),
         predict_timeout_s: o.limits.predict.as_secs(),
@@ -243,7 +308,8 @@ async fn choose_reference(
 /// Outputs of the fp32 reference on the probe texts (tokenized with the reference model's own tokenizer): the first
 /// CPU unit that loads fp32 weights.
 async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits) -> Option<(String, Vec<Vec<f32>>)> {
-    let batch = Batch { rows: Tokenizer::load(model).ok()?.encode(texts).ok()?, texts: texts.to_vec() };
+    let tokenizer = Tokenizer::load(model).ok()?;
+    let batch = Encoder::new(&tokenizer, model).encode(texts.to_vec()).ok()?;
     for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
         let start = Start { model, unit, generation: 0, faults: &[], cache_dir: None, limits };
         let Ok((mut worker, ready)) = Worker::start(start).await else { continue };
@@ -260,11 +326,14 @@ async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits)
     None
 }
 
-/// Each unit's outputs against the reference's (branch 4a), or why accuracy was not measured (4b).
+/// Each unit's outputs against the reference's (branch 4a), or why accuracy was not measured (4b). A
+/// cross-encoder's outputs are one logit per label and probe pair: they are compared per label, as the vector of
+/// that label's logits over every probe (the cosine of a single logit with another says nothing).
 fn compare_outputs(
     units: &mut [UnitReport],
     outputs: &[Option<Vec<Vec<f32>>>],
     reference: Option<&(report::Reference, Vec<Vec<f32>>)>,
+    cross_encoder: bool,
 ) {
     let Some((reference, want)) = reference else {
         for u in units.iter_mut().filter(|u| u.session.is_some()) {
@@ -280,16 +349,36 @@ fn compare_outputs(
         if reference.in_chain { reference.unit.clone() } else { format!("{} ({})", reference.unit, reference.model) };
     for (u, got) in units.iter_mut().zip(outputs) {
         let Some(got) = got else { continue };
-        match analyze::accuracy(got, want, &label, &precision_of(u)) {
+        let result = match cross_encoder {
+            false => analyze::accuracy(got, want, &label, &precision_of(u)),
+            true => analyze::accuracy(&transpose(got), &transpose(want), &label, &precision_of(u))
+                .map(|a| report::Accuracy { probes: got.len(), ..a }),
+        };
+        match result {
             Ok(a) => u.accuracy = Some(a),
             Err(f) => u.findings.push(f),
         }
     }
 }
 
+/// Rows of per-probe outputs as rows of per-output values over the probes (a ragged input keeps what lines up).
+fn transpose(rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let width = rows.iter().map(Vec::len).min().unwrap_or(0);
+    (0..width).map(|j| rows.iter().map(|r| r[j]).collect()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_encoder_outputs_compare_per_label() {
+        assert_eq!(
+            transpose(&[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]]),
+            vec![vec![1.0, 3.0, 5.0], vec![2.0, 4.0, 6.0]]
+        );
+        assert!(transpose(&[]).is_empty());
+    }
 
     #[test]
     fn probes_are_fixed_and_varied() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bulkhead_core::{ModelFiles, Unit};
 use bulkhead_embed::StageTiming;
-use bulkhead_supervisor::{ClientError, FaultRule, Payload, Ready, RunError, WorkerClient, WorkerCommand, WorkerSpec};
+use bulkhead_supervisor::{Answer, ClientError, FaultRule, Ready, RunError, WorkerClient, WorkerCommand, WorkerSpec};
 
 use super::Batch;
 
@@ -22,7 +22,7 @@ pub struct Limits {
 
 /// One answered prediction.
 pub struct Prediction {
-    /// One vector per row.
+    /// One output row per input: an embedding, or a cross-encoder's logits.
     pub vectors: Vec<Vec<f32>>,
     /// Stage timing inside the worker.
     pub timing: StageTiming,
@@ -86,15 +86,24 @@ impl Worker {
         Ok((Worker { client, limits: s.limits }, ready))
     }
 
-    /// Runs one prediction of `batch` (its texts go along, for fault rules that match on text).
+    /// Runs one prediction of `batch` (its texts go along, for fault rules that match on text): one output row per
+    /// input, an embedding or a cross-encoder's logits.
     pub async fn predict(&mut self, batch: &Batch) -> Result<Prediction, ClientError> {
-        let ran = self.client.run(Payload::Tokens(batch.rows.clone()), &batch.texts, self.limits.predict).await?;
-        match ran.answer.into_vectors() {
-            Some(vectors) => {
-                Ok(Prediction { vectors, timing: ran.timing, rss_bytes: ran.rss_bytes, wall_ms: ran.wall_ms })
+        let ran = self.client.run(batch.payload.clone(), &batch.texts, self.limits.predict).await?;
+        let vectors = match ran.answer {
+            Answer::Vectors(v) | Answer::Scores(v) if v.len() == batch.len() => v,
+            other => {
+                let got = match other {
+                    Answer::Tensors(_) => "named tensors".to_string(),
+                    rows => format!("{} rows", rows.rows()),
+                };
+                let want = batch.len();
+                return Err(ClientError::Run(RunError::Engine(format!(
+                    "expected one output row per input ({want}), got {got}"
+                ))));
             }
-            None => Err(ClientError::Run(RunError::Engine("expected one vector per row, got another answer".into()))),
-        }
+        };
+        Ok(Prediction { vectors, timing: ran.timing, rss_bytes: ran.rss_bytes, wall_ms: ran.wall_ms })
     }
 
     /// Asks the worker to exit and waits for it (killing it if it does not go).

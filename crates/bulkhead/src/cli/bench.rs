@@ -6,7 +6,7 @@ use bulkhead_doctor::bench::{self, Options};
 use bulkhead_doctor::render::terminal;
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError, Weights};
+use super::common::{engines, open_model, parse_chain, require_text_model, UsageError, Weights};
 
 /// Arguments of `bulkhead bench`.
 #[derive(Debug, clap::Args)]
@@ -43,7 +43,7 @@ impl BenchArgs {
         }
         let faults = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
         let model = open_model(self.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
-        require_embedding_model(&model, "bench", false)?;
+        require_text_model(&model, "bench", false)?;
         let tokenizer = Tokenizer::load(&model)?;
         let options = Options {
             chain: self.compute_units.clone(),

@@ -102,22 +102,14 @@ pub fn default_model_path() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// `doctor` and `bench` measure embedding models: a reranker or classifier, or an ONNX graph without a tokenizer,
-/// is refused with what to do.
-pub fn require_embedding_model(model: &ModelFiles, command: &str, tokenizer_flag: bool) -> Result<(), UsageError> {
-    if model.task.is_cross_encoder() {
-        return Err(UsageError(format!(
-            "{} is {}, and `bulkhead {command}` measures embedding models only so far; check it with `bulkhead \
-             rerank` / `bulkhead classify`, or serve it (`/rerank`, `/predict`)",
-            model.name,
-            model.task.noun()
-        )));
-    }
+/// `doctor` and `bench` measure models that take text (embedding models, rerankers, classifiers): an ONNX graph
+/// without a tokenizer is refused with what to do.
+pub fn require_text_model(model: &ModelFiles, command: &str, tokenizer_flag: bool) -> Result<(), UsageError> {
     if !model.is_tensor_model() {
         return Ok(());
     }
     Err(UsageError(format!(
-        "{}: no tokenizer.json beside this ONNX graph, and `bulkhead {command}` measures embedding models; put the \
+        "{}: no tokenizer.json beside this ONNX graph, and `bulkhead {command}` measures models that take text; put the \
          model's tokenizer.json beside it{}, or serve it as a tensor model (`bulkhead serve --model NAME=PATH`, \
          KServe v2 infer)",
         model.source.display(),

@@ -12,7 +12,7 @@ use bulkhead_doctor::render::{html, json, terminal};
 use bulkhead_doctor::{Limits, Options, Report};
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, open_model, parse_chain, require_embedding_model, UsageError, Weights};
+use super::common::{engines, open_model, parse_chain, require_text_model, UsageError, Weights};
 
 /// Arguments of `bulkhead doctor`.
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ impl DoctorArgs {
         let options = self.options()?;
         let weights = Weights::Chain(&self.compute_units);
         let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), weights)?;
-        require_embedding_model(&model, "doctor", true)?;
+        require_text_model(&model, "doctor", true)?;
         let reference = self.reference.as_deref().map(|p| open_model(Some(p), None, weights)).transpose()?;
         let tokenizer = Tokenizer::load(&model).map_err(|e| e.to_string());
         let report = bulkhead_doctor::diagnose(&model, tokenizer, reference.as_ref(), &options, &engines())?;
