@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p bulkhead-quantize --example quantize_bench -- \
 //!     [--model DIR] [--min-cosine X] [--seconds S] [--rounds N] [--threads N] [--ort-quantized DIR] [--form fused|standard]
-//!     [--no-smoothquant] [--no-outliers]
+//!     [--smoothquant] [--no-outliers]
 //! ```
 //! `--ort-quantized DIR`: the `.onnx` files `scripts/bench/ort_quantize_baseline.py` writes.
 
@@ -60,7 +60,7 @@ fn main() -> Result<(), Error> {
     let calib_ref = ev.embed(Variant::Float, &calib)?;
     let opts = SearchOptions {
         min_cosine,
-        smooth_alpha: (!flag("--no-smoothquant")).then_some(bulkhead_quantize::DEFAULT_SMOOTH_ALPHA),
+        smooth_alpha: flag("--smoothquant").then_some(bulkhead_quantize::DEFAULT_SMOOTH_ALPHA),
         outliers: (!flag("--no-outliers")).then(OutlierOptions::default),
         form,
     };

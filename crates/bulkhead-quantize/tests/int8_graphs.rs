@@ -146,6 +146,8 @@ fn the_search_runs_on_every_architecture() {
             calibration: Some(calibration.clone()),
             batch: 8,
             threads: 1,
+            // SmoothQuant is off by default; on here so that its path runs on every architecture too.
+            smooth_alpha: Some(bulkhead_quantize::DEFAULT_SMOOTH_ALPHA),
             ..QuantizeOptions::default()
         };
         let done = quantize(&model, &opts, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
