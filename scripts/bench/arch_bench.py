@@ -19,8 +19,11 @@ rounds: the Rust benchmark (`graph_bench --model DIR --torch-export FILE`, ONNX 
 bulkhead runs it and the torch export side by side, interleaved) and sentence-transformers `encode` in a separate
 Python process (batch 32), so both see the same machine. Prints one table per run (markdown), with the load average.
 
-  flock /tmp/bulkhead-bench.lock /work/fixture-venv/bin/python scripts/bench/arch_bench.py \\
+  PYTHON scripts/bench/arch_bench.py \\
       [--archs xlm-roberta modernbert qwen3 ...] [--gte-code DIR] [--nomic-code DIR] [--seconds 6] [--rounds 3]
+
+(PYTHON: a Python with torch, transformers and sentence-transformers, as the fixture scripts under
+scripts/fixtures/ need; the tests never need one.)
 
 `--quick` runs tiny configs for a few seconds (what CI could run to check the script itself).
 """

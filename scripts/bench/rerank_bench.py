@@ -17,7 +17,10 @@ Scores of both are compared too (largest absolute difference), so the speed is o
 markdown table with the load average.
 
   cargo build --release -p bulkhead
-  flock /tmp/bulkhead-bench.lock /work/fixture-venv/bin/python scripts/bench/rerank_bench.py [--seconds 5] [--rounds 3]
+  PYTHON scripts/bench/rerank_bench.py [--seconds 5] [--rounds 3]
+
+(PYTHON: a Python with torch, transformers and sentence-transformers, as the fixture scripts under
+scripts/fixtures/ need; the tests never need one.)
 
 `--quick` runs one short round (what CI could run to check the script itself).
 """
