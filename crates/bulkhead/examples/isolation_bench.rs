@@ -69,11 +69,16 @@ async fn main() -> anyhow::Result<()> {
     let ctx =
         Ctx { model, chain: Chain::parse(&unit, &Platform::detect())?, single: rows[0].clone(), batch: rows, bin };
     println!("isolation benchmark on {unit}, all-MiniLM-L6-v2, {} tokens per sentence\n", ctx.single.len());
+    overhead(&ctx).await?;
+    recovery(&ctx).await?;
+    recycle_pause(&ctx).await
+}
 
+/// Overhead (part 1): alternating blocks, with a pause between blocks so that ONNX Runtime's spinning threads of one
+/// mode (they spin for tens of ms after each run) do not slow the other mode's block.
+async fn overhead(ctx: &Ctx) -> anyhow::Result<()> {
     let proc_sup = ctx.start(ctx.config(Isolation::Process)).await?;
     let none_sup = ctx.start(ctx.config(Isolation::None)).await?;
-    // 1. Overhead: alternating blocks, with a pause between blocks so that ONNX Runtime's spinning threads of one
-    // mode (they spin for tens of ms after each run) do not slow the other mode's block.
     let (mut lat_p, mut lat_n) = (vec![], vec![]);
     let (mut thr_p, mut thr_n) = (vec![], vec![]);
     for round in 0..6 {
@@ -104,8 +109,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| single sentence p99 | {p99p:.2} ms | {p99n:.2} ms | {:+.2} ms |", p99p - p99n);
     println!("| batch-32 throughput | {tp:.0} sent/s | {tn:.0} sent/s | {:.3}x |", tp / tn);
     none_sup.shutdown().await;
+    proc_sup.shutdown().await;
+    Ok(())
+}
 
-    // 2. Recovery after kill -9.
+/// Recovery after kill -9 (part 2): from the kill to the next answer, and how the new worker's load and warm-up split it.
+async fn recovery(ctx: &Ctx) -> anyhow::Result<()> {
+    let proc_sup = ctx.start(ctx.config(Isolation::Process)).await?;
     let mut recoveries = vec![];
     let mut splits = vec![];
     for _ in 0..3 {
@@ -130,8 +140,11 @@ async fn main() -> anyhow::Result<()> {
     println!("| of which: warm-up (3 shapes, 1 iteration each for a replacement) | {warm:.0} |");
     println!("| all runs | {} |", recoveries.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "));
     proc_sup.shutdown().await;
+    Ok(())
+}
 
-    // 3. Recycle pause: recycle every 150 predictions under a sequential client.
+/// Recycle pause (part 3): recycle every 150 predictions under a sequential client.
+async fn recycle_pause(ctx: &Ctx) -> anyhow::Result<()> {
     let cfg = SupervisorConfig { recycle_after: Some(150), ..ctx.config(Isolation::Process) };
     let sup = ctx.start(cfg).await?;
     let mut lat = vec![];

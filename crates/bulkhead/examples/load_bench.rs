@@ -160,24 +160,44 @@ impl Drop for SentenceTransformers {
 /// connections take turns in short blocks, so a slow minute of the shared machine hits all three alike.
 const THROUGHPUT_ROUNDS: usize = 3;
 
+/// What the side-by-side runs measured.
+struct Measured {
+    unit: String,
+    inproc_tput: f64,
+    inproc_p50: f64,
+    st: Option<f64>,
+    c64: LoadResult,
+    c1: LoadResult,
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let seconds: f64 =
-        args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(10.0);
-    let with_faults = args.iter().any(|a| a == "--faults");
+    let number = |flag: &str, default: f64| -> f64 {
+        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+    };
+    let seconds = number("--seconds", 10.0);
     // BULKHEAD_BIN runs another build of the server (an older one, for a before/after table).
     let bin = std::env::var("BULKHEAD_BIN").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/bulkhead").to_string_lossy().into_owned()
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let m = side_by_side(&rt, &bin, seconds)?;
+    print_report(&m, seconds);
+    if args.iter().any(|a| a == "--faults") {
+        fault_run(&rt, &bin, &m.unit, number("--fault-seconds", 40.0))?;
+    }
+    Ok(())
+}
 
+/// Throughput of the in-process engine, sentence-transformers and the server under 64 connections in alternating
+/// blocks; then concurrency 1 against in-process single sentences, alternating the same way. Pauses let ONNX
+/// Runtime's (and torch's) spinning threads of one side go idle before the next runs.
+fn side_by_side(rt: &tokio::runtime::Runtime, bin: &str, seconds: f64) -> anyhow::Result<Measured> {
     let mut inproc = InProcess::load()?;
     let unit = inproc.unit();
     let mut st = SentenceTransformers::start();
-    let server = start_server(&bin, None)?;
+    let server = start_server(bin, None)?;
     rt.block_on(load(&server.addr, 8, Duration::from_secs(1)));
-    // Throughput: the three take turns; pauses let ONNX Runtime's (and torch's) spinning threads of one side go idle
-    // before the next runs.
     let pause = Duration::from_millis(300);
     let block = seconds / THROUGHPUT_ROUNDS as f64;
     let (mut inproc_n, mut inproc_s, mut st_n, mut st_s) = (0.0, 0.0, 0.0, 0.0);
@@ -195,9 +215,6 @@ fn main() -> anyhow::Result<()> {
     }
     c64.latencies.sort_by(f64::total_cmp);
     drop(st);
-    let inproc_tput = inproc_n / inproc_s;
-    let st = (st_s > 0.0).then(|| st_n / st_s);
-    // Concurrency 1, interleaved with the in-process reference in the same way.
     let block = seconds / C1_ROUNDS as f64 / 2.0;
     let mut c1 = LoadResult::default();
     let mut inproc_lat = vec![];
@@ -207,16 +224,25 @@ fn main() -> anyhow::Result<()> {
         c1.absorb(rt.block_on(load(&server.addr, 1, Duration::from_secs_f64(block))));
         std::thread::sleep(pause);
     }
-    let inproc_p50 = common::pct(&inproc_lat, 0.5);
-    drop(server);
+    Ok(Measured {
+        unit,
+        inproc_tput: inproc_n / inproc_s,
+        inproc_p50: common::pct(&inproc_lat, 0.5),
+        st: (st_s > 0.0).then(|| st_n / st_s),
+        c64,
+        c1,
+    })
+}
 
+fn print_report(m: &Measured, seconds: f64) {
+    let (c64, c1, unit) = (&m.c64, &m.c1, &m.unit);
     println!("all-MiniLM-L6-v2, single-sentence requests (~15 tokens), {seconds} s per load run");
     println!("{:<58} {:>12} {:>10} {:>10}", "what", "sentences/s", "p50 ms", "p99 ms");
     println!(
         "{:<58} {:>12.0} {:>10.2} {:>10}",
         format!("in-process engine on {unit} (batch-32 / single*)"),
-        inproc_tput,
-        inproc_p50,
+        m.inproc_tput,
+        m.inproc_p50,
         ""
     );
     let tput64 = c64.ok as f64 / c64.elapsed;
@@ -234,15 +260,15 @@ fn main() -> anyhow::Result<()> {
         common::pct(&c1.latencies, 0.5),
         common::pct(&c1.latencies, 0.99)
     );
-    match st {
+    match m.st {
         Some(s) => println!("{:<58} {:>12.0}", "sentence-transformers encode (batch 32)", s),
         None => {
             println!("{:<58} {:>12}", "sentence-transformers encode (batch 32)", "skipped (set BULKHEAD_ST_PYTHON)")
         }
     }
     println!();
-    println!("server / in-process batch-32 throughput: {:.2}x", tput64 / inproc_tput);
-    if let Some(s) = st {
+    println!("server / in-process batch-32 throughput: {:.2}x", tput64 / m.inproc_tput);
+    if let Some(s) = m.st {
         println!("server / sentence-transformers:          {:.2}x", tput64 / s);
     }
     println!(
@@ -251,35 +277,33 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "server p50 at concurrency 1 - in-process single p50: {:+.2} ms",
-        common::pct(&c1.latencies, 0.5) - inproc_p50
+        common::pct(&c1.latencies, 0.5) - m.inproc_p50
     );
     println!("failed requests: 64 connections {}, 1 connection {}", c64.failed(), c1.failed());
+}
 
-    if with_faults {
-        let rule = format!("[{{\"unit\": \"{unit}\", \"kind\": \"segv\", \"after\": 500}}]");
-        let server = start_server(&bin, Some(&rule))?;
-        // A prediction is a batch: long enough for several workers to reach 500 predictions.
-        let fault_seconds: f64 = args
-            .iter()
-            .position(|a| a == "--fault-seconds")
-            .and_then(|i| args.get(i + 1)?.parse().ok())
-            .unwrap_or(40.0);
-        let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(fault_seconds)));
-        let (_, metrics) = server.call("GET", "/metrics", None)?;
-        println!();
-        println!("with {rule}:");
-        println!(
-            "  {} answered, {} non-2xx, {:.0} sentences/s, p99 {:.2} ms",
-            faulty.ok,
-            faulty.failed(),
-            faulty.ok as f64 / faulty.elapsed,
-            common::pct(&faulty.latencies, 0.99)
-        );
-        for line in metrics.lines().filter(|l| {
-            l.starts_with("bulkhead_worker_crashes_total{") || l.starts_with("bulkhead_worker_restarts_total{")
-        }) {
-            println!("  {line}");
-        }
+/// 64 connections for `seconds` while `unit` segfaults every 500 predictions: what was answered and what
+/// `/metrics` counted.
+fn fault_run(rt: &tokio::runtime::Runtime, bin: &str, unit: &str, seconds: f64) -> anyhow::Result<()> {
+    let rule = format!("[{{\"unit\": \"{unit}\", \"kind\": \"segv\", \"after\": 500}}]");
+    let server = start_server(bin, Some(&rule))?;
+    // A prediction is a batch: long enough for several workers to reach 500 predictions.
+    let faulty = rt.block_on(load(&server.addr, 64, Duration::from_secs_f64(seconds)));
+    let (_, metrics) = server.call("GET", "/metrics", None)?;
+    println!();
+    println!("with {rule}:");
+    println!(
+        "  {} answered, {} non-2xx, {:.0} sentences/s, p99 {:.2} ms",
+        faulty.ok,
+        faulty.failed(),
+        faulty.ok as f64 / faulty.elapsed,
+        common::pct(&faulty.latencies, 0.99)
+    );
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("bulkhead_worker_crashes_total{") || l.starts_with("bulkhead_worker_restarts_total{"))
+    {
+        println!("  {line}");
     }
     Ok(())
 }
