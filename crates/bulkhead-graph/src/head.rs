@@ -2,7 +2,8 @@
 //! `*ForSequenceClassification` checkpoint a reranker (one label) or a classifier (several). The graph's output is
 //! then `logits` `[batch, labels]` instead of the token states.
 //!
-//! * BERT (`BertForSequenceClassification`): the pooler, `tanh(dense(h[:, 0]))`, then `classifier` (dropout is the
+//! * BERT (`BertForSequenceClassification`) and GTE (`NewForSequenceClassification`, gte-multilingual-reranker-base):
+//!   the pooler, `tanh(dense(h[:, 0]))` (`bert.pooler.dense`, `new.pooler.dense`), then `classifier` (dropout is the
 //!   identity at inference);
 //! * RoBERTa / XLM-RoBERTa (`XLMRobertaForSequenceClassification`): `out_proj(tanh(dense(h[:, 0])))`, both under
 //!   `classifier.`, with no pooler;
@@ -21,11 +22,12 @@
 //!
 //! The head's tensors sit beside the prefixed encoder (`classifier.weight` next to `bert.encoder...`, `score.weight`
 //! next to `model.layers...`), so they are looked up by their exact names; the BERT pooler is part of the encoder
-//! (`bert.pooler.dense`). A missing head tensor is an error naming it and the head.
+//! (`bert.pooler.dense`, `new.pooler.dense`). A missing head tensor is an error naming it and the head.
 //!
 //! References: transformers 5 `modeling_bert.py`, `modeling_xlm_roberta.py`, `modeling_modernbert.py`
 //! (`ModernBertPredictionHead`, `ModernBertForSequenceClassification`) and `modeling_layers.py`
-//! (`GenericForSequenceClassification`).
+//! (`GenericForSequenceClassification`); GTE's remote code `modeling.py` of Alibaba-NLP/new-impl (`NewPooler`,
+//! `NewForSequenceClassification`).
 
 use crate::config::{Cfg, Family};
 use crate::graph::{attr_float, attr_int, attr_ints, Graph, FLOAT, INT64};
@@ -34,13 +36,14 @@ use crate::GraphError;
 
 /// The `*ForSequenceClassification` architectures whose head the builder writes, for errors.
 const SUPPORTED_HEADS: &str = "BertForSequenceClassification, XLMRobertaForSequenceClassification, \
-                               RobertaForSequenceClassification, ModernBertForSequenceClassification, \
-                               Qwen3ForSequenceClassification, Qwen2ForSequenceClassification";
+                               RobertaForSequenceClassification, NewForSequenceClassification, \
+                               ModernBertForSequenceClassification, Qwen3ForSequenceClassification, \
+                               Qwen2ForSequenceClassification";
 
 /// A classification head and its label count.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Head {
-    /// BERT's pooler + `classifier`.
+    /// BERT's (and GTE's) pooler + `classifier`.
     BertPooler { labels: usize },
     /// RoBERTa's `classifier.dense` + `tanh` + `classifier.out_proj`.
     Roberta { labels: usize },
@@ -101,7 +104,7 @@ impl Head {
             _ => c.usize_of(&["num_labels"], Some(2))?,
         };
         match family {
-            Family::Bert => Ok(Some(Head::BertPooler { labels })),
+            Family::Bert | Family::Gte => Ok(Some(Head::BertPooler { labels })),
             Family::XlmRoberta => Ok(Some(Head::Roberta { labels })),
             Family::ModernBert => Ok(Some(Head::ModernBert(ModernBertHead::parse(c, labels)?))),
             Family::Decoder => {
@@ -114,7 +117,7 @@ impl Head {
                 };
                 Ok(Some(Head::LastToken { labels, pad }))
             }
-            Family::Gte | Family::Nomic => Err(c.unsupported(format!(
+            Family::Nomic => Err(c.unsupported(format!(
                 "the classification head of {arch} is not written by the ONNX graph builder (supported: \
                  {SUPPORTED_HEADS}); export it to ONNX and give the .onnx file"
             ))),
@@ -132,7 +135,7 @@ impl Head {
     /// What to call the head in errors.
     fn describe(&self) -> &'static str {
         match self {
-            Head::BertPooler { .. } => "BERT (pooler + classifier)",
+            Head::BertPooler { .. } => "BERT / GTE (pooler + classifier)",
             Head::Roberta { .. } => "RoBERTa (classifier.dense + classifier.out_proj)",
             Head::ModernBert(_) => "ModernBERT (head.dense + head.norm + classifier)",
             Head::LastToken { .. } => "decoder (score on the last token)",
@@ -368,10 +371,12 @@ mod tests {
 
     #[test]
     fn other_heads_are_refused_naming_the_supported_ones() {
-        // NewForSequenceClassification (GTE's reranker) is not an architecture the builder knows at all.
-        let e = head(r#"{"architectures":["NewForSequenceClassification"],"model_type":"new"}"#).unwrap_err();
-        let e = e.to_string();
-        assert!(e.contains("NewForSequenceClassification") && e.contains("ModernBertForSequenceClassification"), "{e}");
+        let h = head(r#"{"architectures":["NewForSequenceClassification"],"model_type":"new","num_labels":1}"#);
+        assert_eq!(h.unwrap(), Some(Head::BertPooler { labels: 1 }), "GTE's head is BERT's pooler + classifier");
+        // NomicBertForSequenceClassification is not an architecture the builder knows at all.
+        let e = head(r#"{"architectures":["NomicBertForSequenceClassification"],"model_type":"nomic_bert"}"#);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("NomicBertForSequenceClassification") && e.contains("NewForSequenceClassification"), "{e}");
         let e = head(r#"{"architectures":["LlamaForSequenceClassification"],"model_type":"llama"}"#).unwrap_err();
         assert!(e.to_string().contains("Qwen3ForSequenceClassification"), "{e}");
     }

@@ -39,6 +39,7 @@ fn a_missing_head_tensor_is_named_with_its_head() {
         ("qwen3-reranker", "score.weight", "decoder (score on the last token)"),
         ("qwen2-classifier", "score.weight", "decoder (score on the last token)"),
         ("bert-reranker", "classifier.weight", "BERT"),
+        ("gte-reranker", "new.pooler.dense.weight", "BERT / GTE"),
     ] {
         let out = tempfile::tempdir().unwrap();
         let complete = ModelFiles::open(&fixture(name)).unwrap();

@@ -1,8 +1,8 @@
 //! Rerankers and classifiers end to end: the tiny random-weight cross-encoders of `tests/fixtures/cross/` (made by
 //! `scripts/fixtures/make_cross_encoders.py` with transformers' logits and sentence-transformers CrossEncoder scores;
-//! one per classification head the graph builder writes: BERT, XLM-RoBERTa, ModernBERT, Qwen3, Qwen2) served by the
-//! real binary, called on every route; the wrong kinds and bad inputs refused with 4xx; a poison document failing its
-//! request alone; the CLI; the official Cohere client.
+//! one per classification head the graph builder writes: BERT, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) served
+//! by the real binary, called on every route; the wrong kinds and bad inputs refused with 4xx; a poison document
+//! failing its request alone; the CLI; the official Cohere client.
 
 mod common;
 
@@ -46,8 +46,9 @@ fn close(got: &[f32], want: &[f32], what: &str) -> f32 {
     err
 }
 
-/// The one-label fixtures, one per head (BERT pooler, RoBERTa, ModernBERT with mean pooling, Qwen3 last token).
-const RERANKERS: &[&str] = &["bert-reranker", "xlmr-reranker", "modernbert-reranker", "qwen3-reranker"];
+/// The one-label fixtures, one per head (BERT pooler, RoBERTa, ModernBERT with mean pooling, Qwen3 last token, GTE
+/// pooler on the rotary encoder).
+const RERANKERS: &[&str] = &["bert-reranker", "xlmr-reranker", "modernbert-reranker", "qwen3-reranker", "gte-reranker"];
 /// The several-label fixtures (ModernBERT with cls pooling, Qwen2 last token before a trailing pad token).
 const CLASSIFIERS: &[&str] = &["xlmr-classifier", "bert-classifier", "modernbert-classifier", "qwen2-classifier"];
 
