@@ -235,6 +235,27 @@ impl<'a> Graph<'a> {
         }
     }
 
+    /// `ReduceSum` over `axes` (axes as an attribute below opset 13, an input from 13).
+    pub fn reduce_sum(&mut self, input: &str, axes: &[i64], keepdims: bool, hint: &str) -> String {
+        let keep = attr_int("keepdims", i64::from(keepdims));
+        if self.opset < 13 {
+            self.node("ReduceSum", hint, &[input], vec![attr_ints("axes", axes), keep])
+        } else {
+            let axes = self.ints("axes", axes);
+            self.node("ReduceSum", hint, &[input, &axes], vec![keep])
+        }
+    }
+
+    /// `Squeeze` of `axes` (axes as an attribute below opset 13, an input from 13).
+    pub fn squeeze(&mut self, input: &str, axes: &[i64], hint: &str) -> String {
+        if self.opset < 13 {
+            self.node("Squeeze", hint, &[input], vec![attr_ints("axes", axes)])
+        } else {
+            let axes = self.ints("axes", axes);
+            self.node("Squeeze", hint, &[input, &axes], vec![])
+        }
+    }
+
     /// `Split` of `input` on `axis` into parts of the given sizes (sizes as an attribute below opset 13).
     pub fn split(&mut self, input: &str, axis: i64, sizes: &[i64], hint: &str) -> Vec<String> {
         let outs = self.names(hint, sizes.len());

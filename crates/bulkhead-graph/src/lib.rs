@@ -7,8 +7,8 @@
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
 //!
-//! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa) gets its classification head (`head`)
-//! and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
+//! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
+//! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
 //!
 //! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`) builds on shared pieces:
 //! the graph writer (`graph`), layers, norms, attention and rotary embeddings (`layers`), config access (`config`)

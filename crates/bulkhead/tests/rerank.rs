@@ -1,7 +1,8 @@
 //! Rerankers and classifiers end to end: the tiny random-weight cross-encoders of `tests/fixtures/cross/` (made by
-//! `scripts/fixtures/make_cross_encoders.py` with transformers' logits and sentence-transformers CrossEncoder scores)
-//! served by the real binary, called on every route; the wrong kinds and bad inputs refused with 4xx; a poison
-//! document failing its request alone; the CLI; the official Cohere client.
+//! `scripts/fixtures/make_cross_encoders.py` with transformers' logits and sentence-transformers CrossEncoder scores;
+//! one per classification head the graph builder writes: BERT, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) served
+//! by the real binary, called on every route; the wrong kinds and bad inputs refused with 4xx; a poison document
+//! failing its request alone; the CLI; the official Cohere client.
 
 mod common;
 
@@ -37,21 +38,33 @@ fn order(scores: &[f32]) -> Vec<usize> {
     o
 }
 
-fn close(got: &[f32], want: &[f32], what: &str) {
+/// The largest absolute difference, asserted within [`TOLERANCE`].
+fn close(got: &[f32], want: &[f32], what: &str) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}");
     let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(err <= TOLERANCE, "{what}: largest error {err} (got {got:?}, want {want:?})");
+    err
 }
 
-fn models() -> Vec<String> {
-    ["bert-reranker", "xlmr-reranker", "xlmr-classifier", "bert-classifier"]
-        .iter()
-        .map(|n| format!("{n}={}", fixture(n).display()))
-        .collect()
+/// The one-label fixtures, one per head (BERT pooler, RoBERTa, ModernBERT with mean pooling, Qwen3 last token, GTE
+/// pooler on the rotary encoder).
+const RERANKERS: &[&str] = &["bert-reranker", "xlmr-reranker", "modernbert-reranker", "qwen3-reranker", "gte-reranker"];
+/// The several-label fixtures (ModernBERT with cls pooling, Qwen2 last token before a trailing pad token).
+const CLASSIFIERS: &[&str] = &["xlmr-classifier", "bert-classifier", "modernbert-classifier", "qwen2-classifier"];
+
+/// `--model name=folder` values: the BERT and XLM-RoBERTa fixtures, and with `every_head` the others too (the
+/// first is always `bert-reranker`, the default reranker).
+fn models(every_head: bool) -> Vec<String> {
+    let base = ["bert-reranker", "xlmr-reranker", "xlmr-classifier", "bert-classifier"];
+    let names: Vec<&str> = if every_head { [RERANKERS, CLASSIFIERS].concat() } else { base.to_vec() };
+    names.iter().map(|n| format!("{n}={}", fixture(n).display())).collect()
 }
 
 fn server_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let models = models();
+    serve(models(false), extra, env)
+}
+
+fn serve(models: Vec<String>, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = vec!["--compute-units", "ort:cpu"];
     args.extend(extra);
     for m in &models {
@@ -60,12 +73,13 @@ fn server_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     Server::start(&args, env)
 }
 
-/// /rerank on one reranker: logits and scores against the reference, best first.
-fn check_tei_rerank(server: &Server, name: &str) {
+/// /rerank on one reranker: logits and scores against the reference, best first; the largest error.
+fn check_tei_rerank(server: &Server, name: &str) -> f32 {
     let r = reference(name);
     let docs = strings(&r["documents"]);
     let logits: Vec<f32> = rows(&r["logits"]).iter().map(|l| l[0]).collect();
     let scores: Vec<f32> = rows(&r["scores"]).iter().map(|s| s[0]).collect();
+    let mut worst = 0.0f32;
     for (raw, want) in [(true, &logits), (false, &scores)] {
         let body = json!({"query": r["query"], "texts": docs, "raw_scores": raw, "truncate": true, "model": name,
             "return_text": true});
@@ -82,15 +96,89 @@ fn check_tei_rerank(server: &Server, name: &str) {
             got[i] = x["score"].as_f64().unwrap() as f32;
             assert_eq!(x["text"], docs[i], "return_text gives each document back");
         }
-        close(&got, want, &format!("{name} /rerank raw_scores={raw}"));
+        worst = worst.max(close(&got, want, &format!("{name} /rerank raw_scores={raw}")));
     }
+    worst
+}
+
+/// /v1/rerank (Cohere) and KServe v2 infer on one reranker: every document's score against CrossEncoder's, best
+/// first; the largest error.
+fn check_cohere_and_kserve(server: &Server, name: &str) -> f32 {
+    let r = reference(name);
+    let docs = strings(&r["documents"]);
+    let scores: Vec<f32> = rows(&r["scores"]).iter().map(|s| s[0]).collect();
+    let resp = server.post_json("/v1/rerank", &json!({"model": name, "query": r["query"], "documents": docs}));
+    assert_eq!(resp.status, 200, "{name}: {}", resp.body);
+    let v = resp.json();
+    let results = v["results"].as_array().unwrap();
+    let got_order: Vec<usize> = results.iter().map(|x| x["index"].as_u64().unwrap() as usize).collect();
+    assert_eq!(got_order, order(&scores), "{name} /v1/rerank: the order is exact");
+    let mut got = vec![0.0; docs.len()];
+    for x in results {
+        got[x["index"].as_u64().unwrap() as usize] = x["relevance_score"].as_f64().unwrap() as f32;
+    }
+    let worst = close(&got, &scores, &format!("{name} /v1/rerank"));
+
+    let n = docs.len();
+    let body = json!({"inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [n], "data": vec![r["query"].clone(); n]},
+        {"name": "text_pair", "datatype": "BYTES", "shape": [n], "data": docs}]});
+    let resp = server.post_json(&format!("/v2/models/{name}/infer"), &body);
+    assert_eq!(resp.status, 200, "{name}: {}", resp.body);
+    let out = &resp.json()["outputs"][0];
+    assert_eq!((out["name"].as_str(), out["shape"].clone()), (Some("scores"), json!([n, 1])));
+    worst.max(close(&floats(&out["data"]), &scores, &format!("{name} kserve scores")))
+}
+
+/// /predict on one classifier: pairs and one single text, logits and softmax scores against the reference, labels
+/// best first; the largest error.
+fn check_predict(server: &Server, name: &str) -> f32 {
+    let r = reference(name);
+    let labels = strings(&r["labels"]);
+    let pairs: Vec<Value> = strings(&r["documents"]).iter().map(|d| json!([r["query"], d])).collect();
+    let mut worst = 0.0f32;
+    for (raw, want) in [(true, rows(&r["logits"])), (false, rows(&r["scores"]))] {
+        let body = json!({"inputs": pairs, "raw_scores": raw, "truncate": true, "model": name});
+        let resp = server.post_json("/predict", &body);
+        assert_eq!(resp.status, 200, "{name}: {}", resp.body);
+        for (got, want) in resp.json().as_array().unwrap().iter().zip(&want) {
+            let got = got.as_array().unwrap();
+            let by_label: Vec<f32> = labels
+                .iter()
+                .map(|l| got.iter().find(|p| p["label"] == *l).unwrap()["score"].as_f64().unwrap() as f32)
+                .collect();
+            worst = worst.max(close(&by_label, want, &format!("{name} /predict raw_scores={raw}")));
+            let best: Vec<&str> = got.iter().map(|p| p["label"].as_str().unwrap()).collect();
+            let want_best: Vec<&str> = order(want).iter().map(|&i| labels[i].as_str()).collect();
+            assert_eq!(best, want_best, "{name}: labels best first");
+        }
+    }
+    let texts = strings(&r["texts"]);
+    let resp = server.post_json("/predict", &json!({"inputs": texts[0], "raw_scores": true, "model": name}));
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let one = resp.json();
+    let got: Vec<f32> = labels
+        .iter()
+        .map(|l| one.as_array().unwrap().iter().find(|p| p["label"] == *l).unwrap()["score"].as_f64().unwrap())
+        .map(|x| x as f32)
+        .collect();
+    worst.max(close(&got, &rows(&r["text_logits"])[0], &format!("{name} one text")))
 }
 
 #[test]
 fn rerankers_and_classifiers_match_transformers_on_every_route() {
-    let server = server_with(&[], &[]);
-    check_tei_rerank(&server, "bert-reranker");
-    check_tei_rerank(&server, "xlmr-reranker");
+    let server = serve(models(true), &[], &[]);
+    // Every head on every route; the largest error per fixture is printed (run with --nocapture to see it).
+    let mut worst = vec![];
+    for name in RERANKERS {
+        worst.push((name, check_tei_rerank(&server, name).max(check_cohere_and_kserve(&server, name))));
+    }
+    for name in CLASSIFIERS {
+        worst.push((name, check_predict(&server, name)));
+    }
+    for (name, err) in &worst {
+        eprintln!("{name}: largest score or logit error {err:.1e} over every route");
+    }
 
     // Cohere / Jina: both document shapes, top_n, return_documents, usage; the model field omitted picks the
     // first reranker.
@@ -121,54 +209,11 @@ fn rerankers_and_classifiers_match_transformers_on_every_route() {
     assert!(v["results"][0].get("document").is_none(), "no documents unless asked");
     assert!(v["meta"]["warnings"][0].as_str().unwrap().contains("top_n 5"), "the clamp is said: {v}");
 
-    // /predict: pairs, single texts, a batch; softmax probabilities by default, logits with raw_scores.
-    for name in ["xlmr-classifier", "bert-classifier"] {
-        let r = reference(name);
-        let labels = strings(&r["labels"]);
-        let pairs: Vec<Value> = strings(&r["documents"]).iter().map(|d| json!([r["query"], d])).collect();
-        for (raw, want) in [(true, rows(&r["logits"])), (false, rows(&r["scores"]))] {
-            let body = json!({"inputs": pairs, "raw_scores": raw, "truncate": true, "model": name});
-            let resp = server.post_json("/predict", &body);
-            assert_eq!(resp.status, 200, "{name}: {}", resp.body);
-            for (got, want) in resp.json().as_array().unwrap().iter().zip(&want) {
-                let got = got.as_array().unwrap();
-                let by_label: Vec<f32> = labels
-                    .iter()
-                    .map(|l| got.iter().find(|p| p["label"] == *l).unwrap()["score"].as_f64().unwrap() as f32)
-                    .collect();
-                close(&by_label, want, &format!("{name} /predict raw_scores={raw}"));
-                let best: Vec<&str> = got.iter().map(|p| p["label"].as_str().unwrap()).collect();
-                let want_best: Vec<&str> = order(want).iter().map(|&i| labels[i].as_str()).collect();
-                assert_eq!(best, want_best, "{name}: labels best first");
-            }
-        }
-        let texts = strings(&r["texts"]);
-        let resp = server.post_json("/predict", &json!({"inputs": texts[0], "raw_scores": true, "model": name}));
-        assert_eq!(resp.status, 200, "{}", resp.body);
-        let one = resp.json();
-        let got: Vec<f32> = labels
-            .iter()
-            .map(|l| one.as_array().unwrap().iter().find(|p| p["label"] == *l).unwrap()["score"].as_f64().unwrap())
-            .map(|x| x as f32)
-            .collect();
-        close(&got, &rows(&r["text_logits"])[0], &format!("{name} one text"));
-    }
     assert_eq!(reference("xlmr-classifier")["labels"], json!(["negative", "neutral", "positive"]));
-
-    // KServe v2 infer: the query in `text`, the documents in `text_pair`, scores out.
-    let r = reference("bert-reranker");
-    let docs = strings(&r["documents"]);
-    let n = docs.len();
-    let body = json!({"inputs": [
-        {"name": "text", "datatype": "BYTES", "shape": [n], "data": vec![r["query"].clone(); n]},
-        {"name": "text_pair", "datatype": "BYTES", "shape": [n], "data": docs}]});
-    let resp = server.post_json("/v2/models/bert-reranker/infer", &body);
-    assert_eq!(resp.status, 200, "{}", resp.body);
-    let out = &resp.json()["outputs"][0];
-    assert_eq!((out["name"].as_str(), out["shape"].clone()), (Some("scores"), json!([n, 1])));
-    close(&floats(&out["data"]), &rows(&r["scores"]).concat(), "kserve scores");
-    let meta = server.request("GET", "/v2/models/xlmr-classifier", &[], None).json();
-    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 3]), "{meta}");
+    for (name, labels) in [("xlmr-classifier", 3), ("modernbert-classifier", 3), ("qwen2-classifier", 2)] {
+        let meta = server.request("GET", &format!("/v2/models/{name}"), &[], None).json();
+        assert_eq!(meta["outputs"][0]["shape"], json!([-1, labels]), "{meta}");
+    }
 }
 
 #[test]
@@ -292,7 +337,7 @@ fn the_cli_ranks_and_classifies_and_refuses_the_wrong_command() {
 #[test]
 fn doctor_and_bench_measure_cross_encoders() {
     let quick = ["--batch-sizes", "1,8", "--iterations", "3", "--predictions", "12", "--seq-lengths", "8,16"];
-    for name in ["bert-reranker", "xlmr-classifier"] {
+    for name in ["bert-reranker", "xlmr-classifier", "qwen3-reranker"] {
         let model = fixture(name);
         let mut args = vec!["doctor", "--json", "--model", model.to_str().unwrap(), "--compute-units"];
         args.extend(["ort:cpu,candle:cpu"].iter().chain(&quick));
@@ -342,10 +387,11 @@ fn doctor_and_bench_measure_cross_encoders() {
 
 #[test]
 fn pairs_are_tokenized_as_transformers_tokenizes_them() {
-    for name in ["bert-reranker", "xlmr-reranker"] {
+    for name in RERANKERS.iter().chain(CLASSIFIERS) {
         let r = reference(name);
         let model = bulkhead_core::ModelFiles::open(&fixture(name)).unwrap();
-        assert!(matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }), "{name}: {:?}", model.task);
+        let want = if RERANKERS.contains(name) { 1 } else { r["labels"].as_array().unwrap().len() };
+        assert!(model.task.is_cross_encoder() && model.task.outputs() == want, "{name}: {:?}", model.task);
         let tok = bulkhead_embed::Tokenizer::load(&model).unwrap();
         let docs = strings(&r["documents"]);
         let pairs: Vec<(&str, Option<&str>)> =
