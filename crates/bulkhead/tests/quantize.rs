@@ -104,3 +104,34 @@ fn bad_calibration_files_are_usage_errors_that_write_nothing() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--min-cosine 2 is outside (0, 1]"), "{}", stderr(&o));
 }
+
+/// `serve --precision int8` on a plain safetensors folder: quantized once, by a child `bulkhead quantize` with the
+/// default options, into the cache; served as int8; and taken from the cache by the next start, which quantizes
+/// nothing. (The tiny XLM-RoBERTa fixture meets the default floor, so the glue runs in seconds.)
+#[test]
+fn precision_int8_quantizes_a_plain_folder_once_and_reuses_it() {
+    let model = fixture("arch/xlm-roberta");
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("BULKHEAD_CACHE_DIR", cache.path().to_str().unwrap())];
+    let args = ["--model", model.to_str().unwrap(), "--compute-units", "ort:cpu", "--precision", "int8"];
+    let embed = |server: &Server| {
+        let r = server.post_json("/embed", &serde_json::json!({ "inputs": "crash-safe local inference" }));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulkhead-precision"), Some("int8"));
+        r.body
+    };
+    let server = Server::start(&args, &env);
+    let first = embed(&server);
+    assert!(server.stderr().contains("quantizing"), "{}", server.stderr());
+    let entries: Vec<_> = std::fs::read_dir(cache.path().join("int8")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let m = bulkhead_quantize::Manifest::read(&entries[0]).expect("the cached folder's manifest");
+    // The defaults: the 0.999 floor met, outlier channels tried, SmoothQuant not.
+    assert!(m.meets_target && m.min_cosine_target == 0.999, "{m:?}");
+    assert!(m.outliers.options.is_some() && m.smoothquant.alpha.is_none(), "{m:?}");
+    drop(server);
+
+    let again = Server::start(&args, &env);
+    assert_eq!(embed(&again), first, "the same cached int8 graph");
+    assert!(!again.stderr().contains("quantizing"), "the second start quantized again: {}", again.stderr());
+}
