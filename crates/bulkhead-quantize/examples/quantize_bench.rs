@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p bulkhead-quantize --example quantize_bench -- \
 //!     [--model DIR] [--min-cosine X] [--seconds S] [--rounds N] [--threads N] [--ort-quantized DIR] [--form fused|standard]
-//!     [--smoothquant] [--no-outliers]
+//!     [--smoothquant] [--no-outliers | --outlier-ratio R]
 //! ```
 //! `--ort-quantized DIR`: the `.onnx` files `scripts/bench/ort_quantize_baseline.py` writes.
 
@@ -61,7 +61,10 @@ fn main() -> Result<(), Error> {
     let opts = SearchOptions {
         min_cosine,
         smooth_alpha: flag("--smoothquant").then_some(bulkhead_quantize::DEFAULT_SMOOTH_ALPHA),
-        outliers: (!flag("--no-outliers")).then(OutlierOptions::default),
+        outliers: (!flag("--no-outliers")).then(|| OutlierOptions {
+            ratio: arg(&args, "--outlier-ratio", OutlierOptions::default().ratio),
+            ..OutlierOptions::default()
+        }),
         form,
     };
     let found = search(&ev, &calib, &calib_ref, &opts)?;

@@ -40,7 +40,7 @@ pub struct QuantizeArgs {
     /// Do not try SmoothQuant (the default; kept for scripts that say so).
     #[arg(long)]
     no_smoothquant: bool,
-    /// Do not try keeping a group's outlier input channels (those at least 6 times the median channel's maximum on
+    /// Do not try keeping a group's outlier input channels (those at least 3 times the median channel's maximum on
     /// the calibration texts, at most 1/32 of them) in float32 beside the int8 product.
     #[arg(long)]
     no_outliers: bool,
