@@ -107,3 +107,14 @@ fn every_prefix_and_every_damaged_header_is_an_error_or_audio_never_a_panic() {
         }
     }
 }
+
+#[test]
+fn a_header_without_samples_is_empty() {
+    // speech.wav's 44-byte header with the data chunk (and the RIFF size) saying 0 bytes of samples.
+    let mut header = bytes("speech.wav")[..44].to_vec();
+    header[4..8].copy_from_slice(&36u32.to_le_bytes());
+    header[40..44].copy_from_slice(&0u32.to_le_bytes());
+    let e = decode(header, &Limits::default()).unwrap_err();
+    assert!(matches!(e, AudioError::Empty { .. }), "{e:?}");
+    assert!(e.to_string().contains("0 samples"), "{e}");
+}

@@ -81,7 +81,8 @@ fn mel_upper_hz(m: usize, n: usize) -> f64 {
 
 /// The whole path on the 44.1 kHz stereo clip: decode, down-mix, our resampler, features, against the reference
 /// on soxr's PCM. Resamplers differ in their transition band below 8 kHz (tests/resample.rs: 92 dB apart below
-/// 7 kHz), so the top mel bins differ; the bins below 7 kHz must agree closely. Printed for the README.
+/// 7 kHz), so the top mel bins differ; the yardstick is how far scipy's `resample_poly` lands from soxr (recorded
+/// by the fixture script). Printed for the README.
 #[test]
 fn stereo_44k_through_our_resampler_is_close_to_the_soxr_reference() {
     let pcm = decoded("stereo-44k.wav").resampled(16000).unwrap();
@@ -102,8 +103,16 @@ fn stereo_44k_through_our_resampler_is_close_to_the_soxr_reference() {
                 }
             }
         }
-        println!("stereo-44k.wav {config:14} ours (rubato) vs soxr reference: all bins {all:.2e}, {low} bins < 7 kHz {below:.2e}");
-        assert!(below <= 1e-2, "{config}: {below:e} in the bins below 7 kHz");
+        let scipy = &entry["resampled"][format!("features_resample_poly_vs_soxr_hq_max_abs/{config}")];
+        let (scipy_all, scipy_below) =
+            (scipy["all_bins"].as_f64().unwrap(), scipy["bins_below_7khz"].as_f64().unwrap());
+        println!(
+            "stereo-44k.wav {config:14} vs the soxr reference: ours (rubato) all bins {all:.2e}, {low} bins < 7 kHz \
+             {below:.2e} | scipy resample_poly all bins {scipy_all:.2e}, bins < 7 kHz {scipy_below:.2e}"
+        );
+        // As close to soxr as another good resampler (scipy's) is, with a little room.
+        assert!(below as f64 <= 1.5 * scipy_below, "{config}: {below:e} in the bins below 7 kHz");
+        assert!(all as f64 <= 1.5 * scipy_all, "{config}: {all:e} over all bins");
     }
 }
 
