@@ -19,8 +19,11 @@
 //!   [`AudioError`] naming the problem, the container and, where there is one, the codec or the limit.
 //! * A duration limit holds while decoding: decoding stops at the limit, whatever the header claims.
 //! * The features are transformers' numpy computation (float64 STFT and mel, float32 log and normalisation), within
-//!   1e-4 of it on every committed clip (tests/fixtures/speech/clips, from scripts/fixtures/make_audio.py); a
-//!   configuration value it would not follow exactly is a [`ConfigError`], never ignored.
+//!   1e-4 of it on the same PCM for every committed clip and configuration (tests/fixtures/speech/clips, from
+//!   scripts/fixtures/make_audio.py); a configuration value it would not follow exactly is a [`ConfigError`],
+//!   never ignored.
+//! * The PCM of a lossless file is its samples exactly; a lossy file's is its decode with the encoder's delay and
+//!   padding dropped (MP3's LAME tag, MP4's edit list), sample-aligned with ffmpeg's.
 //! * PCM handed to the extractor is mono at the extractor's rate; [`FeatureExtractor::extract`] does not resample.
 //! * No I/O beyond reading a `preprocessor_config.json`, no threads, no async.
 #![deny(missing_docs)]
