@@ -45,7 +45,7 @@ fn main() {
     println!("| config | bulkhead-audio | transformers numpy | transformers torch |");
     println!("|---|---:|---:|---:|");
     for (name, n_mels) in [("whisper-80", 80), ("qwen3-asr-128", 128)] {
-        let fe = FeatureExtractor::new(FeatureConfig::whisper(n_mels));
+        let fe = FeatureExtractor::new(FeatureConfig::whisper(n_mels)).expect("the Whisper defaults are valid");
         let ours = best_of(runs, || {
             std::hint::black_box(fe.extract(&audio, Padding::MaxLength));
         });
@@ -53,7 +53,7 @@ fn main() {
         println!("| {name} | {} | {} | {} |", ms(ours), theirs("numpy"), theirs("torch"));
     }
     let setup = best_of(runs, || {
-        std::hint::black_box(FeatureExtractor::new(FeatureConfig::whisper(128)));
+        std::hint::black_box(FeatureExtractor::new(FeatureConfig::whisper(128)).ok());
     });
     println!("(making an extractor: {} ms, once per model)", ms(setup));
 

@@ -90,52 +90,66 @@ impl FeatureConfig {
                 "dithering adds random noise to every frame; only 0.0 (transformers' default) is supported",
             ));
         }
-        let positive = |field: &'static str, v: u64| {
-            if v == 0 {
-                Err(unsupported(field, "0".into(), "must be at least 1"))
-            } else {
-                Ok(v as usize)
-            }
-        };
-        let n_mels = positive("feature_size", raw.num_mel_bins.or(raw.feature_size).unwrap_or(80))?;
-        let sampling_rate = positive("sampling_rate", raw.sampling_rate.unwrap_or(16000))?;
-        let hop_length = positive("hop_length", raw.hop_length.unwrap_or(160))?;
-        let n_fft = positive("n_fft", raw.n_fft.unwrap_or(400))?;
-        if n_fft % 2 == 1 || n_fft < 4 {
-            return Err(unsupported("n_fft", n_fft.to_string(), "must be even and at least 4"));
-        }
-        if n_mels > 512 {
-            return Err(unsupported("feature_size", n_mels.to_string(), "more than 512 mel bins"));
-        }
-        let chunk_length = positive("chunk_length", raw.chunk_length.unwrap_or(30))?;
-        let n_samples = match raw.n_samples {
-            Some(n) => positive("n_samples", n)?,
-            None => chunk_length * sampling_rate,
-        };
-        let nb_max_frames = match raw.nb_max_frames {
-            Some(n) => positive("nb_max_frames", n)?,
-            None => n_samples / hop_length,
-        };
-        if nb_max_frames != n_samples / hop_length {
-            return Err(unsupported(
-                "nb_max_frames",
-                nb_max_frames.to_string(),
-                &format!("must be n_samples / hop_length = {}", n_samples / hop_length),
-            ));
-        }
-        Ok(FeatureConfig {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let n_mels = size(raw.num_mel_bins.or(raw.feature_size).unwrap_or(80));
+        let sampling_rate = u32::try_from(raw.sampling_rate.unwrap_or(16000))
+            .map_err(|_| unsupported("sampling_rate", format!("{:?}", raw.sampling_rate), "too large"))?;
+        let hop_length = size(raw.hop_length.unwrap_or(160));
+        let chunk_length = size(raw.chunk_length.unwrap_or(30));
+        let n_samples = raw.n_samples.map_or(chunk_length.saturating_mul(sampling_rate as usize), size);
+        let config = FeatureConfig {
             n_mels,
-            sampling_rate: u32::try_from(sampling_rate)
-                .map_err(|_| unsupported("sampling_rate", sampling_rate.to_string(), "too large"))?,
+            sampling_rate,
             hop_length,
-            n_fft,
+            n_fft: size(raw.n_fft.unwrap_or(400)),
             chunk_length,
             n_samples,
-            nb_max_frames,
+            nb_max_frames: raw.nb_max_frames.map_or(n_samples / hop_length.max(1), size),
             padding_value: raw.padding_value.unwrap_or(0.0),
             return_attention_mask: raw.return_attention_mask.unwrap_or(false),
             processor_class: raw.processor_class,
-        })
+        };
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Refuses values the extractor cannot compute with (zero sizes, an odd FFT, inconsistent lengths).
+    pub(crate) fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let unsupported = |field: &'static str, value: String, reason: String| ConfigError::Unsupported {
+            path: path.to_path_buf(),
+            field,
+            value,
+            reason,
+        };
+        for (field, value) in [
+            ("feature_size", self.n_mels),
+            ("sampling_rate", self.sampling_rate as usize),
+            ("hop_length", self.hop_length),
+            ("chunk_length", self.chunk_length),
+            ("n_samples", self.n_samples),
+            ("nb_max_frames", self.nb_max_frames),
+        ] {
+            if value == 0 {
+                return Err(unsupported(field, "0".into(), "must be at least 1".into()));
+            }
+        }
+        if self.n_fft % 2 == 1 || self.n_fft < 4 || self.n_fft > 65536 {
+            return Err(unsupported("n_fft", self.n_fft.to_string(), "must be even, from 4 to 65536".into()));
+        }
+        if self.n_mels > 512 {
+            return Err(unsupported("feature_size", self.n_mels.to_string(), "more than 512 mel bins".into()));
+        }
+        if self.nb_max_frames != self.n_samples / self.hop_length {
+            return Err(unsupported(
+                "nb_max_frames",
+                self.nb_max_frames.to_string(),
+                format!("must be n_samples / hop_length = {}", self.n_samples / self.hop_length),
+            ));
+        }
+        if !self.padding_value.is_finite() {
+            return Err(unsupported("padding_value", self.padding_value.to_string(), "must be finite".into()));
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::mel::MelBank;
-use crate::FeatureConfig;
+use crate::{ConfigError, FeatureConfig};
 
 /// How the audio is brought to the model's input length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,15 +70,17 @@ impl std::fmt::Debug for FeatureExtractor {
 }
 
 impl FeatureExtractor {
-    /// An extractor for `config` (the window, filter bank and FFT plan are made here, once).
-    pub fn new(config: FeatureConfig) -> Self {
+    /// An extractor for `config` (the window, filter bank and FFT plan are made here, once); a configuration with
+    /// zero sizes, an odd FFT length or inconsistent lengths is refused.
+    pub fn new(config: FeatureConfig) -> Result<Self, ConfigError> {
+        config.check(std::path::Path::new("<FeatureConfig>"))?;
         let n = config.n_fft;
         // np.hanning(n + 1)[:-1]: the periodic Hann window.
         let window: Arc<[f64]> =
             (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect();
         let bank = Arc::new(MelBank::slaney(config.n_mels, n / 2 + 1, config.sampling_rate, 0.0, 8000.0));
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
-        FeatureExtractor { config, window, bank, fft }
+        Ok(FeatureExtractor { config, window, bank, fft })
     }
 
     /// The configuration.

@@ -133,7 +133,7 @@ fn longest_padding_matches_the_qwen3_asr_processor() {
 /// Frame counts and the attention mask at the edges of the hop and of the 30 s window.
 #[test]
 fn frame_counts_follow_transformers() {
-    let fe = FeatureExtractor::new(FeatureConfig::whisper(80));
+    let fe = FeatureExtractor::new(FeatureConfig::whisper(80)).unwrap();
     let tone: Vec<f32> = (0..480_100).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
     for (len, valid, longest) in [(160, 1, 1), (161, 2, 1), (16000, 100, 100), (479_999, 3000, 2999)] {
         let f = fe.extract(&tone[..len], Padding::MaxLength);
@@ -171,4 +171,7 @@ fn preprocessor_configs() {
         assert!(err.contains(field), "{json}: {err}");
     }
     assert!(FeatureConfig::from_json("{").unwrap_err().to_string().contains("not a valid preprocessor_config"));
+    // A configuration built in code is checked too.
+    let zero_hop = FeatureConfig { hop_length: 0, ..FeatureConfig::whisper(80) };
+    assert!(FeatureExtractor::new(zero_hop).unwrap_err().to_string().contains("hop_length"));
 }

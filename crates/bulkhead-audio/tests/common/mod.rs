@@ -42,7 +42,7 @@ pub fn f32s(name: &str) -> Vec<f32> {
 /// The extractor of a committed configuration (`whisper-80`, `qwen3-asr-128`), read from its JSON file.
 pub fn extractor(config: &str) -> FeatureExtractor {
     let cfg = FeatureConfig::from_file(&clips().join(format!("{config}.json"))).expect("config parses");
-    FeatureExtractor::new(cfg)
+    FeatureExtractor::new(cfg).expect("config is valid")
 }
 
 /// The largest |ours - reference| over the stored frames of a features entry (`frames` and `file`): every value
