@@ -34,6 +34,7 @@ pub struct Window {
 
 impl FeatureExtractor {
     /// The long-form features of mono `samples` at the extractor's rate (any length, a single window included).
+    /// Holds `n_mels` float32 values per 10 ms frame: 184 MB for an hour at 128 bins.
     pub fn long_form(&self, samples: &[f32]) -> LongForm {
         let cfg = self.config();
         let mel = self.normalised(samples, samples.len() + cfg.n_samples);
