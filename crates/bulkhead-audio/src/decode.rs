@@ -69,6 +69,22 @@ impl Pcm {
         self.samples.len() as f64 / self.rate as f64
     }
 
+    /// Qwen3-ASR's last loading step (`float_range_normalize` in the qwen-asr package, after its down-mix and
+    /// resampling): if a sample's magnitude exceeds 1, every sample is divided by the peak; then all are clipped to
+    /// [-1, 1]. Audio already within [-1, 1] is unchanged. Whisper's pipelines do not do this.
+    pub fn peak_limited(mut self) -> Pcm {
+        let peak = self.samples.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if peak > 1.0 {
+            for x in &mut self.samples {
+                *x /= peak;
+            }
+        }
+        for x in &mut self.samples {
+            *x = x.clamp(-1.0, 1.0);
+        }
+        self
+    }
+
     /// The same audio at `rate` Hz (band-limited, see [`crate::resample()`]); unchanged if already at that rate.
     pub fn resampled(self, rate: u32) -> Result<Pcm, AudioError> {
         if rate == self.rate {

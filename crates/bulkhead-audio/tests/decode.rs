@@ -123,3 +123,16 @@ fn load_resamples_to_the_model_rate() {
     let same = bulkhead_audio::load(bytes("speech.wav"), &Limits::default(), 16000).unwrap();
     assert_eq!(same.samples, decoded("speech.wav").samples, "already at 16 kHz: untouched");
 }
+
+#[test]
+fn peak_limiting_as_qwen3_asr_loads_audio() {
+    // A float WAV peaking at 2.0: divided by the peak, as qwen-asr's float_range_normalize does.
+    let loud: Vec<f64> = (0..1000).map(|i| 2.0 * (i as f64 * 0.01).sin()).collect();
+    let pcm = decode(wav(&loud, 1, 16000, 32, true), &Limits::default()).unwrap().peak_limited();
+    let peak = pcm.samples.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!((peak - 1.0).abs() < 1e-6, "{peak}");
+    assert!((pcm.samples[100] as f64 - loud[100] / 2.0).abs() < 1e-6);
+    // Within [-1, 1]: untouched.
+    let speech = decoded("speech.wav");
+    assert_eq!(speech.clone().peak_limited(), speech);
+}
