@@ -167,9 +167,12 @@ where
             return Err(AudioError::TooLong { seconds, limit_s: limits.max_seconds });
         }
     }
-    let mut decoder = registry
-        .make(&params, &DecoderOptions::default())
-        .map_err(|_| AudioError::UnsupportedCodec { codec: codec_name(params.codec), container: container.name() })?;
+    let mut decoder = registry.make(&params, &DecoderOptions::default()).map_err(|e| match e {
+        SymError::Unsupported(_) => {
+            AudioError::UnsupportedCodec { codec: codec_name(params.codec), container: container.name() }
+        }
+        other => AudioError::Corrupt { container: container.name(), detail: describe(&other) },
+    })?;
 
     let mut samples: Vec<f32> = Vec::new();
     let mut rate = 0u32;
