@@ -245,3 +245,55 @@ fn triple(v: &Value, key: &str) -> Result<[f64; 3], ConfigError> {
         _ => Err(bad()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<PreprocessorConfig, ConfigError> {
+        PreprocessorConfig::from_json(json)
+    }
+
+    #[test]
+    fn sizes_follow_get_size_dict() {
+        // An integer is a shortest edge for CLIP and SigLIP, a square for SAM2.
+        let clip = parse(r#"{"image_processor_type": "CLIPImageProcessor", "size": 336, "crop_size": 336}"#).unwrap();
+        assert_eq!(clip.resize, Some((ResizeTo::ShortestEdge(336), Filter::Bicubic)));
+        assert_eq!(clip.center_crop, Some(Size { height: 336, width: 336 }));
+        let sam = parse(r#"{"image_processor_type": "Sam2ImageProcessorFast", "size": 512}"#).unwrap();
+        assert_eq!(sam.resize, Some((ResizeTo::Exact(Size { height: 512, width: 512 }), Filter::Bilinear)));
+        let siglip = parse(r#"{"image_processor_type": "SiglipImageProcessor", "size": [384, 320], "resample": 2}"#);
+        let expected = ResizeTo::Exact(Size { height: 384, width: 320 });
+        assert_eq!(siglip.unwrap().resize, Some((expected, Filter::Bilinear)));
+    }
+
+    #[test]
+    fn switches_and_nulls() {
+        let off = parse(
+            r#"{"image_processor_type": "CLIPImageProcessor", "do_resize": false, "do_center_crop": false,
+                "do_rescale": false, "do_normalize": false, "crop_size": null}"#,
+        )
+        .unwrap();
+        assert_eq!((off.resize, off.center_crop, off.rescale, off.normalize), (None, None, None, None));
+        let nulls = parse(r#"{"image_processor_type": "Sam2ImageProcessorFast", "crop_size": null, "do_pad": null}"#);
+        assert_eq!(nulls.unwrap(), PreprocessorConfig::defaults(ProcessorKind::Sam2));
+        let one_mean = parse(r#"{"image_processor_type": "SiglipImageProcessor", "image_mean": 0.25}"#).unwrap();
+        assert_eq!(one_mean.normalize.unwrap().0, [0.25; 3]);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        assert!(matches!(parse("{"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(parse(r#"{"size": 3}"#), Err(ConfigError::Invalid(_))));
+        let vit = parse(r#"{"image_processor_type": "ViTImageProcessor"}"#);
+        assert!(matches!(vit, Err(ConfigError::UnsupportedProcessor(name)) if name == "ViTImageProcessor"));
+        let lanczos = parse(r#"{"image_processor_type": "CLIPImageProcessor", "resample": 1}"#);
+        assert_eq!(lanczos, Err(ConfigError::UnsupportedResample(1)));
+        let longest = parse(r#"{"image_processor_type": "CLIPImageProcessor", "size": {"longest_edge": 5}}"#);
+        assert!(matches!(longest, Err(ConfigError::BadValue(_))));
+        let zero_std = parse(r#"{"image_processor_type": "CLIPImageProcessor", "image_std": [0, 1, 1]}"#);
+        assert!(matches!(zero_std, Err(ConfigError::BadValue(_))));
+        let zero_size = parse(r#"{"image_processor_type": "CLIPImageProcessor", "size": 0}"#);
+        assert!(matches!(zero_size, Err(ConfigError::BadValue(_))));
+    }
+}

@@ -90,8 +90,8 @@ impl Mask {
     pub fn from_rle(rle: &CocoRle) -> Option<Mask> {
         let size = Size { height: rle.size[0], width: rle.size[1] };
         let (h, w) = (size.height as usize, size.width as usize);
-        let total: u64 = rle.counts.iter().sum();
-        if total != (h * w) as u64 {
+        let total = rle.counts.iter().try_fold(0u64, |sum, &run| sum.checked_add(run))?;
+        if h == 0 || total != (h as u64).checked_mul(w as u64)? {
             return None;
         }
         let mut data = vec![0u8; h * w];

@@ -48,7 +48,7 @@ fn pixel_values_match_transformers() {
         "| processor | image | shape | bit-exact | max abs (all values) | cosine | model-input levels differing |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for proc_name in ["clip", "siglip", "sam2"] {
+    for proc_name in ["clip", "siglip", "sam2", "clip_pad"] {
         let pre = preprocessor(proc_name);
         let entry = &reference["processors"][proc_name];
         for (image_name, case) in entry["images"].as_object().unwrap() {
