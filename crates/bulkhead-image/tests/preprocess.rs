@@ -94,7 +94,8 @@ fn pixel_values_match_transformers() {
             );
             let lossy = image_name.ends_with(".jpg") || image_name.ends_with(".webp");
             if lossy {
-                assert!(cos >= 0.9999, "{proc_name}/{image_name}: cosine {cos}");
+                // One or two levels on a few percent of the values: cosine well above 0.9999.
+                assert!(cos >= 0.9999 && max <= 0.1, "{proc_name}/{image_name}: cosine {cos}, max abs {max}");
             } else {
                 assert!(exact, "{proc_name}/{image_name}: max abs {max}, cosine {cos}");
             }
