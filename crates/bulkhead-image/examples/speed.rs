@@ -42,7 +42,7 @@ fn main() {
             });
             let image = decode(&bytes, Limits::default()).expect("decodes").image;
             let pre_ms = median_ms(15, || {
-                pre.preprocess(&image);
+                pre.preprocess(&image).expect("preprocesses");
             });
             let load_ms = reference["images"][image_name]["load_image_ms"].as_f64().unwrap_or(f64::NAN);
             let theirs = case["transformers_ms"].as_f64().unwrap_or(f64::NAN);

@@ -139,6 +139,9 @@ impl PreprocessorConfig {
             };
         }
         config.resize = enabled(field("do_resize"), "do_resize", true)?.then_some((target, filter));
+        if let ResizeTo::Exact(size) = target {
+            bounded(size, "size")?;
+        }
 
         let mut crop = config.center_crop;
         if let Some(v) = field("crop_size") {
@@ -155,6 +158,10 @@ impl PreprocessorConfig {
         } else {
             None
         };
+
+        if let Some(crop) = config.center_crop {
+            bounded(crop, "crop_size")?;
+        }
 
         let factor = match field("rescale_factor") {
             Some(v) => v.as_f64().ok_or_else(|| ConfigError::Invalid("`rescale_factor` is not a number".into()))?,
@@ -178,6 +185,14 @@ impl PreprocessorConfig {
         config.normalize = enabled(field("do_normalize"), "do_normalize", true)?.then_some((mean, std));
         Ok(config)
     }
+}
+
+/// A model input of at most 4096 x 4096 pixels (the largest vision models take a few thousand a side).
+fn bounded(size: Size, key: &str) -> Result<(), ConfigError> {
+    if u64::from(size.height) * u64::from(size.width) > 1 << 24 {
+        return Err(ConfigError::BadValue(format!("{key} {}x{} is over 16,777,216 pixels", size.width, size.height)));
+    }
+    Ok(())
 }
 
 fn flag(v: &Value, key: &str) -> Result<bool, ConfigError> {
@@ -293,6 +308,9 @@ mod tests {
         assert!(matches!(longest, Err(ConfigError::BadValue(_))));
         let zero_std = parse(r#"{"image_processor_type": "CLIPImageProcessor", "image_std": [0, 1, 1]}"#);
         assert!(matches!(zero_std, Err(ConfigError::BadValue(_))));
+        let huge =
+            parse(r#"{"image_processor_type": "SiglipImageProcessor", "size": {"height": 60000, "width": 60000}}"#);
+        assert!(matches!(huge, Err(ConfigError::BadValue(_))));
         let zero_size = parse(r#"{"image_processor_type": "CLIPImageProcessor", "size": 0}"#);
         assert!(matches!(zero_size, Err(ConfigError::BadValue(_))));
     }

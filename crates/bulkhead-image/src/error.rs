@@ -56,6 +56,22 @@ pub enum ImageError {
         /// The declared height.
         height: u32,
     },
+    /// The processor's resize would make an image too large to hold: a shortest-edge resize of an extremely
+    /// elongated image (transformers would try to allocate it).
+    #[error(
+        "the {width}x{height} image would be resized to {resized_width}x{resized_height} by the processor; \
+         crop or pad it to a less extreme aspect ratio"
+    )]
+    ExtremeAspectRatio {
+        /// The image width.
+        width: u32,
+        /// The image height.
+        height: u32,
+        /// The width after the resize.
+        resized_width: u64,
+        /// The height after the resize.
+        resized_height: u64,
+    },
     /// The data ends before the image does.
     #[error("the {format} image is truncated ({detail}); send the whole file")]
     Truncated {

@@ -19,6 +19,10 @@
 //! * No input bytes make this crate panic or allocate beyond its [`Limits`]: the encoded size is checked first,
 //!   then the pixel count the *header* declares (read by this crate's own header parser) before any decoder
 //!   runs, and the decoders run under an allocation ceiling derived from the pixel limit.
+//! * Preprocessing never materialises more than the model input: a centre crop after a shortest-edge resize
+//!   computes only the cropped part ([`resample::resize_region`]); a resize that would exceed
+//!   [`MAX_RESIZED_SIDE`] (or [`MAX_RESIZED_PIXELS`] without a crop) is refused as
+//!   [`ImageError::ExtremeAspectRatio`], and configurations cannot ask for inputs over 4096 x 4096 pixels.
 //! * Every refusal is a typed error ([`ImageError`], [`ConfigError`], [`PromptError`]) that names the problem
 //!   and what to do; all of them are the client's fault (4xx, CLI exit 2).
 //! * Resizing is bit-exact with torchvision's native uint8 antialiased kernel (see [`resample`]); the
@@ -41,4 +45,4 @@ pub use decode::{decode, Decoded, Limits, RgbImage, DEFAULT_MAX_BYTES, DEFAULT_M
 pub use error::{ConfigError, ImageError, PromptError};
 pub use header::ImageFormat;
 pub use mask::{CocoRle, Mask};
-pub use preprocess::{center_crop, PixelValues, Preprocessor};
+pub use preprocess::{center_crop, PixelValues, Preprocessor, MAX_RESIZED_PIXELS, MAX_RESIZED_SIDE};

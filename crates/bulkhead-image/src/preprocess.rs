@@ -6,8 +6,14 @@ use std::path::Path;
 
 use crate::config::{PreprocessorConfig, ProcessorKind, ResizeTo, Size};
 use crate::decode::RgbImage;
-use crate::error::ConfigError;
-use crate::resample::resize;
+use crate::error::{ConfigError, ImageError};
+use crate::resample::{resize, resize_region, Region};
+
+/// The longest side a resize may produce (a shortest-edge resize of a 1:4681 image at 224).
+pub const MAX_RESIZED_SIDE: u64 = 1 << 20;
+
+/// The most pixels a resize without a following crop may produce (4096 x 4096).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 24;
 
 /// A configured image preprocessor (CLIP, SigLIP or SAM2).
 #[derive(Debug, Clone, PartialEq)]
@@ -54,52 +60,89 @@ impl Preprocessor {
         self.config.kind
     }
 
-    /// The size the resize step produces for an image of `original` size.
-    pub fn resized_size(&self, original: Size) -> Size {
+    /// The size the resize step produces for an image of `original` size (64-bit: a shortest-edge resize of an
+    /// elongated image can exceed `u32`).
+    fn resized_size_wide(&self, original: Size) -> (u64, u64) {
+        let (h, w) = (u64::from(original.height), u64::from(original.width));
         match self.config.resize {
-            None => original,
-            Some((ResizeTo::Exact(size), _)) => size,
+            None => (h, w),
+            Some((ResizeTo::Exact(size), _)) => (u64::from(size.height), u64::from(size.width)),
             Some((ResizeTo::ShortestEdge(short), _)) => {
                 // transformers' get_resize_output_image_size: new_long = int(short * long / old_short).
-                let (h, w) = (u64::from(original.height), u64::from(original.width));
+                let short = u64::from(short);
                 let (old_short, long) = if w <= h { (w, h) } else { (h, w) };
-                let new_long = ((u64::from(short) * long) as f64 / old_short as f64) as u32;
+                let new_long = ((short * long) as f64 / old_short as f64) as u64;
                 if w <= h {
-                    Size { height: new_long.max(1), width: short }
+                    (new_long.max(1), short)
                 } else {
-                    Size { height: short, width: new_long.max(1) }
+                    (short, new_long.max(1))
                 }
             }
         }
     }
 
-    /// Resize and centre crop, still 8-bit: the model input before rescaling and normalising.
-    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+    /// The size the resize step produces for an image of `original` size; `None` when it would be too large
+    /// to hold (see [`ImageError::ExtremeAspectRatio`]).
+    pub fn resized_size(&self, original: Size) -> Option<Size> {
+        let (h, w) = self.resized_size_wide(original);
+        let fits = h.max(w) <= MAX_RESIZED_SIDE && (self.config.center_crop.is_some() || h * w <= MAX_RESIZED_PIXELS);
+        fits.then_some(Size { height: h as u32, width: w as u32 })
+    }
+
+    /// Resize and centre crop, still 8-bit: the model input before rescaling and normalising. Only the part of
+    /// the resized image that the crop keeps is computed.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, ImageError> {
         let original = Size { height: image.height(), width: image.width() };
-        let resized = match self.config.resize {
-            Some((_, filter)) => {
-                let size = self.resized_size(original);
-                if size == original {
-                    image.clone()
-                } else {
-                    resize(image, size.width, size.height, filter)
-                }
+        let resized = self.resized_size(original).ok_or_else(|| {
+            let (resized_height, resized_width) = self.resized_size_wide(original);
+            ImageError::ExtremeAspectRatio {
+                width: original.width,
+                height: original.height,
+                resized_width,
+                resized_height,
             }
-            None => image.clone(),
+        })?;
+        let filter = self.config.resize.map(|(_, filter)| filter);
+        let crop = match self.config.center_crop {
+            Some(crop) => crop,
+            None => {
+                return Ok(match filter {
+                    Some(filter) if resized != original => resize(image, resized.width, resized.height, filter),
+                    _ => image.clone(),
+                })
+            }
         };
-        match self.config.center_crop {
-            Some(crop) => center_crop(&resized, crop),
-            None => resized,
+        // The crop window in resized coordinates (it starts before 0 on a side that is zero-padded).
+        let (left, top) = crop_origin(resized, crop);
+        let x0 = left.max(0);
+        let y0 = top.max(0);
+        let x1 = (left + i64::from(crop.width)).min(i64::from(resized.width));
+        let y1 = (top + i64::from(crop.height)).min(i64::from(resized.height));
+        let region = Region { x: x0 as u32, y: y0 as u32, width: (x1 - x0) as u32, height: (y1 - y0) as u32 };
+        let part = match filter {
+            Some(filter) if resized != original => resize_region(image, resized.width, resized.height, filter, region),
+            _ => sub_image(image, region),
+        };
+        if (region.width, region.height) == (crop.width, crop.height) {
+            return Ok(part);
         }
+        // Zero padding around the part, as torchvision pads before cropping.
+        let mut out = vec![0u8; crop.width as usize * crop.height as usize * 3];
+        let (dx, dy) = ((x0 - left) as usize, (y0 - top) as usize);
+        for (y, row) in part.as_raw().chunks_exact(region.width as usize * 3).enumerate() {
+            let at = ((dy + y) * crop.width as usize + dx) * 3;
+            out[at..at + row.len()].copy_from_slice(row);
+        }
+        Ok(RgbImage::new(crop.width, crop.height, out).expect("the crop buffer matches its size"))
     }
 
     /// The full preprocessing: `pixel_values` for the model, with the sizes needed to map results back.
-    pub fn preprocess(&self, image: &RgbImage) -> PixelValues {
+    pub fn preprocess(&self, image: &RgbImage) -> Result<PixelValues, ImageError> {
         let original_size = Size { height: image.height(), width: image.width() };
-        let resized_size = self.resized_size(original_size);
-        let input = self.resize_and_crop(image);
+        let input = self.resize_and_crop(image)?;
+        let resized_size = self.resized_size(original_size).expect("resize_and_crop checked the size");
         let size = Size { height: input.height(), width: input.width() };
-        PixelValues { data: self.normalize(&input), size, original_size, resized_size }
+        Ok(PixelValues { data: self.normalize(&input), size, original_size, resized_size })
     }
 
     /// Rescale and normalise an 8-bit image into CHW `f32`, with transformers' float32 arithmetic: when both
@@ -135,15 +178,32 @@ fn planes(image: &RgbImage, f: impl Fn(usize, f32) -> f32) -> Vec<f32> {
     out
 }
 
-/// transformers' torchvision `center_crop`: zero-pad when the crop is larger (left/top get the floor half),
-/// then crop from `int((size - crop) / 2)`.
+/// Where transformers' torchvision `center_crop` takes its window from an image of `size`: zero-pad when the
+/// crop is larger (left/top get the floor half), then start at `int((padded - crop) / 2)`. Returned in the
+/// unpadded image's coordinates, so negative on a padded side.
+fn crop_origin(size: Size, crop: Size) -> (i64, i64) {
+    let origin = |side: u32, want: u32| {
+        let (side, want) = (i64::from(side), i64::from(want));
+        let pad = if want > side { (want - side) / 2 } else { 0 };
+        (side.max(want) - want) / 2 - pad
+    };
+    (origin(size.width, crop.width), origin(size.height, crop.height))
+}
+
+/// The pixels of `region` (inside the image).
+fn sub_image(image: &RgbImage, region: Region) -> RgbImage {
+    let stride = image.width() as usize * 3;
+    let (x, w) = (region.x as usize * 3, region.width as usize * 3);
+    let rows = image.as_raw().chunks_exact(stride).skip(region.y as usize).take(region.height as usize);
+    let data = rows.flat_map(|row| &row[x..x + w]).copied().collect();
+    RgbImage::new(region.width, region.height, data).expect("the region lies inside the image")
+}
+
+/// transformers' torchvision `center_crop` of an 8-bit image (zero padding where the crop is larger).
 pub fn center_crop(image: &RgbImage, crop: Size) -> RgbImage {
-    let (w, h) = (image.width() as i64, image.height() as i64);
+    let (w, h) = (i64::from(image.width()), i64::from(image.height()));
     let (cw, ch) = (i64::from(crop.width), i64::from(crop.height));
-    let (pad_left, pad_top) = (if cw > w { (cw - w) / 2 } else { 0 }, if ch > h { (ch - h) / 2 } else { 0 });
-    let (pw, ph) = (w.max(cw), h.max(ch));
-    let left = ((pw - cw) / 2) - pad_left;
-    let top = ((ph - ch) / 2) - pad_top;
+    let (left, top) = crop_origin(Size { height: image.height(), width: image.width() }, crop);
     let mut out = vec![0u8; (cw * ch * 3) as usize];
     for y in 0..ch {
         let sy = y + top;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use bulkhead_image::{Preprocessor, ProcessorKind, RgbImage};
+use bulkhead_image::{ImageError, Preprocessor, ProcessorKind, RgbImage, Size};
 use common::{byte_diff, cosine, f32_bytes, f32_values, fixtures, image, max_abs, read, reference, sha256};
 
 fn preprocessor(name: &str) -> Preprocessor {
@@ -53,7 +53,7 @@ fn pixel_values_match_transformers() {
         let entry = &reference["processors"][proc_name];
         for (image_name, case) in entry["images"].as_object().unwrap() {
             let decoded = image(image_name);
-            let ours = pre.preprocess(&decoded);
+            let ours = pre.preprocess(&decoded).unwrap();
             let shape: Vec<u64> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
             assert_eq!(
                 vec![3, u64::from(ours.size.height), u64::from(ours.size.width)],
@@ -74,7 +74,7 @@ fn pixel_values_match_transformers() {
             if let Some(png) = case["input_png"].as_str() {
                 let expected = image(png);
                 let input_stride = case["input_stride"].as_u64().unwrap() as u32;
-                let ours_input = pre.resize_and_crop(&decoded);
+                let ours_input = pre.resize_and_crop(&decoded).unwrap();
                 let (_, _, share) = byte_diff(&strided(&ours_input, input_stride), expected.as_raw());
                 differing = share;
                 if input_stride == 1 {
@@ -83,7 +83,7 @@ fn pixel_values_match_transformers() {
                     cos = cosine(&ours.data, &theirs);
                 }
             } else {
-                let input_sha = sha256(pre.resize_and_crop(&decoded).as_raw());
+                let input_sha = sha256(pre.resize_and_crop(&decoded).unwrap().as_raw());
                 if input_sha != case["input_sha256"].as_str().unwrap() {
                     differing = f64::NAN;
                 }
@@ -101,4 +101,26 @@ fn pixel_values_match_transformers() {
             }
         }
     }
+}
+
+#[test]
+fn extreme_aspect_ratios_are_refused_not_allocated() {
+    let clip = preprocessor("clip");
+    // 1x20000: a 224 shortest edge makes the long side 4,480,000.
+    let needle = RgbImage::new(1, 20_000, vec![128; 60_000]).unwrap();
+    let err = clip.preprocess(&needle).unwrap_err();
+    assert!(
+        matches!(err, ImageError::ExtremeAspectRatio { width: 1, height: 20_000, resized_height: 4_480_000, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("aspect ratio"), "{err}");
+    // 10x5000 (224x112000 after the resize) is fine with the crop (only the crop is computed) but too large
+    // without one.
+    let long = RgbImage::new(10, 5_000, vec![77; 150_000]).unwrap();
+    assert_eq!(clip.preprocess(&long).unwrap().size, Size { height: 224, width: 224 });
+    let text = String::from_utf8(read("configs/clip.json"))
+        .unwrap()
+        .replace(r#""do_center_crop": true"#, r#""do_center_crop": false"#);
+    let no_crop = Preprocessor::from_json(&text).unwrap();
+    assert!(matches!(no_crop.preprocess(&long), Err(ImageError::ExtremeAspectRatio { .. })));
 }
