@@ -34,6 +34,17 @@ pub struct PixelValues {
     pub resized_size: Size,
 }
 
+impl PixelValues {
+    /// A batch `N x 3 x H x W` of images of one size, in order; `None` when the sizes differ or `items` is empty.
+    pub fn stack(items: &[PixelValues]) -> Option<Vec<f32>> {
+        let first = items.first()?;
+        if items.iter().any(|p| p.size != first.size) {
+            return None;
+        }
+        Some(items.iter().flat_map(|p| p.data.iter().copied()).collect())
+    }
+}
+
 impl Preprocessor {
     /// A preprocessor for a resolved configuration.
     pub fn new(config: PreprocessorConfig) -> Preprocessor {
@@ -58,6 +69,16 @@ impl Preprocessor {
     /// The processor class followed.
     pub fn kind(&self) -> ProcessorKind {
         self.config.kind
+    }
+
+    /// The model input size every image gets (the crop, or an exact resize); `None` when it depends on the
+    /// image (a shortest-edge resize without a crop, or no resize).
+    pub fn input_size(&self) -> Option<Size> {
+        match (self.config.center_crop, self.config.resize) {
+            (Some(crop), _) => Some(crop),
+            (None, Some((ResizeTo::Exact(size), _))) => Some(size),
+            _ => None,
+        }
     }
 
     /// The size the resize step produces for an image of `original` size (64-bit: a shortest-edge resize of an

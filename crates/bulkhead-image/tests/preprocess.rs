@@ -7,7 +7,7 @@
 
 mod common;
 
-use bulkhead_image::{ImageError, Preprocessor, ProcessorKind, RgbImage, Size};
+use bulkhead_image::{ImageError, PixelValues, Preprocessor, ProcessorKind, RgbImage, Size};
 use common::{byte_diff, cosine, f32_bytes, f32_values, fixtures, image, max_abs, read, reference, sha256};
 
 fn preprocessor(name: &str) -> Preprocessor {
@@ -31,6 +31,9 @@ fn configs_resolve_to_the_transformers_classes() {
     assert_eq!(preprocessor("clip").kind(), ProcessorKind::Clip);
     assert_eq!(preprocessor("siglip").kind(), ProcessorKind::Siglip);
     assert_eq!(preprocessor("sam2").kind(), ProcessorKind::Sam2);
+    assert_eq!(preprocessor("clip").input_size(), Some(Size { height: 224, width: 224 }));
+    assert_eq!(preprocessor("siglip").input_size(), Some(Size { height: 256, width: 256 }));
+    assert_eq!(preprocessor("sam2").input_size(), Some(Size { height: 1024, width: 1024 }));
 
     // A model folder holds the same file as `preprocessor_config.json`.
     let dir = std::env::temp_dir().join(format!("bulkhead-image-config-{}", std::process::id()));
@@ -123,4 +126,18 @@ fn extreme_aspect_ratios_are_refused_not_allocated() {
         .replace(r#""do_center_crop": true"#, r#""do_center_crop": false"#);
     let no_crop = Preprocessor::from_json(&text).unwrap();
     assert!(matches!(no_crop.preprocess(&long), Err(ImageError::ExtremeAspectRatio { .. })));
+}
+
+#[test]
+fn batches_stack_images_of_one_size() {
+    let siglip = preprocessor("siglip");
+    let a = siglip.preprocess(&image("photo.png")).unwrap();
+    let b = siglip.preprocess(&image("tiny.png")).unwrap();
+    let batch = PixelValues::stack(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(batch.len(), 2 * 3 * 256 * 256);
+    assert_eq!(&batch[..a.data.len()], &a.data[..]);
+    assert_eq!(&batch[a.data.len()..], &b.data[..]);
+    let sam = preprocessor("sam2").preprocess(&image("tiny.png")).unwrap();
+    assert!(PixelValues::stack(&[a, sam]).is_none());
+    assert!(PixelValues::stack(&[]).is_none());
 }
