@@ -507,13 +507,14 @@ fn activation(g: &mut Graph<'_>, x: &str, act: Act) -> String {
             g.node("Mul", "quick_gelu", &[x, &s], vec![])
         }
         Act::GeluTanh => {
-            // 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))
+            // 0.5·x · (1 + tanh(√(2/π) · (x + 0.044715·x³))), in the node order of ONNX Runtime's FastGeluFusion
+            // (its second formula: `Pow(x, 3)` first), which turns it into one `FastGelu`.
+            let three = g.scalar(3.0);
             let c = g.scalar(0.044_715);
             let k = g.scalar((2.0 / std::f64::consts::PI).sqrt() as f32);
             let one = g.scalar(1.0);
             let half = g.scalar(0.5);
-            let x2 = g.node("Mul", "gelu_x2", &[x, x], vec![]);
-            let x3 = g.node("Mul", "gelu_x3", &[&x2, x], vec![]);
+            let x3 = g.node("Pow", "gelu_x3", &[x, &three], vec![]);
             let cx3 = g.node("Mul", "gelu_cx3", &[&x3, &c], vec![]);
             let inner = g.node("Add", "gelu_inner", &[x, &cx3], vec![]);
             let inner = g.node("Mul", "gelu_scaled", &[&inner, &k], vec![]);

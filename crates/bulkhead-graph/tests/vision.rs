@@ -257,3 +257,33 @@ fn errors_name_the_file_and_the_field() {
     let s = tower_model_files(dir.path()).unwrap_err().to_string();
     assert!(s.contains("modules.json") && s.contains("CLIPModel"), "{s}");
 }
+
+#[test]
+fn onnx_runtime_fuses_the_activations_and_the_scaled_scores() {
+    // Per tower (2 layers each; SigLIP's vision pooling head adds one attention and one MLP): the activation of
+    // every MLP becomes one fused operator and every scaled `Q·Kᵀ` a `FusedMatMul`; nothing of the unfused
+    // activations (`Sigmoid`, `Erf`, `Tanh`) is left.
+    if !have_ort() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let cases = [
+        ("clip-tiny-random", Tower::Vision, "com.microsoft:QuickGelu", 2),
+        ("clip-tiny-random", Tower::Text, "com.microsoft:QuickGelu", 2),
+        ("clip-tiny-random-bf16", Tower::Vision, "com.microsoft:BiasGelu", 2),
+        ("clip-tiny-random-bf16", Tower::Text, "com.microsoft:BiasGelu", 2),
+        ("siglip-tiny-random", Tower::Vision, "com.microsoft:FastGelu", 3),
+        ("siglip-tiny-random", Tower::Text, "com.microsoft:FastGelu", 2),
+    ];
+    for (name, tower, activation, n) in cases {
+        let model = tower_model_files(&fixture(name)).unwrap();
+        let built = build_tower_cached(&model, tower, &BuildOptions::default(), cache.path()).unwrap();
+        let ops = common::optimized_op_types(ort_env().unwrap(), &built.path, &cache.path().join("opt.onnx"), "");
+        let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+        assert_eq!(count(activation), n, "{name} {tower:?}: {ops:?}");
+        assert_eq!(count("com.microsoft:FusedMatMul"), n, "{name} {tower:?}: {ops:?}");
+        for op in ["Sigmoid", "Erf", "Tanh", "Pow"] {
+            assert_eq!(count(op), 0, "{name} {tower:?}: {ops:?}");
+        }
+    }
+}
