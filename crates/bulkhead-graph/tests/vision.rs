@@ -229,6 +229,11 @@ fn errors_name_the_file_and_the_field() {
     assert!(matches!(e, GraphError::Weights { .. }), "{e:?}");
     assert!(s.contains("model.safetensors") && s.contains("`visual_projection.weight` has shape [16, 32]"), "{s}");
 
+    // A tokenizer with more ids than the token embedding table: the tokenizer file and both sizes.
+    let dir = edited_clip(|v| v["text_config"]["vocab_size"] = 100.into());
+    let (_, s) = tower_error(dir.path(), Tower::Text);
+    assert!(s.contains("tokenizer.json") && s.contains("422 token ids") && s.contains("100 rows"), "{s}");
+
     // An unsupported activation: the file and the dotted field.
     let dir = edited_clip(|v| v["text_config"]["hidden_act"] = "swish".into());
     let (_, s) = tower_error(dir.path(), Tower::Text);
@@ -286,4 +291,36 @@ fn onnx_runtime_fuses_the_activations_and_the_scaled_scores() {
             assert_eq!(count(op), 0, "{name} {tower:?}: {ops:?}");
         }
     }
+}
+
+#[test]
+fn static_shapes_give_the_same_vectors() {
+    // Fixed `[5, 77]` text inputs (every CLIP text padded to the full context, the padding masked) and a fixed batch
+    // of 4 images: the same vectors as transformers.
+    if !have_ort() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let folder = fixture("clip-tiny-random");
+    let r = reference(&folder);
+    let model = tower_model_files(&folder).unwrap();
+    let opts =
+        |batch, seq| BuildOptions { shape: bulkhead_graph::ShapeMode::Static { batch, seq }, ..Default::default() };
+
+    let built = build_tower_cached(&model, Tower::Text, &opts(r.texts.len(), 77), cache.path()).unwrap();
+    let mut ids = r.input_ids.clone();
+    let mut masks = r.attention_mask.clone();
+    ids[0].resize(77, pad_id(&r));
+    masks[0].resize(77, 0);
+    let got = embed_texts(&mut session(&built.path), &ids, &masks, pad_id(&r));
+    let (cos, diff) = compare(&got, &r.text_embeddings);
+    assert!(cos >= MIN_COS && diff <= MAX_DIFF, "static text: cosine {cos}, diff {diff}");
+
+    let built = build_tower_cached(&model, Tower::Vision, &opts(r.pixel_shape[0], 1), cache.path()).unwrap();
+    let got = embed_images(&mut session(&built.path), &r.pixels, &r.pixel_shape);
+    let (cos, diff) = compare(&got, &r.image_embeddings);
+    assert!(cos >= MIN_COS && diff <= MAX_DIFF, "static vision: cosine {cos}, diff {diff}");
+
+    let e = build_tower_cached(&model, Tower::Text, &opts(1, 78), cache.path()).unwrap_err().to_string();
+    assert!(e.contains("78 exceeds the 77 positions of the text tower"), "{e}");
 }
