@@ -99,7 +99,8 @@ def main():
     load = os.getloadavg()
     print(f"\nCLIP ViT-B/32 vision tower (random weights, real config), CPU, {args.threads} threads, "
           f"{args.rounds} rounds x {args.seconds:g} s, load average {load[0]:.1f} / {load[1]:.1f}\n")
-    print("| batch | bulkhead graph, ort:cpu (ms/image) | transformers, torch (ms/image) | speed-up | graph build / session (ms) |")
+    print("| batch | bulkhead graph, ort:cpu (ms/image) | transformers, torch (ms/image) | speed-up "
+          "| graph build / session (ms) |")
     print("|---:|---:|---:|---:|---:|")
     for batch, o, t, ratio, (b, s) in rows:
         print(f"| {batch} | {o:.1f} | {t:.1f} | {ratio:.2f}x | {b:.0f} / {s:.0f} |")

@@ -78,7 +78,8 @@ fn main() {
     if json {
         println!(
             "{{\"engine\":\"bulkhead-graph ort:cpu\",\"batch\":{batch},\"threads\":{threads},\"runs\":{},\
-             \"ms_per_image_p50\":{p50:.3},\"ms_per_image_p90\":{p90:.3},\"build_ms\":{:.1},\"session_ms\":{session_ms:.1}}}",
+             \"ms_per_image_p50\":{p50:.3},\"ms_per_image_p90\":{p90:.3},\"build_ms\":{:.1},\
+             \"session_ms\":{session_ms:.1}}}",
             per_image.len(),
             built.build_ms
         );

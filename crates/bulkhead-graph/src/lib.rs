@@ -14,11 +14,12 @@
 //! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
 //! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
 //!
-//! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`, `clip`, `siglip`) builds on shared pieces:
-//! the graph writer (`graph`), layers, norms, attention and rotary embeddings (`layers`), config access (`config`)
-//! and the mapped weights (`weights`, f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX
-//! Runtime's CPU optimiser fuses (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`,
-//! `BiasGelu`); see `README.md` for the fused operators per architecture and the measurements behind the choices.
+//! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`, `clip`, `siglip`; the
+//! towers' API and shared encoder layer in `vision`) builds on shared pieces: the graph writer (`graph`), layers,
+//! norms, attention and rotary embeddings (`layers`), config access (`config`) and the mapped weights (`weights`,
+//! f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX Runtime's CPU optimiser fuses
+//! (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`, `BiasGelu`); see `README.md` for the
+//! fused operators per architecture and the measurements behind the choices.
 #![deny(missing_docs)]
 
 mod arch;

@@ -436,8 +436,9 @@ impl Section<'_> {
     }
 }
 
-/// `x → x + attn(ln1(x)); x → x + mlp(ln2(x))` for every layer of `{prefix}.layers.{i}` (`self_attn.{q,k,v,out}_proj`,
-/// `layer_norm1/2`, `mlp.fc1/fc2`), with the additive attention `bias` (`[batch or 1, 1, seq, seq]`) when given.
+/// `x → x + attn(ln1(x)); x → x + mlp(ln2(x))` for every layer of `{prefix}.layers.{i}`
+/// (`self_attn.{q,k,v,out}_proj`, `layer_norm1/2`, `mlp.fc1/fc2`), with the additive attention `bias`
+/// (`[batch or 1, 1, seq, seq]`) when given.
 pub(crate) fn encoder(
     g: &mut Graph<'_>,
     mut x: String,
@@ -507,8 +508,8 @@ fn activation(g: &mut Graph<'_>, x: &str, act: Act) -> String {
             g.node("Mul", "quick_gelu", &[x, &s], vec![])
         }
         Act::GeluTanh => {
-            // 0.5·x · (1 + tanh(√(2/π) · (x + 0.044715·x³))), in the node order of ONNX Runtime's FastGeluFusion
-            // (its second formula: `Pow(x, 3)` first), which turns it into one `FastGelu`.
+            // 0.5·x · (1 + tanh(√(2/π) · (x + 0.044715·x³))), in the node order of ONNX Runtime's
+            // FastGeluFusion (its second formula: `Pow(x, 3)` first), which turns it into one `FastGelu`.
             let three = g.scalar(3.0);
             let c = g.scalar(0.044_715);
             let k = g.scalar((2.0 / std::f64::consts::PI).sqrt() as f32);
