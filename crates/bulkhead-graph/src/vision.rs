@@ -83,10 +83,13 @@ pub fn tower_model_files(path: &Path) -> Result<ModelFiles, GraphError> {
     for m in list {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
         let sub = m.get("path").and_then(Value::as_str).unwrap_or_default();
-        if (ty.ends_with("CLIPModel") || ty.ends_with("Transformer")) && path.join(sub).join("config.json").is_file() {
-            if sub.contains("..") || Path::new(sub).is_absolute() {
-                return Err(bad(format!("module path `{sub}` is not a folder of this model")));
-            }
+        if !(ty.ends_with("CLIPModel") || ty.ends_with("Transformer")) {
+            continue;
+        }
+        if sub.contains("..") || Path::new(sub).is_absolute() {
+            return Err(bad(format!("module path `{sub}` is not a folder of this model")));
+        }
+        if path.join(sub).join("config.json").is_file() {
             return open(&path.join(sub));
         }
     }
