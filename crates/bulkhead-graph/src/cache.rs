@@ -31,6 +31,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GraphError + '_ {
 
 /// The cache key of `model` built with `opts`.
 pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions, variant: Variant<'_>) -> Result<String, GraphError> {
+    cache_key_of(model, opts, &variant.digest())
+}
+
+/// The cache key of the graph of `model` built with `opts` that `which` tells apart from the model's other graphs
+/// (a [`Variant`]'s digest, a tower's name).
+pub(crate) fn cache_key_of(model: &ModelFiles, opts: &BuildOptions, which: &[u8]) -> Result<String, GraphError> {
     let folder = || model.source.clone();
     let config = model.config.as_deref().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
     if model.safetensors_shards.is_empty() {
@@ -44,7 +50,7 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions, variant: Varian
         ShapeMode::Dynamic => h.update(b"dynamic"),
         ShapeMode::Static { batch, seq } => h.update(format!("static {batch}x{seq}").as_bytes()),
     }
-    h.update(variant.digest());
+    h.update(which);
     h.update(fs::read(config).map_err(io(config))?);
     if let Some(meta) = model.tokenizer.as_deref().and_then(|t| fs::metadata(t).ok()) {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
@@ -135,9 +141,27 @@ pub fn build_cached_variant(
     variant: Variant<'_>,
     cache_dir: &Path,
 ) -> Result<BuiltGraph, GraphError> {
+    build_entry(model, opts, &variant.digest(), cache_dir, || {
+        let inputs = Inputs::open(model, opts)?;
+        Ok(move |storage: &Storage, path: &Path| inputs.write(opts, variant, storage, path))
+    })
+}
+
+/// Returns the cache entry of the graph `which` (see [`cache_key_of`]) of `model`, building it when absent:
+/// `prepare` parses the model (its errors leave nothing behind) and returns the writer of `model.onnx`.
+pub(crate) fn build_entry<W>(
+    model: &ModelFiles,
+    opts: &BuildOptions,
+    which: &[u8],
+    cache_dir: &Path,
+    prepare: impl FnOnce() -> Result<W, GraphError>,
+) -> Result<BuiltGraph, GraphError>
+where
+    W: FnOnce(&Storage, &Path) -> Result<(), GraphError>,
+{
     let start = Instant::now();
     crate::check_options(opts)?;
-    let key = cache_key(model, opts, variant)?;
+    let key = cache_key_of(model, opts, which)?;
     let dir = cache_dir.join(&key);
     let done = |storage: WeightsStorage, cache_hit: bool| BuiltGraph {
         path: dir.join(MODEL_FILE),
@@ -156,21 +180,21 @@ pub fn build_cached_variant(
         fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
 
-    let inputs = Inputs::open(model, opts)?;
+    let write = prepare()?;
     fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
     let tmp: PathBuf =
         cache_dir.join(format!(".tmp-{key}-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| {
-        let sources = inputs.weights.paths();
+        let sources: Vec<&Path> = model.safetensors_shards.iter().map(PathBuf::as_path).collect();
         let storage =
             if link_weights(&sources, &linked, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
         let how = match storage {
             WeightsStorage::Embedded => Storage::Embedded,
             _ => Storage::External { locations: linked.clone() },
         };
-        inputs.write(opts, variant, &how, &tmp.join(MODEL_FILE))?;
+        write(&how, &tmp.join(MODEL_FILE))?;
         Ok(storage)
     })();
     let storage = match result {

@@ -225,7 +225,9 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
         model_type,
         Some("bert" | "xlm-roberta" | "modernbert" | "nomic_bert" | "qwen3" | "qwen2" | "mistral")
     );
-    let hint = if candle_runs {
+    let hint = if architecture.is_some_and(|a| crate::vision::TOWER_ARCHITECTURES.contains(&a)) {
+        "it is a two-tower image-text model: build its vision and text graphs with `build_tower_cached`".to_string()
+    } else if candle_runs {
         "the `candle:` units may still run it".to_string()
     } else {
         "no bulkhead engine runs it from safetensors; export it to ONNX and give the .onnx file".to_string()

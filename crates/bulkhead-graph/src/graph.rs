@@ -280,10 +280,23 @@ impl<'a> Graph<'a> {
     /// Writes the `ModelProto`: `inputs` are int64 `[batch, sequence]`, the output `last_hidden_state` is float
     /// `[batch, sequence, hidden]`.
     pub fn finish(self, name: &str, inputs: &[&str], output: Output, shape: ShapeMode, producer: &str) -> Msg<'a> {
-        let dims = || match shape {
-            ShapeMode::Dynamic => [Dim::Named("batch"), Dim::Named("sequence")],
-            ShapeMode::Static { batch, seq } => [Dim::Fixed(batch), Dim::Fixed(seq)],
+        let (b, s) = match shape {
+            ShapeMode::Dynamic => (Dim::Named("batch"), Dim::Named("sequence")),
+            ShapeMode::Static { batch, seq } => (Dim::Fixed(batch), Dim::Fixed(seq)),
         };
+        let inputs: Vec<Io> =
+            inputs.iter().map(|n| Io { name: n.to_string(), elem: INT64, dims: vec![b, s] }).collect();
+        let output = match output {
+            Output::Hidden(hidden) => {
+                Io { name: "last_hidden_state".into(), elem: FLOAT, dims: vec![b, s, Dim::Fixed(hidden)] }
+            }
+            Output::Logits(labels) => Io { name: "logits".into(), elem: FLOAT, dims: vec![b, Dim::Fixed(labels)] },
+        };
+        self.finish_io(name, &inputs, &[output], producer)
+    }
+
+    /// Writes the `ModelProto` with the given graph inputs and outputs (plus the probes of a probing graph).
+    pub fn finish_io(self, name: &str, inputs: &[Io], outputs: &[Io], producer: &str) -> Msg<'a> {
         let mut graph = Msg::new();
         for n in self.nodes {
             graph.push_msg(1, n);
@@ -292,17 +305,12 @@ impl<'a> Graph<'a> {
         for t in self.initializers {
             graph.push_msg(5, t);
         }
-        for name in inputs {
-            graph.push_msg(11, value_info(name, INT64, &dims()));
+        for i in inputs {
+            graph.push_msg(11, value_info(&i.name, i.elem, &i.dims));
         }
-        let [b, s] = dims();
-        graph.push_msg(
-            12,
-            match output {
-                Output::Hidden(hidden) => value_info("last_hidden_state", FLOAT, &[b, s, Dim::Fixed(hidden)]),
-                Output::Logits(labels) => value_info("logits", FLOAT, &[b, Dim::Fixed(labels)]),
-            },
-        );
+        for o in outputs {
+            graph.push_msg(12, value_info(&o.name, o.elem, &o.dims));
+        }
         for (name, features) in &self.rec.probes {
             graph.push_msg(12, value_info(name, FLOAT, &[Dim::Fixed(*features)]));
         }
@@ -319,6 +327,14 @@ impl<'a> Graph<'a> {
     }
 }
 
+/// A graph input or output: name, ONNX element type and dimensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Io {
+    pub name: String,
+    pub elem: i64,
+    pub dims: Vec<Dim>,
+}
+
 /// The graph's one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
@@ -328,8 +344,12 @@ pub(crate) enum Output {
     Logits(usize),
 }
 
-enum Dim {
+/// One dimension of a graph input or output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dim {
+    /// A fixed size.
     Fixed(usize),
+    /// A symbolic size (`batch`, `sequence`).
     Named(&'static str),
 }
 

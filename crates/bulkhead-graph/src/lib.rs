@@ -6,20 +6,26 @@
 //!   of the safetensors file, or embedded when the cache is on another file system) and reuses it on later calls;
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
+//! * [`build_tower_cached`], [`export_tower`]: the vision and text towers of two-tower image-text models (CLIP,
+//!   SigLIP; [`TOWER_ARCHITECTURES`]), one graph each (`pixel_values` → `image_embeds`, `input_ids` +
+//!   `attention_mask` → `text_embeds`), unnormalised as transformers returns them; [`tower_model_files`] finds the
+//!   transformers folder in a sentence-transformers CLIP layout.
 //!
 //! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
 //! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
 //!
-//! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`) builds on shared pieces:
-//! the graph writer (`graph`), layers, norms, attention and rotary embeddings (`layers`), config access (`config`)
-//! and the mapped weights (`weights`, f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX
-//! Runtime's CPU optimiser fuses (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`,
-//! `BiasGelu`); see `README.md` for the fused operators per architecture and the measurements behind the choices.
+//! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`, `clip`, `siglip`; the
+//! towers' API and shared encoder layer in `vision`) builds on shared pieces: the graph writer (`graph`), layers,
+//! norms, attention and rotary embeddings (`layers`), config access (`config`) and the mapped weights (`weights`,
+//! f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX Runtime's CPU optimiser fuses
+//! (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`, `BiasGelu`); see `README.md` for the
+//! fused operators per architecture and the measurements behind the choices.
 #![deny(missing_docs)]
 
 mod arch;
 mod bert;
 mod cache;
+mod clip;
 mod config;
 mod decoder;
 mod graph;
@@ -30,6 +36,8 @@ mod modernbert;
 mod nomic;
 mod proto;
 pub mod quant;
+mod siglip;
+mod vision;
 mod weights;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +46,9 @@ use bulkhead_core::ModelFiles;
 
 pub use cache::{build_cached, build_cached_variant, BUILDER_VERSION};
 pub use quant::{Int8Form, LinearGroup, LinearLayer, QuantPlan};
+pub use vision::{
+    build_tower_cached, export_tower, tower_model_files, tower_spec, Tower, TowerSpec, TOWER_ARCHITECTURES,
+};
 
 /// Which graph of a model to write.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
