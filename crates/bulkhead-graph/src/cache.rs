@@ -31,6 +31,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GraphError + '_ {
 
 /// The cache key of `model` built with `opts`.
 pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions, variant: Variant<'_>) -> Result<String, GraphError> {
+    tagged_key(model, opts, &variant.digest())
+}
+
+/// The cache key of one graph of `model`: `tag` tells apart the graphs built from one folder (a variant, or one of
+/// the several graphs of a speech model) and carries their own version where they have one.
+pub(crate) fn tagged_key(model: &ModelFiles, opts: &BuildOptions, tag: &[u8]) -> Result<String, GraphError> {
     let folder = || model.source.clone();
     let config = model.config.as_deref().ok_or(GraphError::MissingFile { model: folder(), file: "config.json" })?;
     if model.safetensors_shards.is_empty() {
@@ -44,7 +50,7 @@ pub(crate) fn cache_key(model: &ModelFiles, opts: &BuildOptions, variant: Varian
         ShapeMode::Dynamic => h.update(b"dynamic"),
         ShapeMode::Static { batch, seq } => h.update(format!("static {batch}x{seq}").as_bytes()),
     }
-    h.update(variant.digest());
+    h.update(tag);
     h.update(fs::read(config).map_err(io(config))?);
     if let Some(meta) = model.tokenizer.as_deref().and_then(|t| fs::metadata(t).ok()) {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
@@ -138,6 +144,27 @@ pub fn build_cached_variant(
     let start = Instant::now();
     crate::check_options(opts)?;
     let key = cache_key(model, opts, variant)?;
+    build_entry(
+        model,
+        key,
+        start,
+        cache_dir,
+        || Inputs::open(model, opts),
+        |inputs, how, path| inputs.write(opts, variant, how, path),
+    )
+}
+
+/// Returns the entry `key` of `cache_dir`, writing it first when absent: `open` validates the model (before
+/// anything is created on disk), `write` writes `model.onnx` into a temporary folder that already holds the linked
+/// weights, and the folder is published by a rename. `start` is when the caller began (for `build_ms`).
+pub(crate) fn build_entry<T>(
+    model: &ModelFiles,
+    key: String,
+    start: Instant,
+    cache_dir: &Path,
+    open: impl FnOnce() -> Result<T, GraphError>,
+    write: impl FnOnce(&T, &Storage, &Path) -> Result<(), GraphError>,
+) -> Result<BuiltGraph, GraphError> {
     let dir = cache_dir.join(&key);
     let done = |storage: WeightsStorage, cache_hit: bool| BuiltGraph {
         path: dir.join(MODEL_FILE),
@@ -156,21 +183,21 @@ pub fn build_cached_variant(
         fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
 
-    let inputs = Inputs::open(model, opts)?;
+    let inputs = open()?;
     fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
     let tmp: PathBuf =
         cache_dir.join(format!(".tmp-{key}-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| {
-        let sources = inputs.weights.paths();
+        let sources: Vec<&Path> = model.safetensors_shards.iter().map(PathBuf::as_path).collect();
         let storage =
             if link_weights(&sources, &linked, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
         let how = match storage {
             WeightsStorage::Embedded => Storage::Embedded,
             _ => Storage::External { locations: linked.clone() },
         };
-        inputs.write(opts, variant, &how, &tmp.join(MODEL_FILE))?;
+        write(&inputs, &how, &tmp.join(MODEL_FILE))?;
         Ok(storage)
     })();
     let storage = match result {

@@ -225,7 +225,11 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
         model_type,
         Some("bert" | "xlm-roberta" | "modernbert" | "nomic_bert" | "qwen3" | "qwen2" | "mistral")
     );
-    let hint = if candle_runs {
+    let hint = if model_type == Some("whisper") {
+        "it is a speech-to-text model: `bulkhead transcribe` runs it (crate bulkhead-speech, on the graphs of \
+         bulkhead_graph::whisper)"
+            .to_string()
+    } else if candle_runs {
         "the `candle:` units may still run it".to_string()
     } else {
         "no bulkhead engine runs it from safetensors; export it to ONNX and give the .onnx file".to_string()

@@ -284,6 +284,18 @@ impl<'a> Graph<'a> {
             ShapeMode::Dynamic => [Dim::Named("batch"), Dim::Named("sequence")],
             ShapeMode::Static { batch, seq } => [Dim::Fixed(batch), Dim::Fixed(seq)],
         };
+        let ins: Vec<Io> = inputs.iter().map(|n| Io::new(n, INT64, dims().to_vec())).collect();
+        let [b, s] = dims();
+        let out = match output {
+            Output::Hidden(hidden) => Io::new("last_hidden_state", FLOAT, vec![b, s, Dim::Fixed(hidden)]),
+            Output::Logits(labels) => Io::new("logits", FLOAT, vec![b, Dim::Fixed(labels)]),
+        };
+        self.finish_io(name, &ins, &[out], producer)
+    }
+
+    /// Writes the `ModelProto` with any inputs and outputs (graphs of several outputs: Whisper's decoder with its
+    /// key/value caches).
+    pub fn finish_io(self, name: &str, inputs: &[Io], outputs: &[Io], producer: &str) -> Msg<'a> {
         let mut graph = Msg::new();
         for n in self.nodes {
             graph.push_msg(1, n);
@@ -292,17 +304,12 @@ impl<'a> Graph<'a> {
         for t in self.initializers {
             graph.push_msg(5, t);
         }
-        for name in inputs {
-            graph.push_msg(11, value_info(name, INT64, &dims()));
+        for io in inputs {
+            graph.push_msg(11, value_info(&io.name, io.elem, &io.dims));
         }
-        let [b, s] = dims();
-        graph.push_msg(
-            12,
-            match output {
-                Output::Hidden(hidden) => value_info("last_hidden_state", FLOAT, &[b, s, Dim::Fixed(hidden)]),
-                Output::Logits(labels) => value_info("logits", FLOAT, &[b, Dim::Fixed(labels)]),
-            },
-        );
+        for io in outputs {
+            graph.push_msg(12, value_info(&io.name, io.elem, &io.dims));
+        }
         for (name, features) in &self.rec.probes {
             graph.push_msg(12, value_info(name, FLOAT, &[Dim::Fixed(*features)]));
         }
@@ -319,6 +326,20 @@ impl<'a> Graph<'a> {
     }
 }
 
+/// A graph input or output: its name, ONNX element type and dimensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Io {
+    pub name: String,
+    pub elem: i64,
+    pub dims: Vec<Dim>,
+}
+
+impl Io {
+    pub fn new(name: &str, elem: i64, dims: Vec<Dim>) -> Io {
+        Io { name: name.to_string(), elem, dims }
+    }
+}
+
 /// The graph's one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
@@ -328,8 +349,12 @@ pub(crate) enum Output {
     Logits(usize),
 }
 
-enum Dim {
+/// One dimension of a graph input or output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dim {
+    /// A fixed size.
     Fixed(usize),
+    /// A symbolic size (`batch`, `sequence`...).
     Named(&'static str),
 }
 
