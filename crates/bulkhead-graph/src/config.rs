@@ -227,6 +227,10 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
     );
     let hint = if architecture.is_some_and(|a| crate::vision::TOWER_ARCHITECTURES.contains(&a)) {
         "it is a two-tower image-text model: build its vision and text graphs with `build_tower_cached`".to_string()
+    } else if model_type == Some("whisper") {
+        "it is a speech-to-text model: it runs as an encoder and a decoder step (crate bulkhead-speech, on the \
+         graphs of bulkhead_graph::whisper), not as an embedding model"
+            .to_string()
     } else if candle_runs {
         "the `candle:` units may still run it".to_string()
     } else {

@@ -284,18 +284,16 @@ impl<'a> Graph<'a> {
             ShapeMode::Dynamic => (Dim::Named("batch"), Dim::Named("sequence")),
             ShapeMode::Static { batch, seq } => (Dim::Fixed(batch), Dim::Fixed(seq)),
         };
-        let inputs: Vec<Io> =
-            inputs.iter().map(|n| Io { name: n.to_string(), elem: INT64, dims: vec![b, s] }).collect();
-        let output = match output {
-            Output::Hidden(hidden) => {
-                Io { name: "last_hidden_state".into(), elem: FLOAT, dims: vec![b, s, Dim::Fixed(hidden)] }
-            }
-            Output::Logits(labels) => Io { name: "logits".into(), elem: FLOAT, dims: vec![b, Dim::Fixed(labels)] },
+        let ins: Vec<Io> = inputs.iter().map(|n| Io::new(n, INT64, vec![b, s])).collect();
+        let out = match output {
+            Output::Hidden(hidden) => Io::new("last_hidden_state", FLOAT, vec![b, s, Dim::Fixed(hidden)]),
+            Output::Logits(labels) => Io::new("logits", FLOAT, vec![b, Dim::Fixed(labels)]),
         };
-        self.finish_io(name, &inputs, &[output], producer)
+        self.finish_io(name, &ins, &[out], producer)
     }
 
-    /// Writes the `ModelProto` with the given graph inputs and outputs (plus the probes of a probing graph).
+    /// Writes the `ModelProto` with any inputs and outputs (graphs of several outputs: Whisper's decoder with its
+    /// key/value caches).
     pub fn finish_io(self, name: &str, inputs: &[Io], outputs: &[Io], producer: &str) -> Msg<'a> {
         let mut graph = Msg::new();
         for n in self.nodes {
@@ -305,11 +303,11 @@ impl<'a> Graph<'a> {
         for t in self.initializers {
             graph.push_msg(5, t);
         }
-        for i in inputs {
-            graph.push_msg(11, value_info(&i.name, i.elem, &i.dims));
+        for io in inputs {
+            graph.push_msg(11, value_info(&io.name, io.elem, &io.dims));
         }
-        for o in outputs {
-            graph.push_msg(12, value_info(&o.name, o.elem, &o.dims));
+        for io in outputs {
+            graph.push_msg(12, value_info(&io.name, io.elem, &io.dims));
         }
         for (name, features) in &self.rec.probes {
             graph.push_msg(12, value_info(name, FLOAT, &[Dim::Fixed(*features)]));
@@ -327,12 +325,18 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// A graph input or output: name, ONNX element type and dimensions.
+/// A graph input or output: its name, ONNX element type and dimensions.
 #[derive(Debug, Clone)]
 pub(crate) struct Io {
     pub name: String,
     pub elem: i64,
     pub dims: Vec<Dim>,
+}
+
+impl Io {
+    pub fn new(name: &str, elem: i64, dims: Vec<Dim>) -> Io {
+        Io { name: name.to_string(), elem, dims }
+    }
 }
 
 /// The graph's one output.
@@ -349,7 +353,7 @@ pub(crate) enum Output {
 pub(crate) enum Dim {
     /// A fixed size.
     Fixed(usize),
-    /// A symbolic size (`batch`, `sequence`).
+    /// A symbolic size (`batch`, `sequence`...).
     Named(&'static str),
 }
 

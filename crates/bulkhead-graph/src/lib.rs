@@ -20,6 +20,9 @@
 //! f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX Runtime's CPU optimiser fuses
 //! (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`, `BiasGelu`); see `README.md` for the
 //! fused operators per architecture and the measurements behind the choices.
+//!
+//! Speech models do not fit one graph: [`whisper`] writes Whisper as an encoder, a cross-attention key/value graph
+//! and a decoder step with key/value caches ([`whisper::build_whisper_cached`]), cached the same way.
 #![deny(missing_docs)]
 
 mod arch;
@@ -39,6 +42,7 @@ pub mod quant;
 mod siglip;
 mod vision;
 mod weights;
+pub mod whisper;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,87 @@
+//! Speech to text: Whisper (`WhisperForConditionalGeneration`, every size, multilingual and `.en`) from its Hugging
+//! Face folder, on the `ort:` units, decoded greedily exactly as transformers' `generate` does.
+//!
+//! * [`WhisperModel::load`] reads the folder (config.json, generation_config.json, tokenizer.json,
+//!   preprocessor_config.json), has `bulkhead-graph` build (or find in its cache) the encoder, cross-attention and
+//!   decoder-step graphs ([`bulkhead_graph::whisper`]) and loads each as a [`GraphSession`](bulkhead_core::GraphSession)
+//!   of the given engine (ONNX Runtime's `OrtEngine`) on one unit;
+//! * [`WhisperModel::transcribe`] takes log-mel features ([`MelFeatures`], as `WhisperFeatureExtractor` computes them;
+//!   the audio crate computes them from files) and [`TranscribeOptions`] (language, task, timestamps, prompt,
+//!   `max_new_tokens`) and returns the [`Transcription`]: token ids, text, language, segments;
+//! * [`WhisperModel::encode`] and [`WhisperModel::detect_language`] expose the encoder and the language detection.
+//!
+//! **Invariants.** Greedy decoding reproduces transformers' `WhisperForConditionalGeneration.generate` token for token:
+//! the forced prefix (`_retrieve_init_tokens`: `<|startoftranscript|>`, the given or detected language, the task,
+//! `<|notimestamps|>` unless timestamps are on, `forced_decoder_ids` when neither language nor task is given), a prompt
+//! as `<|startofprev|>` and its tokens before the prefix, the logits processors in transformers' order (begin
+//! suppression, `suppress_tokens`, the timestamp rules of `WhisperTimeStampLogitsProcessor`), the stop at end of text or
+//! at the length limits, and the 30-second windows (`seek`) that a timestamped output moves through; checked against
+//! transformers on a committed random-weight fixture. Every decoding step after the first feeds one token with the
+//! key/value caches of the earlier ones (recorded in [`Transcription::decoder_calls`]); the cross-attention keys and
+//! values are computed once per 30-second window. Every config error names the file and the field.
+#![deny(missing_docs)]
+
+mod decode;
+mod files;
+mod generation;
+mod languages;
+mod logits;
+mod model;
+mod prefix;
+
+use std::path::PathBuf;
+
+pub use decode::{DecoderCall, Segment, Task, TranscribeOptions, Transcription};
+pub use files::FeatureSettings;
+pub use generation::GenerationSettings;
+pub use languages::{code_of, language_token};
+pub use model::{EncoderOutput, MelFeatures, WhisperModel};
+
+/// Why a Whisper model could not be loaded or could not transcribe.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeechError {
+    /// A configuration file lacks a field or has a bad one.
+    #[error("{path}: `{field}` {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The folder is not a Whisper checkpoint, or its graphs could not be built.
+    #[error(transparent)]
+    Graph(#[from] bulkhead_graph::GraphError),
+    /// The folder could not be read as a model folder.
+    #[error(transparent)]
+    Model(#[from] bulkhead_core::ModelError),
+    /// The engine could not load or run a graph.
+    #[error(transparent)]
+    Engine(#[from] bulkhead_core::EngineError),
+    /// tokenizer.json is missing or does not parse.
+    #[error("{path}: cannot read the tokenizer: {reason}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The features do not fit the model.
+    #[error("bad input features: {0}")]
+    Features(String),
+    /// The language option names no language of the model.
+    #[error("{0}")]
+    Language(String),
+    /// Options that cannot go together or exceed the model's limits.
+    #[error("invalid transcription options: {0}")]
+    Options(String),
+}

@@ -1,0 +1,289 @@
+//! A Whisper folder loaded on one unit: its settings, its tokenizer and the sessions of its three graphs (encoder,
+//! cross-attention keys and values, decoder step), with the key/value caches a decoding carries from step to step.
+
+use std::path::{Path, PathBuf};
+
+use bulkhead_core::{Engine, GraphSession, ModelFiles, NamedTensor, SessionReport, TensorData, Unit};
+use bulkhead_graph::whisper::{self, WhisperConfig, WhisperGraphs};
+use bulkhead_graph::BuildOptions;
+
+use crate::decode::DecoderCall;
+use crate::files::{self, FeatureSettings};
+use crate::{GenerationSettings, SpeechError};
+
+/// Log-mel features of one audio, `[mel_bins, frames]` row-major, as `WhisperFeatureExtractor` returns them (3000
+/// frames for up to 30 s; more for longer audio, which is decoded window by window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MelFeatures {
+    /// Mel bins (rows).
+    pub mel_bins: usize,
+    /// Frames (columns), 100 per second.
+    pub frames: usize,
+    /// `mel_bins · frames` values.
+    pub data: Vec<f32>,
+}
+
+impl MelFeatures {
+    /// Features from their values, checking the size.
+    pub fn new(mel_bins: usize, frames: usize, data: Vec<f32>) -> Result<MelFeatures, SpeechError> {
+        if mel_bins.checked_mul(frames) != Some(data.len()) {
+            return Err(SpeechError::Features(format!(
+                "{} values do not make {mel_bins} mel bins × {frames} frames",
+                data.len()
+            )));
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(SpeechError::Features(format!("value {i} is not finite ({})", data[i])));
+        }
+        Ok(MelFeatures { mel_bins, frames, data })
+    }
+
+    /// The window of `window` frames from frame `start` (at most `len` of them), zero-padded to `window` frames as
+    /// transformers pads a window cut out of longer features.
+    pub(crate) fn window(&self, start: usize, len: usize, window: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.mel_bins * window];
+        let len = len.min(self.frames.saturating_sub(start)).min(window);
+        for m in 0..self.mel_bins {
+            let src = &self.data[m * self.frames + start..m * self.frames + start + len];
+            out[m * window..m * window + len].copy_from_slice(src);
+        }
+        out
+    }
+}
+
+/// The encoder's output for one 30-second window: `[positions, d_model]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderOutput {
+    /// Encoder positions (`max_source_positions`, 1500).
+    pub positions: usize,
+    /// `d_model`.
+    pub width: usize,
+    /// The values.
+    pub data: Vec<f32>,
+}
+
+/// A decoding in progress: the decoder's inputs, kept between steps so that the cross-attention keys and values
+/// are never copied and each step's present keys and values become the next step's past ones without a copy.
+pub(crate) struct DecoderState {
+    /// `input_ids`, then `past_key.{l}`, `past_value.{l}` per layer, then `cross_key.{l}`, `cross_value.{l}`.
+    inputs: Vec<NamedTensor>,
+    /// Tokens in the caches.
+    pub past: usize,
+    /// Every decoder run: new tokens and past length.
+    pub calls: Vec<DecoderCall>,
+}
+
+/// A Whisper model loaded on one unit.
+pub struct WhisperModel {
+    folder: PathBuf,
+    config: WhisperConfig,
+    generation: GenerationSettings,
+    features: FeatureSettings,
+    pub(crate) tokenizer: tokenizers::Tokenizer,
+    encoder: Box<dyn GraphSession>,
+    cross_kv: Box<dyn GraphSession>,
+    decoder: Box<dyn GraphSession>,
+    graphs: WhisperGraphs,
+}
+
+impl WhisperModel {
+    /// Loads the Whisper folder `folder` on `unit` of `engine` (ONNX Runtime's engine for the `ort:` units), with
+    /// the graphs cached under bulkhead's cache directory (`graphs/`, shared with the embedding models).
+    pub fn load(folder: &Path, engine: &dyn Engine, unit: &Unit) -> Result<WhisperModel, SpeechError> {
+        let cache = bulkhead_core::install::cache_dir().join("graphs");
+        Self::load_with_cache(folder, engine, unit, &cache)
+    }
+
+    /// [`WhisperModel::load`] with the graphs cached in `cache_dir`.
+    pub fn load_with_cache(
+        folder: &Path,
+        engine: &dyn Engine,
+        unit: &Unit,
+        cache_dir: &Path,
+    ) -> Result<WhisperModel, SpeechError> {
+        let model = ModelFiles::open(folder)?;
+        let config = whisper::read_config(&model)?;
+        let generation = GenerationSettings::read(folder)?;
+        files::check_ids(&generation, config.vocab)?;
+        let features = FeatureSettings::read(folder)?;
+        if features.mel_bins != config.mel_bins {
+            return Err(SpeechError::Config {
+                path: features.path.clone(),
+                field: "feature_size".into(),
+                reason: format!("is {}, but config.json's num_mel_bins is {}", features.mel_bins, config.mel_bins),
+            });
+        }
+        if features.frames != config.frames() {
+            return Err(SpeechError::Config {
+                path: features.path.clone(),
+                field: "nb_max_frames".into(),
+                reason: format!(
+                    "is {}, but the encoder takes {} frames (2 × config.json's max_source_positions)",
+                    features.frames,
+                    config.frames()
+                ),
+            });
+        }
+        let tokenizer = files::tokenizer(folder)?;
+        let graphs = whisper::build_whisper_cached(&model, &BuildOptions::default(), cache_dir)?;
+        let load = |path: &Path| -> Result<Box<dyn GraphSession>, SpeechError> {
+            Ok(engine.load_graph(&ModelFiles::open(path)?, unit)?)
+        };
+        Ok(WhisperModel {
+            folder: folder.to_path_buf(),
+            encoder: load(&graphs.encoder.path)?,
+            cross_kv: load(&graphs.cross_kv.path)?,
+            decoder: load(&graphs.decoder.path)?,
+            config,
+            generation,
+            features,
+            tokenizer,
+            graphs,
+        })
+    }
+
+    /// The model's folder.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// config.json.
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+
+    /// generation_config.json.
+    pub fn generation(&self) -> &GenerationSettings {
+        &self.generation
+    }
+
+    /// The feature extractor's settings.
+    pub fn feature_settings(&self) -> &FeatureSettings {
+        &self.features
+    }
+
+    /// The built graphs (paths, cache hits).
+    pub fn graphs(&self) -> &WhisperGraphs {
+        &self.graphs
+    }
+
+    /// What runs the decoder (unit, runtime, node placement); the encoder's is [`WhisperModel::encoder_report`].
+    pub fn report(&self) -> &SessionReport {
+        self.decoder.report()
+    }
+
+    /// What runs the encoder.
+    pub fn encoder_report(&self) -> &SessionReport {
+        self.encoder.report()
+    }
+
+    /// Runs the encoder on the first window of `features` (`2 · max_source_positions` frames from frame 0; shorter
+    /// features are zero-padded, as transformers pads a window).
+    pub fn encode(&mut self, features: &MelFeatures) -> Result<EncoderOutput, SpeechError> {
+        self.check(features)?;
+        self.encode_window(features, 0)
+    }
+
+    fn check(&self, features: &MelFeatures) -> Result<(), SpeechError> {
+        if features.mel_bins != self.config.mel_bins {
+            return Err(SpeechError::Features(format!(
+                "{} mel bins, the model takes {} (config.json num_mel_bins)",
+                features.mel_bins, self.config.mel_bins
+            )));
+        }
+        if features.frames == 0 {
+            return Err(SpeechError::Features("no frames".into()));
+        }
+        Ok(())
+    }
+
+    /// The encoder output of the window starting at frame `seek`.
+    pub(crate) fn encode_window(&mut self, features: &MelFeatures, seek: usize) -> Result<EncoderOutput, SpeechError> {
+        let window = self.config.frames();
+        let data = features.window(seek, window, window);
+        let input = NamedTensor::new("input_features", vec![1, self.config.mel_bins, window], TensorData::F32(data))
+            .map_err(SpeechError::Features)?;
+        let out = self.encoder.run(&[input])?;
+        let (shape, data) = take_f32(out, "last_hidden_state")?;
+        Ok(EncoderOutput { positions: shape[1], width: shape[2], data })
+    }
+
+    /// A fresh decoding over `encoded`: the cross-attention keys and values computed once, empty caches.
+    pub(crate) fn start(&mut self, encoded: &EncoderOutput) -> Result<DecoderState, SpeechError> {
+        let hidden = NamedTensor::new(
+            "encoder_hidden_states",
+            vec![1, encoded.positions, encoded.width],
+            TensorData::F32(encoded.data.clone()),
+        )
+        .map_err(SpeechError::Features)?;
+        let cross = self.cross_kv.run(&[hidden])?;
+        let (heads, d) = (self.config.decoder_heads, self.config.decoder_head_dim());
+        let mut inputs =
+            vec![NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) }];
+        for l in 0..self.config.decoder_layers {
+            for kind in ["key", "value"] {
+                inputs.push(NamedTensor {
+                    name: format!("past_{kind}.{l}"),
+                    shape: vec![1, heads, 0, d],
+                    data: TensorData::F32(vec![]),
+                });
+            }
+        }
+        for l in 0..self.config.decoder_layers {
+            for kind in ["key", "value"] {
+                let name = format!("cross_{kind}.{l}");
+                let t = cross.iter().find(|t| t.name == name).ok_or_else(|| missing(&name))?;
+                inputs.push(t.clone());
+            }
+        }
+        Ok(DecoderState { inputs, past: 0, calls: vec![] })
+    }
+
+    /// Feeds `ids` after the cached tokens of `state`; returns the logits of the last position.
+    pub(crate) fn step(&mut self, state: &mut DecoderState, ids: &[i64]) -> Result<Vec<f32>, SpeechError> {
+        state.inputs[0] =
+            NamedTensor { name: "input_ids".into(), shape: vec![1, ids.len()], data: TensorData::I64(ids.to_vec()) };
+        let mut out = self.decoder.run(&state.inputs)?;
+        state.calls.push(DecoderCall { new_tokens: ids.len(), past: state.past });
+        for l in 0..self.config.decoder_layers {
+            for (k, kind) in ["key", "value"].into_iter().enumerate() {
+                let name = format!("present_{kind}.{l}");
+                let i = out.iter().position(|t| t.name == name).ok_or_else(|| missing(&name))?;
+                let present = std::mem::replace(&mut out[i].data, TensorData::F32(vec![]));
+                let slot = &mut state.inputs[1 + 2 * l + k];
+                slot.shape = out[i].shape.clone();
+                slot.data = present;
+            }
+        }
+        state.past += ids.len();
+        let (_, logits) = take_f32(out, "logits")?;
+        Ok(logits)
+    }
+}
+
+fn missing(name: &str) -> SpeechError {
+    SpeechError::Features(format!("the graph has no output `{name}`; rebuild it (clear bulkhead's graph cache)"))
+}
+
+/// The float output `name`: its shape and values.
+fn take_f32(out: Vec<NamedTensor>, name: &str) -> Result<(Vec<usize>, Vec<f32>), SpeechError> {
+    let t = out.into_iter().find(|t| t.name == name).ok_or_else(|| missing(name))?;
+    match t.data {
+        TensorData::F32(v) => Ok((t.shape, v)),
+        _ => Err(SpeechError::Features(format!("output `{name}` is not float32"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_cut_and_zero_padded() {
+        let f = MelFeatures::new(2, 3, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        assert_eq!(f.window(0, 4, 4), vec![1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0]);
+        assert_eq!(f.window(1, 1, 2), vec![2.0, 0.0, 5.0, 0.0]);
+        assert!(MelFeatures::new(2, 2, vec![0.0; 3]).is_err());
+        assert!(MelFeatures::new(1, 1, vec![f32::NAN]).unwrap_err().to_string().contains("not finite"));
+    }
+}
