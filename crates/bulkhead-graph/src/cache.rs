@@ -138,12 +138,25 @@ pub fn build_cached_variant(
     let start = Instant::now();
     crate::check_options(opts)?;
     let key = cache_key(model, opts, variant)?;
-    let dir = cache_dir.join(&key);
+    publish(model, &key, cache_dir, start, &|how, path| Inputs::open(model, opts)?.write(opts, variant, how, path))
+}
+
+/// Returns the entry `cache_dir/<key>/model.onnx`, first writing it with `write` (given the storage of the
+/// weights and the file to write) when absent: the weights files are hard-linked beside it (embedded when that
+/// fails), the entry is written in a temporary folder and renamed into place.
+pub(crate) fn publish(
+    model: &ModelFiles,
+    key: &str,
+    cache_dir: &Path,
+    start: Instant,
+    write: &dyn Fn(&Storage, &Path) -> Result<(), GraphError>,
+) -> Result<BuiltGraph, GraphError> {
+    let dir = cache_dir.join(key);
     let done = |storage: WeightsStorage, cache_hit: bool| BuiltGraph {
         path: dir.join(MODEL_FILE),
         cache_hit,
         build_ms: start.elapsed().as_secs_f64() * 1e3,
-        key: key.clone(),
+        key: key.to_string(),
         storage,
     };
     let linked = linked_names(model);
@@ -156,21 +169,20 @@ pub fn build_cached_variant(
         fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
 
-    let inputs = Inputs::open(model, opts)?;
     fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
     let tmp: PathBuf =
         cache_dir.join(format!(".tmp-{key}-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let result = (|| {
-        let sources = inputs.weights.paths();
+        let sources: Vec<&Path> = model.safetensors_shards.iter().map(PathBuf::as_path).collect();
         let storage =
             if link_weights(&sources, &linked, &tmp) { WeightsStorage::HardLink } else { WeightsStorage::Embedded };
         let how = match storage {
             WeightsStorage::Embedded => Storage::Embedded,
             _ => Storage::External { locations: linked.clone() },
         };
-        inputs.write(opts, variant, &how, &tmp.join(MODEL_FILE))?;
+        write(&how, &tmp.join(MODEL_FILE))?;
         Ok(storage)
     })();
     let storage = match result {

@@ -225,7 +225,11 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
         model_type,
         Some("bert" | "xlm-roberta" | "modernbert" | "nomic_bert" | "qwen3" | "qwen2" | "mistral")
     );
-    let hint = if candle_runs {
+    let hint = if model_type == Some("sam2") {
+        "SAM2 is built as two graphs (vision encoder, prompt encoder + mask decoder) by \
+         `bulkhead_graph::sam2::build_sam2_cached`"
+            .to_string()
+    } else if candle_runs {
         "the `candle:` units may still run it".to_string()
     } else {
         "no bulkhead engine runs it from safetensors; export it to ONNX and give the .onnx file".to_string()

@@ -32,6 +32,10 @@ pub(crate) fn attr_ints(name: &str, v: &[i64]) -> Msg<'static> {
     Msg::new().str(1, name).int(20, 7).packed_ints(8, v)
 }
 
+pub(crate) fn attr_str(name: &str, v: &str) -> Msg<'static> {
+    Msg::new().str(1, name).int(20, 3).str(4, v)
+}
+
 pub(crate) fn attr_float(name: &str, v: f32) -> Msg<'static> {
     Msg::new().str(1, name).int(20, 1).float(2, v)
 }
@@ -319,6 +323,43 @@ impl<'a> Graph<'a> {
     }
 }
 
+/// A graph input or output of any element type and shape (graphs whose I/O is not the text models' `[batch,
+/// sequence]` ids: SAM2's image encoder and mask decoder).
+pub(crate) struct Io {
+    /// Its name.
+    pub name: &'static str,
+    /// ONNX element type ([`FLOAT`], [`INT64`]).
+    pub elem: i64,
+    /// Its dimensions.
+    pub dims: Vec<Dim>,
+}
+
+impl<'a> Graph<'a> {
+    /// Writes the `ModelProto` with the given inputs and outputs (the output names must be node outputs).
+    pub fn finish_io(self, name: &str, inputs: &[Io], outputs: &[Io], producer: &str) -> Msg<'a> {
+        let mut graph = Msg::new();
+        for n in self.nodes {
+            graph.push_msg(1, n);
+        }
+        graph = graph.str(2, name);
+        for t in self.initializers {
+            graph.push_msg(5, t);
+        }
+        for io in inputs {
+            graph.push_msg(11, value_info(io.name, io.elem, &io.dims));
+        }
+        for io in outputs {
+            graph.push_msg(12, value_info(io.name, io.elem, &io.dims));
+        }
+        Msg::new()
+            .int(1, 8) // ir_version
+            .str(2, "bulkhead-graph")
+            .str(3, producer)
+            .msg(7, graph)
+            .msg(8, Msg::new().str(1, "").int(2, self.opset))
+    }
+}
+
 /// The graph's one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
@@ -328,8 +369,11 @@ pub(crate) enum Output {
     Logits(usize),
 }
 
-enum Dim {
+/// One dimension of a graph input or output.
+pub(crate) enum Dim {
+    /// A fixed size.
     Fixed(usize),
+    /// A symbolic size.
     Named(&'static str),
 }
 

@@ -30,6 +30,7 @@ mod modernbert;
 mod nomic;
 mod proto;
 pub mod quant;
+pub mod sam2;
 mod weights;
 
 use std::path::{Path, PathBuf};

@@ -85,11 +85,6 @@ impl Weights {
         Ok(Weights { shards, tensors, prefix, origin })
     }
 
-    /// The files, in shard order.
-    pub fn paths(&self) -> Vec<&Path> {
-        self.shards.iter().map(|s| s.path.as_path()).collect()
-    }
-
     /// The name of the prefix-less `name` in the file.
     pub fn full_name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
