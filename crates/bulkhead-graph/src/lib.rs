@@ -7,6 +7,9 @@
 //! * [`export`]: writes one self-contained `.onnx` file (weights embedded), for `bulkhead export`;
 //! * [`supported_architectures`]: what the builder accepts.
 //!
+//! SAM2 (`Sam2Model`) is built as two graphs, a vision encoder and a prompt encoder + mask decoder, by
+//! [`sam2::build_sam2_cached`] / [`sam2::export_sam2`] (see [`sam2`]).
+//!
 //! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
 //! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
 //!
