@@ -245,7 +245,8 @@ fn sam2_graphs_are_cached_and_exported() {
 #[test]
 fn sam2_config_errors_name_the_file_and_the_field() {
     let src = folder();
-    let cases: [(&str, fn(&mut Value), &str); 3] = [
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit, &str); 3] = [
         (
             "windows",
             |v| v["vision_config"]["backbone_config"]["window_size_per_stage"] = serde_json::json!([8, 4, 6]),
