@@ -7,6 +7,9 @@
 //!     [--threads 2] [--runs 5] [--clicks 30] [--python /work/fixture-venv/bin/python]
 //! ```
 //!
+//! `--export DIR` writes the two graphs as self-contained files `DIR/vision_encoder.onnx` and
+//! `DIR/prompt_encoder_mask_decoder.onnx` instead of measuring.
+//!
 //! The folder is a random-weight model with sam2.1-hiera-tiny's configuration (what the script writes). Prints one
 //! table: graph build time, session creation, encoder latency on one 1024×1024 image (median and best of `--runs`
 //! after a warm-up) and decoder throughput (one foreground point per click, `multimask_output`, on the kept
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bulkhead_core::ModelFiles;
-use bulkhead_graph::sam2::{build_sam2_cached, Sam2Graph, IMAGE_EMBEDDINGS};
+use bulkhead_graph::sam2::{build_sam2_cached, export_sam2, Sam2Graph, IMAGE_EMBEDDINGS};
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 
@@ -39,6 +42,14 @@ fn main() {
 
     let env = common::ort_env().expect("ONNX Runtime");
     let model = ModelFiles::open(&model_dir).expect("model folder");
+    if let Some(dir) = arg(&args, "--export") {
+        // Self-contained files, e.g. to compare with transformers from Python.
+        let dir = PathBuf::from(dir);
+        export_sam2(&model, Sam2Graph::VisionEncoder, &dir.join("vision_encoder.onnx")).unwrap();
+        export_sam2(&model, Sam2Graph::PromptEncoderMaskDecoder, &dir.join("prompt_encoder_mask_decoder.onnx"))
+            .unwrap();
+        return;
+    }
     let cache = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let enc = build_sam2_cached(&model, Sam2Graph::VisionEncoder, cache.path()).unwrap();
