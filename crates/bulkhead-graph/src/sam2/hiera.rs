@@ -31,7 +31,10 @@ pub(crate) fn build(g: &mut Graph<'_>, c: &Sam2Config) -> Result<(Vec<Io>, Vec<I
     );
     let side = (s + 2 * c.patch_padding).checked_sub(k).map(|n| n / c.patch_stride + 1).unwrap_or(0);
     if side == 0 {
-        return Err(GraphError::Options(format!("image size {s} is smaller than the patch kernel {k}")));
+        return Err(GraphError::Config {
+            path: c.path.clone(),
+            reason: format!("`vision_config.backbone_config.image_size` {s} is smaller than the patch kernel {k}"),
+        });
     }
     let x = g.node("Transpose", "patch_nhwc", &[&conv], vec![attr_ints("perm", &[0, 2, 3, 1])]);
     let pos = positional_embedding(g, c, hidden, side)?;
