@@ -167,7 +167,7 @@ where
         path: dir.join(MODEL_FILE),
         cache_hit,
         build_ms: start.elapsed().as_secs_f64() * 1e3,
-        key: key.clone(),
+        key: key.to_string(),
         storage,
     };
     let linked = linked_names(model);

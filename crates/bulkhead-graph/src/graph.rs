@@ -32,6 +32,10 @@ pub(crate) fn attr_ints(name: &str, v: &[i64]) -> Msg<'static> {
     Msg::new().str(1, name).int(20, 7).packed_ints(8, v)
 }
 
+pub(crate) fn attr_str(name: &str, v: &str) -> Msg<'static> {
+    Msg::new().str(1, name).int(20, 3).str(4, v)
+}
+
 pub(crate) fn attr_float(name: &str, v: f32) -> Msg<'static> {
     Msg::new().str(1, name).int(20, 1).float(2, v)
 }

@@ -11,6 +11,9 @@
 //!   `attention_mask` → `text_embeds`), unnormalised as transformers returns them; [`tower_model_files`] finds the
 //!   transformers folder in a sentence-transformers CLIP layout.
 //!
+//! SAM2 (`Sam2Model`) is built as two graphs, a vision encoder and a prompt encoder + mask decoder, by
+//! [`sam2::build_sam2_cached`] / [`sam2::export_sam2`] (see [`sam2`]).
+//!
 //! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
 //! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
 //!
@@ -39,6 +42,7 @@ mod modernbert;
 mod nomic;
 mod proto;
 pub mod quant;
+pub mod sam2;
 mod siglip;
 mod vision;
 mod weights;
