@@ -15,6 +15,15 @@
 //! and the mapped weights (`weights`, f16/bf16 widened exactly to f32). The graphs are written in the patterns ONNX
 //! Runtime's CPU optimiser fuses (BERT: `EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`,
 //! `BiasGelu`); see `README.md` for the fused operators per architecture and the measurements behind the choices.
+//!
+//! # Architecture invariants
+//!
+//! * **It builds what it knows, or says what it does not:** an unknown architecture is an error listing the supported
+//!   ones; every config or weights error names the file and the field or tensor; the graph computes in f32 (f16
+//!   and bf16 weights are widened exactly).
+//! * **A stale graph is never run:** a cached graph is keyed by the builder version, the options, the config, the
+//!   tokenizer and the weights' digest ([`graph_key`]), and written under a temporary name, then renamed.
+//! * **No engine here:** it writes ONNX protobuf itself and never runs a graph; ONNX Runtime appears only in its tests.
 #![deny(missing_docs)]
 
 mod arch;
