@@ -206,8 +206,8 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
         }
     }
     if let Some(a) = &u.accuracy {
-        // Written so that a NaN cosine (never hidden by `stats::compare`) is inaccurate too.
-        if !(a.min_cosine >= MIN_COSINE_OK) {
+        // A NaN cosine (never hidden by `stats::compare`) is inaccurate too.
+        if a.min_cosine.is_nan() || a.min_cosine < MIN_COSINE_OK {
             let q = if a.quantized { format!(" (quantized {} weights)", a.precision) } else { String::new() };
             found.push((
                 Verdict::Inaccurate,
