@@ -5,6 +5,15 @@
 //! Units: `candle:cpu`; `candle:cuda` and `candle:metal` behind the cargo features `cuda` and `metal` (the binary's
 //! `candle-cuda` / `candle-metal`). Without the feature those units are `NotCompiled`, a different state from
 //! `Unusable` (compiled in, but no device here).
+//!
+//! # Architecture invariants
+//!
+//! * **It builds with every cargo feature off** (it has no default feature, so every ordinary build is that build;
+//!   checked by `crates/bulkhead-testkit/tests/invariants.rs`).
+//! * **It computes what the model computes, or refuses:** an architecture, a configuration or a tokenizer it cannot
+//!   run exactly is an `EngineError::Unsupported` or a load error with the reason, so the chain moves on instead of
+//!   computing something else. Weights of any float type are widened to f32 when loaded; the session report keeps
+//!   the stored precision (`bf16` weights say `bf16`).
 #![deny(missing_docs)]
 
 mod models;
@@ -164,7 +173,8 @@ fn weights_header(path: &Path) -> Result<((safetensors::Dtype, Precision), Vec<S
         meta.tensors().values().next().map(|t| t.dtype).ok_or_else(|| format!("{}: no tensors", path.display()))?;
     let precision = match dtype {
         safetensors::Dtype::F32 | safetensors::Dtype::F64 => Precision::Fp32,
-        safetensors::Dtype::F16 | safetensors::Dtype::BF16 => Precision::Fp16,
+        safetensors::Dtype::F16 => Precision::Fp16,
+        safetensors::Dtype::BF16 => Precision::Bf16,
         safetensors::Dtype::I8 | safetensors::Dtype::U8 => Precision::Int8,
         _ => Precision::Unknown,
     };

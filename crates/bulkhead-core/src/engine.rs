@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::model::ModelFiles;
+use crate::precision::Precision;
 use crate::tensor::{NamedTensor, Tensor, TensorSpec, TokenBatch};
 use crate::unit::Unit;
 
@@ -22,20 +23,6 @@ pub enum Availability {
     NotCompiled(String),
     /// The unit is in this build but the machine cannot run it (no device, no library support).
     Unusable(String),
-}
-
-/// The numeric precision of a model's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// 32-bit float.
-    Fp32,
-    /// 16-bit float (or bfloat16).
-    Fp16,
-    /// 8-bit integer quantized.
-    Int8,
-    /// Unknown.
-    Unknown,
 }
 
 /// How many graph nodes one execution provider was assigned.

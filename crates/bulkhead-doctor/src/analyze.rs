@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use bulkhead_core::SessionReport;
+use bulkhead_core::{Precision, SessionReport};
 
 use bulkhead_supervisor::LoadFailureKind;
 
@@ -206,7 +206,8 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
         }
     }
     if let Some(a) = &u.accuracy {
-        if a.min_cosine < MIN_COSINE_OK {
+        // A NaN cosine (never hidden by `stats::compare`) is inaccurate too.
+        if a.min_cosine.is_nan() || a.min_cosine < MIN_COSINE_OK {
             let q = if a.quantized { format!(" (quantized {} weights)", a.precision) } else { String::new() };
             found.push((
                 Verdict::Inaccurate,
@@ -358,7 +359,7 @@ pub fn accuracy(
     got: &[Vec<f32>],
     want: &[Vec<f32>],
     reference_unit: &str,
-    precision: &str,
+    precision: Precision,
 ) -> Result<Accuracy, Finding> {
     let (min_cosine, mean_cosine, max_abs_diff) = compare(got, want).ok_or_else(|| {
         Finding::new(
@@ -379,8 +380,8 @@ pub fn accuracy(
         min_cosine,
         mean_cosine,
         max_abs_diff,
-        precision: precision.to_string(),
-        quantized: matches!(precision, "int8" | "fp16"),
+        precision,
+        quantized: precision.is_reduced(),
     })
 }
 

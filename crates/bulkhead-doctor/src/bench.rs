@@ -52,7 +52,7 @@ pub struct BenchReport {
 pub struct BenchUnit {
     pub unit: String,
     pub runtime: Option<String>,
-    pub precision: Option<String>,
+    pub precision: Option<bulkhead_core::Precision>,
     /// Why the unit was not measured (or stopped), if so.
     pub error: Option<String>,
     pub rows: Vec<LatencyRow>,
@@ -108,7 +108,7 @@ async fn bench_unit(
     let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits };
     let (mut worker, ready) = Worker::start(start).await?;
     u.runtime = Some(ready.report.runtime.clone());
-    u.precision = Some(checks::precision_name(ready.report.precision));
+    u.precision = Some(ready.report.precision);
     let timed = Timed { iterations: options.iterations, at_least: Duration::from_secs_f64(options.seconds) };
     for (size, batch) in batches {
         progress.phase(&u.unit, &format!("batch {size}"));
@@ -146,7 +146,7 @@ pub fn render(r: &BenchReport, colour: bool) -> String {
         for l in &u.rows {
             rows.push(vec![
                 Cell::from(u.unit.as_str()),
-                Cell::from(u.precision.clone().unwrap_or_default()),
+                Cell::from(u.precision.map(|p| p.to_string()).unwrap_or_default()),
                 Cell::from(l.batch.to_string()),
                 Cell::from(l.seq.to_string()),
                 Cell::from(l.iterations.to_string()),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use bulkhead_core::ModelFiles;
+use bulkhead_core::{ModelFiles, Precision};
 
 use crate::report::{Branch, FileCheck, Finding, Machine, ModelReport, OnnxSummary, SafetensorsSummary, Severity};
 
@@ -33,7 +33,7 @@ pub fn safetensors_summary(path: &Path) -> SafetensorsSummary {
         tensors: 0,
         parameters: 0,
         dtypes: BTreeMap::new(),
-        precision: "unknown".into(),
+        precision: Precision::Unknown,
         error: None,
     };
     let header = || -> Result<serde_json::Value, String> {
@@ -61,17 +61,7 @@ pub fn safetensors_summary(path: &Path) -> SafetensorsSummary {
                 s.parameters += n;
                 *s.dtypes.entry(dtype).or_default() += n;
             }
-            let of = |names: &[&str]| names.iter().map(|n| s.dtypes.get(*n).copied().unwrap_or(0)).sum::<u64>();
-            s.precision = if s.parameters == 0 {
-                "unknown"
-            } else if of(&["I8", "U8"]) * 10 >= s.parameters {
-                "int8"
-            } else if of(&["F16", "BF16"]) * 2 >= s.parameters {
-                "fp16"
-            } else {
-                "fp32"
-            }
-            .into();
+            s.precision = Precision::of_weights(s.dtypes.iter().map(|(d, n)| (Precision::of_safetensors_dtype(d), *n)));
         }
         Ok(_) => s.error = Some("the header is not a JSON object".into()),
         Err(e) => s.error = Some(e),
@@ -87,7 +77,7 @@ fn unread_onnx(error: Option<String>) -> OnnxSummary {
         producer: String::new(),
         nodes: 0,
         op_types: BTreeMap::new(),
-        precision: "unknown".into(),
+        precision: Precision::Unknown,
         error,
     }
 }
@@ -102,7 +92,7 @@ fn onnx_summary(path: &Path) -> OnnxSummary {
             s.opsets = info.opsets.iter().map(|(d, v)| Opset { domain: d.clone(), version: *v }).collect();
             s.producer = info.producer.clone();
             s.nodes = info.op_types.values().sum();
-            s.precision = precision_name(info.precision());
+            s.precision = info.precision();
             s.op_types = info.op_types;
         }
         Err(e) => s.error = Some(e),
@@ -115,27 +105,22 @@ fn onnx_summary(path: &Path) -> OnnxSummary {
     unread_onnx(Some(format!("{}: this build has no ONNX reader (feature `ort` off)", path.display())))
 }
 
-/// `fp32`, `fp16`, `int8` or `unknown`.
-pub fn precision_name(p: bulkhead_core::Precision) -> String {
-    serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
-}
-
 /// The model section: files, formats, precision, and the static findings.
 pub fn model_report(model: &ModelFiles, has_tokenizer: Result<(), String>) -> ModelReport {
     let (files, mut findings) = file_checks(model, has_tokenizer);
     let onnx = model.onnx.as_deref().map(onnx_summary);
     let safetensors = model.safetensors.as_deref().map(safetensors_summary);
     findings.extend(format_findings(onnx.as_ref(), safetensors.as_ref()));
-    let quantized = onnx
-        .iter()
-        .map(|o| o.precision.as_str())
-        .chain(safetensors.iter().map(|s| s.precision.as_str()))
-        .any(|p| p == "int8" || p == "fp16");
+    let quantized =
+        onnx.iter().map(|o| o.precision).chain(safetensors.iter().map(|s| s.precision)).any(Precision::is_reduced);
     let int8_accuracy = match model.source.is_dir() {
-        true => bulkhead_core::quantized::read_int8_accuracy(&model.source).unwrap_or_else(|e| {
-            findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, e));
-            None
-        }),
+        true => match bulkhead_core::quantized::Manifest::<()>::read(&model.source) {
+            Ok(manifest) => manifest.map(|m| m.int8_accuracy()),
+            Err(e) => {
+                findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, e.to_string()));
+                None
+            }
+        },
         false => None,
     };
     match &int8_accuracy {
@@ -264,14 +249,12 @@ fn format_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&SafetensorsS
 /// Quantized (4b) or half-precision (5b) weights.
 fn precision_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&SafetensorsSummary>) -> Vec<Finding> {
     let mut findings = vec![];
-    for (what, p) in onnx
-        .iter()
-        .map(|o| ("ONNX", o.precision.as_str()))
-        .chain(safetensors.iter().map(|s| ("safetensors", s.precision.as_str())))
+    for (what, p) in
+        onnx.iter().map(|o| ("ONNX", o.precision)).chain(safetensors.iter().map(|s| ("safetensors", s.precision)))
     {
-        if p == "int8" || p == "fp16" {
+        if p.is_reduced() {
             findings.push(Finding::new(
-                if p == "int8" { Branch::Quantized } else { Branch::OutputShape },
+                if p == Precision::Int8 { Branch::Quantized } else { Branch::OutputShape },
                 Severity::Warning,
                 format!(
                     "the {what} weights are {p} (quantized or reduced precision): expect outputs to differ from fp32"
@@ -349,4 +332,38 @@ pub fn unit_weights_bytes(model: &ModelFiles, unit: &bulkhead_core::Unit) -> u64
         bulkhead_core::EngineKind::Candle => safetensors(),
     }
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(name: &str) -> std::path::PathBuf {
+        bulkhead_testkit::fixture("arch").join(name)
+    }
+
+    #[test]
+    fn bf16_weights_are_bf16_and_flagged_as_reduced_precision() {
+        let dir = arch("qwen3-bf16");
+        let s = safetensors_summary(&dir.join("model.safetensors"));
+        assert_eq!((s.precision, s.error.as_deref()), (Precision::Bf16, None));
+        assert_eq!(s.dtypes.keys().map(String::as_str).collect::<Vec<_>>(), ["BF16"]);
+        assert_eq!(serde_json::to_value(&s).unwrap()["precision"], "bf16");
+
+        let report = model_report(&ModelFiles::open(&dir).unwrap(), Ok(()));
+        assert!(report.quantized, "bf16 weights are reduced precision");
+        let finding = report.findings.iter().find(|f| f.branch == Branch::OutputShape).expect("a 5b finding");
+        assert_eq!(finding.severity, Severity::Warning);
+        assert!(finding.message.contains("safetensors weights are bf16"), "{}", finding.message);
+    }
+
+    #[test]
+    fn fp32_weights_are_fp32_and_not_flagged() {
+        let dir = arch("xlm-roberta");
+        let report = model_report(&ModelFiles::open(&dir).unwrap(), Ok(()));
+        let s = report.safetensors.as_ref().expect("the safetensors summary");
+        assert_eq!(s.precision, Precision::Fp32, "{:?}", s.dtypes);
+        assert!(!report.quantized);
+        assert!(!report.findings.iter().any(|f| f.branch == Branch::OutputShape || f.branch == Branch::Quantized));
+    }
 }

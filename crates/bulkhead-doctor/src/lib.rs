@@ -11,6 +11,24 @@
 //!   with the protocol;
 //! * [`checks`]: static checks of the model's files and of the machine;
 //! * [`progress`]: progress on stderr.
+//!
+//! # Architecture invariants
+//!
+//! * **Measurement, report, renderers, one way.** [`measure`] fills a [`report::Report`]; [`analyze`] decides from
+//!   the report's numbers alone; [`render`] reads a finished report and measures nothing, so `--from-json` prints
+//!   exactly what a fresh run prints.
+//! * **A unit's failure is a finding, never the doctor's end:** every worker runs in its own process through
+//!   `WorkerClient`, every step has a deadline, and a crash, hang, load failure or failed prediction becomes a
+//!   `Finding` with its `Branch`.
+//! * **The schema is a boundary type.** [`report`] is `bulkhead.doctor/1` as docs/doctor.md documents it (the
+//!   binary's doctor test checks both ways); the protocol's and the worker client's types (`LoadFailureKind`,
+//!   `Step`) are converted at the edge into the report's own enums, so a protocol change never changes the JSON.
+//!   Shared vocabulary is the core's: a weight precision is a [`bulkhead_core::Precision`], a quantized folder's
+//!   accuracy comes from [`bulkhead_core::quantized::Manifest`], and agreement from [`bulkhead_core::stats`].
+//! * **Classification reads types.** A load failure's branch comes from its `LoadFailureKind` alone: the engine
+//!   adapter that knows its engine's errors decides `format_too_new`, `unsupported` or `model_rejected`; the
+//!   compiled-model cache outcome comes from `SessionReport::graph_cache`.
+//! * **Every branch code is defined in docs/doctor.md**, and every `Branch` variant maps to one code.
 
 pub mod analyze;
 pub mod bench;

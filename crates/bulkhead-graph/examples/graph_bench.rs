@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use bulkhead_core::stats::median;
 use bulkhead_core::{Engine, TokenBatch, Unit};
 use bulkhead_graph::{build_cached, export, BuildOptions, ShapeMode, ORT_CPU_DISABLED_OPTIMIZERS};
 use common::*;
@@ -152,14 +153,6 @@ fn round(row: &mut Row, batch: &Batch, single: &Batch) {
     row.latencies.extend(lat);
 }
 
-fn median(v: &[f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn quantile(v: &[f64], p: f64) -> f64 {
-    percentile(v, p)
-}
-
 /// Median of the per-round ratios `a / b`.
 fn ratio(a: &[f64], b: &[f64]) -> f64 {
     median(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>())
@@ -246,7 +239,7 @@ fn model_mode(args: &[String]) {
             r.name,
             r.session_ms,
             1e3 * batch.batch as f64 / tp,
-            quantile(&r.latencies, 0.5),
+            percentile(&r.latencies, 0.5),
             fused.join(", ")
         );
         let key = match r.name {
@@ -258,7 +251,7 @@ fn model_mode(args: &[String]) {
         json_rows.insert(
             key.to_string(),
             serde_json::json!({"throughput": tp, "batch_ms": 1e3 * batch.batch as f64 / tp,
-                "tokens_per_s": tp * tokens as f64 / batch.batch as f64, "single_p50_ms": quantile(&r.latencies, 0.5),
+                "tokens_per_s": tp * tokens as f64 / batch.batch as f64, "single_p50_ms": percentile(&r.latencies, 0.5),
                 "session_ms": r.session_ms, "fused": fused, "peak_rss_mb": rss}),
         );
     }
@@ -405,8 +398,8 @@ fn minilm_mode() {
             r.session_ms,
             tp,
             best,
-            quantile(&r.latencies, 0.5),
-            quantile(&r.latencies, 0.9),
+            percentile(&r.latencies, 0.5),
+            percentile(&r.latencies, 0.9),
             ratio(&first_rounds, &r.rounds),
             // Latency ratio as a speed-up: this row's p50 over the built graph's.
             ratio(&r.round_p50, &first_p50),

@@ -26,6 +26,16 @@
 //!
 //! Speech models do not fit one graph: [`whisper`] writes Whisper as an encoder, a cross-attention key/value graph
 //! and a decoder step with key/value caches ([`whisper::build_whisper_cached`]), cached the same way.
+//!
+//! # Architecture invariants
+//!
+//! * **It builds what it knows, or says what it does not:** an unknown architecture is an error listing the supported
+//!   ones; every config or weights error names the file and the field or tensor; the graph computes in f32 (f16
+//!   and bf16 weights are widened exactly).
+//! * **A stale graph is never run:** a cached graph is keyed by the builder version, the options, which graph of the
+//!   folder it is (a variant, a tower, one of Whisper's or SAM2's graphs), the config, the tokenizer and the weights'
+//!   digest ([`graph_key`]), and written under a temporary name, then renamed.
+//! * **No engine here:** it writes ONNX protobuf itself and never runs a graph; ONNX Runtime appears only in its tests.
 #![deny(missing_docs)]
 
 mod arch;

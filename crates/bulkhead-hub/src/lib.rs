@@ -13,6 +13,14 @@
 //!
 //! [`Hub::snapshot`] ties them together: it returns a folder (`snapshots/COMMIT`) holding every file the model
 //! needs, downloading only what is missing.
+//!
+//! # Architecture invariants
+//!
+//! * **A file exists under its final name only once complete and verified** against its ETag (sha256 or git blob
+//!   sha1), and a `snapshots/` link only once its blob does; `refs/REV` moves only when the snapshot holds every
+//!   needed file.
+//! * **Offline mode never opens a socket.**
+//! * **The token never leaves the hub's origin** (a redirect to a CDN is followed without it).
 #![deny(missing_docs)]
 
 pub mod cache;

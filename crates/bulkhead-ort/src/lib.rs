@@ -5,10 +5,28 @@
 //! never silently becomes CPU. After a session is created, the engine records what really runs it: the node
 //! placement per execution provider (ONNX Runtime's graph assignment), so a unit that only half runs on its device
 //! is visible.
+//!
+//! * [`runtime`]: finding the ONNX Runtime library and the one process-wide environment;
+//! * [`onnx_info`]: a minimal ONNX protobuf reader (IR version, opsets, operator counts, weight precision);
+//! * [`python`]: asking `python3` where a Python package is, the last resort of the library lookup.
+//!
+//! # Architecture invariants
+//!
+//! * **A unit never silently becomes CPU:** every execution provider is registered with `error_on_failure()`, so a
+//!   provider that cannot load is a load error naming it, and the chain moves on.
+//! * **ONNX Runtime is loaded at run time** from the `onnxruntime` wheel (`ort`'s `load-dynamic`, without default
+//!   features), never downloaded or copied at build time.
+//! * **What ran is recorded, not assumed:** the node placement per provider and the compiled-model cache outcome
+//!   (`SessionReport::graph_cache`) are values in the session report, not only notes.
+//! * **The only process it starts is `python3`**, asked where a package is ([`python`]), when nothing else found it.
+//!
+//! `crates/bulkhead-testkit/tests/invariants.rs` checks the first, second and last by reading the workspace's
+//! `Cargo.toml` and this crate's sources.
 #![deny(missing_docs)]
 
 pub mod onnx_info;
 mod placement;
+pub mod python;
 mod refusal;
 pub mod runtime;
 

@@ -24,21 +24,22 @@ pub struct OnnxInfo {
 }
 
 impl OnnxInfo {
-    /// Weight precision: int8 when at least a tenth of the initializer elements are 8-bit integers, fp16 when
-    /// half-precision floats dominate, fp32 otherwise.
+    /// Weight precision of the initializers, by [`Precision::of_weights`]: int8 when at least a tenth of the
+    /// elements are 8-bit integers, fp16 or bf16 when half-precision floats dominate, fp32 otherwise.
     pub fn precision(&self) -> Precision {
-        let total: u64 = self.initializer_elements.values().sum();
-        if total == 0 {
-            return Precision::Unknown;
-        }
-        let of = |t: &[u64]| t.iter().map(|k| self.initializer_elements.get(k).copied().unwrap_or(0)).sum::<u64>();
-        if of(&[2, 3]) * 10 >= total {
-            Precision::Int8
-        } else if of(&[10, 16]) * 2 >= total {
-            Precision::Fp16
-        } else {
-            Precision::Fp32
-        }
+        Precision::of_weights(self.initializer_elements.iter().map(|(&t, &n)| (element_precision(t), n)))
+    }
+}
+
+/// The precision of an ONNX `TensorProto.DataType` (1 float, 11 double, 10 float16, 16 bfloat16, 2 uint8, 3 int8;
+/// the others, such as int64 shape constants, say nothing about the weights).
+fn element_precision(data_type: u64) -> Precision {
+    match data_type {
+        1 | 11 => Precision::Fp32,
+        10 => Precision::Fp16,
+        16 => Precision::Bf16,
+        2 | 3 => Precision::Int8,
+        _ => Precision::Unknown,
     }
 }
 
@@ -231,6 +232,9 @@ mod tests {
         assert_eq!(info.precision(), Precision::Int8);
         assert_eq!(read(&model(1, &[4])).unwrap().precision(), Precision::Fp32);
         assert_eq!(read(&model(10, &[4])).unwrap().precision(), Precision::Fp16);
+        assert_eq!(read(&model(16, &[4])).unwrap().precision(), Precision::Bf16);
+        // Only shape constants (int64): nothing to tell the weights' precision from.
+        assert_eq!(read(&model(7, &[4])).unwrap().precision(), Precision::Unknown);
     }
 
     #[test]

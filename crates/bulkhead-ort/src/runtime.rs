@@ -70,9 +70,7 @@ pub fn locate() -> Result<PathBuf, String> {
             return Ok(lib);
         }
     }
-    if let Some(lib) =
-        bulkhead_core::install::python_package_dir("onnxruntime").and_then(|d| library_in(&d.join("capi")))
-    {
+    if let Some(lib) = crate::python::package_dir("onnxruntime").and_then(|d| library_in(&d.join("capi"))) {
         return Ok(lib);
     }
     Err(format!("the ONNX Runtime library was not found; {INSTALL_HINT}"))

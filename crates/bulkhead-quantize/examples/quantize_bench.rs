@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bulkhead_core::stats::median;
 use bulkhead_core::ModelFiles;
 use bulkhead_graph::{Int8Form, QuantPlan, Variant};
 use bulkhead_quantize::measure::embed_rows;
@@ -152,11 +153,6 @@ fn measure(
 fn print_table(rows: &[Row], accuracy: &[Accuracy], found: &Search, rounds: usize) {
     println!("| configuration | throughput vs fp32 (median of {rounds} rounds) | texts/s | held-out min cosine | held-out mean cosine | top-10 overlap | calibration min cosine |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base: Vec<f64> = rows[0].rates.clone();
     for (i, (r, a)) in rows.iter().zip(accuracy).enumerate() {
         let ratios: Vec<f64> = r.rates.iter().zip(&base).map(|(x, b)| x / b).collect();

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bulkhead_core::ModelFiles;
+use bulkhead_core::{ModelFiles, Precision};
 use bulkhead_graph::{BuildOptions, Int8Form, QuantPlan, Variant};
 use serde::{Deserialize, Serialize};
 
@@ -12,26 +12,18 @@ use crate::measure::Accuracy;
 use crate::search::{GroupSensitivity, Search, Step};
 use crate::{QuantizeError, QuantizeOptions};
 
-/// The manifest's file name.
-pub use bulkhead_core::quantized::MANIFEST_FILE;
+pub use bulkhead_core::quantized::{Measured, MANIFEST_FILE};
 
-/// What is int8 in a quantized folder and what it measured.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Manifest format version.
-    pub format: u32,
-    /// The tool and graph builder that wrote it.
-    pub producer: String,
-    /// The source folder.
-    pub source: String,
-    /// `int8` (weights symmetric per output channel, activations dynamic per tensor).
-    pub precision: String,
+/// The manifest of a quantized folder: the fields every reader shares ([`bulkhead_core::quantized::Manifest`]) and,
+/// flattened into the same JSON object, the quantizer's [`Record`].
+pub type Manifest = bulkhead_core::quantized::Manifest<Record>;
+
+/// What the quantizer records beyond the shared fields: which layers are int8 and in which form, and the search that
+/// chose them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
     /// The int8 operator form.
     pub operators: Int8Form,
-    /// The floor asked for.
-    pub min_cosine_target: f64,
-    /// Whether the written configuration meets it (false only with `--force`).
-    pub meets_target: bool,
     /// Linear layers in int8.
     pub int8_layers: Vec<String>,
     /// Layer groups kept in float32, costliest first.
@@ -41,16 +33,6 @@ pub struct Manifest {
     /// Groups that keep their outlier input channels in float32, and how outliers were chosen.
     #[serde(default)]
     pub outliers: Outliers,
-    /// Weight elements of the int8 layers and of all linear layers.
-    pub int8_params: usize,
-    /// Weight elements of all linear layers.
-    pub linear_params: usize,
-    /// Rows per forward pass during the measurements.
-    pub batch: usize,
-    /// Accuracy on the calibration set (what the search saw).
-    pub calibration: Measured,
-    /// Accuracy on the held-out set (never seen by the search).
-    pub heldout: Measured,
     /// Every configuration the search measured.
     pub path: Vec<Step>,
     /// Every group's cost alone.
@@ -58,7 +40,7 @@ pub struct Manifest {
 }
 
 /// SmoothQuant in the written graph.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SmoothQuant {
     /// α (`None`: not tried).
     pub alpha: Option<f32>,
@@ -67,7 +49,7 @@ pub struct SmoothQuant {
 }
 
 /// Outlier channels in the written graph.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outliers {
     /// How channels were chosen (`None`: not tried).
     pub options: Option<crate::OutlierOptions>,
@@ -75,59 +57,43 @@ pub struct Outliers {
     pub groups: Vec<String>,
 }
 
-/// An accuracy and the set it was measured on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Measured {
-    /// `built-in` or the file.
-    pub texts: String,
-    /// How many texts.
-    pub count: usize,
-    /// Against the float32 graph of the same model.
-    pub accuracy: Accuracy,
-}
-
-impl Manifest {
-    pub(crate) fn new(
-        model: &ModelFiles,
-        opts: &QuantizeOptions,
-        search: &Search,
-        pick: usize,
-        heldout: Accuracy,
-        calibration_count: usize,
-        heldout_count: usize,
-    ) -> Manifest {
-        let step = &search.path[pick];
-        let calib_name = opts.calibration.as_ref().map_or("built-in".to_string(), |p| p.display().to_string());
-        Manifest {
-            format: 1,
-            producer: format!(
-                "bulkhead-quantize {} (bulkhead-graph {})",
-                env!("CARGO_PKG_VERSION"),
-                bulkhead_graph::BUILDER_VERSION
-            ),
-            source: model.source.display().to_string(),
-            precision: "int8".into(),
+/// The manifest of the configuration `pick` of `search`, with the held-out accuracy measured for it.
+pub(crate) fn manifest(
+    model: &ModelFiles,
+    opts: &QuantizeOptions,
+    search: &Search,
+    pick: usize,
+    heldout: Accuracy,
+    calibration_count: usize,
+    heldout_count: usize,
+) -> Manifest {
+    let step = &search.path[pick];
+    let calib_name = opts.calibration.as_ref().map_or("built-in".to_string(), |p| p.display().to_string());
+    Manifest {
+        format: bulkhead_core::quantized::FORMAT,
+        producer: format!(
+            "bulkhead-quantize {} (bulkhead-graph {})",
+            env!("CARGO_PKG_VERSION"),
+            bulkhead_graph::BUILDER_VERSION
+        ),
+        source: model.source.display().to_string(),
+        precision: Precision::Int8,
+        min_cosine_target: opts.min_cosine,
+        meets_target: step.calibration.min_cosine >= opts.min_cosine,
+        int8_params: step.int8_params,
+        linear_params: search.linear_params,
+        batch: opts.batch,
+        calibration: Measured { texts: calib_name, count: calibration_count, accuracy: step.calibration },
+        heldout: Measured { texts: "built-in".into(), count: heldout_count, accuracy: heldout },
+        record: Record {
             operators: opts.form,
-            min_cosine_target: opts.min_cosine,
-            meets_target: step.calibration.min_cosine >= opts.min_cosine,
             int8_layers: step.plan.int8.iter().cloned().collect(),
             fp32_groups: step.fp32_groups.clone(),
             smoothquant: SmoothQuant { alpha: opts.smooth_alpha, groups: step.smoothed_groups.clone() },
             outliers: Outliers { options: opts.outliers, groups: step.outlier_groups.clone() },
-            int8_params: step.int8_params,
-            linear_params: search.linear_params,
-            batch: opts.batch,
-            calibration: Measured { texts: calib_name, count: calibration_count, accuracy: step.calibration },
-            heldout: Measured { texts: "built-in".into(), count: heldout_count, accuracy: heldout },
             path: search.path.clone(),
             sensitivity: search.sensitivity.clone(),
-        }
-    }
-
-    /// Reads the manifest of a quantized folder, if it has one.
-    pub fn read(folder: &Path) -> Option<Manifest> {
-        let text = std::fs::read_to_string(folder.join(MANIFEST_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
+        },
     }
 }
 
@@ -204,4 +170,80 @@ pub(crate) fn write(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::{Step, Treatment};
+
+    // Literal values: serde_json's default float parsing is best-effort in the last bit (its `float_roundtrip`
+    // feature is off), so a computed value such as 0.9964999999999999 may read back as 0.9965.
+    fn accuracy(min_cosine: f64) -> Accuracy {
+        Accuracy { min_cosine, mean_cosine: 0.9975, top10_overlap: 0.98 }
+    }
+
+    fn sample() -> Manifest {
+        let step = |fp32: &[&str]| Step {
+            int8_groups: 4 - fp32.len(),
+            int8_params: 1000 * (4 - fp32.len()),
+            fp32_groups: fp32.iter().map(|g| g.to_string()).collect(),
+            smoothed_groups: vec![],
+            outlier_groups: vec!["layer.0.mlp_in".into()],
+            calibration: accuracy([0.99, 0.993][fp32.len().min(1)]),
+            plan: Default::default(),
+        };
+        bulkhead_core::quantized::Manifest {
+            format: bulkhead_core::quantized::FORMAT,
+            producer: "bulkhead-quantize test".into(),
+            source: "/models/minilm".into(),
+            precision: Precision::Int8,
+            min_cosine_target: 0.995,
+            meets_target: true,
+            int8_params: 3000,
+            linear_params: 4000,
+            batch: 32,
+            calibration: Measured { texts: "built-in".into(), count: 72, accuracy: accuracy(0.996) },
+            heldout: Measured { texts: "built-in".into(), count: 96, accuracy: accuracy(0.9955) },
+            record: Record {
+                operators: Int8Form::Fused,
+                int8_layers: vec!["layer.0.q".into(), "layer.0.k".into()],
+                fp32_groups: vec!["layer.1.mlp_out".into()],
+                smoothquant: SmoothQuant { alpha: None, groups: vec![] },
+                outliers: Outliers {
+                    options: Some(crate::OutlierOptions::default()),
+                    groups: vec!["layer.0.mlp_in".into()],
+                },
+                path: vec![step(&[]), step(&["layer.1.mlp_out"])],
+                sensitivity: vec![GroupSensitivity {
+                    group: "layer.1.mlp_out".into(),
+                    params: 1000,
+                    plain: accuracy(0.991),
+                    smoothed: None,
+                    with_outliers: Some(accuracy(0.994)),
+                    outlier_channels: 3,
+                    treatment: Treatment::Outliers,
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn the_manifest_round_trips_and_other_readers_read_the_shared_fields() {
+        let written = sample();
+        let json = serde_json::to_string_pretty(&written).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        // One flat object: the shared fields and the record side by side, as earlier manifests were written.
+        assert_eq!((value["precision"].as_str(), value["heldout"]["count"].as_u64()), (Some("int8"), Some(96)));
+        assert_eq!(value["operators"], "fused");
+        assert_eq!(value["path"].as_array().map(Vec::len), Some(2));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), &json).unwrap();
+        let read = Manifest::read(dir.path()).unwrap().expect("the manifest");
+        assert_eq!(read, written);
+        let shared = bulkhead_core::quantized::Manifest::<()>::read(dir.path()).unwrap().expect("the manifest");
+        assert_eq!((&shared.heldout, &shared.calibration), (&written.heldout, &written.calibration));
+        assert_eq!((shared.int8_share(), shared.int8_accuracy().heldout_min_cosine), (0.75, 0.9955));
+    }
 }

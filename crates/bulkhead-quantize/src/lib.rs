@@ -9,6 +9,16 @@
 //! * [`search`]: the per-group sensitivity search and the path from all-int8 back towards float32;
 //! * [`folder`]: the output folder (self-contained `model.onnx`, the tokenizer and pooling files, and the manifest
 //!   `bulkhead-quantization.json` with what is int8 and the accuracy measured on the held-out set).
+//!
+//! # Architecture invariants
+//!
+//! * **Nothing is written unless a configuration meets the floor** (`--min-cosine`), or with `--force`, which the
+//!   manifest records (`meets_target: false`); the folder appears under its name only once complete.
+//! * **The held-out set is never seen by the search**: it measures the written configuration only.
+//! * **One manifest type:** the manifest is [`bulkhead_core::quantized::Manifest`] with this crate's [`Record`]
+//!   flattened in, so what the quantizer writes is what the doctor and `--precision int8` read.
+//! * **ONNX Runtime runs only in the process that quantizes:** `serve --precision int8` starts a child
+//!   `bulkhead quantize` rather than quantizing in the server.
 #![deny(missing_docs)]
 
 pub mod folder;
@@ -21,7 +31,7 @@ use std::path::{Path, PathBuf};
 use bulkhead_core::ModelFiles;
 use bulkhead_graph::{Int8Form, Variant};
 
-pub use folder::{Manifest, MANIFEST_FILE};
+pub use folder::{Manifest, Record, MANIFEST_FILE};
 pub use measure::{compare, Accuracy, Evaluator};
 pub use search::{search, OutlierOptions, Search, SearchOptions, Step, Treatment};
 
@@ -197,7 +207,7 @@ pub fn quantize(model: &ModelFiles, opts: &QuantizeOptions, output: &Path) -> Re
     let step = &found.path[pick];
     let held_ref = ev.embed(Variant::Float, &held_rows)?;
     let held = compare(&ev.embed(Variant::Int8(&step.plan), &held_rows)?, &held_ref);
-    let manifest = Manifest::new(model, opts, &found, pick, held, calibration.len(), heldout.len());
+    let manifest = folder::manifest(model, opts, &found, pick, held, calibration.len(), heldout.len());
     folder::write(ev.model(), &step.plan, &manifest, output)?;
     Ok(Outcome { manifest, search: found })
 }

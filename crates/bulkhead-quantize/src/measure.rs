@@ -5,38 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bulkhead_core::stats::{cosine, mean, min};
 use bulkhead_core::{Engine, ModelFiles, TokenBatch, Unit};
 use bulkhead_embed::{Embedder, Tokenizer};
 use bulkhead_graph::{BuildOptions, Variant};
 use bulkhead_ort::{OrtEngine, OrtOptions};
-use serde::{Deserialize, Serialize};
 
 use crate::QuantizeError;
 
-/// How close a graph's embeddings are to the float32 graph's, over a set of texts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Accuracy {
-    /// The lowest cosine between a text's embedding and its float32 embedding.
-    pub min_cosine: f64,
-    /// The mean of those cosines.
-    pub mean_cosine: f64,
-    /// Mean share of each text's 10 nearest neighbours (among the other texts of the set) that float32 finds too.
-    pub top10_overlap: f64,
-}
-
-/// Cosine of two vectors (0 when either is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += (*x as f64) * (*y as f64);
-        aa += (*x as f64) * (*x as f64);
-        bb += (*y as f64) * (*y as f64);
-    }
-    if aa == 0.0 || bb == 0.0 {
-        return 0.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
+pub use bulkhead_core::quantized::Accuracy;
 
 /// The `k` nearest other texts of text `i` by cosine.
 fn neighbours(set: &[Vec<f32>], i: usize, k: usize) -> Vec<usize> {
@@ -59,11 +36,7 @@ pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> Accuracy {
         };
         (0..want.len()).map(shared).sum::<usize>() as f64 / (k * want.len()) as f64
     };
-    Accuracy {
-        min_cosine: cos.iter().copied().fold(f64::INFINITY, f64::min),
-        mean_cosine: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
-        top10_overlap: overlap,
-    }
+    Accuracy { min_cosine: min(&cos), mean_cosine: mean(&cos), top10_overlap: overlap }
 }
 
 /// Builds graph variants of one model and embeds token rows with them on ONNX Runtime CPU.

@@ -66,7 +66,7 @@ pub enum Treatment {
 }
 
 /// How much quantizing one group alone costs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupSensitivity {
     /// The group's name.
     pub group: String,
@@ -99,7 +99,7 @@ impl GroupSensitivity {
 }
 
 /// One configuration on the search's path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// Groups in int8.
     pub int8_groups: usize,

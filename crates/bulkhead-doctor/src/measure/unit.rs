@@ -11,12 +11,12 @@ use bulkhead_supervisor::{ClientError, Ready};
 use super::latency::{self, Timed};
 use super::worker::{Start, Worker};
 use super::Plan;
+use crate::analyze;
 use crate::progress::Progress;
 use crate::report::{
     self, Availability, Branch, CompiledCache, Crash, CrashPhase, Finding, LoadError, LoadReport, Severity, ShapeRow,
     UnitReport, WarmupRow,
 };
-use crate::{analyze, checks};
 use bulkhead_core::stats;
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -120,7 +120,7 @@ fn loaded(r: &mut UnitReport, unit: Unit, ready: &Ready) {
         unit: session.unit.to_string(),
         runtime: session.runtime.clone(),
         model_file: session.model_file.clone(),
-        precision: checks::precision_name(session.precision),
+        precision: session.precision,
         hidden_size: session.hidden_size,
         notes: session.notes.clone(),
     });

@@ -236,7 +236,7 @@ fn load(o: &mut String, r: &Report) {
             vec![
                 u.unit.clone(),
                 s.map_or("-".into(), |s| format!("{} on {}", s.runtime, s.unit)),
-                s.map_or("-".into(), |s| s.precision.clone()),
+                s.map_or("-".into(), |s| s.precision.to_string()),
                 l.map_or("-".into(), |l| format!("{:.0}", l.cold.total_ms)),
                 l.and_then(|l| l.cached.as_ref()).map_or("-".into(), |c| format!("{:.0}", c.total_ms)),
                 l.map_or("-".into(), |l| l.cache.to_string()),
@@ -311,7 +311,7 @@ fn accuracy(o: &mut String, r: &Report) {
             let a = u.accuracy.as_ref()?;
             Some(vec![
                 u.unit.clone(),
-                a.precision.clone(),
+                a.precision.to_string(),
                 if a.quantized { "yes".into() } else { "no".into() },
                 format!("{:.7}", a.min_cosine),
                 format!("{:.7}", a.mean_cosine),

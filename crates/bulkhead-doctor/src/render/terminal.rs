@@ -194,7 +194,7 @@ fn load(out: &mut String, r: &Report, colour: bool) {
                 vec![
                     Cell::from(u.unit.as_str()),
                     Cell::from(s.map_or("-".into(), |s| s.runtime.clone())),
-                    Cell::from(s.map_or("-".into(), |s| s.precision.clone())),
+                    Cell::from(s.map_or("-".into(), |s| s.precision.to_string())),
                     Cell::from(l.map_or("-".into(), |l| format!("{:.0} ({:.0})", l.cold.total_ms, l.cold.session_ms))),
                     Cell::from(
                         l.and_then(|l| l.cached.as_ref())

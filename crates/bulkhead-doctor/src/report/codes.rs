@@ -40,7 +40,7 @@ pub enum Branch {
     /// `5a`: an operator or the architecture is not implemented by the engine.
     #[serde(rename = "5a")]
     Unsupported,
-    /// `5b`: outputs of another shape, or reduced-precision (fp16) weights.
+    /// `5b`: outputs of another shape, or half-precision (fp16, bf16) weights.
     #[serde(rename = "5b")]
     OutputShape,
     /// `crash`: the worker died or hung.

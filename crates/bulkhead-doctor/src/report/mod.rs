@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use bulkhead_core::Precision;
 use serde::{Deserialize, Serialize};
 
 mod codes;
@@ -68,7 +69,7 @@ pub struct ModelReport {
     pub weights_bytes: u64,
     pub onnx: Option<OnnxSummary>,
     pub safetensors: Option<SafetensorsSummary>,
-    /// Whether any weights file is quantized (int8) or half precision.
+    /// Whether any weights file is quantized (int8) or half precision (fp16, bf16).
     pub quantized: bool,
     /// The accuracy against float32 that `bulkhead quantize` measured, for a folder it wrote.
     pub int8_accuracy: Option<bulkhead_core::quantized::Int8Accuracy>,
@@ -94,8 +95,9 @@ pub struct OnnxSummary {
     pub producer: String,
     pub nodes: usize,
     pub op_types: BTreeMap<String, usize>,
-    /// `fp32`, `fp16`, `int8` or `unknown`, from the initializers' element types.
-    pub precision: String,
+    /// `fp32`, `fp16`, `bf16`, `int8` or `unknown`, from the initializers' element types
+    /// ([`Precision::of_weights`]).
+    pub precision: Precision,
     /// The parse error when the file is not a valid ONNX model.
     pub error: Option<String>,
 }
@@ -115,7 +117,8 @@ pub struct SafetensorsSummary {
     pub parameters: u64,
     /// Parameter count per dtype (`F32`, `F16`, `BF16`, `I8`...).
     pub dtypes: BTreeMap<String, u64>,
-    pub precision: String,
+    /// `fp32`, `fp16`, `bf16`, `int8` or `unknown`, from the parameter counts ([`Precision::of_weights`]).
+    pub precision: Precision,
     pub error: Option<String>,
 }
 
@@ -198,7 +201,7 @@ pub struct SessionInfo {
     pub unit: String,
     pub runtime: String,
     pub model_file: String,
-    pub precision: String,
+    pub precision: Precision,
     pub hidden_size: usize,
     pub notes: Vec<String>,
 }
@@ -365,7 +368,9 @@ pub struct Accuracy {
     pub min_cosine: f64,
     pub mean_cosine: f64,
     pub max_abs_diff: f64,
-    pub precision: String,
+    /// This unit's weight precision.
+    pub precision: Precision,
+    /// Whether that precision is reduced (int8, fp16, bf16), so outputs are expected to differ.
     pub quantized: bool,
 }
 
@@ -375,7 +380,7 @@ pub struct Reference {
     pub unit: String,
     /// The model the reference ran (the diagnosed model, or `--reference`).
     pub model: String,
-    pub precision: String,
+    pub precision: Precision,
     /// `true` when the reference unit is one of the chain's units.
     pub in_chain: bool,
 }

@@ -19,7 +19,7 @@ fn ort_library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return Ok(PathBuf::from(p));
     }
-    let capi = bulkhead_core::install::find_in_python_package("onnxruntime", "capi")
+    let capi = bulkhead_core::install::find_in_site_packages("onnxruntime", "capi")
         .ok_or("the onnxruntime Python package is not installed (run scripts/setup.sh)")?;
     let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
         .map_err(|e| format!("{}: {e}", capi.display()))?

@@ -180,6 +180,7 @@ fn precision_of(model: &ModelEntry, unit: Unit) -> Option<&'static str> {
     Some(match p {
         bulkhead_core::Precision::Fp32 => "fp32",
         bulkhead_core::Precision::Fp16 => "fp16",
+        bulkhead_core::Precision::Bf16 => "bf16",
         bulkhead_core::Precision::Int8 => "int8",
         bulkhead_core::Precision::Unknown => return None,
     })

@@ -1,23 +1,17 @@
 //! `bulkhead bench`: the command line of `bulkhead_doctor::bench` (throughput and latency per unit and batch size,
 //! each unit in its own worker process), as a table or `--json` (schema `bulkhead.bench/1`, docs/doctor.md).
 
-use bulkhead_core::Chain;
 use bulkhead_doctor::bench::{self, Options};
 use bulkhead_doctor::render::terminal;
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, open_model, parse_chain, require_text_model, UsageError, Weights};
+use super::common::{engines, require_text_model, ModelArgs, UsageError};
 
 /// Arguments of `bulkhead bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
-    /// default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
-    model: Option<String>,
-    /// The units to measure, in order (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print one JSON object (schema `bulkhead.bench/1`) instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,11 +36,11 @@ impl BenchArgs {
             .into());
         }
         let faults = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
-        let model = open_model(self.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
-        require_text_model(&model, "bench", false)?;
+        let model = self.model.open()?;
+        require_text_model(&model, "bench", true)?;
         let tokenizer = Tokenizer::load(&model)?;
         let options = Options {
-            chain: self.compute_units.clone(),
+            chain: self.model.chain().clone(),
             batch_sizes: self.batch_sizes.clone(),
             iterations: self.iterations,
             seconds: self.seconds,
@@ -59,7 +53,7 @@ impl BenchArgs {
             print!("{}", bench::render(&report, terminal::use_colour()));
         }
         if report.units.iter().all(|u| u.rows.is_empty()) {
-            anyhow::bail!("no unit of the chain `{}` could be measured", self.compute_units);
+            anyhow::bail!("no unit of the chain `{}` could be measured", self.model.chain());
         }
         Ok(())
     }

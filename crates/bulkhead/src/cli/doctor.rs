@@ -7,26 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bulkhead_core::Chain;
 use bulkhead_doctor::render::{html, json, terminal};
 use bulkhead_doctor::{Limits, Options, Report};
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, open_model, parse_chain, require_text_model, UsageError, Weights};
+use super::common::{engines, open_model, require_text_model, ModelArgs, UsageError};
 
 /// Arguments of `bulkhead doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
-    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
-    /// default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
-    model: Option<String>,
-    /// tokenizer.json to use when the model has none beside it.
-    #[arg(long, env = "BULKHEAD_TOKENIZER")]
-    tokenizer: Option<PathBuf>,
-    /// The units to diagnose, in order (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print the report as one JSON object (schema `bulkhead.doctor/1`, see docs/doctor.md) instead of tables.
     #[arg(long)]
     json: bool,
@@ -72,10 +63,10 @@ impl DoctorArgs {
             return self.output(&report);
         }
         let options = self.options()?;
-        let weights = Weights::Chain(&self.compute_units);
-        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), weights)?;
+        let model = self.model.open()?;
         require_text_model(&model, "doctor", true)?;
-        let reference = self.reference.as_deref().map(|p| open_model(Some(p), None, weights)).transpose()?;
+        let reference =
+            self.reference.as_deref().map(|p| open_model(Some(p), None, self.model.weights())).transpose()?;
         let tokenizer = Tokenizer::load(&model).map_err(|e| e.to_string());
         let report = bulkhead_doctor::diagnose(&model, tokenizer, reference.as_ref(), &options, &engines())?;
         self.output(&report)?;
@@ -95,7 +86,7 @@ impl DoctorArgs {
         }
         let faults = bulkhead_supervisor::faults::from_env().map_err(|e| UsageError(e.to_string()))?;
         Ok(Options {
-            chain: self.compute_units.clone(),
+            chain: self.model.chain().clone(),
             batch_sizes: self.batch_sizes.clone(),
             iterations: self.iterations,
             predictions: self.predictions,

@@ -5,25 +5,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use bulkhead_core::Chain;
 use bulkhead_embed::{load_chain, truncate_dims, Tokenizer, Truncation};
 use serde_json::json;
 
-use super::common::{engines, open_model, parse_chain, set_default_prompt, Precision, UsageError, Weights};
+use super::common::{engines, set_default_prompt, ModelArgs, PrecisionArg, UsageError};
 
 /// Arguments of `bulkhead embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// Model folder (Hugging Face layout), .onnx file, or hub id ORG/NAME[@REVISION] (cached or downloaded);
-    /// default: all-MiniLM-L6-v2 installed by the set-up.
-    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
-    model: Option<String>,
-    /// tokenizer.json to use when the model has none beside it.
-    #[arg(long, env = "BULKHEAD_TOKENIZER")]
-    tokenizer: Option<PathBuf>,
-    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print one JSON object: model, unit, dimensions, embeddings, timing_ms.
     #[arg(long)]
     json: bool,
@@ -41,8 +32,8 @@ pub struct EmbedArgs {
     #[arg(long)]
     dimensions: Option<usize>,
     /// `int8`: the model's int8 form with a measured accuracy floor (made once by `bulkhead quantize` and cached).
-    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = PrecisionArg::Fp32)]
+    precision: PrecisionArg,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -58,7 +49,7 @@ impl EmbedArgs {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
         }
         let t_start = Instant::now();
-        let model = open_model(self.model.as_deref(), self.tokenizer.as_deref(), Weights::Chain(&self.compute_units))?;
+        let model = self.model.open()?;
         if model.task.is_cross_encoder() {
             let command =
                 if matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }) { "rerank" } else { "classify" };
@@ -74,7 +65,7 @@ impl EmbedArgs {
         let prompt = model.prompts.resolve(None, None)?;
         let tokenizer = Tokenizer::load(&model)?;
         let engines = engines();
-        let mut loaded = load_chain(&engines, &model, &tokenizer, &self.compute_units)?;
+        let mut loaded = load_chain(&engines, &model, &tokenizer, self.model.chain())?;
         let load_ms = t_start.elapsed().as_secs_f64() * 1e3;
 
         let t0 = Instant::now();

@@ -2,12 +2,12 @@
 //! time (a container image bakes its model in with it, then serves with `HF_HUB_OFFLINE=1`). Prints the snapshot
 //! folder on stdout.
 
-use bulkhead_core::{Chain, ModelFiles};
+use bulkhead_core::ModelFiles;
 use bulkhead_hub::error::human_bytes;
 use bulkhead_hub::ModelRef;
 use serde_json::json;
 
-use super::common::{parse_chain, UsageError};
+use super::common::{ChainArgs, UsageError};
 use super::hub::{fetch, Weights};
 
 /// Arguments of `bulkhead pull`.
@@ -16,9 +16,9 @@ pub struct PullArgs {
     /// The model: ORG/NAME, optionally @REVISION (a branch, tag or commit; default main).
     #[arg(value_name = "ORG/NAME[@REVISION]")]
     model: String,
-    /// The units the model will run on: they decide which weight files are fetched (safetensors, ONNX).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    // The units the model will run on: they decide which weight files are fetched (safetensors, ONNX).
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Print one JSON object (model, revision, commit, path, files, downloaded_bytes) instead of the path.
     #[arg(long)]
     json: bool,
@@ -28,7 +28,7 @@ impl PullArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
         let model = ModelRef::parse(&self.model).map_err(|e| UsageError(e.to_string()))?;
-        let snapshot = fetch(&model, Weights::Chain(&self.compute_units))?;
+        let snapshot = fetch(&model, Weights::Chain(&self.chain.compute_units))?;
         // Opening it as bulkhead will proves the files make a model (a tokenizer, weights) before an image ships.
         let files = ModelFiles::open(&snapshot.dir)?;
         if self.json {
@@ -55,7 +55,7 @@ impl PullArgs {
             model.display(),
             &snapshot.commit[..10],
             snapshot.files.len(),
-            self.compute_units
+            self.chain.compute_units
         );
         Ok(())
     }

@@ -94,7 +94,7 @@ impl QuantizeArgs {
 fn print_summary(m: &Manifest, output: &Path) {
     eprintln!("| int8 groups | smoothed | outliers in fp32 | kept in fp32 | calibration min cosine | mean cosine |");
     eprintln!("|---:|---:|---:|---|---:|---:|");
-    for s in &m.path {
+    for s in &m.record.path {
         let kept = if s.fp32_groups.is_empty() { "-".to_string() } else { s.fp32_groups.join(" ") };
         eprintln!(
             "| {} | {} | {} | {kept} | {:.5} | {:.5} |",
@@ -112,8 +112,8 @@ fn print_summary(m: &Manifest, output: &Path) {
         output.display(),
         m.int8_params,
         m.linear_params,
-        100.0 * m.int8_params as f64 / m.linear_params.max(1) as f64,
-        m.fp32_groups.len(),
+        100.0 * m.int8_share(),
+        m.record.fp32_groups.len(),
         m.heldout.count,
         h.min_cosine,
         h.mean_cosine,
@@ -127,7 +127,7 @@ fn print_summary(m: &Manifest, output: &Path) {
 /// never runs in the calling process, into `<cache>/int8/<key>`, and reused from there.
 pub fn int8_model(model: &ModelFiles) -> anyhow::Result<ModelFiles> {
     let root = if model.source.is_dir() { model.source.clone() } else { PathBuf::new() };
-    if Manifest::read(&root).is_some() {
+    if model.source.is_dir() && bulkhead_core::quantized::Manifest::<()>::read(&root)?.is_some() {
         return Ok(model.clone());
     }
     if model.safetensors_shards.is_empty() {

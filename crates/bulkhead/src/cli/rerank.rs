@@ -4,21 +4,18 @@
 use std::io::Write;
 use std::time::Instant;
 
-use bulkhead_core::{Chain, ModelFiles, ModelTask};
+use bulkhead_core::{ModelFiles, ModelTask};
 use bulkhead_embed::{load_scorer_chain, LoadedScorer, Tokenizer, Truncation};
 use serde_json::json;
 
-use super::common::{engines, open_model, parse_chain, UsageError, Weights};
+use super::common::{engines, ModelArgs, UsageError};
 
 /// Arguments of `bulkhead rerank`.
 #[derive(Debug, clap::Args)]
 pub struct RerankArgs {
-    /// The reranker: a model folder (Hugging Face layout) or hub id ORG/NAME[@REVISION].
-    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
-    model: Option<String>,
-    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    // The reranker: `--model` is needed in practice, the default model being an embedding model.
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print the logits instead of the scores.
     #[arg(long)]
     raw_scores: bool,
@@ -35,12 +32,9 @@ pub struct RerankArgs {
 /// Arguments of `bulkhead classify`.
 #[derive(Debug, clap::Args)]
 pub struct ClassifyArgs {
-    /// The classifier: a model folder (Hugging Face layout) or hub id ORG/NAME[@REVISION].
-    #[arg(long, env = "BULKHEAD_MODEL", value_name = "PATH|ORG/NAME")]
-    model: Option<String>,
-    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    // The classifier: `--model` is needed in practice, the default model being an embedding model.
+    #[command(flatten)]
+    model: ModelArgs,
     /// Classify each TEXT together with this second text (a pair, as natural language inference takes).
     #[arg(long, value_name = "TEXT")]
     pair: Option<String>,
@@ -63,9 +57,9 @@ struct Loaded {
     load_ms: f64,
 }
 
-fn load(model: Option<&str>, chain: &Chain, command: &str, wanted: fn(&ModelTask) -> bool) -> anyhow::Result<Loaded> {
+fn load(args: &ModelArgs, command: &str, wanted: fn(&ModelTask) -> bool) -> anyhow::Result<Loaded> {
     let t0 = Instant::now();
-    let files = open_model(model, None, Weights::Chain(chain))?;
+    let files = args.open()?;
     if !wanted(&files.task) {
         let other = match files.task {
             ModelTask::Embedding => "bulkhead embed",
@@ -85,7 +79,7 @@ fn load(model: Option<&str>, chain: &Chain, command: &str, wanted: fn(&ModelTask
         .into());
     }
     let tokenizer = Tokenizer::load(&files)?;
-    let loaded = load_scorer_chain(&engines(), &files, &tokenizer, chain)?;
+    let loaded = load_scorer_chain(&engines(), &files, &tokenizer, args.chain())?;
     Ok(Loaded { model: files, tokenizer, chain: loaded, load_ms: t0.elapsed().as_secs_f64() * 1e3 })
 }
 
@@ -111,8 +105,7 @@ fn best_first(scores: &[f32]) -> Vec<usize> {
 impl RerankArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
-        let mut l =
-            load(self.model.as_deref(), &self.compute_units, "rerank", |t| matches!(t, ModelTask::Rerank { .. }))?;
+        let mut l = load(&self.model, "rerank", |t| matches!(t, ModelTask::Rerank { .. }))?;
         let pairs: Vec<(&str, Option<&str>)> =
             self.documents.iter().map(|d| (self.query.as_str(), Some(d.as_str()))).collect();
         let (logits, tokenize_ms, infer_ms) = run_pairs(&mut l, &pairs)?;
@@ -148,8 +141,7 @@ impl RerankArgs {
 impl ClassifyArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
-        let mut l =
-            load(self.model.as_deref(), &self.compute_units, "classify", |t| matches!(t, ModelTask::Classify { .. }))?;
+        let mut l = load(&self.model, "classify", |t| matches!(t, ModelTask::Classify { .. }))?;
         let ModelTask::Classify { labels } = l.model.task.clone() else { unreachable!("checked by load") };
         let pairs: Vec<(&str, Option<&str>)> = self.texts.iter().map(|t| (t.as_str(), self.pair.as_deref())).collect();
         let (logits, tokenize_ms, infer_ms) = run_pairs(&mut l, &pairs)?;

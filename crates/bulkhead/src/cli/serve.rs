@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulkhead_core::{Chain, ModelFiles};
+use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
-use super::common::{engines, open_model, parse_chain, Precision, UsageError, Weights, DEFAULT_MODEL_NAME};
+use super::common::{engines, open_model, ChainArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME};
 
 /// Arguments of `bulkhead serve`. Every option also reads `BULKHEAD_<OPTION>`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +20,8 @@ pub struct ServeArgs {
     /// is given; repeat for several; the first is the default). Default: all-MiniLM-L6-v2 installed by the set-up.
     #[arg(long = "model", env = "BULKHEAD_MODEL", value_delimiter = ',', value_name = "[NAME=]PATH|ORG/NAME")]
     models: Vec<String>,
-    /// Ordered compute units to try (units or the aliases ALL, CPU_AND_GPU, CPU_AND_NE, CPU_ONLY).
-    #[arg(long, env = "BULKHEAD_COMPUTE_UNITS", default_value = Chain::DEFAULT, value_parser = parse_chain)]
-    compute_units: Chain,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Address to bind (127.0.0.1: this machine only).
     #[arg(long, env = "BULKHEAD_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -113,8 +112,8 @@ pub struct ServeArgs {
     quarantine_crashes: u32,
     /// `int8`: serve each model's int8 form with a measured accuracy floor (made once by `bulkhead quantize` with
     /// its defaults, in a child process, and cached; a folder `bulkhead quantize` wrote is served as it is).
-    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = PrecisionArg::Fp32)]
+    precision: PrecisionArg,
     /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
     #[arg(long, env = "BULKHEAD_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -178,7 +177,7 @@ impl ServeArgs {
         // an error before anything starts.
         let mut opened: Vec<(String, ModelFiles)> = vec![];
         for spec in &specs {
-            let files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.compute_units))?;
+            let files = open_model(spec.model.as_deref(), None, Weights::Chain(&self.chain.compute_units))?;
             let mut files = self.precision.apply(files)?;
             super::common::set_default_prompt(
                 &mut files,
@@ -215,7 +214,7 @@ impl ServeArgs {
             .map(|(name, files, _)| {
                 let mut files = files.clone();
                 files.name = name.clone();
-                Arc::new(Supervisor::start(files, &self.compute_units, engines.clone(), sup_config.clone()))
+                Arc::new(Supervisor::start(files, &self.chain.compute_units, engines.clone(), sup_config.clone()))
             })
             .collect();
         wait_all_ready(&sups).await?;
