@@ -20,6 +20,7 @@ pub mod install;
 pub mod model;
 pub mod prompts;
 pub mod quantized;
+pub mod row;
 pub mod stats;
 pub mod task;
 pub mod tensor;
@@ -29,6 +30,7 @@ pub use engine::{Availability, Engine, GraphCache, GraphSession, NodePlacement, 
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use prompts::{DefaultPrompt, Matryoshka, PromptError, Prompts};
+pub use row::{Row, RowKind};
 pub use task::{Activation, ModelTask};
 pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

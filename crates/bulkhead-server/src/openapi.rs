@@ -21,7 +21,8 @@ use utoipa::OpenApi;
 
 use crate::api;
 use crate::error::ErrorKind;
-use crate::routes::{is_probe, kserve, openai, ops, rerank, tei};
+use crate::routes::common::is_probe;
+use crate::routes::{kserve, openai, ops, rerank, tei};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -301,7 +302,7 @@ mod tests {
     fn doc(api_key: Option<&str>) -> Value {
         let config = ServeConfig { api_key: api_key.map(str::to_string), ..ServeConfig::default() };
         let state = AppState::new(vec![], config);
-        serde_json::from_slice(&state.openapi).unwrap()
+        serde_json::from_slice(&render(&state)).unwrap()
     }
 
     fn statuses(doc: &Value, path: &str, method: &str) -> Vec<String> {
