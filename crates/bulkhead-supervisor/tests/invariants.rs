@@ -52,7 +52,9 @@ fn names(code: &str, pattern: &str) -> bool {
     code.match_indices(pattern).any(|(i, _)| {
         let before = code[..i].chars().next_back();
         let after = code[i + pattern.len()..].chars().next();
-        !before.is_some_and(word) && !(pattern.ends_with(word) && after.is_some_and(word))
+        let glued_before = before.is_some_and(word);
+        let glued_after = pattern.ends_with(word) && after.is_some_and(word);
+        !glued_before && !glued_after
     })
 }
 
