@@ -293,12 +293,19 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         batches: Mutex<Vec<usize>>,
+        /// The row kinds of each call.
+        kinds: Mutex<Vec<Vec<RowKind>>>,
     }
 
     impl Backend for Fake {
         fn predict(&self, jobs: Vec<BackendJob>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
             Box::pin(async move {
                 self.batches.lock().unwrap().push(jobs.iter().map(|j| j.payload.rows()).sum());
+                let kinds = jobs.iter().filter_map(|j| match &j.payload {
+                    Payload::Rows(rows) => Some(rows.iter().map(Row::kind)),
+                    _ => None,
+                });
+                self.kinds.lock().unwrap().push(kinds.flatten().collect());
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 jobs.into_iter()
                     .map(|j| {
@@ -374,6 +381,28 @@ mod tests {
         assert_eq!(batches.iter().sum::<usize>(), 80);
         assert!(batches.len() < 40, "requests waiting behind a busy backend are batched: {batches:?}");
         assert!(batches.iter().all(|&rows| rows <= 64), "{batches:?}");
+    }
+
+    #[tokio::test]
+    async fn rows_of_different_kinds_never_share_a_batch() {
+        let fake = Arc::new(Fake::default());
+        let b = Arc::new(batcher(fake.clone(), ServeConfig { max_concurrent_batches: 1, ..ServeConfig::default() }));
+        let pair = |n: usize| Row::Pair { ids: vec![1; n], type_ids: vec![0; n] };
+        let tasks: Vec<_> = (1..=20usize)
+            .map(|n| {
+                let b = b.clone();
+                // Ten token requests, then ten pair requests: batches form within a kind, never across.
+                let rows = if n <= 10 { vec![tokens(n), tokens(n + 1)] } else { vec![pair(n), pair(n + 1)] };
+                tokio::spawn(async move { (n, b.submit(rows, vec![]).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (n, out) = t.await.unwrap();
+            assert_eq!(out.unwrap().vectors, vec![vec![n as f32], vec![(n + 1) as f32]], "request {n}");
+        }
+        let kinds = fake.kinds.lock().unwrap().clone();
+        assert!(kinds.iter().all(|k| k.windows(2).all(|w| w[0] == w[1])), "a batch mixed kinds: {kinds:?}");
+        assert!(kinds.iter().any(|k| k.len() > 2), "requests waiting behind a busy backend are batched: {kinds:?}");
     }
 
     #[tokio::test]
