@@ -13,7 +13,7 @@
 //! The usual path: `let pcm = bulkhead_audio::load(bytes, &limits, extractor.sampling_rate())?;` then
 //! `extractor.extract(&pcm.samples, Padding::MaxLength)`.
 //!
-//! # Invariants
+//! # Architecture invariants
 //!
 //! * Nothing panics on input: every malformed, truncated, empty, unsupported, over-long or over-large file is an
 //!   [`AudioError`] naming the problem, the container and, where there is one, the codec or the limit.

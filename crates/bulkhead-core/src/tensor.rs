@@ -19,9 +19,10 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
-    /// Builds a batch from per-row ids, padding each row with `pad_id` to the longest row (or `pad_to` when larger).
-    pub fn from_rows(rows: &[Vec<i64>], pad_id: i64, pad_to: Option<usize>) -> TokenBatch {
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    /// Builds a batch from per-row ids (`Vec<i64>`s or [`Row`](crate::Row)s), padding each row with `pad_id` to the
+    /// longest row (or `pad_to` when larger).
+    pub fn from_rows<R: AsRef<[i64]>>(rows: &[R], pad_id: i64, pad_to: Option<usize>) -> TokenBatch {
+        let longest = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
         let seq = pad_to.map_or(longest, |p| p.max(longest));
         let mut batch = TokenBatch {
             batch: rows.len(),
@@ -31,6 +32,7 @@ impl TokenBatch {
             token_type_ids: vec![0; rows.len() * seq],
         };
         for row in rows {
+            let row = row.as_ref();
             batch.input_ids.extend_from_slice(row);
             batch.input_ids.extend(std::iter::repeat_n(pad_id, seq - row.len()));
             batch.attention_mask.extend(std::iter::repeat_n(1, row.len()));
@@ -39,10 +41,10 @@ impl TokenBatch {
         batch
     }
 
-    /// Builds a batch from rows of (token ids, token type ids) of equal lengths, padding both to the longest row
-    /// (type id 0 on padding).
-    pub fn from_typed_rows(rows: &[(&[i64], &[i64])], pad_id: i64) -> TokenBatch {
-        let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+    /// Builds a batch from rows with their token type ids ([`Row::Pair`](crate::Row::Pair); a row without type ids
+    /// gets zeros), padding both to the longest row (type id 0 on padding).
+    pub fn from_typed_rows(rows: &[crate::Row], pad_id: i64) -> TokenBatch {
+        let seq = rows.iter().map(crate::Row::len).max().unwrap_or(0);
         let mut batch = TokenBatch {
             batch: rows.len(),
             seq,
@@ -50,7 +52,8 @@ impl TokenBatch {
             attention_mask: Vec::with_capacity(rows.len() * seq),
             token_type_ids: Vec::with_capacity(rows.len() * seq),
         };
-        for (ids, types) in rows {
+        for row in rows {
+            let (ids, types) = (row.ids(), row.type_ids());
             let pad = seq - ids.len();
             batch.input_ids.extend_from_slice(ids);
             batch.input_ids.extend(std::iter::repeat_n(pad_id, pad));

@@ -72,8 +72,7 @@ pub fn load_scorer_chain(
     tokenizer: &Tokenizer,
     chain: &Chain,
 ) -> Result<LoadedScorer, ChainError> {
-    let probe = warmup_pairs(tokenizer).into_iter().nth(1).unwrap_or_default();
-    let rows: Vec<(&[i64], &[i64])> = probe.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
+    let rows = warmup_pairs(tokenizer).into_iter().nth(1).unwrap_or_default();
     let (scorer, skipped, load_ms) = walk(engines, model, chain, |session| {
         let mut scorer = Scorer::new(model, session);
         scorer.score(&rows).map(|_| scorer)

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bulkhead_core::{EngineError, ModelFiles, Pooling, Session, SessionReport, TokenBatch, Unit};
+use bulkhead_core::{EngineError, ModelFiles, Pooling, Row, Session, SessionReport, TokenBatch, Unit};
 use serde::{Deserialize, Serialize};
 
 use crate::pooling::{l2_normalize, pool_excluding};
@@ -56,12 +56,20 @@ impl Embedder {
         self.embed_prompted(rows, &[])
     }
 
+    /// [`Embedder::embed_tokens`] on [`Row`]s: each [`Row::Tokens`] says how many of its leading tokens are a
+    /// prompt (see [`Embedder::embed_prompted`]).
+    pub fn embed_rows(&mut self, rows: &[Row]) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
+        let prompts: Vec<usize> =
+            if rows.iter().all(|r| r.prompt() == 0) { vec![] } else { rows.iter().map(Row::prompt).collect() };
+        self.embed_prompted(rows, &prompts)
+    }
+
     /// [`Embedder::embed_tokens`] for rows that start with a prompt: `prompt_tokens[row]` leading tokens of each row
     /// are the prompt (an empty slice: no prompt). Pooling leaves them out when the model's pooling excludes prompts
     /// (sentence-transformers `include_prompt: false`) and keeps them otherwise.
-    pub fn embed_prompted(
+    pub fn embed_prompted<R: AsRef<[i64]>>(
         &mut self,
-        rows: &[Vec<i64>],
+        rows: &[R],
         prompt_tokens: &[usize],
     ) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
         let mut timing = StageTiming::default();

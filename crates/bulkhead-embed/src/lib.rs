@@ -32,7 +32,7 @@ pub use embedder::{Embedder, StageTiming};
 pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
-pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, PairRow, Tokenizer, Truncation};
+pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

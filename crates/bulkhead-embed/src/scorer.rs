@@ -1,8 +1,9 @@
-//! One loaded cross-encoder session: (token ids, token type ids) rows in, one row of logits per row out.
+//! One loaded cross-encoder session: [`Row::Pair`]s (token ids with token type ids) in, one row of logits per row
+//! out.
 
 use std::time::Instant;
 
-use bulkhead_core::{EngineError, ModelFiles, Session, SessionReport, TokenBatch, Unit};
+use bulkhead_core::{EngineError, ModelFiles, Row, Session, SessionReport, TokenBatch, Unit};
 
 use crate::StageTiming;
 
@@ -30,7 +31,7 @@ impl Scorer {
     }
 
     /// Pads the rows to the longest and runs the forward pass: one row of logits (one per label) per row.
-    pub fn score(&mut self, rows: &[(&[i64], &[i64])]) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
+    pub fn score(&mut self, rows: &[Row]) -> Result<(Vec<Vec<f32>>, StageTiming), EngineError> {
         let mut timing = StageTiming::default();
         if rows.is_empty() {
             return Ok((vec![], timing));

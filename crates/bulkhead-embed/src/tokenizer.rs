@@ -3,32 +3,23 @@
 
 use std::sync::{Arc, OnceLock};
 
-use bulkhead_core::ModelFiles;
+use bulkhead_core::{ModelFiles, Row};
 use tokenizers::{PaddingParams, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::EmbedError;
 
-/// Inputs tokenized for the model, a prompt in front of each.
+/// Inputs tokenized for the model: one [`Row`] per input, in the shape the worker takes ([`Row::Tokens`] with
+/// its prompt length, or [`Row::Pair`] for a cross-encoder).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
-    /// Token ids per input: special tokens included, truncated at `max_len`, unpadded.
-    pub rows: Vec<Vec<i64>>,
+    /// One row per input: special tokens included, truncated at `max_len`, unpadded.
+    pub rows: Vec<Row>,
     /// Whether each input had more than `max_len` tokens (and was cut).
     pub truncated: Vec<bool>,
     /// How many leading tokens of every row the prompt takes (0 without a prompt), counted as
-    /// sentence-transformers counts them: the prompt tokenized alone, without its trailing special token.
+    /// sentence-transformers counts them: the prompt tokenized alone, without its trailing special token. Each
+    /// [`Row::Tokens`] carries it too.
     pub prompt_tokens: usize,
-}
-
-/// One cross-encoder row: a tokenized (query, document) pair or a single text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PairRow {
-    /// Token ids, special tokens included.
-    pub ids: Vec<i64>,
-    /// Token type (segment) ids, one per token.
-    pub type_ids: Vec<i64>,
-    /// Whether the input had more tokens than the maximum and was cut.
-    pub truncated: bool,
 }
 
 /// Which end of an over-long input truncation cuts.
@@ -100,7 +91,7 @@ impl Tokenizer {
     /// cross-encoder: the tokenizer's pair template (`[CLS] a [SEP] b [SEP]`, type ids 0 then 1 for BERT), truncated
     /// `longest_first` at the maximum length from the `side` end; each with whether it was cut. `None` as the second
     /// text gives a single-text row (a classifier's input).
-    pub fn encode_pairs(&self, pairs: &[(&str, Option<&str>)], side: Truncation) -> Result<Vec<PairRow>, EmbedError> {
+    pub fn encode_pairs(&self, pairs: &[(&str, Option<&str>)], side: Truncation) -> Result<Encoded, EmbedError> {
         use tokenizers::EncodeInput;
         let inputs: Vec<EncodeInput<'_>> = pairs
             .iter()
@@ -111,14 +102,17 @@ impl Tokenizer {
             .collect();
         let encodings =
             self.truncating(side).encode_batch(inputs, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        Ok(encodings
-            .iter()
-            .map(|e| PairRow {
-                ids: e.get_ids().iter().map(|&id| id as i64).collect(),
-                type_ids: e.get_type_ids().iter().map(|&t| t as i64).collect(),
-                truncated: !e.get_overflowing().is_empty(),
-            })
-            .collect())
+        Ok(Encoded {
+            rows: encodings
+                .iter()
+                .map(|e| Row::Pair {
+                    ids: e.get_ids().iter().map(|&id| id as i64).collect(),
+                    type_ids: e.get_type_ids().iter().map(|&t| t as i64).collect(),
+                })
+                .collect(),
+            truncated: encodings.iter().map(|e| !e.get_overflowing().is_empty()).collect(),
+            prompt_tokens: 0,
+        })
     }
 
     /// Token ids of `prompt + text` for each text: as sentence-transformers applies a prompt, its text is prepended
@@ -141,7 +135,10 @@ impl Tokenizer {
             Some(p) => self.prompt_len(p)?,
         };
         Ok(Encoded {
-            rows: encodings.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect(),
+            rows: encodings
+                .iter()
+                .map(|e| Row::Tokens { ids: e.get_ids().iter().map(|&id| id as i64).collect(), prompt: prompt_tokens })
+                .collect(),
             truncated: encodings.iter().map(|e| !e.get_overflowing().is_empty()).collect(),
             prompt_tokens,
         })
@@ -208,10 +205,10 @@ pub fn probe_texts() -> Vec<String> {
 }
 
 /// Warm-up batches of a cross-encoder in live shapes: one, eight and thirty-two (query, probe sentence) pairs.
-pub fn warmup_pairs(tokenizer: &Tokenizer) -> Vec<Vec<PairRow>> {
+pub fn warmup_pairs(tokenizer: &Tokenizer) -> Vec<Vec<Row>> {
     let texts = probe_texts();
     let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (texts[3].as_str(), Some(t.as_str()))).collect();
-    let rows = tokenizer.encode_pairs(&pairs, Truncation::Right).unwrap_or_default();
+    let rows = tokenizer.encode_pairs(&pairs, Truncation::Right).unwrap_or_default().rows;
     if rows.is_empty() {
         return vec![];
     }

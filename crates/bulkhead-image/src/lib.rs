@@ -14,7 +14,7 @@
 //! `transformers.image_utils.load_image` (which applies `ImageOps.exif_transpose` and `convert("RGB")`).
 //! `scripts/fixtures/make_images.py` makes the reference outputs the tests compare against.
 //!
-//! # Invariants
+//! # Architecture invariants
 //!
 //! * No input bytes make this crate panic or allocate beyond its [`Limits`]: the encoded size is checked first,
 //!   then the pixel count the *header* declares (read by this crate's own header parser) before any decoder

@@ -1,28 +1,25 @@
 //! Dynamic batching per model.
 //!
-//! Requests (already tokenized) wait in a bounded queue. A batch is formed as soon as a worker slot is free
-//! (`max_concurrent_batches` in flight): it takes every waiting request that fits the row and padded-token budgets,
-//! so batches grow exactly while the workers are busy and a lone request on an idle server is not delayed. An
-//! optional `max_batch_wait` adds a short window to collect more. Inside a batch, rows are sorted by length and cut
-//! into chunks of similar length, which limits padding; results are scattered back to each request.
+//! Requests (already tokenized into [`Row`]s) wait in a bounded queue. A batch is formed as soon as a worker slot is
+//! free (`max_concurrent_batches` in flight): it takes every waiting request that fits the row and padded-token
+//! budgets, so batches grow exactly while the workers are busy and a lone request on an idle server is not delayed.
+//! An optional `max_batch_wait` adds a short window to collect more. Inside a batch, rows are sorted by length and
+//! cut into chunks of similar length, which limits padding; results are scattered back to each request.
 //!
 //! Each chunk goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
-//! alone while the others that shared its batch still get their answer.
-//!
-//! A cross-encoder's rows carry token type ids (a rerank of one query and N documents is N pair rows); they go to
-//! the backend as [`Payload::Pairs`] under the same budgets. Rows of the two kinds never share a batch.
+//! alone while the others that shared its batch still get their answer. Rows of different kinds ([`Row::kind`]:
+//! token rows of an embedding model, pairs of a cross-encoder) never share a batch; every kind is counted against
+//! the same budgets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead_core::Unit;
+use bulkhead_core::{Precision, Row, RowKind, Unit};
 use bulkhead_embed::StageTiming;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use bulkhead_supervisor::{Answer, Job as BackendJob, Payload, TypedRow};
-
-use crate::backend::{Backend, BackendError, BackendOutput};
+use crate::backend::{Answer, Backend, BackendError, BackendJob, BackendOutput};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 
@@ -33,6 +30,8 @@ pub struct JobOutput {
     pub vectors: Vec<Vec<f32>>,
     /// The unit that computed them.
     pub unit: Unit,
+    /// The weight precision that unit loaded (`None` when it did not say).
+    pub precision: Option<Precision>,
     /// queue / infer / post milliseconds (tokenize is the handler's).
     pub timing: StageTiming,
 }
@@ -49,13 +48,21 @@ pub enum SubmitError {
 }
 
 struct Job {
-    rows: Vec<Vec<i64>>,
-    /// The token type ids of each row of a cross-encoder (`None`: token rows of an embedding model).
-    type_ids: Option<Vec<Vec<i64>>>,
+    rows: Vec<Row>,
+    /// Texts for fault rules that match on them (empty unless the backend wants them).
     texts: Vec<String>,
-    prompt_tokens: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<JobOutput, BackendError>>,
+}
+
+impl Job {
+    fn kind(&self) -> Option<RowKind> {
+        self.rows.first().map(Row::kind)
+    }
+
+    fn longest(&self) -> usize {
+        self.rows.iter().map(Row::len).max().unwrap_or(0)
+    }
 }
 
 /// The handle to a model's batcher.
@@ -95,38 +102,11 @@ impl Batcher {
         Batcher { tx, depth }
     }
 
-    /// Queues token rows and waits for their embeddings.
-    pub async fn submit(&self, rows: Vec<Vec<i64>>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
-        self.submit_prompted(rows, texts, 0).await
-    }
-
-    /// [`Batcher::submit`] for rows whose first `prompt_tokens` tokens are a prompt (see
-    /// [`bulkhead_supervisor::Job::prompt_tokens`]).
-    pub async fn submit_prompted(
-        &self,
-        rows: Vec<Vec<i64>>,
-        texts: Vec<String>,
-        prompt_tokens: usize,
-    ) -> Result<JobOutput, SubmitError> {
-        self.enqueue(rows, None, texts, prompt_tokens).await
-    }
-
-    /// Queues the typed rows of a cross-encoder (pairs, or single texts of a classifier) and waits for their
-    /// logits.
-    pub async fn submit_pairs(&self, rows: Vec<TypedRow>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
-        let (ids, types) = rows.into_iter().map(|r| (r.ids, r.type_ids)).unzip();
-        self.enqueue(ids, Some(types), texts, 0).await
-    }
-
-    async fn enqueue(
-        &self,
-        rows: Vec<Vec<i64>>,
-        type_ids: Option<Vec<Vec<i64>>>,
-        texts: Vec<String>,
-        prompt_tokens: usize,
-    ) -> Result<JobOutput, SubmitError> {
+    /// Queues one request's rows (of one kind) and waits for one vector per row; `texts` go along only for fault
+    /// rules that match on them (empty otherwise).
+    pub async fn submit(&self, rows: Vec<Row>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { rows, type_ids, texts, prompt_tokens, enqueued: Instant::now(), reply };
+        let job = Job { rows, texts, enqueued: Instant::now(), reply };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -169,7 +149,7 @@ async fn run(
             },
         };
         let mut rows = first.rows.len();
-        let mut longest = first.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut longest = first.longest();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -181,9 +161,8 @@ async fn run(
                 Err(_) => None,
             };
             let Some(job) = next else { break };
-            let job_longest = job.rows.iter().map(Vec::len).max().unwrap_or(0);
-            let same_kind = job.type_ids.is_some() == jobs[0].type_ids.is_some();
-            if same_kind && limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
+            let job_longest = job.longest();
+            if job.kind() == jobs[0].kind() && limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
                 rows += job.rows.len();
                 longest = longest.max(job_longest);
                 jobs.push(job);
@@ -208,7 +187,7 @@ struct Slot {
     row: usize,
 }
 
-async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: Limits, metrics: &Metrics) {
+async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limits: Limits, metrics: &Metrics) {
     let dispatched = Instant::now();
     // Sort every row of the batch by length, then cut chunks that respect the budgets.
     let mut order: Vec<Slot> = jobs
@@ -217,25 +196,28 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
         .flat_map(|(j, job)| (0..job.rows.len()).map(move |r| Slot { job: j, row: r }))
         .collect();
     order.sort_by_key(|s| jobs[s.job].rows[s.row].len());
-    let mut chunks: Vec<Vec<Slot>> = vec![];
+    let mut chunks: Vec<(Vec<Slot>, usize)> = vec![];
     let mut current: Vec<Slot> = vec![];
+    let mut current_longest = 0;
     for slot in order {
         let len = jobs[slot.job].rows[slot.row].len();
         if !current.is_empty() && !limits.fits(current.len() + 1, len) {
-            chunks.push(std::mem::take(&mut current));
+            chunks.push((std::mem::take(&mut current), current_longest));
         }
+        current_longest = if current.is_empty() { len } else { current_longest.max(len) };
         current.push(slot);
     }
     if !current.is_empty() {
-        chunks.push(current);
+        chunks.push((current, current_longest));
     }
 
     let mut vectors: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
     let mut failures: Vec<Option<BackendError>> = vec![None; jobs.len()];
-    let mut unit = None;
+    let mut answered: Option<(Unit, Option<Precision>)> = None;
     let mut timing = StageTiming::default();
-    for chunk in chunks {
-        // One backend job per request present in the chunk (a request's rows may span chunks).
+    for (chunk, longest) in chunks {
+        // One backend job per request present in the chunk (a request's rows may span chunks). Every row goes to
+        // exactly one chunk, so it is moved, not copied.
         let mut parts: Vec<(usize, Vec<usize>)> = vec![];
         for s in &chunk {
             match parts.iter_mut().find(|(j, _)| *j == s.job) {
@@ -243,8 +225,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
                 None => parts.push((s.job, vec![s.row])),
             }
         }
-        let backend_jobs: Vec<BackendJob> = parts.iter().map(|(j, rows)| backend_job(&jobs[*j], rows)).collect();
-        let longest = chunk.iter().map(|s| jobs[s.job].rows[s.row].len()).max().unwrap_or(0);
+        let backend_jobs: Vec<BackendJob> = parts.iter().map(|(j, rows)| backend_job(&mut jobs[*j], rows)).collect();
         metrics.batch(model, chunk.len(), chunk.len() * longest);
         let results = backend.predict(backend_jobs).await;
         let mut chunk_timing_merged = false;
@@ -255,7 +236,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
                         merge(&mut timing, &out);
                         chunk_timing_merged = true;
                     }
-                    unit = Some(out.unit);
+                    answered = Some((out.unit, out.precision));
                     match out.answer {
                         Answer::Vectors(v) | Answer::Scores(v) => {
                             rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v))
@@ -271,11 +252,12 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
     }
     for ((job, rows), failure) in jobs.into_iter().zip(vectors).zip(failures) {
         let queue_ms = (dispatched - job.enqueued).as_secs_f64() * 1e3;
-        let result = match (failure, unit) {
+        let result = match (failure, answered) {
             (Some(e), _) => Err(e),
-            (None, Some(unit)) => Ok(JobOutput {
+            (None, Some((unit, precision))) => Ok(JobOutput {
                 vectors: rows.into_iter().map(|v| v.unwrap_or_default()).collect(),
                 unit,
+                precision,
                 timing: StageTiming { queue_ms: queue_ms + timing.queue_ms, ..timing },
             }),
             (None, None) => Err(BackendError::Failed("empty batch".into())),
@@ -284,16 +266,11 @@ async fn run_batch(model: &str, backend: &dyn Backend, jobs: Vec<Job>, limits: L
     }
 }
 
-/// The backend job of `rows` of one request: token rows, or typed rows of a cross-encoder.
-fn backend_job(job: &Job, rows: &[usize]) -> BackendJob {
-    let texts = rows.iter().filter_map(|&r| job.texts.get(r).cloned()).collect();
-    let payload = match &job.type_ids {
-        None => Payload::Tokens(rows.iter().map(|&r| job.rows[r].clone()).collect()),
-        Some(types) => Payload::Pairs(
-            rows.iter().map(|&r| TypedRow { ids: job.rows[r].clone(), type_ids: types[r].clone() }).collect(),
-        ),
-    };
-    BackendJob { payload, texts, prompt_tokens: job.prompt_tokens }
+/// The backend job of `rows` of one request, taken out of it (each row is sent once).
+fn backend_job(job: &mut Job, rows: &[usize]) -> BackendJob {
+    let texts = rows.iter().filter_map(|&r| job.texts.get_mut(r).map(std::mem::take)).collect();
+    let taken = rows.iter().map(|&r| std::mem::replace(&mut job.rows[r], Row::tokens(vec![]))).collect();
+    BackendJob::rows(taken).with_texts(texts)
 }
 
 /// Sums the chunks' stages; the backend's `queue_ms` is the time in the supervisor and the worker pipes.
@@ -308,31 +285,38 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use bulkhead_supervisor::{Answer, Job, Payload};
-
     use super::*;
-    use crate::backend::BoxFuture;
+    use crate::api::units::{Isolation, ModelUnits};
+    use crate::backend::{BoxFuture, Payload};
 
     /// Answers each row with its length after a delay; a job whose text contains POISON fails as poison.
     #[derive(Default)]
     struct Fake {
         batches: Mutex<Vec<usize>>,
+        /// The row kinds of each call.
+        kinds: Mutex<Vec<Vec<RowKind>>>,
     }
 
     impl Backend for Fake {
-        fn predict(&self, jobs: Vec<Job>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
+        fn predict(&self, jobs: Vec<BackendJob>) -> BoxFuture<'_, Vec<Result<BackendOutput, BackendError>>> {
             Box::pin(async move {
                 self.batches.lock().unwrap().push(jobs.iter().map(|j| j.payload.rows()).sum());
+                let kinds = jobs.iter().filter_map(|j| match &j.payload {
+                    Payload::Rows(rows) => Some(rows.iter().map(Row::kind)),
+                    _ => None,
+                });
+                self.kinds.lock().unwrap().push(kinds.flatten().collect());
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 jobs.into_iter()
                     .map(|j| {
                         if j.texts.iter().any(|t| t.contains("POISON")) {
                             return Err(BackendError::Poison("poison".into()));
                         }
-                        let Payload::Tokens(rows) = &j.payload else { panic!("the batcher sends token rows") };
+                        let Payload::Rows(rows) = &j.payload else { panic!("the batcher sends rows") };
                         Ok(BackendOutput {
                             answer: Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
                             unit: Unit::ORT_CPU,
+                            precision: Some(Precision::Int8),
                             timing: StageTiming::default(),
                             retries: 0,
                         })
@@ -340,12 +324,12 @@ mod tests {
                     .collect()
             })
         }
-        fn units(&self) -> bulkhead_supervisor::ModelUnits {
-            bulkhead_supervisor::ModelUnits {
+        fn units(&self) -> ModelUnits {
+            ModelUnits {
                 model: "fake".into(),
                 chain: vec![],
                 serving: None,
-                isolation: bulkhead_supervisor::Isolation::None,
+                isolation: Isolation::None,
                 workers: 1,
                 queued: 0,
                 units: vec![],
@@ -364,6 +348,10 @@ mod tests {
         }
     }
 
+    fn tokens(n: usize) -> Row {
+        Row::tokens(vec![1; n])
+    }
+
     fn batcher(fake: Arc<Fake>, config: ServeConfig) -> Batcher {
         Batcher::spawn("m".into(), fake, &config, Arc::new(Metrics::new()))
     }
@@ -376,18 +364,45 @@ mod tests {
             .map(|n| {
                 let b = b.clone();
                 // Request n has two rows of n and n+1 tokens: the answer must come back to it, in order.
-                tokio::spawn(async move { (n, b.submit(vec![vec![0; n], vec![0; n + 1]], vec![]).await) })
+                tokio::spawn(async move { (n, b.submit(vec![tokens(n), tokens(n + 1)], vec![]).await) })
             })
             .collect();
         for t in tasks {
             let (n, out) = t.await.unwrap();
             let out = out.unwrap();
             assert_eq!(out.vectors, vec![vec![n as f32], vec![(n + 1) as f32]]);
+            assert_eq!(
+                (out.unit, out.precision),
+                (Unit::ORT_CPU, Some(Precision::Int8)),
+                "the answer says who computed it"
+            );
         }
         let batches = fake.batches.lock().unwrap().clone();
         assert_eq!(batches.iter().sum::<usize>(), 80);
         assert!(batches.len() < 40, "requests waiting behind a busy backend are batched: {batches:?}");
         assert!(batches.iter().all(|&rows| rows <= 64), "{batches:?}");
+    }
+
+    #[tokio::test]
+    async fn rows_of_different_kinds_never_share_a_batch() {
+        let fake = Arc::new(Fake::default());
+        let b = Arc::new(batcher(fake.clone(), ServeConfig { max_concurrent_batches: 1, ..ServeConfig::default() }));
+        let pair = |n: usize| Row::Pair { ids: vec![1; n], type_ids: vec![0; n] };
+        let tasks: Vec<_> = (1..=20usize)
+            .map(|n| {
+                let b = b.clone();
+                // Ten token requests, then ten pair requests: batches form within a kind, never across.
+                let rows = if n <= 10 { vec![tokens(n), tokens(n + 1)] } else { vec![pair(n), pair(n + 1)] };
+                tokio::spawn(async move { (n, b.submit(rows, vec![]).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (n, out) = t.await.unwrap();
+            assert_eq!(out.unwrap().vectors, vec![vec![n as f32], vec![(n + 1) as f32]], "request {n}");
+        }
+        let kinds = fake.kinds.lock().unwrap().clone();
+        assert!(kinds.iter().all(|k| k.windows(2).all(|w| w[0] == w[1])), "a batch mixed kinds: {kinds:?}");
+        assert!(kinds.iter().any(|k| k.len() > 2), "requests waiting behind a busy backend are batched: {kinds:?}");
     }
 
     #[tokio::test]
@@ -398,7 +413,7 @@ mod tests {
             .into_iter()
             .map(|t| {
                 let b = b.clone();
-                tokio::spawn(async move { b.submit(vec![vec![1, 2, 3]], vec![t.to_string()]).await })
+                tokio::spawn(async move { b.submit(vec![tokens(3)], vec![t.to_string()]).await })
             })
             .collect();
         let results: Vec<_> = futures_join(tasks).await;
@@ -417,7 +432,7 @@ mod tests {
         let tasks: Vec<_> = (0..12)
             .map(|_| {
                 let b = b.clone();
-                tokio::spawn(async move { b.submit(vec![vec![1]], vec![]).await })
+                tokio::spawn(async move { b.submit(vec![tokens(1)], vec![]).await })
             })
             .collect();
         let results = futures_join(tasks).await;

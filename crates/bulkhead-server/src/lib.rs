@@ -5,15 +5,33 @@
 //!
 //! * [`api`]: the request and response types of every route (the wire format), from which the OpenAPI document is
 //!   derived;
-//! * `routes`: the handlers, the typed JSON extractor, authentication, the per-request deadline, and the two
-//!   adapters through which handlers reach a model ([`Backend`] via the [`batcher`]);
+//! * `router`: the router, assembled in one place: every route, authentication, the per-request deadline, request
+//!   metrics, and the OpenAPI document rendered from the same handlers;
+//! * `routes`: the handlers, and what they share (`routes/common.rs`: the typed JSON extractor, the one path into a
+//!   model, through its [`batcher`] to its [`Backend`], and the headers of every inference response);
 //! * [`error`]: every error and its HTTP status, in one table;
 //! * [`http`]: the listener: header and keep-alive timeouts, the connection limit, graceful shutdown;
 //! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum.
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
-//! supervisor of worker processes in production). Every inference response carries `x-bulkhead-unit` and
-//! `Server-Timing`.
+//! supervisor of worker processes in production).
+//!
+//! # Architecture invariants
+//!
+//! * **Handlers never touch the supervisor.** Only `backend.rs` names the supervisor crate: it re-exports the job
+//!   and answer types the batcher sends and receives, and converts the supervisor's view into the `/units` wire type
+//!   the server owns ([`api::units`]), which `/metrics` reads field by field. *Checked by `tests/invariants.rs`.*
+//! * **One path into a model.** Every route that takes rows (embeddings, reranking, classification, KServe on
+//!   those models) reaches its model through `routes/common.rs` (`submit_rows`, through the model's [`batcher`]);
+//!   KServe tensors through `submit_tensors`. Errors are mapped and stage metrics recorded there, once; no other
+//!   handler file names the batcher or the backend. *Checked by `tests/invariants.rs`.*
+//! * **No import cycle between modules**: the router is assembled in one place (`router.rs`) and renders the
+//!   OpenAPI document there; handlers share helpers through `routes/common.rs`. *Checked by `tests/invariants.rs`.*
+//! * A request body is parsed once, straight into its `api` type (malformed JSON 400, wrong shape 422, by the
+//!   parser); every error response is an [`error::ApiError`] whose status comes from one table.
+//! * Every inference response carries `x-bulkhead-unit`, `x-bulkhead-precision` (when the unit reported it) and
+//!   `Server-Timing`, taken from the answer itself; no response reads the `/units` view.
+//! * Every connection is bounded in time and in number; every request by the deadline; no input panics a handler.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -24,13 +42,14 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 mod openapi;
+mod router;
 mod routes;
 pub mod state;
 
 pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use http::{raise_open_files_limit, ConnectionLimits};
-pub use routes::app;
+pub use router::app;
 pub use state::{AppState, LoadedModel, ModelEntry, ModelKind};
 
 /// Serves `state` on `listener` with its connection limits until `shutdown` completes, then finishes the requests

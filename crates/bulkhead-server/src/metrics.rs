@@ -2,7 +2,7 @@
 //! listener record through [`Metrics`], and the supervisor's counters (crashes by signal, recycles, quarantines,
 //! resident memory) are read from its typed view ([`ModelUnits`]) at scrape time.
 
-use bulkhead_supervisor::{ModelUnits, UnitState, UnitView};
+use crate::api::units::{ModelUnits, UnitState, UnitView};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -289,7 +289,7 @@ fn render_units(models: &[ModelUnits]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bulkhead_supervisor::Isolation;
+    use crate::api::units::Isolation;
 
     fn unit(name: &str, state: UnitState) -> UnitView {
         // Every field spelled out, so that a field added to the view is a compile error here, not a silent zero.

@@ -21,7 +21,8 @@ use utoipa::OpenApi;
 
 use crate::api;
 use crate::error::ErrorKind;
-use crate::routes::{is_probe, kserve, openai, ops, rerank, tei};
+use crate::routes::common::is_probe;
+use crate::routes::{kserve, openai, ops, rerank, tei};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -216,7 +217,7 @@ fn add_inference_headers(op: &mut Operation) {
     ok.headers.insert("x-bulkhead-unit".into(), header("the compute unit that computed the answer"));
     ok.headers.insert(
         "x-bulkhead-precision".into(),
-        header("the weight precision of the model that computed the answer: fp32, fp16 or int8"),
+        header("the weight precision of the model that computed the answer: fp32, fp16, bf16 or int8"),
     );
     ok.headers.insert("Server-Timing".into(), header("tokenize, queue, infer and post durations in milliseconds"));
 }
@@ -301,7 +302,7 @@ mod tests {
     fn doc(api_key: Option<&str>) -> Value {
         let config = ServeConfig { api_key: api_key.map(str::to_string), ..ServeConfig::default() };
         let state = AppState::new(vec![], config);
-        serde_json::from_slice(&state.openapi).unwrap()
+        serde_json::from_slice(&render(&state)).unwrap()
     }
 
     fn statuses(doc: &Value, path: &str, method: &str) -> Vec<String> {

@@ -1,4 +1,4 @@
-//! Shared state of the server: the served models, the metrics and the OpenAPI document of this server.
+//! Shared state of the server: the served models, their queues, the settings and the metrics.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -134,8 +134,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When the server started.
     pub started: Instant,
-    /// `/openapi.json`, rendered once (it depends on the models and the settings only).
-    pub openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -153,10 +151,7 @@ impl AppState {
                 (name, Arc::new(entry))
             })
             .collect();
-        let mut state =
-            AppState { models, default_model, config, metrics, started: Instant::now(), openapi: Default::default() };
-        state.openapi = crate::openapi::render(&state);
-        Arc::new(state)
+        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now() })
     }
 
     /// The model called `name` (or the default one for `None`).

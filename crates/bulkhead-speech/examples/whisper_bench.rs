@@ -14,11 +14,6 @@ use bulkhead_core::Unit;
 use bulkhead_ort::OrtEngine;
 use bulkhead_speech::{MelFeatures, TranscribeOptions, WhisperModel};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(folder) = args.first().map(PathBuf::from) else {
@@ -56,9 +51,9 @@ fn main() {
         decoding.push(t.elapsed().as_secs_f64());
         generated = out.token_ids.len();
     }
-    let encoder_s = median(encoder);
+    let encoder_s = bulkhead_core::stats::median(&encoder);
     // A transcription runs the encoder once more; the rest is the cross keys/values and the decoding steps.
-    let decode_s = (median(decoding) - encoder_s).max(1e-9);
+    let decode_s = (bulkhead_core::stats::median(&decoding) - encoder_s).max(1e-9);
     let audio_s = frames as f64 / 100.0;
     println!(
         "{{\"engine\": \"bulkhead ort:cpu\", \"load_s\": {load_s:.3}, \"encoder_s\": {encoder_s:.4}, \

@@ -10,7 +10,9 @@
 //!   `max_new_tokens`) and returns the [`Transcription`]: token ids, text, language, segments;
 //! * [`WhisperModel::encode`] and [`WhisperModel::detect_language`] expose the encoder and the language detection.
 //!
-//! **Invariants.** Greedy decoding reproduces transformers' `WhisperForConditionalGeneration.generate` token for token:
+//! # Architecture invariants
+//!
+//! Greedy decoding reproduces transformers' `WhisperForConditionalGeneration.generate` token for token:
 //! the forced prefix (`_retrieve_init_tokens`: `<|startoftranscript|>`, the given or detected language, the task,
 //! `<|notimestamps|>` unless timestamps are on, `forced_decoder_ids` when neither language nor task is given), a prompt
 //! as `<|startofprev|>` and its tokens before the prefix, the logits processors in transformers' order (begin

@@ -1,34 +1,23 @@
 //! What a worker is asked to run ([`Payload`]) and what it answers ([`Answer`]).
 //!
-//! One variant per kind of input a model takes, so that a new kind of model adds a variant here, never an optional
-//! field beside the others. A worker whose model cannot run a payload answers "not supported by this model"
+//! One variant per kind of input a model takes, so that a new kind of model adds a variant here (or a [`Row`]
+//! variant, for inputs that batch by rows), never an optional field beside the others. A worker whose model cannot run a payload answers "not supported by this model"
 //! ([`RunError::Unsupported`](crate::protocol::RunError::Unsupported)) instead of guessing.
 //!
 //! Payloads of the same kind can be concatenated into one prediction (the supervisor batches requests that way) and
 //! the answer is cut back into one part per request: [`Payload::merge`] and [`Answer::split`].
 
-use bulkhead_core::NamedTensor;
+use bulkhead_core::{NamedTensor, Row, RowKind};
 use serde::{Deserialize, Serialize};
-
-/// One encoded row of a cross-encoder: token ids and their token type (segment) ids, of equal length. A query and a
-/// document are one row (`[CLS] query [SEP] document [SEP]`, type ids 0 then 1); a classified text is one row of
-/// type ids 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TypedRow {
-    /// Token ids.
-    pub ids: Vec<i64>,
-    /// Token type ids, one per token.
-    pub type_ids: Vec<i64>,
-}
 
 /// The input of one prediction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Payload {
-    /// Token rows (unpadded) of an embedding model: one vector per row ([`Answer::Vectors`]).
-    Tokens(Vec<Vec<i64>>),
-    /// Rows with token type ids for a cross-encoder (a reranker or a sequence classifier): one score or one logit
-    /// vector per row ([`Answer::Scores`]).
-    Pairs(Vec<TypedRow>),
+    /// Rows of one kind ([`Row`]: token rows of an embedding model, answered with one vector per row
+    /// ([`Answer::Vectors`]); pairs of a cross-encoder, a reranker or a sequence classifier, answered with one score
+    /// or one logit vector per row ([`Answer::Scores`])). What a row needs (a prompt length, token type ids) is
+    /// inside its variant.
+    Rows(Vec<Row>),
     /// Named tensors for any ONNX graph (a model without a tokenizer): every graph output ([`Answer::Tensors`]).
     /// Never batched with other requests.
     Tensors(Vec<NamedTensor>),
@@ -41,10 +30,8 @@ pub enum Payload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadKind {
-    /// [`Payload::Tokens`].
-    Tokens,
-    /// [`Payload::Pairs`].
-    Pairs,
+    /// [`Payload::Rows`] of this kind (an empty list counts as token rows).
+    Rows(RowKind),
     /// [`Payload::Tensors`].
     Tensors,
     /// [`Payload::Probe`].
@@ -53,12 +40,11 @@ pub enum PayloadKind {
 
 impl std::fmt::Display for PayloadKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PayloadKind::Tokens => "token rows",
-            PayloadKind::Pairs => "token pairs",
-            PayloadKind::Tensors => "named tensors",
-            PayloadKind::Probe => "a probe",
-        })
+        match self {
+            PayloadKind::Rows(kind) => kind.fmt(f),
+            PayloadKind::Tensors => f.write_str("named tensors"),
+            PayloadKind::Probe => f.write_str("a probe"),
+        }
     }
 }
 
@@ -66,8 +52,7 @@ impl Payload {
     /// Its kind.
     pub fn kind(&self) -> PayloadKind {
         match self {
-            Payload::Tokens(_) => PayloadKind::Tokens,
-            Payload::Pairs(_) => PayloadKind::Pairs,
+            Payload::Rows(rows) => PayloadKind::Rows(rows.first().map_or(RowKind::Tokens, Row::kind)),
             Payload::Tensors(_) => PayloadKind::Tensors,
             Payload::Probe => PayloadKind::Probe,
         }
@@ -76,36 +61,37 @@ impl Payload {
     /// Rows the answer will hold (1 for tensors and probes: they are answered whole).
     pub fn rows(&self) -> usize {
         match self {
-            Payload::Tokens(rows) => rows.len(),
-            Payload::Pairs(rows) => rows.len(),
+            Payload::Rows(rows) => rows.len(),
             Payload::Tensors(_) | Payload::Probe => 1,
         }
     }
 
     /// Whether payloads of this kind may share one prediction with others.
     pub fn batchable(&self) -> bool {
-        matches!(self, Payload::Tokens(_) | Payload::Pairs(_))
+        matches!(self, Payload::Rows(_))
     }
 
     /// (rows, padded width) of the prediction: what its cost scales with. A probe's shape is unknown here (`(0, 0)`).
     pub fn shape(&self) -> (usize, usize) {
         match self {
-            Payload::Tokens(rows) => (rows.len(), rows.iter().map(Vec::len).max().unwrap_or(0)),
-            Payload::Pairs(rows) => (rows.len(), rows.iter().map(|r| r.ids.len()).max().unwrap_or(0)),
+            Payload::Rows(rows) => (rows.len(), rows.iter().map(Row::len).max().unwrap_or(0)),
             Payload::Tensors(t) => t.first().map_or((1, 1), NamedTensor::rows_and_width),
             Payload::Probe => (0, 0),
         }
     }
 
     /// Concatenates payloads of one batchable kind into one (`None` for a mix of kinds, or for tensors and probes
-    /// with more than one part).
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Payload>) -> Option<Payload> {
+    /// with more than one part). The parts are taken, not copied.
+    pub fn merge(parts: impl IntoIterator<Item = Payload>) -> Option<Payload> {
         let mut parts = parts.into_iter();
-        let mut merged = parts.next()?.clone();
+        let mut merged = parts.next()?;
+        let kind = merged.kind();
         for p in parts {
+            if p.kind() != kind {
+                return None;
+            }
             match (&mut merged, p) {
-                (Payload::Tokens(a), Payload::Tokens(b)) => a.extend(b.iter().cloned()),
-                (Payload::Pairs(a), Payload::Pairs(b)) => a.extend(b.iter().cloned()),
+                (Payload::Rows(a), Payload::Rows(b)) => a.extend(b),
                 _ => return None,
             }
         }
@@ -181,18 +167,20 @@ mod tests {
 
     #[test]
     fn payloads_of_one_kind_merge_and_answers_split_back() {
-        let a = Payload::Tokens(vec![vec![1, 2], vec![3]]);
-        let b = Payload::Tokens(vec![vec![4, 5, 6]]);
-        let merged = Payload::merge([&a, &b]).unwrap();
-        assert_eq!(merged, Payload::Tokens(vec![vec![1, 2], vec![3], vec![4, 5, 6]]));
+        let tokens = |rows: &[&[i64]]| Payload::Rows(rows.iter().map(|r| Row::tokens(r.to_vec())).collect());
+        let a = tokens(&[&[1, 2], &[3]]);
+        let b = tokens(&[&[4, 5, 6]]);
+        let merged = Payload::merge([a.clone(), b]).unwrap();
+        assert_eq!(merged, tokens(&[&[1, 2], &[3], &[4, 5, 6]]));
         assert_eq!(merged.shape(), (3, 3));
         let answer = Answer::Vectors(vec![vec![1.0], vec![2.0], vec![3.0]]);
         let parts = answer.split(&[2, 1]).unwrap();
         assert_eq!(parts, vec![Answer::Vectors(vec![vec![1.0], vec![2.0]]), Answer::Vectors(vec![vec![3.0]])]);
         assert!(Answer::Scores(vec![vec![0.5]]).split(&[2]).is_none(), "a short answer is refused");
-        let pair = Payload::Pairs(vec![TypedRow { ids: vec![1], type_ids: vec![0] }]);
-        assert!(Payload::merge([&a, &pair]).is_none(), "kinds never mix");
-        assert!(Payload::merge([&Payload::Probe, &Payload::Probe]).is_none());
+        let pair = Payload::Rows(vec![Row::Pair { ids: vec![1], type_ids: vec![0] }]);
+        assert_eq!(pair.kind(), PayloadKind::Rows(RowKind::Pair));
+        assert!(Payload::merge([a.clone(), pair]).is_none(), "kinds never mix");
+        assert!(Payload::merge([Payload::Probe, Payload::Probe]).is_none());
         assert!(!Payload::Probe.batchable() && a.batchable());
     }
 }

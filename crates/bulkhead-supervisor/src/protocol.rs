@@ -16,12 +16,13 @@ use bulkhead_embed::StageTiming;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use crate::payload::{Answer, Payload, PayloadKind, TypedRow};
+pub use crate::payload::{Answer, Payload, PayloadKind};
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`] (3: [`Payload`] and [`Answer`] enums, typed
 /// load failures and run errors; 4: the prompt length of each token row; 5: a format too new and an unsupported
-/// model as their own load-failure kinds).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// model as their own load-failure kinds; 6: one row type for every batchable payload, the prompt length inside
+/// its token row).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,11 +39,9 @@ pub enum Request {
         id: u64,
         /// What to run.
         payload: Payload,
-        /// The original input texts, used only by fault rules with `match` (empty when the caller sent tokens).
+        /// The input texts, sent only while a fault rule with `match` is active (it is all they are for); empty
+        /// otherwise.
         texts: Vec<String>,
-        /// Per row, how many leading tokens are a prompt (pooling leaves them out when the model's pooling
-        /// excludes prompts); empty when no row has one.
-        prompt_tokens: Vec<usize>,
     },
     /// Finish and exit 0.
     Shutdown,
@@ -268,16 +267,14 @@ pub async fn read_frame_async<T: for<'de> Deserialize<'de>>(r: &mut (impl AsyncR
 
 #[cfg(test)]
 mod tests {
+    use bulkhead_core::Row;
+
     use super::*;
 
     #[test]
     fn frames_round_trip() {
-        let req = Request::Run {
-            id: 7,
-            payload: Payload::Tokens(vec![vec![5, 2, 9], vec![]]),
-            texts: vec!["a".into()],
-            prompt_tokens: vec![1, 0],
-        };
+        let rows = vec![Row::Tokens { ids: vec![5, 2, 9], prompt: 1 }, Row::tokens(vec![])];
+        let req = Request::Run { id: 7, payload: Payload::Rows(rows), texts: vec!["a".into()] };
         let mut buf = vec![];
         write_frame(&mut buf, &req).unwrap();
         write_frame(&mut buf, &Request::Shutdown).unwrap();
@@ -312,12 +309,12 @@ mod tests {
         let tensor =
             bulkhead_core::NamedTensor::new("x", vec![1, 2], bulkhead_core::TensorData::F32(vec![1.0, 2.0])).unwrap();
         for payload in [
-            Payload::Tokens(vec![vec![1, 2]]),
-            Payload::Pairs(vec![TypedRow { ids: vec![1, 2], type_ids: vec![0, 1] }]),
+            Payload::Rows(vec![Row::tokens(vec![1, 2])]),
+            Payload::Rows(vec![Row::Pair { ids: vec![1, 2], type_ids: vec![0, 1] }]),
             Payload::Tensors(vec![tensor.clone()]),
             Payload::Probe,
         ] {
-            let req = Request::Run { id: 1, payload, texts: vec![], prompt_tokens: vec![] };
+            let req = Request::Run { id: 1, payload, texts: vec![] };
             assert_eq!(read_frame::<Request>(&mut &encode(&req).unwrap()[..]).unwrap(), req);
         }
         for answer in

@@ -8,14 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_core::Unit;
+use bulkhead_core::{Row, Unit};
 use bulkhead_supervisor::history::{model_digest, HistoryKey};
 use bulkhead_supervisor::{
-    Answer, ClientError, ExitCause, History, Payload, RunError, Supervisor, SupervisorConfig, TypedRow, UnitState,
-    WorkerClient, WorkerCommand, WorkerSpec,
+    Answer, ClientError, ExitCause, History, Payload, RunError, Supervisor, SupervisorConfig, UnitState, WorkerClient,
+    WorkerCommand, WorkerSpec,
 };
 use common::cosine;
 use common::supervise::{assert_all_answered, chain, config, drive, engines, setup, unit_view, Outcome, Setup};
+
+/// Token rows without a prompt.
+fn tokens(rows: &[Vec<i64>]) -> Payload {
+    Payload::Rows(rows.iter().cloned().map(Row::tokens).collect())
+}
 
 /// Drives checked requests in rounds until `done` is set (at least one round).
 async fn drive_until(sup: &Arc<Supervisor>, s: &Setup, done: &AtomicBool) -> Outcome {
@@ -219,12 +224,12 @@ async fn the_worker_client_runs_every_payload_and_reports_how_the_worker_ended()
     let (mut client, ready) = WorkerClient::start(&spec, Duration::from_secs(120)).await.unwrap();
     assert!(ready.timing.total_ms >= ready.timing.warmup_ms && !ready.warmup.is_empty());
     let t = Duration::from_secs(30);
-    let ran = client.run(Payload::Tokens(s.rows[..2].to_vec()), &[], t).await.unwrap();
+    let ran = client.run(tokens(&s.rows[..2]), &[], t).await.unwrap();
     let Answer::Vectors(v) = ran.answer else { panic!("{:?}", ran.answer) };
     assert!(cosine(&v[1], &s.reference.embeddings[1]) >= 0.99999);
     let probe = client.run(Payload::Probe, &[], t).await.unwrap();
     assert!(matches!(probe.answer, Answer::Vectors(ref v) if v.len() == 1), "the worker's own warm-up row");
-    let pairs = Payload::Pairs(vec![TypedRow { ids: vec![101, 102], type_ids: vec![0, 0] }]);
+    let pairs = Payload::Rows(vec![Row::Pair { ids: vec![101, 102], type_ids: vec![0, 0] }]);
     match client.run(pairs, &[], t).await {
         Err(ClientError::Run(RunError::Unsupported(m))) => assert!(m.contains("embedding model"), "{m}"),
         other => panic!("{other:?}"),
@@ -233,7 +238,7 @@ async fn the_worker_client_runs_every_payload_and_reports_how_the_worker_ended()
     let pid = client.pid().unwrap();
     // SAFETY: signalling the worker process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGSEGV) };
-    match client.run(Payload::Tokens(s.rows[..1].to_vec()), &[], t).await {
+    match client.run(tokens(&s.rows[..1]), &[], t).await {
         Err(ClientError::Died { exit, .. }) => {
             assert_eq!(exit.signal.as_deref(), Some("SIGSEGV"), "{exit:?}");
             assert_eq!(exit.cause, ExitCause::External { sender: Some(std::process::id()) }, "{exit:?}");

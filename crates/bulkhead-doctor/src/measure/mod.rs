@@ -13,9 +13,9 @@ pub mod worker;
 
 use std::path::PathBuf;
 
-use bulkhead_core::{Chain, ModelFiles, ModelTask, Precision, Unit};
+use bulkhead_core::{Chain, ModelFiles, ModelTask, Precision, Row, Unit};
 use bulkhead_embed::{probe_texts, Engines, Tokenizer, Truncation};
-use bulkhead_supervisor::{FaultRule, Payload, TypedRow};
+use bulkhead_supervisor::{FaultRule, Payload};
 
 use crate::progress::Progress;
 use crate::report::{self, Branch, Finding, Report, Settings, Severity, UnitReport};
@@ -78,8 +78,7 @@ impl Batch {
     /// The padded length: the longest row.
     pub fn seq(&self) -> usize {
         match &self.payload {
-            Payload::Tokens(rows) => rows.iter().map(Vec::len).max().unwrap_or(0),
-            Payload::Pairs(rows) => rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
+            Payload::Rows(rows) => rows.iter().map(Row::len).max().unwrap_or(0),
             Payload::Tensors(_) | Payload::Probe => 0,
         }
     }
@@ -115,7 +114,9 @@ impl<'t> Encoder<'t> {
     /// `texts` as one batch.
     pub fn encode(&self, texts: Vec<String>) -> Result<Batch, Error> {
         let payload = match self.task {
-            ModelTask::Embedding => Payload::Tokens(self.tokenizer.encode(&texts)?),
+            ModelTask::Embedding => {
+                Payload::Rows(self.tokenizer.encode(&texts)?.into_iter().map(Row::tokens).collect())
+            }
             ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {
                 let query = matches!(self.task, ModelTask::Rerank { .. }).then_some(RERANK_QUERY);
                 let pairs: Vec<(&str, Option<&str>)> = texts
@@ -125,8 +126,7 @@ impl<'t> Encoder<'t> {
                         None => (t.as_str(), None),
                     })
                     .collect();
-                let rows = self.tokenizer.encode_pairs(&pairs, Truncation::Right)?;
-                Payload::Pairs(rows.into_iter().map(|r| TypedRow { ids: r.ids, type_ids: r.type_ids }).collect())
+                Payload::Rows(self.tokenizer.encode_pairs(&pairs, Truncation::Right)?.rows)
             }
         };
         Ok(Batch { payload, texts })
@@ -140,8 +140,8 @@ impl<'t> Encoder<'t> {
     /// One row of exactly `ids` (a single text, so one segment: type ids all 0 for a pair model).
     fn row(&self, ids: Vec<i64>, text: String) -> Batch {
         let payload = match self.task {
-            ModelTask::Embedding => Payload::Tokens(vec![ids]),
-            _ => Payload::Pairs(vec![TypedRow { type_ids: vec![0; ids.len()], ids }]),
+            ModelTask::Embedding => Payload::Rows(vec![Row::tokens(ids)]),
+            _ => Payload::Rows(vec![Row::Pair { type_ids: vec![0; ids.len()], ids }]),
         };
         Batch { payload, texts: vec![text] }
     }

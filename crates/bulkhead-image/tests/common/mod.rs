@@ -49,22 +49,8 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// Cosine similarity in f64.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 && nb == 0.0 {
-        1.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    }
-}
+/// Cosine similarity in f64 (the project's one definition).
+pub use bulkhead_core::stats::cosine;
 
 /// (largest difference, mean difference, share of differing values) between two byte buffers.
 pub fn byte_diff(a: &[u8], b: &[u8]) -> (u8, f64, f64) {

@@ -12,6 +12,7 @@ pub mod openai;
 pub mod ops;
 pub mod rerank;
 pub mod tei;
+pub mod units;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;

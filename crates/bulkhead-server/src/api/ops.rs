@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use bulkhead_supervisor::ModelUnits;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use super::units::ModelUnits;
 
 /// The answer of `GET /health`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -25,7 +26,7 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
-/// The answer of `GET /units`: per model, the supervisor's view (chain, each unit's state, crashes by signal, last
+/// The answer of `GET /units`: per model ([`ModelUnits`]), the supervisor's view (chain, each unit's state, crashes by signal, last
 /// exit and stderr tail, predictions, resident memory, recycles, warm-up latency, node placement).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Units {

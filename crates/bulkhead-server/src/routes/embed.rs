@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use bulkhead_core::Unit;
-use bulkhead_embed::{truncate_dims, StageTiming, Truncation};
+use bulkhead_core::Row;
+use bulkhead_embed::{truncate_dims, Truncation};
 
-use super::submit_embedding;
+use super::common::{submit_rows, Provenance};
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
 
@@ -56,10 +56,8 @@ pub struct EmbedJob {
 pub struct Embedded {
     /// One vector per input.
     pub vectors: Vec<Vec<f32>>,
-    /// The unit that computed them.
-    pub unit: Unit,
-    /// Stage timing (`tokenize_ms` included).
-    pub timing: StageTiming,
+    /// Who computed them; stage timing with `tokenize_ms`.
+    pub provenance: Provenance,
     /// Tokens processed (prompts and special tokens included).
     pub tokens: usize,
 }
@@ -76,17 +74,16 @@ pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Resul
         .prompts
         .resolve(job.prompt.as_deref(), job.prompt_name.as_deref())
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let (rows, texts, prompt_tokens) = match job.inputs {
+    let (rows, texts) = match job.inputs {
         Inputs::Texts(texts) => {
             check_count(texts.len(), state)?;
-            let rows = encode(tokenizer, &texts, prompt.as_deref(), job.truncate)?;
-            (rows.0, texts, rows.1)
+            (encode(tokenizer, &texts, prompt.as_deref(), job.truncate)?, texts)
         }
         Inputs::Tokens(rows) => {
             check_count(rows.len(), state)?;
             check_ids(&rows, tokenizer.vocab_size(), tokenizer.max_len())?;
             match prompt {
-                None => (rows, vec![], 0),
+                None => (rows.into_iter().map(Row::tokens).collect(), vec![]),
                 // With a prompt, token ids are decoded and the prompted text tokenized again.
                 Some(p) => {
                     let texts = rows
@@ -94,16 +91,15 @@ pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Resul
                         .map(|r| tokenizer.decode(r))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-                    let (rows, prompt_tokens) = encode(tokenizer, &texts, Some(&p), Some(Truncation::Right))?;
-                    (rows, texts, prompt_tokens)
+                    (encode(tokenizer, &texts, Some(&p), Some(Truncation::Right))?, texts)
                 }
             }
         }
     };
-    let tokens = rows.iter().map(Vec::len).sum();
+    let tokens = rows.iter().map(Row::len).sum();
     let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
     state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
-    let computed = submit_embedding(model, state, rows, texts, prompt_tokens).await?;
+    let computed = submit_rows(model, state, rows, || texts).await?;
     let t1 = Instant::now();
     let mut vectors = computed.value;
     let normalize = match job.normalize {
@@ -115,19 +111,20 @@ pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Resul
     if normalize || dims < native {
         vectors.iter_mut().for_each(|v| truncate_dims(v, dims, normalize));
     }
-    let mut timing = computed.timing;
-    timing.tokenize_ms = tokenize_ms;
-    timing.post_ms += t1.elapsed().as_secs_f64() * 1e3;
-    Ok(Embedded { vectors, unit: computed.unit, timing, tokens })
+    let mut provenance = computed.provenance;
+    provenance.timing.tokenize_ms = tokenize_ms;
+    provenance.timing.post_ms += t1.elapsed().as_secs_f64() * 1e3;
+    Ok(Embedded { vectors, provenance, tokens })
 }
 
-/// Tokenizes `prompt + text` for each text; over-long texts are cut on the `truncate` side or refused.
+/// Tokenizes `prompt + text` for each text into token rows that carry the prompt's length; over-long texts are cut
+/// on the `truncate` side or refused.
 fn encode(
     tokenizer: &bulkhead_embed::Tokenizer,
     texts: &[String],
     prompt: Option<&str>,
     truncate: Option<Truncation>,
-) -> Result<(Vec<Vec<i64>>, usize), ApiError> {
+) -> Result<Vec<Row>, ApiError> {
     let side = truncate.unwrap_or_default();
     let encoded = tokenizer.encode_prompted(texts, prompt, side).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Some(i) = encoded.truncated.iter().position(|&t| t) {
@@ -145,7 +142,7 @@ fn encode(
             )));
         }
     }
-    Ok((encoded.rows, encoded.prompt_tokens))
+    Ok(encoded.rows)
 }
 
 fn check_ids(rows: &[Vec<i64>], vocab: usize, max: usize) -> Result<(), ApiError> {

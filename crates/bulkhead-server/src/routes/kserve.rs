@@ -19,9 +19,9 @@ use bulkhead_core::{DataType, NamedTensor, TensorData, TensorSpec};
 use bulkhead_embed::Truncation;
 use serde_json::Value;
 
+use super::common::{inference_headers, labelled, submit_tensors, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::score::{score, ScoreJob};
-use super::{inference_headers, labelled, submit_tensors, JsonBody};
 use crate::api::kserve::{
     Datatype, InferInput, InferRequest, InferResponse, Live, ModelMetadata, ModelReady, OutputTensor, Ready,
     TensorMetadata, TensorValues,
@@ -185,7 +185,7 @@ pub async fn infer(
             id: req.id,
             outputs: vec![output],
         };
-        Ok::<_, ApiError>(inference_headers(Json(body), model, e.unit, &e.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, &e.provenance))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -245,7 +245,7 @@ async fn infer_pairs(
     };
     let body =
         InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs: vec![output] };
-    Ok(inference_headers(Json(body), model, s.unit, &s.timing))
+    Ok(inference_headers(Json(body), model, &s.provenance))
 }
 
 /// Flattens nested JSON arrays (the protocol allows both flat and nested `data`).
@@ -424,6 +424,7 @@ async fn infer_tensors(
         })
         .collect();
     let body = InferResponse { model_name: model.name.clone(), model_version: "1".into(), id: req.id, outputs };
-    let timing = bulkhead_embed::StageTiming { tokenize_ms: prepare_ms, ..computed.timing };
-    Ok(inference_headers(Json(body), model, computed.unit, &timing))
+    let mut provenance = computed.provenance;
+    provenance.timing.tokenize_ms = prepare_ms;
+    Ok(inference_headers(Json(body), model, &provenance))
 }

@@ -8,8 +8,8 @@ use axum::Json;
 use base64::Engine as _;
 use bulkhead_embed::Truncation;
 
+use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use super::{inference_headers, labelled, JsonBody};
 use crate::api::openai::{
     Embedding, EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ListTag, ModelCard, ModelList, ModelTag, Usage,
@@ -84,7 +84,7 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         model: model.name.clone(),
         usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
     };
-    Ok(inference_headers(Json(body), model, e.unit, &e.timing))
+    Ok(inference_headers(Json(body), model, &e.provenance))
 }
 
 /// The served models (OpenAI-compatible).

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
+use super::common::OpenApiDocument;
 use crate::api::ops::{Health, HealthStatus, Units};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -62,8 +63,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     tag = "Operations",
     responses((status = 200, description = "The OpenAPI 3.1 description of this server", body = Object))
 )]
-pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone()).into_response()
+pub async fn openapi(Extension(document): Extension<OpenApiDocument>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document.0).into_response()
 }
 
 /// Any other path: a JSON 404.

@@ -15,8 +15,8 @@ use axum::Json;
 use bulkhead_core::ModelTask;
 use bulkhead_embed::Truncation;
 
+use super::common::{inference_headers, labelled, JsonBody};
 use super::score::{best_first, score, ScoreJob};
-use super::{inference_headers, labelled, JsonBody};
 use crate::api::rerank::{
     BilledUnits, CohereRerankRequest, CohereRerankResponse, CohereRerankResult, DocumentText, PredictInput,
     PredictRequest, PredictResponse, Prediction, Rank, RerankDocument, RerankMeta, RerankRequest, RerankResponse,
@@ -74,7 +74,7 @@ pub async fn rerank(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<
             .into_iter()
             .map(|i| Rank { index: i, score: scores[i], text: req.return_text.then(|| req.texts.0[i].clone()) })
             .collect();
-        Ok::<_, ApiError>(inference_headers(Json(RerankResponse(ranks)), model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(RerankResponse(ranks)), model, &s.provenance))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -138,7 +138,7 @@ pub async fn cohere_rerank(
             model: model.name.clone(),
             usage: RerankUsage { total_tokens: s.tokens },
         };
-        Ok::<_, ApiError>(inference_headers(Json(body), model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, &s.provenance))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))
@@ -194,7 +194,7 @@ pub async fn predict(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody
             })
             .collect();
         let body = if batch { PredictResponse::Batch(all) } else { PredictResponse::One(all.remove(0)) };
-        Ok::<_, ApiError>(inference_headers(Json(body), model, s.unit, &s.timing))
+        Ok::<_, ApiError>(inference_headers(Json(body), model, &s.provenance))
     }
     .await;
     result.unwrap_or_else(|e| labelled(e, &name))

@@ -5,11 +5,10 @@
 
 use std::time::Instant;
 
-use bulkhead_core::Unit;
-use bulkhead_embed::{StageTiming, Tokenizer, Truncation};
-use bulkhead_supervisor::TypedRow;
+use bulkhead_core::Row;
+use bulkhead_embed::{Tokenizer, Truncation};
 
-use crate::batcher::SubmitError;
+use super::common::{submit_rows, Provenance};
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
 
@@ -27,10 +26,8 @@ pub struct ScoreJob {
 pub struct Scored {
     /// One row of logits (one per label) per input row.
     pub logits: Vec<Vec<f32>>,
-    /// The unit that computed them.
-    pub unit: Unit,
-    /// Stage timing (`tokenize_ms` included).
-    pub timing: StageTiming,
+    /// Who computed them; stage timing with `tokenize_ms`.
+    pub provenance: Provenance,
     /// Tokens processed (special tokens included).
     pub tokens: usize,
 }
@@ -70,7 +67,7 @@ pub async fn score(
     let refs: Vec<(&str, Option<&str>)> = job.pairs.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
     let encoded = tokenizer.encode_pairs(&refs, side).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if job.truncate.is_none() {
-        if let Some(i) = encoded.iter().position(|r| r.truncated) {
+        if let Some(i) = encoded.truncated.iter().position(|&t| t) {
             return Err(ApiError::Invalid(format!(
                 "{noun} {i}{} is longer than the model's maximum of {} tokens; shorten it or set \"truncate\": true",
                 if refs[i].1.is_some() { " with its pair" } else { "" },
@@ -78,21 +75,15 @@ pub async fn score(
             )));
         }
     }
-    let tokens = encoded.iter().map(|r| r.ids.len()).sum();
-    let rows = encoded.into_iter().map(|r| TypedRow { ids: r.ids, type_ids: r.type_ids }).collect();
-    // The second text (the document) is what fault rules and diagnostics see.
-    let texts = job.pairs.into_iter().map(|(a, b)| b.unwrap_or(a)).collect();
+    let tokens = encoded.rows.iter().map(Row::len).sum();
     let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
     state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
-    let out = model.batcher.submit_pairs(rows, texts).await.map_err(|e| match e {
-        SubmitError::Overloaded => ApiError::Overloaded(model.name.clone()),
-        SubmitError::Backend(e) => ApiError::from(e),
-    })?;
-    for (stage, ms) in [("queue", out.timing.queue_ms), ("infer", out.timing.infer_ms), ("post", out.timing.post_ms)] {
-        state.metrics.stage_ms(&model.name, stage, ms);
-    }
-    let timing = StageTiming { tokenize_ms, ..out.timing };
-    Ok(Scored { logits: out.vectors, unit: out.unit, timing, tokens })
+    // The second text (the document) is what fault rules that match on text see.
+    let texts = || job.pairs.into_iter().map(|(a, b)| b.unwrap_or(a)).collect();
+    let computed = submit_rows(model, state, encoded.rows, texts).await?;
+    let mut provenance = computed.provenance;
+    provenance.timing.tokenize_ms = tokenize_ms;
+    Ok(Scored { logits: computed.value, provenance, tokens })
 }
 
 /// Indices of `scores` from the best to the worst (ties keep their input order).

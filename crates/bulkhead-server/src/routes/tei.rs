@@ -7,8 +7,8 @@ use axum::response::Response;
 use axum::Json;
 use bulkhead_embed::Truncation;
 
+use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use super::{inference_headers, labelled, JsonBody};
 use crate::api::tei::{EmbedRequest, EmbedResponse, TeiInput, TruncationDirection};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
@@ -53,5 +53,5 @@ async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> 
         normalize: if req.normalize { Normalize::Always } else { Normalize::Never },
     };
     let e = embed(model, state, job).await?;
-    Ok(inference_headers(Json(EmbedResponse(e.vectors)), model, e.unit, &e.timing))
+    Ok(inference_headers(Json(EmbedResponse(e.vectors)), model, &e.provenance))
 }

@@ -1,6 +1,7 @@
 //! Worker links: a worker process (own process group, stderr tail, handshake check, kill-and-wait on drop, exit
 //! status turned into a typed [`WorkerExit`] with its cause) or an in-process worker thread, behind one interface
-//! of [`Request`]s in and [`WorkerEvent`]s out.
+//! of [`Request`]s in and [`WorkerEvent`]s out. A link delivers its events straight into an [`EventSink`]: the
+//! supervisor's actor gives every link a sink on its own channel, so no task relays them.
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -35,6 +36,31 @@ pub enum WorkerEvent {
     Message(Response),
     /// The worker is gone; always the last event.
     Exited(WorkerExit),
+}
+
+/// Where a link delivers its events: a channel that many links may share, each event tagged with its link's key.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    key: u64,
+    tx: mpsc::UnboundedSender<(u64, WorkerEvent)>,
+}
+
+impl EventSink {
+    /// Events of one link, tagged `key`, into `tx`.
+    pub fn new(key: u64, tx: mpsc::UnboundedSender<(u64, WorkerEvent)>) -> EventSink {
+        EventSink { key, tx }
+    }
+
+    /// A sink with a channel of its own (key 0) and the channel's receiver: one link read step by step.
+    pub fn channel() -> (EventSink, mpsc::UnboundedReceiver<(u64, WorkerEvent)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EventSink { key: 0, tx }, rx)
+    }
+
+    /// Delivers one event; false once nobody listens.
+    fn send(&self, event: WorkerEvent) -> bool {
+        self.tx.send((self.key, event)).is_ok()
+    }
 }
 
 /// The program that runs workers: `program args... worker-args...`.
@@ -108,13 +134,12 @@ impl Shared {
     }
 }
 
-/// One live worker (process or thread).
+/// One live worker (process or thread). Its events (ending with exactly one `Exited`) go to the [`EventSink`] it
+/// was started with.
 pub struct WorkerLink {
     /// Process id (`None` in-process).
     pub pid: Option<u32>,
     requests: mpsc::UnboundedSender<Request>,
-    /// Events from the worker; ends with exactly one `Exited`.
-    pub events: mpsc::UnboundedReceiver<WorkerEvent>,
     shared: Arc<Shared>,
 }
 
@@ -126,6 +151,7 @@ impl WorkerLink {
         unit: Unit,
         generation: u32,
         rules: &[FaultRule],
+        events: EventSink,
     ) -> std::io::Result<WorkerLink> {
         let spec = WorkerSpec {
             command: cmd.clone(),
@@ -136,11 +162,11 @@ impl WorkerLink {
             threads: None,
             warmup_iterations: crate::worker::WARMUP_ITERATIONS,
         };
-        WorkerLink::start(&spec)
+        WorkerLink::start(&spec, events)
     }
 
-    /// Spawns the worker process `spec` describes.
-    pub fn start(spec: &WorkerSpec) -> std::io::Result<WorkerLink> {
+    /// Spawns the worker process `spec` describes; its events go to `events`.
+    pub fn start(spec: &WorkerSpec, events: EventSink) -> std::io::Result<WorkerLink> {
         let args = WorkerArgs {
             unit: spec.unit,
             model: spec.model.clone(),
@@ -170,7 +196,6 @@ impl WorkerLink {
             child.stderr.take().expect("piped"),
         );
         let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Request>();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared { alive: AtomicBool::new(true), ..Shared::default() });
         tokio::spawn(async move {
             while let Some(req) = req_rx.recv().await {
@@ -181,20 +206,19 @@ impl WorkerLink {
         });
         let label = format!("{}#{}", spec.unit, spec.generation);
         let stderr_task = tokio::spawn(read_stderr(stderr, shared.clone(), label));
-        tokio::spawn(reap(child, pid, stdout, stderr_task, shared.clone(), ev_tx));
-        Ok(WorkerLink { pid, requests: req_tx, events: ev_rx, shared })
+        tokio::spawn(reap(child, pid, stdout, stderr_task, shared.clone(), events));
+        Ok(WorkerLink { pid, requests: req_tx, shared })
     }
 
     /// Runs the worker on a thread of this process (`--isolation none`): same messages, no fault injection, no
     /// crash containment.
-    pub fn in_process(engines: Arc<Engines>, model: &ModelFiles, unit: Unit) -> WorkerLink {
+    pub fn in_process(engines: Arc<Engines>, model: &ModelFiles, unit: Unit, events: EventSink) -> WorkerLink {
         let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Request>();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared { alive: AtomicBool::new(true), ..Shared::default() });
         let model = model.clone();
         let thread_shared = shared.clone();
         let spawned = std::thread::Builder::new().name(format!("bulkhead-{unit}")).spawn(move || {
-            let send = |m: Response| ev_tx.send(WorkerEvent::Message(m)).is_ok();
+            let send = |m: Response| events.send(WorkerEvent::Message(m));
             send(Response::Hello {
                 protocol: PROTOCOL_VERSION,
                 version: CRATE_VERSION.into(),
@@ -211,8 +235,8 @@ impl WorkerLink {
                 }
                 Ok((mut runner, warmup)) => {
                     send(runner.ready(warmup, 0));
-                    while let Some(Request::Run { id, payload, texts, prompt_tokens }) = req_rx.blocking_recv() {
-                        if !send(runner.run(id, &payload, &texts, &prompt_tokens)) {
+                    while let Some(Request::Run { id, payload, texts }) = req_rx.blocking_recv() {
+                        if !send(runner.run(id, &payload, &texts)) {
                             break;
                         }
                     }
@@ -221,7 +245,7 @@ impl WorkerLink {
             };
             thread_shared.alive.store(false, Ordering::SeqCst);
             let facts = DeathFacts { code: Some(code), ..DeathFacts::default() };
-            let _ = ev_tx.send(WorkerEvent::Exited(WorkerExit {
+            events.send(WorkerEvent::Exited(WorkerExit {
                 code: Some(code),
                 cause: facts.cause(),
                 ..WorkerExit::default()
@@ -230,7 +254,7 @@ impl WorkerLink {
         if let Err(e) = spawned {
             tracing::error!("cannot start an in-process worker thread: {e}");
         }
-        WorkerLink { pid: None, requests: req_tx, events: ev_rx, shared }
+        WorkerLink { pid: None, requests: req_tx, shared }
     }
 
     /// Queues a request (a dead worker's requests are dropped; its `Exited` event follows).
@@ -290,7 +314,7 @@ async fn reap(
     mut stdout: ChildStdout,
     stderr_task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: EventSink,
 ) {
     let mut oom: Option<OomWatch> = None;
     let mut greeted = false;
@@ -300,7 +324,7 @@ async fn reap(
                 greeted = true;
                 if let Err(reason) = check_hello(&msg) {
                     // Reported as a load failure of the unit: a worker of another build cannot serve here.
-                    let _ = events.send(WorkerEvent::Message(Response::LoadFailed {
+                    events.send(WorkerEvent::Message(Response::LoadFailed {
                         kind: LoadFailureKind::Setup,
                         reason: reason.to_string(),
                     }));
@@ -309,10 +333,10 @@ async fn reap(
                 }
                 // The worker has exec'd and settled in its cgroup: remember its OOM-kill count now.
                 oom = pid.and_then(OomWatch::of);
-                let _ = events.send(WorkerEvent::Message(msg));
+                events.send(WorkerEvent::Message(msg));
             }
             Ok(msg) => {
-                let _ = events.send(WorkerEvent::Message(msg));
+                events.send(WorkerEvent::Message(msg));
             }
             Err(FrameError::Closed) => break,
             Err(e) => {
@@ -352,7 +376,7 @@ async fn reap(
     if exit.cause == ExitCause::OutOfMemory {
         tracing::debug!("OOM kill read from {:?}", oom.as_ref().and_then(OomWatch::cgroup));
     }
-    let _ = events.send(WorkerEvent::Exited(exit));
+    events.send(WorkerEvent::Exited(exit));
 }
 
 fn kill_group(pid: Option<u32>, alive: &AtomicBool) {
@@ -393,12 +417,23 @@ mod tests {
         WorkerCommand { program: "/bin/sh".into(), args: vec!["-c".into(), script.into(), "sh".into()] }
     }
 
-    async fn exit_of(mut link: WorkerLink) -> (Vec<Response>, WorkerExit) {
+    /// Starts `cmd` as a worker with a sink of its own.
+    fn spawn(cmd: &WorkerCommand) -> (WorkerLink, mpsc::UnboundedReceiver<(u64, WorkerEvent)>) {
+        let (sink, events) = EventSink::channel();
+        (WorkerLink::spawn(cmd, &any_model(), Unit::ORT_CPU, 0, &[], sink).unwrap(), events)
+    }
+
+    async fn exit_of(
+        (link, mut events): (WorkerLink, mpsc::UnboundedReceiver<(u64, WorkerEvent)>),
+    ) -> (Vec<Response>, WorkerExit) {
         let mut messages = vec![];
         loop {
-            match link.events.recv().await {
-                Some(WorkerEvent::Message(m)) => messages.push(m),
-                Some(WorkerEvent::Exited(exit)) => return (messages, exit),
+            match events.recv().await {
+                Some((_, WorkerEvent::Message(m))) => messages.push(m),
+                Some((_, WorkerEvent::Exited(exit))) => {
+                    drop(link);
+                    return (messages, exit);
+                }
                 None => panic!("the link ended without an exit"),
             }
         }
@@ -406,21 +441,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_process_becomes_a_typed_exit_with_its_cause() {
-        let link = WorkerLink::spawn(&sh("echo boom >&2; kill -SEGV $$"), &any_model(), Unit::ORT_CPU, 0, &[]).unwrap();
-        let (_, exit) = exit_of(link).await;
+        let (_, exit) = exit_of(spawn(&sh("echo boom >&2; kill -SEGV $$"))).await;
         assert_eq!(exit.signal.as_deref(), Some("SIGSEGV"), "{exit:?}");
         assert!(exit.stderr_tail.contains("boom"), "{exit:?}");
         // The shell installed no marker: a SIGSEGV without one is the worker's own crash.
         assert_eq!(exit.cause, ExitCause::Crash);
 
-        let link = WorkerLink::spawn(&sh("exec sleep 30"), &any_model(), Unit::ORT_CPU, 0, &[]).unwrap();
-        link.kill(KillReason::Watchdog("watchdog: test".into()));
+        let link = spawn(&sh("exec sleep 30"));
+        link.0.kill(KillReason::Watchdog("watchdog: test".into()));
         let (_, exit) = exit_of(link).await;
         assert_eq!(exit.signal.as_deref(), Some("SIGKILL"));
         assert_eq!(exit.cause.label(), "hang", "{exit:?}");
 
-        let link = WorkerLink::spawn(&sh("exec sleep 30"), &any_model(), Unit::ORT_CPU, 0, &[]).unwrap();
-        let pid = link.pid.unwrap() as i32;
+        let link = spawn(&sh("exec sleep 30"));
+        let pid = link.0.pid.unwrap() as i32;
         // SAFETY: signalling the child started above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let (_, exit) = exit_of(link).await;
@@ -430,15 +464,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_that_does_not_say_hello_is_refused() {
         // Four bytes of length and garbage: not a Hello frame.
-        let link = WorkerLink::spawn(
-            &sh("printf '\\003\\000\\000\\000abc'; exec sleep 30"),
-            &any_model(),
-            Unit::ORT_CPU,
-            0,
-            &[],
-        )
-        .unwrap();
-        let (messages, exit) = exit_of(link).await;
+        let (messages, exit) = exit_of(spawn(&sh("printf '\\003\\000\\000\\000abc'; exec sleep 30"))).await;
         assert!(messages.is_empty(), "{messages:?}");
         assert_eq!(exit.cause.label(), "killed", "{exit:?}");
         assert!(exit.summary().contains("protocol error"), "{exit:?}");

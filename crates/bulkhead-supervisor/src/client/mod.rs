@@ -16,7 +16,7 @@ use bulkhead_core::SessionReport;
 use bulkhead_embed::StageTiming;
 
 pub use exit::{signal_name, ExitCause, KillReason, WorkerExit};
-pub use link::{WorkerCommand, WorkerEvent, WorkerLink, WorkerSpec};
+pub use link::{EventSink, WorkerCommand, WorkerEvent, WorkerLink, WorkerSpec};
 
 use crate::payload::{Answer, Payload};
 use crate::protocol::{LoadFailureKind, Request, Response, RunError, Signature, WarmupShape};
@@ -121,6 +121,10 @@ pub struct Ran {
 /// then says `KillReason::Client`).
 pub struct WorkerClient {
     link: WorkerLink,
+    /// The link's events (its sink has this channel to itself).
+    events: tokio::sync::mpsc::UnboundedReceiver<(u64, WorkerEvent)>,
+    /// A fault rule of the worker matches on text: only then do texts go along with a payload.
+    wants_texts: bool,
     next_id: u64,
 }
 
@@ -132,15 +136,17 @@ impl WorkerClient {
     /// Spawns the worker `spec` describes and waits (at most `load_timeout`) until it is ready.
     pub async fn start(spec: &WorkerSpec, load_timeout: Duration) -> Result<(WorkerClient, Ready), ClientError> {
         let t0 = Instant::now();
-        let link = WorkerLink::start(spec)
+        let (sink, events) = EventSink::channel();
+        let link = WorkerLink::start(spec, sink)
             .map_err(|e| ClientError::Spawn(format!("{}: {e}", spec.command.program.display())))?;
-        let mut client = WorkerClient { link, next_id: 1 };
+        let wants_texts = spec.faults.iter().any(|r| r.matches.is_some());
+        let mut client = WorkerClient { link, events, wants_texts, next_id: 1 };
         let deadline = tokio::time::Instant::now() + load_timeout;
         let (mut hello, mut loaded) = (None, None);
         loop {
             let step = if loaded.is_some() { Step::WarmingUp } else { Step::Loading };
-            let event = match tokio::time::timeout_at(deadline, client.link.events.recv()).await {
-                Ok(Some(ev)) => ev,
+            let event = match tokio::time::timeout_at(deadline, client.events.recv()).await {
+                Ok(Some((_, ev))) => ev,
                 Ok(None) => return Err(ClientError::Died { step, exit: WorkerExit::default() }),
                 Err(_) => {
                     let why = format!("no answer within {} s while {step}", load_timeout.as_secs());
@@ -177,16 +183,18 @@ impl WorkerClient {
         self.link.pid
     }
 
-    /// Runs one payload (with its `texts`, for fault rules that match on text), waiting at most `timeout`.
+    /// Runs one payload, waiting at most `timeout`; its `texts` go along only when one of the worker's fault rules
+    /// matches on text.
     pub async fn run(&mut self, payload: Payload, texts: &[String], timeout: Duration) -> Result<Ran, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let t0 = Instant::now();
-        self.link.send(Request::Run { id, payload, texts: texts.to_vec(), prompt_tokens: vec![] });
+        let texts = if self.wants_texts { texts.to_vec() } else { vec![] };
+        self.link.send(Request::Run { id, payload, texts });
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let event = match tokio::time::timeout_at(deadline, self.link.events.recv()).await {
-                Ok(Some(ev)) => ev,
+            let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((_, ev))) => ev,
                 Ok(None) => return Err(ClientError::Died { step: Step::Running, exit: WorkerExit::default() }),
                 Err(_) => {
                     let why = format!("no answer within {:.1} s to a prediction", timeout.as_secs_f64());
@@ -224,12 +232,12 @@ impl WorkerClient {
         let mut deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
         loop {
             let event = match deadline {
-                Some(d) => tokio::time::timeout_at(d, self.link.events.recv()).await,
-                None => Ok(self.link.events.recv().await),
+                Some(d) => tokio::time::timeout_at(d, self.events.recv()).await,
+                None => Ok(self.events.recv().await),
             };
             match event {
-                Ok(Some(WorkerEvent::Exited(exit))) => return exit,
-                Ok(Some(WorkerEvent::Message(_))) => {}
+                Ok(Some((_, WorkerEvent::Exited(exit)))) => return exit,
+                Ok(Some((_, WorkerEvent::Message(_)))) => {}
                 Ok(None) => return WorkerExit::default(),
                 Err(_) => {
                     self.link.kill(KillReason::DidNotStop);

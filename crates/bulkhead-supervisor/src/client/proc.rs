@@ -6,17 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// One read of `/proc/PID/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    /// `T` (stopped by a signal) or `t` (stopped by a tracer).
-    pub stopped: bool,
-    /// Resident memory.
-    pub rss_bytes: u64,
-    /// CPU time used so far by all its threads (user + system), in clock ticks: it grows while the process computes,
-    /// even slowly, and stays flat while it waits, sleeps or is stopped.
-    pub cpu_ticks: u64,
-}
+pub use crate::supervisor::policy::ProcStat;
 
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -28,27 +18,21 @@ fn page_size() -> u64 {
     }
 }
 
-impl ProcStat {
-    /// Reads `/proc/PID/stat` (`None` when the process is gone or the file is absent).
-    pub fn read(pid: u32) -> Option<ProcStat> {
-        ProcStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-    }
+/// Reads `/proc/PID/stat` into the policy's sample (`None` when the process is gone or the file is absent).
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
 
-    /// Parses the text of `/proc/PID/stat`: the fields after the command name (which may hold spaces and
-    /// parentheses) start with the state; the resident set in pages is the 24th field.
-    fn parse(text: &str) -> Option<ProcStat> {
-        let rest = &text[text.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let state = fields.first()?.chars().next()?;
-        let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
-        // Fields 14 and 15 of the file (utime, stime) and 24 (rss), counted from the state (field 3).
-        let (utime, stime, rss_pages) = (number(11)?, number(12)?, number(21)?);
-        Some(ProcStat {
-            stopped: matches!(state, 'T' | 't'),
-            rss_bytes: rss_pages * page_size(),
-            cpu_ticks: utime + stime,
-        })
-    }
+/// Parses the text of `/proc/PID/stat`: the fields after the command name (which may hold spaces and
+/// parentheses) start with the state; the resident set in pages is the 24th field.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // Fields 14 and 15 of the file (utime, stime) and 24 (rss), counted from the state (field 3).
+    let (utime, stime, rss_pages) = (number(11)?, number(12)?, number(21)?);
+    Some(ProcStat { stopped: matches!(state, 'T' | 't'), rss_bytes: rss_pages * page_size(), cpu_ticks: utime + stime })
 }
 
 /// Resident memory of `pid` (or of this process) from `/proc/PID/statm`.
@@ -204,11 +188,11 @@ mod tests {
     fn stat_is_parsed_past_a_command_name_with_spaces() {
         let text =
             "42 (my (odd) cmd) T 1 42 42 0 -1 4194304 100 0 0 0 5 3 0 0 20 0 4 0 1000 123456 2500 18446744073709551615";
-        let s = ProcStat::parse(text).unwrap();
+        let s = parse_stat(text).unwrap();
         assert!(s.stopped);
         assert_eq!(s.rss_bytes, 2500 * page_size());
         assert_eq!(s.cpu_ticks, 8);
-        let me = ProcStat::read(std::process::id()).unwrap();
+        let me = read_stat(std::process::id()).unwrap();
         assert!(!me.stopped && me.rss_bytes > 1 << 20);
         assert!(rss_bytes(None).unwrap_or(0) > 1 << 20);
     }

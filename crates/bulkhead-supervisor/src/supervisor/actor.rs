@@ -3,6 +3,7 @@
 //! and talk to worker links, kill, write the history, answer callers, publish the view. No policy lives here.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,19 @@ use super::config::{Isolation, SupervisorConfig};
 use super::policy::{Core, Effect, Event, Health, Now, Publish, RequestId, Sample, Submitted, WaiterId, WorkerId};
 use super::view::ModelUnits;
 use super::{Answered, Job, PredictError, StartError};
-use crate::client::proc::{mem_available, Cgroup, ProcStat};
-use crate::client::{WorkerEvent, WorkerLink, WorkerSpec};
+use crate::client::proc::{mem_available, read_stat, Cgroup};
+use crate::client::{EventSink, WorkerEvent, WorkerLink, WorkerSpec};
+use crate::history::{save_book, unix_now};
 
 /// How often the tick runs (watchdog, timers, draining, probes, samples).
 const TICK: Duration = Duration::from_millis(25);
 /// How often `MemAvailable` is read.
 const MEMINFO_EVERY: Duration = Duration::from_secs(1);
+
+/// The time of both clocks: the only place the supervisor reads them for the policy core.
+pub(super) fn now() -> Now {
+    Now { at: Instant::now(), unix: unix_now() }
+}
 
 /// A command from a [`Supervisor`](super::Supervisor) handle.
 pub(super) enum Cmd {
@@ -42,11 +49,14 @@ pub(super) struct Actor {
     pub engines: Arc<Engines>,
     pub cfg: SupervisorConfig,
     pub published: Arc<Published>,
+    /// Where the crash records are written (`None`: kept in memory).
+    history_file: Option<PathBuf>,
     links: HashMap<WorkerId, WorkerLink>,
     replies: HashMap<RequestId, oneshot::Sender<Result<Answered, PredictError>>>,
     waiters: HashMap<WaiterId, oneshot::Sender<Result<Unit, StartError>>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
-    events_tx: mpsc::UnboundedSender<(WorkerId, WorkerEvent)>,
+    /// Every link's sink feeds this channel, tagged with its worker's id: the loop reads worker events here.
+    events_tx: mpsc::UnboundedSender<(u64, WorkerEvent)>,
     next_request: u64,
     next_waiter: u64,
     last_meminfo: Option<Instant>,
@@ -60,7 +70,8 @@ impl Actor {
         engines: Arc<Engines>,
         cfg: SupervisorConfig,
         published: Arc<Published>,
-        events_tx: mpsc::UnboundedSender<(WorkerId, WorkerEvent)>,
+        history_file: Option<PathBuf>,
+        events_tx: mpsc::UnboundedSender<(u64, WorkerEvent)>,
     ) -> Actor {
         Actor {
             core,
@@ -68,6 +79,7 @@ impl Actor {
             engines,
             cfg,
             published,
+            history_file,
             links: HashMap::new(),
             replies: HashMap::new(),
             waiters: HashMap::new(),
@@ -83,7 +95,7 @@ impl Actor {
     pub async fn run(
         mut self,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-        mut events: mpsc::UnboundedReceiver<(WorkerId, WorkerEvent)>,
+        mut events: mpsc::UnboundedReceiver<(u64, WorkerEvent)>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,9 +111,9 @@ impl Actor {
                         Event::Shutdown
                     }
                 },
-                Some((id, ev)) = events.recv() => match ev {
-                    WorkerEvent::Message(msg) => Event::Message { worker: id, msg },
-                    WorkerEvent::Exited(exit) => {
+                Some((id, ev)) = events.recv() => match (WorkerId(id), ev) {
+                    (id, WorkerEvent::Message(msg)) => Event::Message { worker: id, msg },
+                    (id, WorkerEvent::Exited(exit)) => {
                         self.links.remove(&id);
                         Event::Exited { worker: id, exit }
                     }
@@ -145,7 +157,7 @@ impl Actor {
         let samples = self
             .links
             .iter()
-            .filter_map(|(&worker, link)| Some(Sample { worker, stat: ProcStat::read(link.pid?)? }))
+            .filter_map(|(&worker, link)| Some(Sample { worker, stat: read_stat(link.pid?)? }))
             .collect();
         let now = Instant::now();
         let mem = if self.last_meminfo.is_none_or(|t| now - t >= MEMINFO_EVERY) {
@@ -166,7 +178,7 @@ impl Actor {
         let mut pending = vec![event];
         let mut publish = None;
         while let Some(event) = pending.pop() {
-            for effect in self.core.handle(Now::current(), event) {
+            for effect in self.core.handle(now(), event) {
                 match effect {
                     Effect::Publish(p) => {
                         publish = Some(match (publish, p) {
@@ -196,7 +208,7 @@ impl Actor {
         let mut view = self.published.view.lock().unwrap_or_else(|e| e.into_inner());
         match what {
             Publish::Full => {
-                *view = self.core.view(Now::current(), self.cfg.isolation);
+                *view = self.core.view(now(), self.cfg.isolation);
                 let sig = self.core.signature();
                 if !sig.inputs.is_empty() || !sig.outputs.is_empty() {
                     *self.published.signature.lock().unwrap_or_else(|e| e.into_inner()) = sig.clone();
@@ -226,7 +238,9 @@ impl Actor {
                 None
             }
             Effect::SaveHistory => {
-                self.core.history().save();
+                if let Some(path) = &self.history_file {
+                    save_book(path, self.core.history());
+                }
                 None
             }
             Effect::Answer { request, result } => {
@@ -264,6 +278,8 @@ impl Actor {
         if let Availability::NotCompiled(reason) | Availability::Unusable(reason) = self.engines.availability(&unit) {
             return Event::SpawnFailed { worker, reason };
         }
+        // The link feeds the loop's channel itself, tagged with the worker's id: no task in between.
+        let sink = EventSink::new(worker.0, self.events_tx.clone());
         let link = match self.cfg.isolation {
             Isolation::Process => {
                 let spec = WorkerSpec {
@@ -275,7 +291,7 @@ impl Actor {
                     threads,
                     warmup_iterations: iterations,
                 };
-                match WorkerLink::start(&spec) {
+                match WorkerLink::start(&spec, sink) {
                     Ok(l) => l,
                     Err(e) => {
                         let reason = format!(
@@ -287,19 +303,8 @@ impl Actor {
                     }
                 }
             }
-            Isolation::None => WorkerLink::in_process(self.engines.clone(), &self.model, unit),
+            Isolation::None => WorkerLink::in_process(self.engines.clone(), &self.model, unit, sink),
         };
-        let mut link = link;
-        let (_, closed) = mpsc::unbounded_channel();
-        let mut events = std::mem::replace(&mut link.events, closed);
-        let tx = self.events_tx.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                if tx.send((worker, ev)).is_err() {
-                    break;
-                }
-            }
-        });
         let pid = link.pid;
         tracing::debug!(%unit, generation, ?pid, "worker process started");
         self.links.insert(worker, link);
@@ -308,7 +313,7 @@ impl Actor {
 
     /// After the core stopped: gives the workers a moment to exit cleanly, then drops the links (which kill what is
     /// left), and answers whoever asked for the shutdown.
-    async fn finish(mut self, mut events: mpsc::UnboundedReceiver<(WorkerId, WorkerEvent)>) {
+    async fn finish(mut self, mut events: mpsc::UnboundedReceiver<(u64, WorkerEvent)>) {
         for (_, reply) in self.waiters.drain() {
             let reasons = "the supervisor stopped".to_string();
             let _ = reply.send(Err(StartError { model: self.model.name.clone(), reasons }));
@@ -323,7 +328,7 @@ impl Actor {
             while !links.is_empty() {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
                     Ok(Some((id, WorkerEvent::Exited(_)))) => {
-                        links.remove(&id);
+                        links.remove(&WorkerId(id));
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,

@@ -17,91 +17,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_core::{Chain, ModelFiles, NamedTensor, TensorSpec, Unit};
-use bulkhead_embed::{Engines, StageTiming};
+use bulkhead_embed::Engines;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{model_digest, History};
-use crate::payload::{Answer, Payload};
 use actor::{Actor, Cmd, Published};
 pub use config::{Isolation, SupervisorConfig};
-use policy::{Core, Health, Now, UnitInit};
+pub use policy::{Answered, Job, PredictError, StartError};
+use policy::{Core, Health, UnitInit};
 pub use view::{ModelUnits, UnitState, UnitView, WorkerState, WorkerView};
-
-/// One request: what to run and, for fault rules that match on text, its texts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    /// What to run.
-    pub payload: Payload,
-    /// The original texts (may be empty).
-    pub texts: Vec<String>,
-    /// How many leading tokens of every row are a prompt (0: none); pooling leaves them out when the model's
-    /// pooling excludes prompts.
-    pub prompt_tokens: usize,
-}
-
-impl Job {
-    /// Token rows of an embedding model.
-    pub fn tokens(rows: Vec<Vec<i64>>, texts: Vec<String>) -> Job {
-        Job { payload: Payload::Tokens(rows), texts, prompt_tokens: 0 }
-    }
-
-    /// Named tensors of any ONNX graph.
-    pub fn tensors(inputs: Vec<NamedTensor>) -> Job {
-        Job { payload: Payload::Tensors(inputs), texts: vec![], prompt_tokens: 0 }
-    }
-
-    /// The worker's own warm-up input.
-    pub fn probe() -> Job {
-        Job { payload: Payload::Probe, texts: vec![], prompt_tokens: 0 }
-    }
-}
-
-/// The answer to one [`Job`].
-#[derive(Debug, Clone)]
-pub struct Answered {
-    /// The output.
-    pub answer: Answer,
-    /// The unit that computed it.
-    pub unit: Unit,
-    /// `queue_ms`: time in the supervisor and the pipes; `infer_ms`/`post_ms`: the worker's.
-    pub timing: StageTiming,
-    /// Workers this request was retried after (0 normally).
-    pub retries: u32,
-}
-
-/// Why a job was not answered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PredictError {
-    /// The request crashed `poison_crashes` workers, one of them a fresh worker running it alone.
-    #[error("{0}")]
-    Poison(String),
-    /// No unit of the chain can serve, or none could take the request within the queue timeout.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The engine returned an error for this input.
-    #[error("{0}")]
-    Failed(String),
-    /// The model cannot run this kind of input.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The supervisor is shutting down.
-    #[error("the model is shutting down")]
-    ShuttingDown,
-}
-
-/// Why the supervisor could not start serving.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("no unit of the chain can serve {model}: {reasons}")]
-pub struct StartError {
-    /// The model.
-    pub model: String,
-    /// `unit: reason; unit: reason`.
-    pub reasons: String,
-}
 
 /// Supervises the workers of one model. Cheap to share (`Arc`); every method takes `&self`.
 pub struct Supervisor {
     model: String,
+    wants_texts: bool,
     tx: mpsc::UnboundedSender<Cmd>,
     published: Arc<Published>,
 }
@@ -116,24 +45,26 @@ impl Supervisor {
             chain.units().iter().map(|&unit| UnitInit { unit, runtime: engines.runtime(&unit) }).collect();
         let weights = model.onnx.clone().or_else(|| model.safetensors.clone()).unwrap_or_else(|| model.source.clone());
         let digest = model_digest(&weights);
-        let history = match &config.state_dir {
+        let (history_file, crashes) = match &config.state_dir {
             Some(dir) => History::load(dir),
             None => History::in_memory(),
-        };
+        }
+        .into_parts();
         if !config.faults.is_empty() {
             crate::faults::log_active(&config.faults, &format!("the supervisor of {}", model.name));
         }
-        let now = Now::current();
-        let core = Core::new(&model.name, &digest, units, history, config.clone(), now);
+        let wants_texts = config.faults.iter().any(|r| r.matches.is_some());
+        let now = actor::now();
+        let core = Core::new(&model.name, &digest, units, crashes, config.clone(), now);
         let published = Arc::new(Published {
             view: Mutex::new(core.view(now, config.isolation)),
             health: Mutex::new(Health::default()),
             signature: Mutex::new(Default::default()),
         });
         let name = model.name.clone();
-        let actor = Actor::new(core, model, engines, config, published.clone(), ev_tx);
+        let actor = Actor::new(core, model, engines, config, published.clone(), history_file, ev_tx);
         tokio::spawn(actor.run(rx, ev_rx));
-        Supervisor { model: name, tx, published }
+        Supervisor { model: name, wants_texts, tx, published }
     }
 
     /// Waits until a unit serves (after load and warm-up); the error lists every unit's reason.
@@ -170,6 +101,12 @@ impl Supervisor {
     /// Runs one job.
     pub async fn run(&self, job: Job) -> Result<Answered, PredictError> {
         self.predict(vec![job]).await.pop().unwrap_or(Err(PredictError::ShuttingDown))
+    }
+
+    /// Whether jobs should carry their texts: only while a fault rule matches on text (`BULKHEAD_FAULTS` with
+    /// `match`), the one reader of texts on the worker's side. Otherwise callers leave [`Job::texts`] empty.
+    pub fn wants_texts(&self) -> bool {
+        self.wants_texts
     }
 
     /// Embeds one request's token rows.

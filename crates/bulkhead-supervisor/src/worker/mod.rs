@@ -185,8 +185,8 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     };
     loop {
         match read_frame::<Request>(&mut input) {
-            Ok(Request::Run { id, payload, texts, prompt_tokens }) => {
-                if !send(&mut out, &runner.run(id, &payload, &texts, &prompt_tokens)) {
+            Ok(Request::Run { id, payload, texts }) => {
+                if !send(&mut out, &runner.run(id, &payload, &texts)) {
                     return EXIT_PIPE;
                 }
             }

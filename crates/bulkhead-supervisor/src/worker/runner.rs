@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, SessionReport, TensorSpec, Unit};
-use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, PairRow, Scorer, StageTiming, Tokenizer};
+use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, Row, RowKind, SessionReport, TensorSpec, Unit};
+use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer};
 
 use crate::faults::WorkerFaults;
-use crate::payload::{Answer, Payload, TypedRow};
+use crate::payload::{Answer, Payload, PayloadKind};
 use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
 
 /// Iterations per warm-up shape (the first one pays one-time costs; the median is recorded). A replacement of a
@@ -44,7 +44,7 @@ enum Model {
     Score {
         scorer: Scorer,
         /// The one-row warm-up input (a query and a probe sentence): what a health probe runs.
-        probe: Vec<TypedRow>,
+        probe: Vec<Row>,
     },
     Graph {
         session: Box<dyn GraphSession>,
@@ -124,15 +124,12 @@ impl Runner {
         let session = engines.load(model, unit).map_err(engine_failure)?;
         let mut scorer = Scorer::new(model, session);
         on_loaded(scorer.report());
-        let typed = |rows: &[PairRow]| -> Vec<TypedRow> {
-            rows.iter().map(|r| TypedRow { ids: r.ids.clone(), type_ids: r.type_ids.clone() }).collect()
-        };
-        let shapes: Vec<Vec<TypedRow>> = warmup_pairs(tokenizer).iter().map(|rows| typed(rows)).collect();
+        let shapes = warmup_pairs(tokenizer);
         let mut warmup = vec![];
         for rows in &shapes {
-            let ms = median_ms(iterations, || score(&mut scorer, rows).map(|_| ()).map_err(|e| e.to_string()))
+            let ms = median_ms(iterations, || scorer.score(rows).map(|_| ()).map_err(|e| e.to_string()))
                 .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
-            let seq = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+            let seq = rows.iter().map(Row::len).max().unwrap_or(0);
             warmup.push(WarmupShape { batch: rows.len(), seq, ms });
         }
         let Some(probe) = shapes.into_iter().next() else {
@@ -183,12 +180,12 @@ impl Runner {
         Response::Ready { report: self.report().clone(), warmup, rss_bytes, signature: self.signature() }
     }
 
-    /// Runs one prediction (applying per-prediction faults first) and returns the protocol message.
-    /// `prompt_tokens` as in [`Request::Run`].
-    pub fn run(&mut self, id: u64, payload: &Payload, texts: &[String], prompt_tokens: &[usize]) -> Response {
+    /// Runs one prediction (applying per-prediction faults first: `texts` are what rules with `match` read) and
+    /// returns the protocol message.
+    pub fn run(&mut self, id: u64, payload: &Payload, texts: &[String]) -> Response {
         self.faults.before_predict(self.served, texts);
         self.served += 1;
-        match self.answer(payload, prompt_tokens) {
+        match self.answer(payload) {
             Ok((answer, timing)) => {
                 Response::Answered { id, answer, timing, rss_bytes: super::rss_bytes(None).unwrap_or(0) }
             }
@@ -196,20 +193,26 @@ impl Runner {
         }
     }
 
-    fn answer(&mut self, payload: &Payload, prompt_tokens: &[usize]) -> Result<(Answer, StageTiming), RunError> {
+    fn answer(&mut self, payload: &Payload) -> Result<(Answer, StageTiming), RunError> {
         let engine = |e: bulkhead_core::EngineError| RunError::Engine(e.to_string());
+        let kind = payload.kind();
+        if let Payload::Rows(rows) = payload {
+            if let Some(other) = rows.iter().find(|r| PayloadKind::Rows(r.kind()) != kind) {
+                return Err(RunError::Unsupported(format!("{} mixed with {}", kind, other.kind())));
+            }
+        }
         match (&mut self.model, payload) {
-            (Model::Embed { embedder, .. }, Payload::Tokens(rows)) => {
-                embedder.embed_prompted(rows, prompt_tokens).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+            (Model::Embed { embedder, .. }, Payload::Rows(rows)) if kind == PayloadKind::Rows(RowKind::Tokens) => {
+                embedder.embed_rows(rows).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
             }
             (Model::Embed { embedder, probe }, Payload::Probe) => {
                 embedder.embed_tokens(probe).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
             }
-            (Model::Score { scorer, .. }, Payload::Pairs(rows)) => {
-                score(scorer, rows).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
+            (Model::Score { scorer, .. }, Payload::Rows(rows)) if kind == PayloadKind::Rows(RowKind::Pair) => {
+                scorer.score(rows).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
             }
             (Model::Score { scorer, probe }, Payload::Probe) => {
-                score(scorer, probe).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
+                scorer.score(probe).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
             }
             (Model::Graph { session, warm }, Payload::Tensors(_) | Payload::Probe) => {
                 let inputs = match payload {
@@ -221,24 +224,17 @@ impl Runner {
                 let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
                 Ok((Answer::Tensors(outputs), timing))
             }
-            (Model::Embed { .. }, other) => Err(RunError::Unsupported(format!(
-                "this is an embedding model: it takes token rows, not {}",
-                other.kind()
-            ))),
-            (Model::Score { .. }, other) => Err(RunError::Unsupported(format!(
+            (Model::Embed { .. }, _) => {
+                Err(RunError::Unsupported(format!("this is an embedding model: it takes token rows, not {}", kind)))
+            }
+            (Model::Score { .. }, _) => Err(RunError::Unsupported(format!(
                 "this is a cross-encoder (a reranker or a classifier): it takes token pairs, not {}",
-                other.kind()
+                kind
             ))),
-            (Model::Graph { .. }, other) => Err(RunError::Unsupported(format!(
+            (Model::Graph { .. }, _) => Err(RunError::Unsupported(format!(
                 "this model is an ONNX graph without a tokenizer: it takes named tensors, not {}",
-                other.kind()
+                kind
             ))),
         }
     }
-}
-
-/// Scores typed rows.
-fn score(scorer: &mut Scorer, rows: &[TypedRow]) -> Result<(Vec<Vec<f32>>, StageTiming), bulkhead_core::EngineError> {
-    let rows: Vec<(&[i64], &[i64])> = rows.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
-    scorer.score(&rows)
 }

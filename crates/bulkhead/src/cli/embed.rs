@@ -71,8 +71,7 @@ impl EmbedArgs {
         let t0 = Instant::now();
         let encoded = tokenizer.encode_prompted(&texts, prompt.as_deref(), Truncation::Right)?;
         let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let prompt_tokens = vec![encoded.prompt_tokens; encoded.rows.len()];
-        let (mut vectors, timing) = loaded.embedder.embed_prompted(&encoded.rows, &prompt_tokens)?;
+        let (mut vectors, timing) = loaded.embedder.embed_rows(&encoded.rows)?;
         if let Some(d) = self.dimensions {
             let native = vectors.first().map_or(0, Vec::len);
             model.matryoshka.check(d, native).map_err(|e| UsageError(format!("--dimensions: {e}")))?;

@@ -89,10 +89,9 @@ fn run_pairs(l: &mut Loaded, pairs: &[(&str, Option<&str>)]) -> anyhow::Result<(
         return Err(UsageError(format!("text {i} is empty; every text must hold something")).into());
     }
     let t0 = Instant::now();
-    let rows = l.tokenizer.encode_pairs(pairs, Truncation::Right)?;
+    let encoded = l.tokenizer.encode_pairs(pairs, Truncation::Right)?;
     let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let typed: Vec<(&[i64], &[i64])> = rows.iter().map(|r| (&r.ids[..], &r.type_ids[..])).collect();
-    let (logits, timing) = l.chain.scorer.score(&typed)?;
+    let (logits, timing) = l.chain.scorer.score(&encoded.rows)?;
     Ok((logits, tokenize_ms, timing.infer_ms))
 }
 

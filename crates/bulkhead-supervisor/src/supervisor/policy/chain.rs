@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use crate::client::KillReason;
-use crate::history::fmt_utc;
-use crate::supervisor::StartError;
+use super::death::KillReason;
+use super::job::{PredictError, StartError};
+use super::record::fmt_utc;
 
 use super::event::{Effect, Now, WorkerId};
 use super::unit::UnitPhase;
@@ -184,7 +184,7 @@ impl Core {
         while let Some(w) = self.queue.pop_front() {
             for j in w.jobs {
                 if !w.probe {
-                    self.answer(j, Err(crate::supervisor::PredictError::Unavailable(msg.clone())));
+                    self.answer(j, Err(PredictError::Unavailable(msg.clone())));
                 }
             }
         }

@@ -3,9 +3,9 @@
 
 use bulkhead_embed::StageTiming;
 
+use super::job::{Answered, PredictError};
 use crate::payload::Answer;
 use crate::protocol::{Response, RunError};
-use crate::supervisor::{Answered, PredictError};
 
 use super::event::{Effect, Now, Publish, Sample, WorkerId};
 use super::watchdog::ms_per_token;
@@ -116,7 +116,8 @@ impl Core {
             }
             Response::Answered { id, answer, timing, rss_bytes } => {
                 let Some((f, unit)) = self.take_answered(now, pos, id, rss_bytes, true) else { return };
-                self.scatter(now, f, unit, answer, &timing);
+                let precision = self.units[self.workers[pos].unit].stats.report.as_ref().map(|r| r.precision);
+                self.scatter(now, f, (unit, precision), answer, &timing);
                 self.check_recycle(pos);
             }
             Response::Failed { id, error } => {
@@ -219,7 +220,14 @@ impl Core {
     }
 
     /// Cuts the answer of one prediction back into one answer per request.
-    fn scatter(&mut self, now: Now, f: InFlight, unit: bulkhead_core::Unit, answer: Answer, timing: &StageTiming) {
+    fn scatter(
+        &mut self,
+        now: Now,
+        f: InFlight,
+        (unit, precision): (bulkhead_core::Unit, Option<bulkhead_core::Precision>),
+        answer: Answer,
+        timing: &StageTiming,
+    ) {
         if f.work.probe {
             return;
         }
@@ -230,7 +238,7 @@ impl Core {
                 for (job, answer) in f.work.jobs.into_iter().zip(parts) {
                     let timing = job_timing(&job, now, timing);
                     let retries = job.retries;
-                    self.answer(job, Ok(Answered { answer, unit, timing, retries }));
+                    self.answer(job, Ok(Answered { answer, unit, precision, timing, retries }));
                 }
             }
             None => {

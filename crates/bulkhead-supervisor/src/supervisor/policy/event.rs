@@ -4,10 +4,9 @@ use std::time::Instant;
 
 use bulkhead_core::Unit;
 
-use crate::client::proc::ProcStat;
-use crate::client::{KillReason, WorkerExit};
+use super::death::{KillReason, WorkerExit};
+use super::job::{Answered, Job, PredictError, StartError};
 use crate::protocol::{Request, Response};
-use crate::supervisor::{Answered, Job, PredictError, StartError};
 
 /// A worker, as the core and the actor name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,20 +20,14 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WaiterId(pub u64);
 
-/// The time of an event: the monotonic clock for every delay, the Unix clock for what is persisted.
+/// The time of an event: the monotonic clock for every delay, the Unix clock for what is persisted. The actor reads
+/// both clocks and hands them in with each event; the core never reads one.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// Monotonic time.
     pub at: Instant,
     /// Seconds since the Unix epoch.
     pub unix: f64,
-}
-
-impl Now {
-    /// The current time of both clocks.
-    pub fn current() -> Now {
-        Now { at: Instant::now(), unix: crate::history::unix_now() }
-    }
 }
 
 /// One job handed to the core.
@@ -46,6 +39,18 @@ pub struct Submitted {
     pub job: Job,
     /// When the caller submitted it (its queue time and deadline start here).
     pub enqueued: Instant,
+}
+
+/// One sample of a worker process, as values (the actor reads it from `/proc/PID/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `T` (stopped by a signal) or `t` (stopped by a tracer).
+    pub stopped: bool,
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// CPU time used so far by all its threads (user + system), in clock ticks: it grows while the process computes,
+    /// even slowly, and stays flat while it waits, sleeps or is stopped.
+    pub cpu_ticks: u64,
 }
 
 /// What the actor read about one worker process on a tick.

@@ -19,9 +19,9 @@
 
 use std::time::Duration;
 
-use crate::client::{ExitCause, KillReason, WorkerExit};
-use crate::history::NewCrash;
-use crate::supervisor::PredictError;
+use super::death::{ExitCause, KillReason, WorkerExit};
+use super::job::PredictError;
+use super::record::NewCrash;
 
 use super::event::{Effect, Now, WorkerId};
 use super::unit::UnitPhase;

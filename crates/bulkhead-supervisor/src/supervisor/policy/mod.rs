@@ -10,11 +10,19 @@
 //! The policies live one per file: [`chain`] (which unit serves, quarantine and the floor), [`exit`] (retry,
 //! strikes, poison, causes of death, backoff), [`watchdog`] (hangs), [`recycle`] (recycling and OOM kills),
 //! [`dispatch`] (dispatch, clean rooms, health probes, answers), [`view`] (the `/units` view).
+//!
+//! Its vocabulary lives here too, as plain data the edges convert to and from: [`job`] (requests, answers and
+//! their errors), [`death`] (how a worker ended and why it was killed), [`record`] (crash records and the bucket),
+//! and the events' `/proc` samples ([`ProcStat`]). Nothing in this module reads a clock, a file, a pipe or a
+//! process (the crate's `tests/invariants.rs` checks it).
 
 mod chain;
+pub mod death;
 mod dispatch;
 pub mod event;
 mod exit;
+pub mod job;
+pub mod record;
 mod recycle;
 mod unit;
 mod view;
@@ -30,12 +38,13 @@ use std::time::Instant;
 
 use bulkhead_core::Unit;
 
-use crate::history::{History, HistoryKey};
 use crate::protocol::{Response, Signature};
 use crate::supervisor::config::SupervisorConfig;
-use crate::supervisor::PredictError;
 
-pub use event::{Effect, Event, Now, Publish, RequestId, Sample, Submitted, WaiterId, WorkerId};
+pub use death::{ExitCause, KillReason, WorkerExit};
+pub use event::{Effect, Event, Now, ProcStat, Publish, RequestId, Sample, Submitted, WaiterId, WorkerId};
+pub use job::{Answered, Job, PredictError, StartError};
+pub use record::{CrashBook, HistoryKey};
 use unit::Slot;
 use work::{Pending, Work};
 use worker::{Phase, Worker};
@@ -65,7 +74,7 @@ pub struct Core {
     units: Vec<Slot>,
     workers: Vec<Worker>,
     queue: VecDeque<Work>,
-    history: History,
+    history: CrashBook,
     next_worker: u64,
     next_run: u64,
     waiters: Vec<WaiterId>,
@@ -86,7 +95,7 @@ impl Core {
         model: &str,
         digest: &str,
         units: Vec<UnitInit>,
-        history: History,
+        history: CrashBook,
         cfg: SupervisorConfig,
         now: Now,
     ) -> Core {
@@ -161,8 +170,8 @@ impl Core {
         self.health
     }
 
-    /// The crash history (the actor writes it on [`Effect::SaveHistory`]).
-    pub fn history(&self) -> &History {
+    /// The crash records (the actor writes them to the history file on [`Effect::SaveHistory`]).
+    pub fn history(&self) -> &CrashBook {
         &self.history
     }
 
@@ -176,7 +185,7 @@ impl Core {
         self.queue.iter().filter(|w| !w.probe).map(|w| w.jobs.len()).sum()
     }
 
-    fn answer(&mut self, job: Pending, result: Result<crate::supervisor::Answered, PredictError>) {
+    fn answer(&mut self, job: Pending, result: Result<Answered, PredictError>) {
         self.effects.push(Effect::Answer { request: job.id, result });
     }
 

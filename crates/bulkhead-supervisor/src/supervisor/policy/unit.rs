@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bulkhead_core::{SessionReport, Unit};
 
-use crate::client::WorkerExit;
-use crate::history::HistoryKey;
+use super::death::WorkerExit;
+use super::record::HistoryKey;
 use crate::protocol::WarmupShape;
 
 use super::watchdog::LatencyBook;

@@ -1,6 +1,6 @@
 //! The `/units` view built from the core's state (the actor publishes it; readers never wait on the core).
 
-use crate::client::WorkerExit;
+use super::death::WorkerExit;
 use crate::supervisor::config::Isolation;
 use crate::supervisor::view::{ModelUnits, UnitState, UnitView};
 

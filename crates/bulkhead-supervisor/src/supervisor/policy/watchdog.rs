@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::client::KillReason;
+use super::death::KillReason;
 use crate::protocol::WarmupShape;
 use crate::supervisor::config::{Isolation, SupervisorConfig};
 

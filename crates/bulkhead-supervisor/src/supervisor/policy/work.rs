@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
+use super::job::Job;
 use crate::payload::Payload;
 use crate::protocol::Request;
-use crate::supervisor::Job;
 
 use super::event::RequestId;
 
@@ -81,16 +81,12 @@ impl Work {
         (rows, width)
     }
 
-    /// The request to send (payloads merged; texts concatenated for fault rules).
+    /// The request to send (payloads merged; texts, present only for fault rules that match on them, concatenated).
+    /// The work keeps its jobs (a death requeues them), so the payloads are copied into the request.
     pub fn request(&self, id: u64) -> Request {
-        let payload = Payload::merge(self.jobs.iter().map(|j| &j.job.payload)).unwrap_or(Payload::Probe);
+        let payload = Payload::merge(self.jobs.iter().map(|j| j.job.payload.clone())).unwrap_or(Payload::Probe);
         let texts = self.jobs.iter().flat_map(|j| j.job.texts.iter().cloned()).collect();
-        let prompt_tokens = if self.jobs.iter().all(|j| j.job.prompt_tokens == 0) {
-            vec![]
-        } else {
-            self.jobs.iter().flat_map(|j| std::iter::repeat_n(j.job.prompt_tokens, j.job.payload.rows())).collect()
-        };
-        Request::Run { id, payload, texts, prompt_tokens }
+        Request::Run { id, payload, texts }
     }
 
     /// A single request that crashed workers `poison_crashes` times without ever crashing a fresh worker alone:

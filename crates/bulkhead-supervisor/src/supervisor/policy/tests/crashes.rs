@@ -131,9 +131,9 @@ fn a_quarantine_takes_a_unit_out_only_while_another_can_serve() {
 
 #[test]
 fn when_every_unit_is_quarantined_the_server_starts_on_the_floor() {
-    let mut history = History::in_memory();
+    let mut history = CrashBook::default();
     for unit in [ORT, CANDLE] {
-        let key = crate::history::HistoryKey {
+        let key = super::super::HistoryKey {
             digest: "digest".into(),
             unit: unit.to_string(),
             runtime: format!("{:?} 1.0", unit.engine),

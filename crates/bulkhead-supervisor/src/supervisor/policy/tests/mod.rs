@@ -13,18 +13,17 @@ mod retry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bulkhead_core::{Device, EngineKind, Precision, SessionReport, Unit};
+use bulkhead_core::{Device, EngineKind, Precision, RowKind, SessionReport, Unit};
 use bulkhead_embed::StageTiming;
 
-use super::{Core, Effect, Event, Now, RequestId, Sample, Submitted, UnitInit, WaiterId, WorkerId};
-use crate::client::proc::ProcStat;
-use crate::client::{ExitCause, KillReason, WorkerExit};
-use crate::history::History;
+use super::{
+    Answered, Core, CrashBook, Effect, Event, ExitCause, Job, KillReason, Now, PredictError, ProcStat, RequestId,
+    Sample, StartError, Submitted, UnitInit, WaiterId, WorkerExit, WorkerId,
+};
 use crate::payload::{Answer, Payload};
 use crate::protocol::{Request, Response, Signature, WarmupShape};
 use crate::supervisor::config::{Isolation, SupervisorConfig};
 use crate::supervisor::view::{ModelUnits, UnitState, UnitView};
-use crate::supervisor::{Answered, Job, PredictError, StartError};
 
 pub(super) const ORT: Unit = Unit::ORT_CPU;
 pub(super) const CANDLE: Unit = Unit::CANDLE_CPU;
@@ -73,19 +72,19 @@ pub(super) fn cfg() -> SupervisorConfig {
 
 impl Sim {
     pub fn new(chain: &[Unit], cfg: SupervisorConfig) -> Sim {
-        Sim::build(chain, cfg, History::in_memory(), &[])
+        Sim::build(chain, cfg, CrashBook::default(), &[])
     }
 
-    pub fn with_history(chain: &[Unit], cfg: SupervisorConfig, history: History) -> Sim {
+    pub fn with_history(chain: &[Unit], cfg: SupervisorConfig, history: CrashBook) -> Sim {
         Sim::build(chain, cfg, history, &[])
     }
 
     /// A chain where `unavailable` units cannot run (their spawns fail).
     pub fn with_unavailable(chain: &[Unit], cfg: SupervisorConfig, unavailable: &[Unit]) -> Sim {
-        Sim::build(chain, cfg, History::in_memory(), unavailable)
+        Sim::build(chain, cfg, CrashBook::default(), unavailable)
     }
 
-    fn build(chain: &[Unit], cfg: SupervisorConfig, history: History, unavailable: &[Unit]) -> Sim {
+    fn build(chain: &[Unit], cfg: SupervisorConfig, history: CrashBook, unavailable: &[Unit]) -> Sim {
         let t0 = Instant::now();
         let unix0 = 1_800_000_000.0;
         let units = chain.iter().map(|&unit| UnitInit { unit, runtime: format!("{:?} 1.0", unit.engine) }).collect();
@@ -287,9 +286,11 @@ impl Sim {
         let Some((id, payload, _)) = sw.inbox.pop_front() else { return false };
         sw.answered += 1;
         let answer = match payload {
-            Payload::Tokens(rows) => Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
+            Payload::Rows(rows) if rows.iter().any(|r| r.kind() == RowKind::Pair) => {
+                Answer::Scores(rows.iter().map(|_| vec![0.5]).collect())
+            }
+            Payload::Rows(rows) => Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
             Payload::Probe => Answer::Vectors(vec![vec![0.0]]),
-            Payload::Pairs(rows) => Answer::Scores(rows.iter().map(|_| vec![0.5]).collect()),
             Payload::Tensors(t) => Answer::Tensors(t),
         };
         let msg = Response::Answered { id, answer, timing: StageTiming::default(), rss_bytes: rss };

@@ -25,7 +25,7 @@ fn a_struck_batch_is_split_into_its_requests() {
     let w = sim.ready_newest();
     let ids = sim.submit(3);
     assert_eq!(sim.workers[&w].inbox.len(), 1, "one batch of three");
-    assert!(matches!(&sim.workers[&w].inbox[0].1, Payload::Tokens(rows) if rows.len() == 3));
+    assert!(matches!(&sim.workers[&w].inbox[0].1, Payload::Rows(rows) if rows.len() == 3));
     sim.die(w, ExitCause::Crash);
     sim.advance(100);
     let w2 = sim.ready_newest();
@@ -205,7 +205,8 @@ fn a_crash_every_fourth_prediction_answers_every_request() {
 
 #[test]
 fn payload_kinds_are_batched_only_with_their_own_kind() {
-    use crate::payload::PayloadKind::{Tensors, Tokens};
+    use crate::payload::PayloadKind::Tensors;
+    const TOKENS: crate::payload::PayloadKind = crate::payload::PayloadKind::Rows(bulkhead_core::RowKind::Tokens);
     use bulkhead_core::{NamedTensor, TensorData};
     let mut sim = Sim::new(&[ORT], SupervisorConfig { max_inflight: 8, ..cfg() });
     let w = sim.ready_newest();
@@ -226,11 +227,13 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
     let ids: Vec<RequestId> = submitted.iter().map(|s| s.id).collect();
     sim.feed(Event::Submit(submitted));
     let kinds: Vec<_> = sim.workers[&w].inbox.iter().map(|(_, p, _)| (p.kind(), p.rows())).collect();
-    assert_eq!(kinds, vec![(Tokens, 2), (Tensors, 1), (Tensors, 1), (Tokens, 1)]);
+    assert_eq!(kinds, vec![(TOKENS, 2), (Tensors, 1), (Tensors, 1), (TOKENS, 1)]);
     sim.drain(w);
     assert!(sim.all_ok(&ids));
     let answer = |i: usize| sim.answers[&ids[i]].as_ref().unwrap().answer.clone();
     assert_eq!(answer(0), Answer::Vectors(vec![vec![2.0]]), "each request gets its own rows back");
+    let first = sim.answers[&ids[0]].as_ref().unwrap();
+    assert_eq!((first.unit, first.precision), (ORT, Some(bulkhead_core::Precision::Fp32)), "who computed it");
     assert_eq!(answer(1), Answer::Vectors(vec![vec![1.0]]));
     assert!(matches!(answer(2), Answer::Tensors(_)));
 }
@@ -239,7 +242,7 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
 fn a_payload_the_model_cannot_run_is_answered_unsupported() {
     let mut sim = Sim::new(&[ORT], cfg());
     let w = sim.ready_newest();
-    let id = sim.submit_job(Job { payload: Payload::Pairs(vec![]), texts: vec![], prompt_tokens: 0 });
+    let id = sim.submit_job(Job::rows(vec![bulkhead_core::Row::Pair { ids: vec![1], type_ids: vec![0] }]));
     let (run, _, _) = sim.workers.get_mut(&w).unwrap().inbox.pop_front().unwrap();
     let error = crate::protocol::RunError::Unsupported("an embedding model takes token rows".into());
     sim.feed(Event::Message { worker: w, msg: Response::Failed { id: run, error } });

@@ -1,0 +1,157 @@
+//! What every handler shares: the typed JSON body extractor, the one path into a model's compute side
+//! ([`submit_rows`] through the model's batcher for every route that takes rows, [`submit_tensors`] for KServe
+//! tensors: both map the errors and record the stage metrics once), and the headers of every inference response.
+//!
+//! Handlers never see the supervisor: a model is reached only through these functions, with the server's own
+//! types (the crate's `tests/invariants.rs` checks it).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bulkhead_core::{NamedTensor, Precision, Row, Unit};
+use bulkhead_embed::StageTiming;
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+use std::sync::Arc;
+
+use crate::batcher::SubmitError;
+use crate::error::ApiError;
+use crate::state::{AppState, ModelEntry};
+
+/// Routes that answer without the API key: the liveness and readiness probes.
+pub(crate) fn is_probe(path: &str) -> bool {
+    path == "/health" || path.starts_with("/v2/health/")
+}
+
+/// `/openapi.json`, rendered once when the router is built (it depends on the models and the settings only).
+#[derive(Clone)]
+pub(crate) struct OpenApiDocument(pub Bytes);
+
+/// The model a response was for, for the request metrics.
+#[derive(Clone)]
+pub(crate) struct ModelLabel(pub String);
+
+/// A JSON body parsed straight into its type: malformed JSON is 400, JSON of the wrong shape or types 422, a body
+/// over `--max-body-bytes` 413.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::MalformedJson(e.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| match e.classify() {
+            Category::Syntax | Category::Eof => ApiError::MalformedJson(e.to_string()),
+            Category::Data | Category::Io => ApiError::Invalid(format!("invalid request: {e}")),
+        })
+    }
+}
+
+/// Who computed an answer and how long each stage took: what the headers of every inference response say.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance {
+    /// The unit that computed it.
+    pub unit: Unit,
+    /// The weight precision that unit loaded (`None` when it did not say).
+    pub precision: Option<Precision>,
+    /// tokenize / queue / infer / post milliseconds.
+    pub timing: StageTiming,
+}
+
+/// What a model computed, with its provenance.
+pub struct Computed<T> {
+    /// The answer.
+    pub value: T,
+    /// Who computed it, and the stage timing.
+    pub provenance: Provenance,
+}
+
+/// Runs one request's rows (token rows of an embedding model, pairs of a cross-encoder) through the model's
+/// batcher: one vector per row. Its `texts` go along only when the backend wants them (a fault rule that matches
+/// on text); a full queue is 429, a backend failure its own error.
+pub async fn submit_rows(
+    model: &ModelEntry,
+    state: &AppState,
+    rows: Vec<Row>,
+    texts: impl FnOnce() -> Vec<String>,
+) -> Result<Computed<Vec<Vec<f32>>>, ApiError> {
+    let texts = if model.backend.wants_texts() { texts() } else { vec![] };
+    let out = model.batcher.submit(rows, texts).await.map_err(|e| match e {
+        SubmitError::Overloaded => ApiError::Overloaded(model.name.clone()),
+        SubmitError::Backend(e) => ApiError::from(e),
+    })?;
+    record_stages(state, &model.name, &out.timing);
+    Ok(Computed {
+        value: out.vectors,
+        provenance: Provenance { unit: out.unit, precision: out.precision, timing: out.timing },
+    })
+}
+
+/// Runs a tensor model on named inputs (one supervised request, never batched).
+pub async fn submit_tensors(
+    model: &ModelEntry,
+    state: &AppState,
+    inputs: Vec<NamedTensor>,
+) -> Result<Computed<Vec<NamedTensor>>, ApiError> {
+    let answer = model.backend.infer(inputs).await?;
+    record_stages(state, &model.name, &answer.timing);
+    let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing };
+    let value =
+        answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
+    Ok(Computed { value, provenance })
+}
+
+/// Stage-duration metrics of an answered request (the preparation stage is recorded where it happens).
+fn record_stages(state: &AppState, model: &str, t: &StageTiming) {
+    for (stage, ms) in [("queue", t.queue_ms), ("infer", t.infer_ms), ("post", t.post_ms)] {
+        state.metrics.stage_ms(model, stage, ms);
+    }
+}
+
+/// The name of a weight precision in `x-bulkhead-precision` (`None` when unknown).
+fn precision_name(p: Precision) -> Option<&'static str> {
+    match p {
+        Precision::Fp32 => Some("fp32"),
+        Precision::Fp16 => Some("fp16"),
+        Precision::Bf16 => Some("bf16"),
+        Precision::Int8 => Some("int8"),
+        Precision::Unknown => None,
+    }
+}
+
+/// Adds `x-bulkhead-unit`, `x-bulkhead-precision` (the weight precision that ran, as the answer says),
+/// `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an inference response.
+pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Provenance) -> Response {
+    let mut resp = body.into_response();
+    let h: &mut HeaderMap = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&p.unit.to_string()) {
+        h.insert("x-bulkhead-unit", v);
+    }
+    if let Some(name) = p.precision.and_then(precision_name) {
+        h.insert("x-bulkhead-precision", HeaderValue::from_static(name));
+    }
+    let t = &p.timing;
+    let timing = format!(
+        "tokenize;dur={:.3}, queue;dur={:.3}, infer;dur={:.3}, post;dur={:.3}",
+        t.tokenize_ms, t.queue_ms, t.infer_ms, t.post_ms
+    );
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        h.insert("server-timing", v);
+    }
+    resp.extensions_mut().insert(ModelLabel(entry.name.clone()));
+    resp
+}
+
+/// An error response with the model label (for metrics).
+pub fn labelled(err: ApiError, model: &str) -> Response {
+    let mut resp = err.into_response();
+    resp.extensions_mut().insert(ModelLabel(model.to_string()));
+    resp
+}
