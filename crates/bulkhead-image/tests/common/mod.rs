@@ -50,6 +50,7 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Cosine similarity in f64 (the project's one definition).
+#[allow(unused_imports)]
 pub use bulkhead_core::stats::cosine;
 
 /// (largest difference, mean difference, share of differing values) between two byte buffers.
