@@ -261,8 +261,11 @@ fn is_word_char(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphanumeric();
     }
-    let cjk = matches!(c as u32, 0x2E80..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF);
-    ((c.is_letter() || c.is_number()) && !cjk) || matches!(c as u32, 0x1F300..=0x1F64F)
+    match c as u32 {
+        0x1F300..=0x1F64F => true,
+        0x2E80..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF => false,
+        _ => c.is_letter() || c.is_number(),
+    }
 }
 
 /// BERT's whitespace that its normaliser maps to a space and its pre-tokenizer drops.
