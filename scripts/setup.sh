@@ -75,9 +75,9 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     step "installing chromium (Debian package) for the doctor HTML render test"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2; then
-      step "chromium could not be installed; the HTML render test will be skipped"
+      step "chromium could not be installed; the HTML render test will be skipped (a failure under BULKHEAD_TEST_STRICT=1)"
     fi
   else
-    step "chromium absent and not installable here (needs root + apt-get); the HTML render test will be skipped"
+    step "chromium absent and not installable here (needs root + apt-get); the HTML render test will be skipped (a failure under BULKHEAD_TEST_STRICT=1)"
   fi
 fi

@@ -1,7 +1,8 @@
 //! The embedding pipeline: tokenize -> run -> pool -> normalise, over any engine.
 //!
 //! * [`Tokenizer`]: the model's `tokenizer.json`, without padding, truncated at the model's `max_seq_length`
-//!   (as sentence-transformers does);
+//!   (as sentence-transformers does); each text is read only as far as its tokens can reach the model, so a
+//!   megabyte text costs what a few KiB cost, with the tokens of full tokenization;
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
 //! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
 //!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
@@ -20,6 +21,7 @@
 //! * **A failed unit is a reason, not a fallback in silence:** [`load_chain`] returns every skipped unit with why.
 #![deny(missing_docs)]
 
+mod bound;
 mod chain;
 mod embedder;
 mod engines;
@@ -54,4 +56,18 @@ pub enum EmbedError {
     /// Tokenization of an input failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
+    /// A text whose tokens cannot be known from a bounded window: it yields too few tokens in the most bulkhead
+    /// reads of it (one word of many KiB in a BPE or Unigram model, a long run of whitespace or combining marks).
+    #[error(
+        "input {input} yields fewer than {need} tokens in its first {window} bytes (a word or a run without a break \
+         that long), so its tokens cannot be known without tokenizing all of it; break the long word up or remove it"
+    )]
+    Unbounded {
+        /// Index of the text in the request.
+        input: usize,
+        /// The largest window read, in bytes.
+        window: usize,
+        /// The tokens the window had to yield.
+        need: usize,
+    },
 }

@@ -1,12 +1,25 @@
 //! The model's tokenizer, configured as sentence-transformers uses it: no padding (the batch is padded to its
 //! longest row later), truncation at `max_seq_length` tokens including the special tokens.
+//!
+//! Every text is tokenized from a bounded window (the `bound` module): the tokens, and whether the text was
+//! longer than the maximum, are those of full tokenization, at a cost that does not grow with the text.
 
 use std::sync::{Arc, OnceLock};
 
 use bulkhead_core::{ModelFiles, Row};
-use tokenizers::{PaddingParams, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, PaddingParams, PostProcessor, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::bound::{Bounder, Window};
 use crate::EmbedError;
+
+/// The ids of an encoding, as the engines take them.
+fn ids(e: &Encoding) -> Vec<i64> {
+    e.get_ids().iter().map(|&id| id as i64).collect()
+}
+
+fn tokenize_error(e: tokenizers::Error) -> EmbedError {
+    EmbedError::Tokenize(e.to_string())
+}
 
 /// Inputs tokenized for the model: one [`Row`] per input, in the shape the worker takes ([`Row::Tokens`] with
 /// its prompt length, or [`Row::Pair`] for a cross-encoder).
@@ -32,18 +45,22 @@ pub enum Truncation {
     Left,
 }
 
-/// A loaded tokenizer. Cheap to clone (shared).
+/// A loaded tokenizer. Cheap to clone (shared), `Send + Sync`: every method is a plain blocking call whose cost is
+/// bounded per text (see [`Tokenizer::cost_bound`]), fit for a blocking thread pool.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: Arc<tokenizers::Tokenizer>,
     /// The same tokenizer truncating from the left, made on first use.
     left: Arc<OnceLock<tokenizers::Tokenizer>>,
+    /// The same tokenizer without truncation: the first stage (normalise, pre-tokenize, model) of a window.
+    probe: Arc<tokenizers::Tokenizer>,
+    bounder: Arc<Bounder>,
     max_len: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("max_len", &self.max_len).finish()
+        f.debug_struct("Tokenizer").field("max_len", &self.max_len).field("unbounded", &self.bounder.unbounded).finish()
     }
 }
 
@@ -54,6 +71,10 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| EmbedError::BadTokenizer { path: path.clone(), reason: e.to_string() })?;
         inner.with_padding(None::<PaddingParams>);
+        let mut probe = inner.clone();
+        probe
+            .with_truncation(None)
+            .map_err(|e| EmbedError::BadTokenizer { path: path.clone(), reason: e.to_string() })?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: model.max_seq_length,
@@ -62,57 +83,74 @@ impl Tokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| EmbedError::BadTokenizer { path, reason: e.to_string() })?;
-        Ok(Tokenizer { inner: Arc::new(inner), left: Arc::default(), max_len: model.max_seq_length })
+        let bounder = Bounder::new(&inner);
+        if let Some(why) = &bounder.unbounded {
+            tracing::warn!(
+                "the tokenizer has a {why} that bulkhead has not analysed: texts are tokenized whole, so a long text \
+                 costs CPU in proportion to its length"
+            );
+        }
+        Ok(Tokenizer {
+            inner: Arc::new(inner),
+            left: Arc::default(),
+            probe: Arc::new(probe),
+            bounder: Arc::new(bounder),
+            max_len: model.max_seq_length,
+        })
+    }
+
+    /// The most bytes of one text any method tokenizes, or `None` when texts are tokenized whole (a tokenizer
+    /// component outside the analysed set, named in a warning at load). Past the window a text may still be
+    /// scanned once without tokenization (WordPiece compaction, a few milliseconds for megabytes).
+    pub fn cost_bound(&self) -> Option<usize> {
+        self.bounder.unbounded.is_none().then(|| Bounder::window_limit(self.budget(true).max(self.budget(false)) + 1))
     }
 
     /// Token ids per text, with special tokens, truncated, unpadded.
     pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<i64>>, EmbedError> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
-            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect())
+        Ok(self.encode_checked(texts)?.into_iter().map(|(ids, _)| ids).collect())
     }
 
     /// Token ids per text like [`Tokenizer::encode`], each with whether it was truncated (the text had more than
     /// `max_len` tokens).
     pub fn encode_checked(&self, texts: &[String]) -> Result<Vec<(Vec<i64>, bool)>, EmbedError> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
-            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        Ok(encodings
+        texts
             .iter()
-            .map(|e| (e.get_ids().iter().map(|&id| id as i64).collect(), !e.get_overflowing().is_empty()))
-            .collect())
+            .enumerate()
+            .map(|(i, t)| {
+                let e = self.single(i, "", t, Truncation::Right)?;
+                Ok((ids(&e), !e.get_overflowing().is_empty()))
+            })
+            .collect()
     }
 
     /// Token ids and token type ids of each (query, document) pair, as transformers tokenizes a pair for a
     /// cross-encoder: the tokenizer's pair template (`[CLS] a [SEP] b [SEP]`, type ids 0 then 1 for BERT), truncated
     /// `longest_first` at the maximum length from the `side` end; each with whether it was cut. `None` as the second
     /// text gives a single-text row (a classifier's input).
+    ///
+    /// Each text is read only as far as its tokens can reach the model (see the `bound` module). One case is
+    /// decided without counting every token: when both texts are longer than the pair's token budget and the
+    /// budget is odd, the text that keeps the odd token (the one with more tokens, the second on a tie) is the one
+    /// with more bytes.
     pub fn encode_pairs(&self, pairs: &[(&str, Option<&str>)], side: Truncation) -> Result<Encoded, EmbedError> {
-        use tokenizers::EncodeInput;
-        let inputs: Vec<EncodeInput<'_>> = pairs
+        let rows: Vec<(Row, bool)> = pairs
             .iter()
-            .map(|&(a, b)| match b {
-                Some(b) => EncodeInput::Dual(a.into(), b.into()),
-                None => EncodeInput::Single(a.into()),
+            .enumerate()
+            .map(|(i, &(a, b))| {
+                let e = match b {
+                    None => self.single(i, "", a, side)?,
+                    Some(b) => {
+                        let (ea, eb) = self.pair_stage(i, a, b, side)?;
+                        self.truncating(side).post_process(ea, Some(eb), true).map_err(tokenize_error)?
+                    }
+                };
+                let row = Row::Pair { ids: ids(&e), type_ids: e.get_type_ids().iter().map(|&t| t as i64).collect() };
+                Ok((row, !e.get_overflowing().is_empty()))
             })
-            .collect();
-        let encodings =
-            self.truncating(side).encode_batch(inputs, true).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        Ok(Encoded {
-            rows: encodings
-                .iter()
-                .map(|e| Row::Pair {
-                    ids: e.get_ids().iter().map(|&id| id as i64).collect(),
-                    type_ids: e.get_type_ids().iter().map(|&t| t as i64).collect(),
-                })
-                .collect(),
-            truncated: encodings.iter().map(|e| !e.get_overflowing().is_empty()).collect(),
-            prompt_tokens: 0,
-        })
+            .collect::<Result<_, EmbedError>>()?;
+        let (rows, truncated) = rows.into_iter().unzip();
+        Ok(Encoded { rows, truncated, prompt_tokens: 0 })
     }
 
     /// Token ids of `prompt + text` for each text: as sentence-transformers applies a prompt, its text is prepended
@@ -124,24 +162,83 @@ impl Tokenizer {
         side: Truncation,
     ) -> Result<Encoded, EmbedError> {
         let prompt = prompt.filter(|p| !p.is_empty());
-        let tok = self.truncating(side);
-        let encodings = match prompt {
-            None => tok.encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true),
-            Some(p) => tok.encode_batch(texts.iter().map(|t| format!("{p}{t}")).collect::<Vec<_>>(), true),
-        }
-        .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        let encodings: Vec<Encoding> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.single(i, prompt.unwrap_or(""), t, side))
+            .collect::<Result<_, _>>()?;
         let prompt_tokens = match prompt {
             None => 0,
             Some(p) => self.prompt_len(p)?,
         };
         Ok(Encoded {
-            rows: encodings
-                .iter()
-                .map(|e| Row::Tokens { ids: e.get_ids().iter().map(|&id| id as i64).collect(), prompt: prompt_tokens })
-                .collect(),
+            rows: encodings.iter().map(|e| Row::Tokens { ids: ids(e), prompt: prompt_tokens }).collect(),
             truncated: encodings.iter().map(|e| !e.get_overflowing().is_empty()).collect(),
             prompt_tokens,
         })
+    }
+
+    /// The final encoding of `head + text` (special tokens, truncated on `side`) from a bounded window.
+    fn single(&self, input: usize, head: &str, text: &str, side: Truncation) -> Result<Encoding, EmbedError> {
+        let (enc, _) = self.first_stage(input, head, text, self.budget(false) + 1, side)?;
+        self.truncating(side).post_process(enc, None, true).map_err(tokenize_error)
+    }
+
+    /// The first-stage encodings of a pair, each read far enough that `longest_first` truncation cuts them as it
+    /// cuts the full texts: at least one token past the pair's budget, and (for an odd budget, where the longer
+    /// text keeps the odd token) far enough to tell which text is longer where one of them is read whole. Where
+    /// both are cut, the longer in bytes is taken as the longer.
+    fn pair_stage(&self, input: usize, a: &str, b: &str, side: Truncation) -> Result<(Encoding, Encoding), EmbedError> {
+        let budget = self.budget(true);
+        let (mut ea, cut_a) = self.first_stage(input, "", a, budget + 1, side)?;
+        let (mut eb, cut_b) = self.first_stage(input, "", b, budget + 1, side)?;
+        if budget % 2 == 1 {
+            let dir = match side {
+                Truncation::Right => TruncationDirection::Right,
+                Truncation::Left => TruncationDirection::Left,
+            };
+            if cut_a && cut_b {
+                // Both are longer than the budget, so each keeps half and only their order matters: the longer
+                // keeps the odd token, the second text on a tie. Both keep more than half when cut to these.
+                let b_len = if a.len() > b.len() { budget } else { budget + 1 };
+                ea.truncate(budget + 1, 0, dir);
+                eb.truncate(b_len, 0, dir);
+            } else if cut_a && ea.len() <= eb.len() {
+                (ea, _) = self.first_stage(input, "", a, eb.len() + 1, side)?;
+            } else if cut_b && eb.len() <= ea.len() {
+                (eb, _) = self.first_stage(input, "", b, ea.len() + 1, side)?;
+            }
+        }
+        Ok((ea, eb))
+    }
+
+    /// Normalises, pre-tokenizes and tokenizes the window of `head + text` that holds its first (or last) `need`
+    /// tokens, without special tokens or truncation; with whether the text was cut.
+    fn first_stage(
+        &self,
+        input: usize,
+        head: &str,
+        text: &str,
+        need: usize,
+        side: Truncation,
+    ) -> Result<(Encoding, bool), EmbedError> {
+        let window = self.bounder.window(&self.probe, head, text, need, side).map_err(|e| match e {
+            EmbedError::Unbounded { window, need, .. } => EmbedError::Unbounded { input, window, need },
+            e => e,
+        })?;
+        match window {
+            Window::Cut(enc) => Ok((*enc, true)),
+            Window::Whole(t) => {
+                let t: std::borrow::Cow<'_, str> = if head.is_empty() { t } else { format!("{head}{t}").into() };
+                Ok((self.probe.encode(t.as_ref(), false).map_err(tokenize_error)?, false))
+            }
+        }
+    }
+
+    /// The content tokens a single text (or a pair) may have: the maximum length less the special tokens.
+    fn budget(&self, pair: bool) -> usize {
+        let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(pair));
+        self.max_len.saturating_sub(added)
     }
 
     /// The tokens `prompt` takes at the start of a row: tokenized alone, minus its last token when that one is a

@@ -103,7 +103,7 @@ fn session(path: &Path, disabled: &str) -> Session {
 
 fn ready() -> bool {
     if let Err(e) = ort_env() {
-        eprintln!("skipping: ONNX Runtime is unavailable: {e}");
+        bulkhead_testkit::skip(&format!("ONNX Runtime is unavailable: {e}"));
         return false;
     }
     true

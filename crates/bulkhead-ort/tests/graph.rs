@@ -8,7 +8,7 @@ use bulkhead_ort::OrtEngine;
 
 fn affine() -> Option<ModelFiles> {
     if let Err(e) = bulkhead_ort::runtime() {
-        eprintln!("skipping: no ONNX Runtime library ({e}); run scripts/setup.sh");
+        bulkhead_testkit::skip(&format!("no ONNX Runtime library ({e}); run scripts/setup.sh"));
         return None;
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/affine_relu.onnx");
@@ -62,7 +62,7 @@ fn embedding_loading_of_a_plain_graph_says_what_to_do() {
 #[test]
 fn refused_models_are_classified_by_the_engine() {
     if bulkhead_ort::runtime().is_err() {
-        eprintln!("skipping: no ONNX Runtime library; run scripts/setup.sh");
+        bulkhead_testkit::skip("no ONNX Runtime library; run scripts/setup.sh");
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/refused");

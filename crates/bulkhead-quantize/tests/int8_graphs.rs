@@ -22,7 +22,7 @@ fn ort_ready() -> bool {
             // SAFETY: set once, before any thread reads the environment (the first test to get here).
             Some(p) => unsafe { std::env::set_var("ORT_DYLIB_PATH", p) },
             None => {
-                eprintln!("skipping: no ONNX Runtime library (run scripts/setup.sh or set ORT_DYLIB_PATH)");
+                bulkhead_testkit::skip("no ONNX Runtime library (run scripts/setup.sh or set ORT_DYLIB_PATH)");
                 return false;
             }
         }
@@ -30,7 +30,7 @@ fn ort_ready() -> bool {
     match bulkhead_ort::runtime() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("skipping: ONNX Runtime is unavailable: {e}");
+            bulkhead_testkit::skip(&format!("ONNX Runtime is unavailable: {e}"));
             false
         }
     }

@@ -4,7 +4,12 @@
 //! address of a started server ([`server::wait_listening`]), and (feature `engines`) the CPU engines.
 //!
 //! A test that needs something absent prints `skipping: <why>` and returns:
-//! `let Some(folder) = need(minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };`.
+//! `let Some(folder) = need(minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };` (or, for a
+//! condition that is not a value, `skip("...")` then `return`). Under `BULKHEAD_TEST_STRICT=1` (set by `.ci/run`
+//! and by `scripts/test.sh` under `CI`) a skip is a failure that names what is missing and how to install it, so
+//! a green CI cannot hide a missing install step; `BULKHEAD_TEST_ALLOW_SKIP=word,word` exempts, even then, the skips
+//! whose reason contains one of the words (for a host that lacks, say, a memory cgroup). Without strict mode skips
+//! stay possible for a developer's partial set-up.
 //!
 //! # Architecture invariants
 //!
@@ -54,12 +59,44 @@ pub fn minilm_fp32_onnx() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Prints why a test is skipped; use as `let Some(x) = need(opt, "what") else { return };`.
+/// The environment variable that turns every skip into a failure.
+pub const STRICT_ENV: &str = "BULKHEAD_TEST_STRICT";
+
+/// The environment variable listing (comma-separated words) the skips still allowed in strict mode.
+pub const ALLOW_SKIP_ENV: &str = "BULKHEAD_TEST_ALLOW_SKIP";
+
+/// Whether skips fail: `BULKHEAD_TEST_STRICT` is set to anything but empty or `0`.
+pub fn strict() -> bool {
+    std::env::var(STRICT_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Prints why a test is skipped; use as `let Some(x) = need(opt, "what") else { return };`. In strict mode an
+/// absent value panics instead, naming `what` and `scripts/setup.sh --test`, which installs every one.
 pub fn need<T>(value: Option<T>, what: &str) -> Option<T> {
     if value.is_none() {
-        eprintln!("skipping: {what} is absent (run scripts/setup.sh)");
+        skip(&format!("{what} is absent (run scripts/setup.sh --test)"));
     }
     value
+}
+
+/// Skips a test for `why` (what is missing and how to get it): prints `skipping: {why}`; the caller returns. In
+/// strict mode it panics with `why` instead, unless `why` contains a word of `BULKHEAD_TEST_ALLOW_SKIP`.
+pub fn skip(why: &str) {
+    if strict() && !allowed(why) {
+        panic!(
+            "{STRICT_ENV} is set and this test would skip: {why}. Install what is missing (scripts/setup.sh --test              installs every model, tool and package the tests need; ARCHITECTURE.md lists them), or unset              {STRICT_ENV} for a partial set-up"
+        );
+    }
+    eprintln!("skipping: {why}");
+}
+
+/// Whether `why` names a skip that `BULKHEAD_TEST_ALLOW_SKIP` allows.
+fn allowed(why: &str) -> bool {
+    std::env::var(ALLOW_SKIP_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .any(|word| !word.is_empty() && why.contains(word))
 }
 
 /// A model folder made of `onnx` plus the sentence-transformers files of the MiniLM folder (tokenizer, pooling,

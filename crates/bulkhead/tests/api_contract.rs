@@ -24,7 +24,7 @@ fn the_server_keeps_the_contract_of_its_openapi_document() {
     let Some(python) = need(venv_python(), "the project's .venv") else { return };
     let st = python.with_file_name("st");
     if !st.is_file() {
-        eprintln!("skipping: schemathesis is absent (run scripts/setup.sh --test)");
+        bulkhead_testkit::skip("schemathesis is absent (run scripts/setup.sh --test)");
         return;
     }
     let Some(minilm) = need(common::minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };

@@ -58,7 +58,7 @@ fn arch_reference(name: &str) -> ArchReference {
 
 fn ort_ready() -> bool {
     if bulkhead_ort::runtime().is_err() {
-        eprintln!("skipping: ONNX Runtime is not installed (run scripts/setup.sh)");
+        bulkhead_testkit::skip("ONNX Runtime is not installed (run scripts/setup.sh)");
         return false;
     }
     true

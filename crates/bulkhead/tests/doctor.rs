@@ -160,7 +160,7 @@ fn render_png(html: &Path) {
             .is_ok_and(|o| o.status.success())
     });
     if !has_chromium {
-        eprintln!("skipping the PNG render: no chromium (apt-get install chromium)");
+        bulkhead_testkit::skip("chromium for the PNG render is absent (scripts/setup.sh --test installs it with apt-get when root; or apt-get install chromium)");
         return;
     }
     let png = html.with_extension("png");

@@ -302,7 +302,7 @@ fn a_full_disk_is_one_clear_line() {
     // A 2 MiB tmpfs in a private mount namespace (user namespaces need no root); skipped where the kernel refuses.
     let probe = Command::new("unshare").args(["-rm", "true"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: `unshare -rm` (a user and mount namespace for a small tmpfs) is not allowed here");
+        bulkhead_testkit::skip("`unshare -rm` (a user and mount namespace for a small tmpfs) is not allowed here");
         return;
     }
     let small = tempfile::tempdir().unwrap();

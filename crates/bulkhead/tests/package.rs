@@ -93,7 +93,7 @@ fn installed() -> Option<&'static Installed> {
     INSTALLED
         .get_or_init(|| {
             python3().or_else(|| {
-                eprintln!("skipping: no python3 >= 3.11 (onnxruntime 1.31.1 needs it)");
+                bulkhead_testkit::skip("no python3 >= 3.11 (onnxruntime 1.31.1 needs it)");
                 None
             })?;
             let dir = test_dir();

