@@ -134,6 +134,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When the server started.
     pub started: Instant,
+    /// Tokenizations running at once on the blocking pool: one per core, so a burst of long texts queues here
+    /// instead of taking every blocking thread (see `routes::common::tokenize_off_runtime`).
+    pub tokenize_permits: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -151,7 +154,9 @@ impl AppState {
                 (name, Arc::new(entry))
             })
             .collect();
-        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now() })
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tokenize_permits = tokio::sync::Semaphore::new(cores);
+        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now(), tokenize_permits })
     }
 
     /// The model called `name` (or the default one for `None`).

@@ -108,6 +108,20 @@ pub async fn submit_tensors(
     Ok(Computed { value, provenance })
 }
 
+/// Runs `work` (tokenization: bounded per text, but CPU-bound) on tokio's blocking pool, at most one per core at
+/// a time, so that it never runs on the async runtime's threads and small requests are not held behind long ones.
+pub async fn tokenize_off_runtime<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state
+        .tokenize_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("the tokenizer pool is closed".into()))?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("tokenization stopped: {e}")))
+}
+
 /// Stage-duration metrics of an answered request (the preparation stage is recorded where it happens).
 fn record_stages(state: &AppState, model: &str, t: &StageTiming) {
     for (stage, ms) in [("queue", t.queue_ms), ("infer", t.infer_ms), ("post", t.post_ms)] {

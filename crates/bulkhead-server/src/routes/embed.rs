@@ -11,7 +11,7 @@ use std::time::Instant;
 use bulkhead_core::Row;
 use bulkhead_embed::{truncate_dims, Truncation};
 
-use super::common::{submit_rows, Provenance};
+use super::common::{submit_rows, tokenize_off_runtime, Provenance};
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
 
@@ -74,28 +74,10 @@ pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Resul
         .prompts
         .resolve(job.prompt.as_deref(), job.prompt_name.as_deref())
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let (rows, texts) = match job.inputs {
-        Inputs::Texts(texts) => {
-            check_count(texts.len(), state)?;
-            (encode(tokenizer, &texts, prompt.as_deref(), job.truncate)?, texts)
-        }
-        Inputs::Tokens(rows) => {
-            check_count(rows.len(), state)?;
-            check_ids(&rows, tokenizer.vocab_size(), tokenizer.max_len())?;
-            match prompt {
-                None => (rows.into_iter().map(Row::tokens).collect(), vec![]),
-                // With a prompt, token ids are decoded and the prompted text tokenized again.
-                Some(p) => {
-                    let texts = rows
-                        .iter()
-                        .map(|r| tokenizer.decode(r))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-                    (encode(tokenizer, &texts, Some(&p), Some(Truncation::Right))?, texts)
-                }
-            }
-        }
-    };
+    let max_inputs = state.config.max_inputs;
+    let (inputs, truncate, tok) = (job.inputs, job.truncate, tokenizer.clone());
+    let (rows, texts) =
+        tokenize_off_runtime(state, move || prepare(&tok, inputs, prompt.as_deref(), truncate, max_inputs)).await??;
     let tokens = rows.iter().map(Row::len).sum();
     let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
     state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
@@ -115,6 +97,39 @@ pub async fn embed(model: &ModelEntry, state: &AppState, job: EmbedJob) -> Resul
     provenance.timing.tokenize_ms = tokenize_ms;
     provenance.timing.post_ms += t1.elapsed().as_secs_f64() * 1e3;
     Ok(Embedded { vectors, provenance, tokens })
+}
+
+/// The rows of a request's inputs and the texts behind them: texts are prompted and tokenized; token ids are
+/// checked, or decoded, prompted and tokenized again when there is a prompt. Runs on the blocking pool.
+fn prepare(
+    tokenizer: &bulkhead_embed::Tokenizer,
+    inputs: Inputs,
+    prompt: Option<&str>,
+    truncate: Option<Truncation>,
+    max_inputs: usize,
+) -> Result<(Vec<Row>, Vec<String>), ApiError> {
+    match inputs {
+        Inputs::Texts(texts) => {
+            check_count(texts.len(), max_inputs)?;
+            Ok((encode(tokenizer, &texts, prompt, truncate)?, texts))
+        }
+        Inputs::Tokens(rows) => {
+            check_count(rows.len(), max_inputs)?;
+            check_ids(&rows, tokenizer.vocab_size(), tokenizer.max_len())?;
+            match prompt {
+                None => Ok((rows.into_iter().map(Row::tokens).collect(), vec![])),
+                // With a prompt, token ids are decoded and the prompted text tokenized again.
+                Some(p) => {
+                    let texts = rows
+                        .iter()
+                        .map(|r| tokenizer.decode(r))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                    Ok((encode(tokenizer, &texts, Some(p), Some(Truncation::Right))?, texts))
+                }
+            }
+        }
+    }
 }
 
 /// Tokenizes `prompt + text` for each text into token rows that carry the prompt's length; over-long texts are cut
@@ -162,15 +177,12 @@ fn check_ids(rows: &[Vec<i64>], vocab: usize, max: usize) -> Result<(), ApiError
     Ok(())
 }
 
-fn check_count(n: usize, state: &AppState) -> Result<(), ApiError> {
+fn check_count(n: usize, max_inputs: usize) -> Result<(), ApiError> {
     if n == 0 {
         return Err(ApiError::Invalid("the input is empty; send at least one text".into()));
     }
-    if n > state.config.max_inputs {
-        return Err(ApiError::Invalid(format!(
-            "{n} inputs in one request; the limit is {} (--max-inputs)",
-            state.config.max_inputs
-        )));
+    if n > max_inputs {
+        return Err(ApiError::Invalid(format!("{n} inputs in one request; the limit is {max_inputs} (--max-inputs)")));
     }
     Ok(())
 }

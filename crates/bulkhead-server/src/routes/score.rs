@@ -8,7 +8,7 @@ use std::time::Instant;
 use bulkhead_core::Row;
 use bulkhead_embed::{Tokenizer, Truncation};
 
-use super::common::{submit_rows, Provenance};
+use super::common::{submit_rows, tokenize_off_runtime, Provenance};
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
 
@@ -64,13 +64,19 @@ pub async fn score(
         }
     }
     let side = job.truncate.unwrap_or_default();
-    let refs: Vec<(&str, Option<&str>)> = job.pairs.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
-    let encoded = tokenizer.encode_pairs(&refs, side).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (tok, pairs) = (tokenizer.clone(), job.pairs);
+    let (encoded, pairs) = tokenize_off_runtime(state, move || {
+        let refs: Vec<(&str, Option<&str>)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
+        let encoded = tok.encode_pairs(&refs, side).map_err(|e| ApiError::Invalid(e.to_string()));
+        (encoded, pairs)
+    })
+    .await?;
+    let encoded = encoded?;
     if job.truncate.is_none() {
         if let Some(i) = encoded.truncated.iter().position(|&t| t) {
             return Err(ApiError::Invalid(format!(
                 "{noun} {i}{} is longer than the model's maximum of {} tokens; shorten it or set \"truncate\": true",
-                if refs[i].1.is_some() { " with its pair" } else { "" },
+                if pairs[i].1.is_some() { " with its pair" } else { "" },
                 tokenizer.max_len()
             )));
         }
@@ -79,7 +85,7 @@ pub async fn score(
     let tokenize_ms = t0.elapsed().as_secs_f64() * 1e3;
     state.metrics.stage_ms(&model.name, "tokenize", tokenize_ms);
     // The second text (the document) is what fault rules that match on text see.
-    let texts = || job.pairs.into_iter().map(|(a, b)| b.unwrap_or(a)).collect();
+    let texts = || pairs.into_iter().map(|(a, b)| b.unwrap_or(a)).collect();
     let computed = submit_rows(model, state, encoded.rows, texts).await?;
     let mut provenance = computed.provenance;
     provenance.timing.tokenize_ms = tokenize_ms;
