@@ -32,6 +32,11 @@ pub struct JobOutput {
     pub unit: Unit,
     /// The weight precision that unit loaded (`None` when it did not say).
     pub precision: Option<Precision>,
+    /// The worker process that computed them (the last one, when the request's rows went to several batches;
+    /// `None` in-process).
+    pub worker_pid: Option<u32>,
+    /// Workers the request was retried after (the most of its batches).
+    pub retries: u32,
     /// queue / infer / post milliseconds (tokenize is the handler's).
     pub timing: StageTiming,
 }
@@ -213,7 +218,8 @@ async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limit
 
     let mut vectors: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
     let mut failures: Vec<Option<BackendError>> = vec![None; jobs.len()];
-    let mut answered: Option<(Unit, Option<Precision>)> = None;
+    let mut answered: Option<(Unit, Option<Precision>, Option<u32>)> = None;
+    let mut retries = 0;
     let mut timing = StageTiming::default();
     for (chunk, longest) in chunks {
         // One backend job per request present in the chunk (a request's rows may span chunks). Every row goes to
@@ -236,7 +242,8 @@ async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limit
                         merge(&mut timing, &out);
                         chunk_timing_merged = true;
                     }
-                    answered = Some((out.unit, out.precision));
+                    answered = Some((out.unit, out.precision, out.worker_pid));
+                    retries = retries.max(out.retries);
                     match out.answer {
                         Answer::Vectors(v) | Answer::Scores(v) => {
                             rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v))
@@ -254,10 +261,12 @@ async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limit
         let queue_ms = (dispatched - job.enqueued).as_secs_f64() * 1e3;
         let result = match (failure, answered) {
             (Some(e), _) => Err(e),
-            (None, Some((unit, precision))) => Ok(JobOutput {
+            (None, Some((unit, precision, worker_pid))) => Ok(JobOutput {
                 vectors: rows.into_iter().map(|v| v.unwrap_or_default()).collect(),
                 unit,
                 precision,
+                worker_pid,
+                retries,
                 timing: StageTiming { queue_ms: queue_ms + timing.queue_ms, ..timing },
             }),
             (None, None) => Err(BackendError::Failed("empty batch".into())),
@@ -317,6 +326,7 @@ mod tests {
                             answer: Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
                             unit: Unit::ORT_CPU,
                             precision: Some(Precision::Int8),
+                            worker_pid: Some(7),
                             timing: StageTiming::default(),
                             retries: 0,
                         })

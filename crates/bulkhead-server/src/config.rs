@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::http::ConnectionLimits;
+use crate::trace::TraceConfig;
 
 /// Settings of the HTTP layer and the batcher.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct ServeConfig {
     pub request_timeout: Option<Duration>,
     /// Header and keep-alive timeouts and the connection limit. Defaults: 10 s, 60 s, 8192.
     pub connections: ConnectionLimits,
+    /// Where OpenTelemetry traces go (`--otlp-endpoint`); `None`: no traces (the default).
+    pub traces: Option<TraceConfig>,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +53,7 @@ impl Default for ServeConfig {
                 keep_alive_timeout: Duration::from_secs(60),
                 max_connections: 8192,
             },
+            traces: None,
         }
     }
 }

@@ -11,7 +11,9 @@
 //!   model, through its [`batcher`] to its [`Backend`], and the headers of every inference response);
 //! * [`error`]: every error and its HTTP status, in one table;
 //! * [`http`]: the listener: header and keep-alive timeouts, the connection limit, graceful shutdown;
-//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum.
+//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum;
+//! * [`trace`]: OpenTelemetry spans per request (the server span and one per stage), W3C `traceparent` honoured,
+//!   exported over OTLP/HTTP by one thread behind a bounded queue (`--otlp-endpoint`).
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
 //! supervisor of worker processes in production).
@@ -45,12 +47,14 @@ mod openapi;
 mod router;
 mod routes;
 pub mod state;
+pub mod trace;
 
 pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use http::{raise_open_files_limit, ConnectionLimits};
 pub use router::app;
 pub use state::{AppState, LoadedModel, ModelEntry, ModelKind};
+pub use trace::{TraceConfig, TraceParent};
 
 /// Serves `state` on `listener` with its connection limits until `shutdown` completes, then finishes the requests
 /// in flight.

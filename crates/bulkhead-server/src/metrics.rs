@@ -38,6 +38,8 @@ pub enum Metric {
     HttpConnectionsClosed,
     /// HTTP connections refused at the connection limit.
     HttpConnectionsRefused,
+    /// Trace spans dropped because the exporter's queue was full.
+    TraceSpansDropped,
 }
 
 /// Why an HTTP connection ended.
@@ -82,6 +84,7 @@ impl Metric {
             Metric::HttpConnections => "bulkhead_http_connections",
             Metric::HttpConnectionsClosed => "bulkhead_http_connections_closed_total",
             Metric::HttpConnectionsRefused => "bulkhead_http_connections_refused_total",
+            Metric::TraceSpansDropped => "bulkhead_trace_spans_dropped_total",
         }
     }
 
@@ -105,6 +108,7 @@ impl Metric {
             Metric::HttpConnectionsRefused => {
                 "HTTP connections refused at --max-connections (503, or closed when too many arrive at once)"
             }
+            Metric::TraceSpansDropped => "Trace spans dropped because the OTLP exporter's queue was full",
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct Metrics {
     connections: IntGauge,
     connections_closed: IntCounterVec,
     connections_refused: IntCounter,
+    spans_dropped: IntCounter,
 }
 
 impl Default for Metrics {
@@ -155,6 +160,7 @@ impl Metrics {
         let connections = IntGauge::with_opts(opts(Metric::HttpConnections)).unwrap();
         let connections_closed = IntCounterVec::new(opts(Metric::HttpConnectionsClosed), &["why"]).unwrap();
         let connections_refused = IntCounter::with_opts(opts(Metric::HttpConnectionsRefused)).unwrap();
+        let spans_dropped = IntCounter::with_opts(opts(Metric::TraceSpansDropped)).unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_depth.clone()),
@@ -164,6 +170,7 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(connections_closed.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(spans_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -177,6 +184,7 @@ impl Metrics {
             connections,
             connections_closed,
             connections_refused,
+            spans_dropped,
         }
     }
 
@@ -194,6 +202,11 @@ impl Metrics {
     /// Counts a connection refused at the limit.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// Counts trace spans dropped at a full exporter queue.
+    pub fn trace_spans_dropped(&self, n: u64) {
+        self.spans_dropped.inc_by(n);
     }
 
     /// Counts a finished request.

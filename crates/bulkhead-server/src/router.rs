@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
 use crate::routes::{kserve, openai, ops, rerank, tei};
 use crate::state::AppState;
+use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
 /// The application: every route of the interface, with the body limit, the API key check, the per-request
 /// deadline, request metrics and this server's OpenAPI document (rendered here, once, from the same handlers).
@@ -39,6 +40,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(middleware::from_fn_with_state(state.clone(), trace))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(Extension(document))
         .with_state(state)
@@ -50,6 +52,30 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
     let model = resp.extensions().get::<ModelLabel>().map(|m| m.0.clone()).unwrap_or_default();
     let unit = resp.headers().get("x-bulkhead-unit").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     state.metrics.request(&route, &model, &unit, resp.status().as_u16());
+    resp
+}
+
+/// Records the request's spans when traces are on (`--otlp-endpoint`): the server span, joined to the client's
+/// trace when it sent a `traceparent`, and the stages of an inference response.
+async fn trace(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(tracer) = &state.tracer else { return next.run(req).await };
+    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| req.uri().path().to_string(), |p| p.as_str().into());
+    let method = req.method().to_string();
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
+    let resp = next.run(req).await;
+    let record = RequestRecord {
+        parent,
+        method,
+        route,
+        status: resp.status().as_u16(),
+        model: resp.extensions().get::<ModelLabel>().map(|m| m.0.clone()).unwrap_or_default(),
+        started,
+        ended: std::time::Instant::now(),
+        facts: resp.extensions().get::<AnswerFacts>().copied(),
+    };
+    tracer.record(&record);
     resp
 }
 

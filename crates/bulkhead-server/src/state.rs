@@ -12,6 +12,7 @@ use crate::batcher::Batcher;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::trace::Tracer;
 
 /// What a served model takes and returns.
 pub enum ModelKind {
@@ -137,6 +138,8 @@ pub struct AppState {
     /// Tokenizations running at once on the blocking pool: one per core, so a burst of long texts queues here
     /// instead of taking every blocking thread (see `routes::common::tokenize_off_runtime`).
     pub tokenize_permits: tokio::sync::Semaphore,
+    /// The OpenTelemetry exporter (`--otlp-endpoint`), when traces are on.
+    pub tracer: Option<Tracer>,
 }
 
 impl AppState {
@@ -156,7 +159,8 @@ impl AppState {
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let tokenize_permits = tokio::sync::Semaphore::new(cores);
-        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now(), tokenize_permits })
+        let tracer = config.traces.clone().map(|t| Tracer::start(t, metrics.clone()));
+        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now(), tokenize_permits, tracer })
     }
 
     /// The model called `name` (or the default one for `None`).

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
+use crate::trace::AnswerFacts;
 
 /// Routes that answer without the API key: the liveness and readiness probes.
 pub(crate) fn is_probe(path: &str) -> bool {
@@ -61,6 +62,10 @@ pub struct Provenance {
     pub unit: Unit,
     /// The weight precision that unit loaded (`None` when it did not say).
     pub precision: Option<Precision>,
+    /// The worker process that computed it (`None` in-process).
+    pub worker_pid: Option<u32>,
+    /// Workers the request was retried after.
+    pub retries: u32,
     /// tokenize / queue / infer / post milliseconds.
     pub timing: StageTiming,
 }
@@ -90,7 +95,13 @@ pub async fn submit_rows(
     record_stages(state, &model.name, &out.timing);
     Ok(Computed {
         value: out.vectors,
-        provenance: Provenance { unit: out.unit, precision: out.precision, timing: out.timing },
+        provenance: Provenance {
+            unit: out.unit,
+            precision: out.precision,
+            worker_pid: out.worker_pid,
+            retries: out.retries,
+            timing: out.timing,
+        },
     })
 }
 
@@ -102,7 +113,13 @@ pub async fn submit_tensors(
 ) -> Result<Computed<Vec<NamedTensor>>, ApiError> {
     let answer = model.backend.infer(inputs).await?;
     record_stages(state, &model.name, &answer.timing);
-    let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing };
+    let provenance = Provenance {
+        unit: answer.unit,
+        precision: answer.precision,
+        worker_pid: answer.worker_pid,
+        retries: answer.retries,
+        timing: answer.timing,
+    };
     let value =
         answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
     Ok(Computed { value, provenance })
@@ -141,8 +158,10 @@ fn precision_name(p: Precision) -> Option<&'static str> {
 }
 
 /// Adds `x-bulkhead-unit`, `x-bulkhead-precision` (the weight precision that ran, as the answer says),
-/// `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an inference response.
+/// `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an inference response, and
+/// what its trace needs (`trace`: who computed it, the stages, when the answer was back).
 pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Provenance) -> Response {
+    let answered_at = std::time::Instant::now();
     let mut resp = body.into_response();
     let h: &mut HeaderMap = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&p.unit.to_string()) {
@@ -160,6 +179,14 @@ pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Proven
         h.insert("server-timing", v);
     }
     resp.extensions_mut().insert(ModelLabel(entry.name.clone()));
+    resp.extensions_mut().insert(AnswerFacts {
+        unit: p.unit,
+        precision: p.precision,
+        worker_pid: p.worker_pid,
+        retries: p.retries,
+        timing: p.timing,
+        answered_at,
+    });
     resp
 }
 

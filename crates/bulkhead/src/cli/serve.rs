@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
-use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig};
+use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{engines, open_model, ChainArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME};
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// open-files limit.
     #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 8192)]
     max_connections: usize,
+    /// Export OpenTelemetry traces (a span per request, one per stage) over OTLP/HTTP to this collector
+    /// (`http://localhost:4318`; spans go to `/v1/traces`). Off by default.
+    #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// `service.name` of the exported traces.
+    #[arg(long, env = "BULKHEAD_OTLP_SERVICE_NAME", default_value = "bulkhead")]
+    otlp_service_name: String,
 
     /// The prompt applied to every text of a request that names none: a name of the model's prompts
     /// (config_sentence_transformers.json); replaces the model's `default_prompt_name`.
@@ -236,6 +243,9 @@ impl ServeArgs {
         tracing::info!("listening on http://{addr} (Ctrl-C to stop)");
         bulkhead_server::serve(listener, state.clone(), shutdown).await.context("the HTTP server failed")?;
         tracing::info!("stopping: in-flight requests are finished, workers stopped");
+        if let Some(tracer) = &state.tracer {
+            tracer.shutdown(Duration::from_secs(3));
+        }
         for sup in &sups {
             sup.shutdown().await;
         }
@@ -275,7 +285,23 @@ impl ServeArgs {
             max_connections: connection_limit(self.max_connections),
         };
         let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
+        let traces = match self.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+                let mut t = TraceConfig::new(e);
+                t.service_name = self.otlp_service_name.clone();
+                tracing::info!("OpenTelemetry traces go to {}", t.traces_url());
+                Some(t)
+            }
+            Some(e) => {
+                return Err(UsageError(format!(
+                    "--otlp-endpoint {e}: not an http:// or https:// URL (for example http://localhost:4318)"
+                ))
+                .into())
+            }
+        };
         Ok(ServeConfig {
+            traces,
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
             connections,
             max_batch_tokens: self.max_batch_tokens.max(1),

@@ -117,7 +117,8 @@ impl Core {
             Response::Answered { id, answer, timing, rss_bytes } => {
                 let Some((f, unit)) = self.take_answered(now, pos, id, rss_bytes, true) else { return };
                 let precision = self.units[self.workers[pos].unit].stats.report.as_ref().map(|r| r.precision);
-                self.scatter(now, f, (unit, precision), answer, &timing);
+                let pid = self.workers[pos].pid;
+                self.scatter(now, f, (unit, precision, pid), answer, &timing);
                 self.check_recycle(pos);
             }
             Response::Failed { id, error } => {
@@ -224,7 +225,7 @@ impl Core {
         &mut self,
         now: Now,
         f: InFlight,
-        (unit, precision): (bulkhead_core::Unit, Option<bulkhead_core::Precision>),
+        (unit, precision, worker_pid): (bulkhead_core::Unit, Option<bulkhead_core::Precision>, Option<u32>),
         answer: Answer,
         timing: &StageTiming,
     ) {
@@ -238,7 +239,7 @@ impl Core {
                 for (job, answer) in f.work.jobs.into_iter().zip(parts) {
                     let timing = job_timing(&job, now, timing);
                     let retries = job.retries;
-                    self.answer(job, Ok(Answered { answer, unit, precision, timing, retries }));
+                    self.answer(job, Ok(Answered { answer, unit, precision, worker_pid, timing, retries }));
                 }
             }
             None => {

@@ -54,6 +54,8 @@ pub struct Answered {
     pub unit: Unit,
     /// The weight precision that unit loaded (`None` before its session reported it).
     pub precision: Option<Precision>,
+    /// The process id of the worker that computed it (`None` in-process, `--isolation none`).
+    pub worker_pid: Option<u32>,
     /// `queue_ms`: time in the supervisor and the pipes; `infer_ms`/`post_ms`: the worker's.
     pub timing: StageTiming,
     /// Workers this request was retried after (0 normally).
