@@ -361,4 +361,24 @@ mod tests {
         assert_eq!(req["additionalProperties"], false, "{req}");
         assert!(req["properties"]["model"].to_string().contains("EmbeddingModelName"), "{req}");
     }
+
+    #[test]
+    fn the_units_view_is_described_field_by_field() {
+        let d = doc(None);
+        let s = &d["components"]["schemas"];
+        let models = &s["Units"]["properties"]["models"]["additionalProperties"];
+        assert_eq!(models["$ref"], "#/components/schemas/ModelUnits", "{models}");
+        assert!(
+            s["ModelUnits"]["properties"]["units"]["items"].to_string().contains("UnitView"),
+            "{}",
+            s["ModelUnits"]
+        );
+        let states = s["UnitState"]["enum"].as_array().expect("the unit states are an enum");
+        for state in ["loading", "warming", "serving", "standby", "crashed", "quarantined", "unavailable"] {
+            assert!(states.contains(&serde_json::json!(state)), "{state} in {states:?}");
+        }
+        for field in ["crashes_by_exit", "last_exit", "stderr_tail", "resident_bytes", "recycles", "pid"] {
+            assert!(s["UnitView"]["properties"][field].is_object(), "{field}: {}", s["UnitView"]);
+        }
+    }
 }

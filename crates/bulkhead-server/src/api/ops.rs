@@ -31,6 +31,5 @@ pub enum HealthStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Units {
     /// By model name.
-    #[schema(value_type = BTreeMap<String, Object>)]
     pub models: BTreeMap<String, ModelUnits>,
 }

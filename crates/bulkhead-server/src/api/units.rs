@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use bulkhead_core::{NodePlacement, Precision, TensorSpec};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Where a model's workers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// One child process per worker: crashes are contained.
@@ -18,7 +19,7 @@ pub enum Isolation {
 }
 
 /// The state of a unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UnitState {
     /// Not running; may be started (a fallback, or not reached yet).
@@ -38,7 +39,7 @@ pub enum UnitState {
 }
 
 /// The phase of one worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Loading the model.
@@ -56,7 +57,7 @@ pub enum WorkerState {
 }
 
 /// One worker of a unit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WorkerView {
     /// Process id (`None` in-process).
     pub pid: Option<u32>,
@@ -76,7 +77,7 @@ pub struct WorkerView {
 }
 
 /// One warm-up measurement: a batch shape and its median latency.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WarmupShape {
     /// Rows in the batch.
     pub batch: usize,
@@ -87,7 +88,7 @@ pub struct WarmupShape {
 }
 
 /// One unit of a model's chain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UnitView {
     /// The unit.
     pub unit: String,
@@ -137,8 +138,10 @@ pub struct UnitView {
     /// Warm-up latency per shape.
     pub warmup: Vec<WarmupShape>,
     /// Precision of the weights as loaded.
+    #[schema(value_type = Option<String>, example = "fp32")]
     pub precision: Option<Precision>,
     /// Node placement per execution provider.
+    #[schema(value_type = Vec<Object>)]
     pub placement: Vec<NodePlacement>,
     /// The current prediction deadline (watchdog) for a single short row, ms.
     pub deadline_ms: Option<f64>,
@@ -147,7 +150,7 @@ pub struct UnitView {
 }
 
 /// The chain of one model and the state of each of its units.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelUnits {
     /// The model name.
     pub model: String,
@@ -165,8 +168,10 @@ pub struct ModelUnits {
     pub units: Vec<UnitView>,
     /// A tensor model's graph inputs, once a worker has loaded it (empty for embedding models).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub inputs: Vec<TensorSpec>,
     /// A tensor model's graph outputs, once a worker has loaded it (empty for embedding models).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<TensorSpec>,
 }
