@@ -217,3 +217,36 @@ fn refused_options_and_inputs_say_why() {
     let bad = bulkhead_speech::MelFeatures::new(80, 10, vec![0.0; 800]).unwrap();
     assert!(model.encode(&bad).unwrap_err().to_string().contains("mel bins"));
 }
+
+#[test]
+fn a_folder_without_tokenizer_json_builds_it_from_vocab_and_merges() {
+    let Some((engine, unit)) = ort_cpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(folder()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.file_name().unwrap() != "tokenizer.json" {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut model = Qwen3AsrModel::load_with_cache(dir.path(), &engine, &unit, cache.path()).unwrap();
+    let reference = reference();
+    for case in reference["cases"].as_array().unwrap() {
+        let (context, language) = (case["context"].as_str().unwrap(), case["language"].as_str());
+        let tokens = model.features(&input_pcm(case["input"].as_str().unwrap())).unwrap().frames;
+        let tokens = model.config().audio_tokens(tokens);
+        assert_eq!(model.prompt_ids(context, language, tokens).unwrap(), ids(&case["prompt_ids"]), "{}", case["name"]);
+        let raw = model.raw_text(&ids(&case["token_ids"])).unwrap();
+        assert_eq!(raw, case["raw"].as_str().unwrap(), "{}", case["name"]);
+    }
+    let text = "language German<asr_text>Guten Morgen, wie geht es dir heute? 2026-12-07";
+    let built = model.prompt_ids(text, Some("English"), 1).unwrap();
+    let Some(mut original) = load(cache.path()) else { return };
+    assert_eq!(original.prompt_ids(text, Some("English"), 1).unwrap(), built);
+    let pcm = input_pcm("tone");
+    let opts = TranscribeOptions { max_new_tokens: Some(8), ..Default::default() };
+    assert_eq!(model.transcribe_pcm(&pcm, &opts).unwrap(), original.transcribe_pcm(&pcm, &opts).unwrap());
+    std::fs::remove_file(dir.path().join("vocab.json")).unwrap();
+    let e = Qwen3AsrModel::load_with_cache(dir.path(), &engine, &unit, cache.path()).err().expect("no tokenizer");
+    assert!(e.to_string().contains("vocab.json"), "{e}");
+}

@@ -2,11 +2,12 @@
 //! files, the audio encoder, and the decoder with its key/value caches; the decoding itself is in `transcribe`,
 //! what the package does around the model in `output`.
 //!
-//! [`Qwen3AsrModel::load`] reads the folder (config.json, the tokenizer, preprocessor_config.json), has
+//! [`Qwen3AsrModel::load`] reads the folder (config.json, the tokenizer: `tokenizer`, preprocessor_config.json), has
 //! `bulkhead-graph` build (or find in its cache) the audio-encoder, prefill and decoder-step graphs
 //! ([`bulkhead_graph::qwen3_asr`]) and loads each as a [`GraphSession`] of the given engine on one unit.
 
 mod output;
+mod tokenizer;
 mod transcribe;
 
 use std::path::{Path, PathBuf};
@@ -94,7 +95,7 @@ impl Qwen3AsrModel {
             });
         }
         let extractor = FeatureExtractor::new(features).map_err(config_err)?;
-        let tokenizer = crate::files::tokenizer(folder)?;
+        let tokenizer = tokenizer::load(folder)?;
         let specials = specials(folder, &tokenizer, &config)?;
         let languages = if config.languages.is_empty() {
             DEFAULT_LANGUAGES.iter().map(|s| s.to_string()).collect()

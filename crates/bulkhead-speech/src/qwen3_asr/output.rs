@@ -129,7 +129,7 @@ pub fn language_name(language: &str, supported: &[String]) -> Result<String, Str
     let trimmed = py_strip(language).to_lowercase();
     let by_code = CODES.iter().find(|(code, _)| *code == trimmed).map(|(_, name)| name.to_string());
     let name = by_code.unwrap_or_else(|| normalize_language(language));
-    if supported.iter().any(|s| *s == name) {
+    if supported.contains(&name) {
         return Ok(name);
     }
     Err(format!("unsupported language `{}`; this model knows: {}", language.trim(), supported.join(", ")))
