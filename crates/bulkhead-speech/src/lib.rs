@@ -49,7 +49,7 @@ pub use languages::{code_of, language_token};
 pub use model::{EncoderOutput, MelFeatures, WhisperModel};
 pub use qwen3_asr::{
     fix_repetitions, language_name, merge_languages, parse_output, split_pieces, AudioEmbeddings, Qwen3AsrModel,
-    DEFAULT_LANGUAGES,
+    RunLimits, DEFAULT_LANGUAGES,
 };
 
 /// Why a Whisper model could not be loaded or could not transcribe.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bulkhead_core::{Availability, Engine, Unit};
 use bulkhead_ort::OrtEngine;
-use bulkhead_speech::{parse_output, split_pieces, Qwen3AsrModel, SpeechError, Task, TranscribeOptions};
+use bulkhead_speech::{parse_output, split_pieces, Qwen3AsrModel, RunLimits, SpeechError, Task, TranscribeOptions};
 use bulkhead_testkit::cosine;
 use serde_json::Value;
 
@@ -249,4 +249,40 @@ fn a_folder_without_tokenizer_json_builds_it_from_vocab_and_merges() {
     std::fs::remove_file(dir.path().join("vocab.json")).unwrap();
     let e = Qwen3AsrModel::load_with_cache(dir.path(), &engine, &unit, cache.path()).err().expect("no tokenizer");
     assert!(e.to_string().contains("vocab.json"), "{e}");
+}
+
+#[test]
+fn one_window_per_encoder_run_and_short_prefill_runs_give_the_same_ids() {
+    let cache = tempfile::tempdir().unwrap();
+    let Some(mut model) = load(cache.path()) else { return };
+    model.set_run_limits(RunLimits { encoder_chunks: 1, prefill_tokens: 16 }).unwrap();
+    assert!(model.set_run_limits(RunLimits { encoder_chunks: 0, prefill_tokens: 16 }).is_err());
+    let reference = reference();
+    let eos = ids(&reference["eos_token_ids"]);
+    for input in reference["inputs"].as_array().unwrap() {
+        let name = input["name"].as_str().unwrap();
+        let encoded = model.encode(&model.features(&input_pcm(name)).unwrap()).unwrap();
+        let want = floats(&folder().join("reference").join(input["encoder"].as_str().unwrap()));
+        let cos = cosine(&encoded.data, &want);
+        assert!(cos >= MIN_COSINE, "{name}: encoder cosine {cos} with one window per run");
+    }
+    for case in reference["cases"].as_array().unwrap() {
+        let context = case["context"].as_str().unwrap();
+        let opts = TranscribeOptions {
+            language: case["language"].as_str().map(str::to_string),
+            prompt: (!context.is_empty()).then(|| context.to_string()),
+            max_new_tokens: case["max_new_tokens"].as_u64().map(|n| n as usize),
+            ..Default::default()
+        };
+        let got = model.transcribe_pcm(&input_pcm(case["input"].as_str().unwrap()), &opts).unwrap();
+        let mut want = ids(&case["token_ids"]);
+        if want.last().is_some_and(|t| eos.contains(t)) {
+            want.pop();
+        }
+        assert_eq!(got.token_ids, want, "{}", case["name"]);
+        let prompt = ids(&case["prompt_ids"]).len();
+        let prefill_runs = prompt.div_ceil(16);
+        assert!(got.decoder_calls[..prefill_runs].iter().all(|c| c.new_tokens <= 16), "{}", case["name"]);
+        assert_eq!(got.decoder_calls[prefill_runs].past, prompt, "{}", case["name"]);
+    }
 }

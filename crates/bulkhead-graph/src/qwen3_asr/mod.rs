@@ -9,10 +9,13 @@
 //!   positions counted from 0 in every chunk; the chunks' valid tokens end to end, regrouped into attention windows
 //!   of `n_window_infer` frames; pre-norm encoder layers attending within their window; `ln_post`, `proj1`, GELU,
 //!   `proj2`;
-//! * **prefill**: `input_ids` int64 `[1, sequence]` (the prompt, its `<|audio_pad|>` tokens included) and
-//!   `audio_embeds` `[tokens, hidden]` → `logits` `[1, vocab]` of the last position and `present_key.{l}` /
-//!   `present_value.{l}` `[1, kv_heads, sequence, head_dim]`: the token embeddings with the audio embeddings put in
-//!   place of the `<|audio_pad|>` tokens, in order (the reference's `masked_scatter`), then the Qwen3 decoder;
+//! * **prefill**: `input_ids` int64 `[1, sequence]` (the prompt or a stretch of it, its `<|audio_pad|>` tokens
+//!   included), `audio_embeds` `[tokens, hidden]` (the rows of those audio tokens, in order; at least one row) and
+//!   `past_key.{l}` / `past_value.{l}` `[1, kv_heads, past, head_dim]` (`past` may be 0) → `logits` `[1, vocab]`
+//!   of the last position and `present_key.{l}` / `present_value.{l}` `[1, kv_heads, past + sequence,
+//!   head_dim]`: the token embeddings with the audio embeddings put in place of the `<|audio_pad|>` tokens, in order
+//!   (the reference's `masked_scatter`), then the Qwen3 decoder. A long prompt is fed in stretches, so that no
+//!   attention matrix spans the whole prompt;
 //! * **decoder**: `input_ids` `[1, sequence]` and `past_key.{l}` / `past_value.{l}` `[1, kv_heads, past,
 //!   head_dim]` → `logits` and `present_key.{l}` / `present_value.{l}` `[1, kv_heads, past + sequence, head_dim]`.
 //!
@@ -46,7 +49,7 @@ use crate::{BuildOptions, BuiltGraph, GraphError, ShapeMode};
 
 /// Version of the Qwen3-ASR graphs; part of their cache keys, bumped whenever what they compute or their names
 /// change.
-pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-1";
+pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-2";
 
 /// A tensor every checkpoint has (`thinker.` prefixed).
 const ANCHORS: &[&str] = &["audio_tower.conv2d1.weight"];
@@ -59,7 +62,7 @@ const LN_EPS: f32 = 1e-5;
 pub enum Qwen3AsrGraph {
     /// Chunked mel features to audio embeddings.
     AudioEncoder,
-    /// The prompt with its audio embeddings, from empty caches.
+    /// The prompt (or a stretch of it) with its audio embeddings, after cached tokens.
     Prefill,
     /// Tokens after cached ones.
     Decoder,
@@ -357,13 +360,9 @@ fn decoder(g: &mut Graph<'_>, c: &Qwen3AsrConfig, prefill: bool) -> Result<Signa
     let ids_shape = g.node("Shape", "ids_shape", &["input_ids"], vec![]);
     let one = g.scalar_i64(1);
     let seq = g.node("Gather", "seq_len", &[&ids_shape, &one], vec![attr_int("axis", 0)]);
-    let past = if prefill {
-        g.scalar_i64(0)
-    } else {
-        let past_shape = g.node("Shape", "past_shape", &["past_key.0"], vec![]);
-        let two = g.scalar_i64(2);
-        g.node("Gather", "past_len", &[&past_shape, &two], vec![attr_int("axis", 0)])
-    };
+    let past_shape = g.node("Shape", "past_shape", &["past_key.0"], vec![]);
+    let two = g.scalar_i64(2);
+    let past = g.node("Gather", "past_len", &[&past_shape, &two], vec![attr_int("axis", 0)]);
     let total = g.node("Add", "total_len", &[&past, &seq], vec![]);
     let positions = g.node("Range", "positions", &[&past, &total, &one], vec![]);
     let (cos, sin) = rotary_tables(g, &positions, &inv_freq(c.rope_theta, d), "rope");
@@ -391,16 +390,11 @@ fn decoder(g: &mut Graph<'_>, c: &Qwen3AsrConfig, prefill: bool) -> Result<Signa
         let q = apply_rotary(g, &q, &cos, &sin, d, d);
         let k = apply_rotary(g, &k, &cos, &sin, d, d);
         let (present_k, present_v) = (format!("present_key.{l}"), format!("present_value.{l}"));
-        if prefill {
-            g.node_to("Identity", &[&k], &present_k, vec![]);
-            g.node_to("Identity", &[&v], &present_v, vec![]);
-        } else {
-            let (past_k, past_v) = (format!("past_key.{l}"), format!("past_value.{l}"));
-            g.node_to("Concat", &[&past_k, &k], &present_k, vec![attr_int("axis", 2)]);
-            g.node_to("Concat", &[&past_v, &v], &present_v, vec![attr_int("axis", 2)]);
-            for name in [past_k, past_v] {
-                inputs.push(Io::new(&name, FLOAT, kv_dims(c, "past_sequence")));
-            }
+        let (past_k, past_v) = (format!("past_key.{l}"), format!("past_value.{l}"));
+        g.node_to("Concat", &[&past_k, &k], &present_k, vec![attr_int("axis", 2)]);
+        g.node_to("Concat", &[&past_v, &v], &present_v, vec![attr_int("axis", 2)]);
+        for name in [past_k, past_v] {
+            inputs.push(Io::new(&name, FLOAT, kv_dims(c, "past_sequence")));
         }
         let heads = Heads { heads: c.heads, kv_heads: c.kv_heads, d };
         let ctx = attention(g, &q, &present_k, &present_v, &bias, heads);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bulkhead_audio::{FeatureConfig, FeatureExtractor, Padding};
 use bulkhead_core::{Engine, GraphSession, ModelFiles, NamedTensor, SessionReport, TensorData, Unit};
-use bulkhead_graph::qwen3_asr::{self, Qwen3AsrConfig, Qwen3AsrGraphs};
+use bulkhead_graph::qwen3_asr::{self, AudioLayout, Qwen3AsrConfig, Qwen3AsrGraphs};
 use bulkhead_graph::BuildOptions;
 
 pub use output::{fix_repetitions, language_name, merge_languages, parse_output, split_pieces, DEFAULT_LANGUAGES};
@@ -53,6 +53,24 @@ pub struct Qwen3AsrModel {
     prefill: Box<dyn GraphSession>,
     decoder: Box<dyn GraphSession>,
     graphs: Qwen3AsrGraphs,
+    limits: RunLimits,
+}
+
+/// How much one graph run takes: the encoder runs whole attention windows, as many as fit in `encoder_chunks`
+/// convolution chunks (at least one window); the prefill feeds the prompt `prefill_tokens` tokens at a time. Both
+/// bound the memory of a run (the convolutions' activations, the attention scores) for long audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Convolution chunks (100 frames each) per encoder run.
+    pub encoder_chunks: usize,
+    /// Prompt tokens per prefill run.
+    pub prefill_tokens: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits { encoder_chunks: 32, prefill_tokens: 512 }
+    }
 }
 
 /// A decoding in progress: the decoder's inputs (`input_ids`, then `past_key.{l}`, `past_value.{l}` per layer),
@@ -117,6 +135,7 @@ impl Qwen3AsrModel {
             specials,
             languages,
             graphs,
+            limits: RunLimits::default(),
         })
     }
 
@@ -169,7 +188,22 @@ impl Qwen3AsrModel {
         MelFeatures::new(f.n_mels, f.n_frames, f.data)
     }
 
-    /// Runs the audio encoder on `features` (the whole clip: its 100-frame chunks and attention windows).
+    /// How much the encoder and the prefill take per run.
+    pub fn run_limits(&self) -> RunLimits {
+        self.limits
+    }
+
+    /// Sets how much the encoder and the prefill take per run (the result is the same, up to float rounding).
+    pub fn set_run_limits(&mut self, limits: RunLimits) -> Result<(), SpeechError> {
+        if limits.encoder_chunks == 0 || limits.prefill_tokens == 0 {
+            return Err(SpeechError::Options(format!("run limits must be positive: {limits:?}")));
+        }
+        self.limits = limits;
+        Ok(())
+    }
+
+    /// Runs the audio encoder on `features` (the whole clip: its 100-frame chunks and attention windows), whole
+    /// attention windows at a time, at most [`RunLimits::encoder_chunks`] chunks per run when a window is smaller.
     pub fn encode(&mut self, features: &MelFeatures) -> Result<AudioEmbeddings, SpeechError> {
         if features.mel_bins != self.config.mel_bins {
             return Err(SpeechError::Features(format!(
@@ -181,51 +215,111 @@ impl Qwen3AsrModel {
             return Err(SpeechError::Features("no frames".into()));
         }
         let layout = self.config.layout(features.frames);
-        let (m, t, chunk) = (features.mel_bins, layout.chunk_frames, self.config.chunk_frames());
-        let mut data = vec![0.0f32; layout.chunks * m * t];
-        for c in 0..layout.chunks {
-            let start = c * chunk;
-            let len = (features.frames - start).min(t);
-            for bin in 0..m {
-                let src = &features.data[bin * features.frames + start..bin * features.frames + start + len];
-                data[(c * m + bin) * t..(c * m + bin) * t + len].copy_from_slice(src);
+        let chunks_per_window = self.config.n_window_infer / self.config.chunk_frames();
+        let windows_per_run = (self.limits.encoder_chunks / chunks_per_window).max(1);
+        let mask = layout.window_mask();
+        let mut data = Vec::with_capacity(layout.tokens * self.config.hidden);
+        for first in (0..layout.windows).step_by(windows_per_run) {
+            let windows = windows_per_run.min(layout.windows - first);
+            let chunks =
+                (first * chunks_per_window..(first + windows) * chunks_per_window).take_while(|&c| c < layout.chunks);
+            let rows = &mask[first * layout.window_tokens..(first + windows) * layout.window_tokens];
+            let expected = rows.iter().sum::<i64>() as usize;
+            let out = self.encode_run(features, &layout, chunks, windows, rows.to_vec())?;
+            if out.len() != expected * self.config.hidden {
+                return Err(SpeechError::Features(format!(
+                    "the audio encoder returned {} values, expected {expected} tokens of {}",
+                    out.len(),
+                    self.config.hidden
+                )));
             }
-        }
-        let features_in = NamedTensor::new("input_features", vec![layout.chunks, m, t], TensorData::F32(data))
-            .map_err(SpeechError::Features)?;
-        let mask = NamedTensor::new(
-            "window_mask",
-            vec![layout.windows, layout.window_tokens],
-            TensorData::I64(layout.window_mask()),
-        )
-        .map_err(SpeechError::Features)?;
-        let out = self.encoder.run(&[features_in, mask])?;
-        let (shape, data) = take_f32(out, "audio_embeds")?;
-        if shape != [layout.tokens, self.config.hidden] {
-            return Err(SpeechError::Features(format!(
-                "the audio encoder returned {shape:?}, expected [{}, {}]",
-                layout.tokens, self.config.hidden
-            )));
+            data.extend(out);
         }
         Ok(AudioEmbeddings { tokens: layout.tokens, width: self.config.hidden, data })
     }
 
-    /// Runs the prompt `ids` with `audio` in place of its `<|audio_pad|>` tokens; returns the caches and the logits
-    /// of the last position.
+    /// One encoder run over `chunks` (the chunks of `windows` whole windows).
+    fn encode_run(
+        &mut self,
+        features: &MelFeatures,
+        layout: &AudioLayout,
+        chunks: impl Iterator<Item = usize>,
+        windows: usize,
+        mask: Vec<i64>,
+    ) -> Result<Vec<f32>, SpeechError> {
+        let (m, t, chunk) = (features.mel_bins, layout.chunk_frames, self.config.chunk_frames());
+        let mut data = vec![];
+        let mut n = 0;
+        for c in chunks {
+            let start = c * chunk;
+            let len = (features.frames - start).min(t);
+            let base = data.len();
+            data.resize(base + m * t, 0.0f32);
+            for bin in 0..m {
+                let src = &features.data[bin * features.frames + start..bin * features.frames + start + len];
+                data[base + bin * t..base + bin * t + len].copy_from_slice(src);
+            }
+            n += 1;
+        }
+        let features_in =
+            NamedTensor::new("input_features", vec![n, m, t], TensorData::F32(data)).map_err(SpeechError::Features)?;
+        let mask = NamedTensor::new("window_mask", vec![windows, layout.window_tokens], TensorData::I64(mask))
+            .map_err(SpeechError::Features)?;
+        let out = self.encoder.run(&[features_in, mask])?;
+        Ok(take_f32(out, "audio_embeds")?.1)
+    }
+
+    /// Empty key/value caches.
+    fn empty_state(&self) -> DecoderState {
+        let (kv, d) = (self.config.kv_heads, self.config.head_dim);
+        let mut inputs =
+            vec![NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) }];
+        for l in 0..self.config.layers {
+            for kind in ["key", "value"] {
+                inputs.push(NamedTensor {
+                    name: format!("past_{kind}.{l}"),
+                    shape: vec![1, kv, 0, d],
+                    data: TensorData::F32(vec![]),
+                });
+            }
+        }
+        DecoderState { inputs, past: 0, calls: vec![] }
+    }
+
+    /// Runs the prompt `ids` with `audio` in place of its `<|audio_pad|>` tokens, at most
+    /// [`RunLimits::prefill_tokens`] tokens per run; returns the caches and the logits of the last position.
     pub(crate) fn prefill(
         &mut self,
         ids: &[i64],
         audio: &AudioEmbeddings,
     ) -> Result<(DecoderState, Vec<f32>), SpeechError> {
-        let input_ids = NamedTensor::new("input_ids", vec![1, ids.len()], TensorData::I64(ids.to_vec()))
-            .map_err(SpeechError::Features)?;
-        let embeds =
-            NamedTensor::new("audio_embeds", vec![audio.tokens, audio.width], TensorData::F32(audio.data.clone()))
+        let mut state = self.empty_state();
+        let mut logits = vec![];
+        let mut used = 0;
+        for stretch in ids.chunks(self.limits.prefill_tokens) {
+            let n = stretch.iter().filter(|&&i| i == self.config.audio_token_id).count();
+            if used + n > audio.tokens {
+                return Err(SpeechError::Features(format!(
+                    "the prompt holds more <|audio_pad|> tokens than the {} audio tokens",
+                    audio.tokens
+                )));
+            }
+            let w = audio.width;
+            // The graph gathers from at least one row; a stretch without audio tokens reads none of them.
+            let rows = if n == 0 { vec![0.0; w] } else { audio.data[used * w..(used + n) * w].to_vec() };
+            let embeds = NamedTensor::new("audio_embeds", vec![n.max(1), w], TensorData::F32(rows))
                 .map_err(SpeechError::Features)?;
-        let out = self.prefill.run(&[input_ids, embeds])?;
-        let mut state = DecoderState { inputs: vec![], past: 0, calls: vec![] };
-        state.inputs.push(NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) });
-        let logits = self.absorb(&mut state, out, ids.len())?;
+            used += n;
+            state.inputs[0] = NamedTensor {
+                name: "input_ids".into(),
+                shape: vec![1, stretch.len()],
+                data: TensorData::I64(stretch.to_vec()),
+            };
+            state.inputs.insert(1, embeds);
+            let out = self.prefill.run(&state.inputs);
+            state.inputs.remove(1);
+            logits = self.absorb(&mut state, out?, stretch.len())?;
+        }
         Ok((state, logits))
     }
 
@@ -240,19 +334,14 @@ impl Qwen3AsrModel {
     /// Moves a run's present keys and values into `state` as the next run's past ones; returns the logits.
     fn absorb(&self, state: &mut DecoderState, mut out: Vec<NamedTensor>, fed: usize) -> Result<Vec<f32>, SpeechError> {
         state.calls.push(DecoderCall { new_tokens: fed, past: state.past });
-        let fresh = state.inputs.len() == 1;
         for l in 0..self.config.layers {
             for (k, kind) in ["key", "value"].into_iter().enumerate() {
                 let name = format!("present_{kind}.{l}");
                 let i = out.iter().position(|t| t.name == name).ok_or_else(|| missing(&name))?;
                 let present = std::mem::replace(&mut out[i].data, TensorData::F32(vec![]));
-                let tensor =
-                    NamedTensor { name: format!("past_{kind}.{l}"), shape: out[i].shape.clone(), data: present };
-                if fresh {
-                    state.inputs.push(tensor);
-                } else {
-                    state.inputs[1 + 2 * l + k] = tensor;
-                }
+                let slot = &mut state.inputs[1 + 2 * l + k];
+                slot.shape = out[i].shape.clone();
+                slot.data = present;
             }
         }
         state.past += fed;
