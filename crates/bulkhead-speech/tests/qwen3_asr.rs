@@ -76,7 +76,7 @@ fn features_encoder_and_greedy_ids_match_the_package() {
     let eos = ids(&reference["eos_token_ids"]);
     let mut failures = vec![];
     println!(
-        "{:<16} {:>7} {:>7} {:>12} {:>10} {:>10}",
+        "{:<16} {:>7} {:>7} {:>12} {:>12} {:>10}",
         "input", "frames", "tokens", "feature Δmax", "cosine", "enc Δmax"
     );
     for input in reference["inputs"].as_array().unwrap() {
@@ -103,7 +103,7 @@ fn features_encoder_and_greedy_ids_match_the_package() {
         let cos = cosine(&encoded.data, &want);
         let enc_diff = encoded.data.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         println!(
-            "{name:<16} {:>7} {:>7} {feature_diff:>12.2e} {cos:>10.7} {enc_diff:>10.2e}",
+            "{name:<16} {:>7} {:>7} {feature_diff:>12.2e} {cos:>12.9} {enc_diff:>10.2e}",
             features.frames, encoded.tokens
         );
         if feature_diff > FEATURE_TOLERANCE {

@@ -148,8 +148,9 @@ impl Qwen3AsrConfig {
         }
         for field in ["rope_scaling", "rope_parameters"] {
             let ty = c.get(&x(&format!("{field}.rope_type"))).or_else(|| c.get(&x(&format!("{field}.type"))));
-            if let Some(ty) = ty.and_then(Value::as_str).filter(|ty| *ty != "default") {
-                return Err(c.unsupported(format!("`{}` type `{ty}` is not supported (default)", x(field))));
+            // `mrope`: the multimodal rotary embedding, the plain one for a speech prompt (see the `qwen3_asr` module doc).
+            if let Some(ty) = ty.and_then(Value::as_str).filter(|ty| !matches!(*ty, "default" | "mrope")) {
+                return Err(c.unsupported(format!("`{}` type `{ty}` is not supported (default, mrope)", x(field))));
             }
         }
         let output_dim = c.usize(&a("output_dim"))?;
@@ -293,6 +294,7 @@ mod tests {
         assert!(e.contains("/m/config.json") && e.contains("n_window"), "{e}");
         let e = parse(&TINY.replace("\"hidden_size\": 48", "\"hidden_size\": 64")).unwrap_err().to_string();
         assert!(e.contains("output_dim"), "{e}");
+        assert!(parse(&TINY.replace("\"default\"", "\"mrope\"")).is_ok());
         let e = parse(&TINY.replace("\"default\"", "\"yarn\"")).unwrap_err().to_string();
         assert!(e.contains("`yarn`"), "{e}");
         let e = parse(r#"{"model_type": "qwen3_asr"}"#).unwrap_err().to_string();
