@@ -104,7 +104,8 @@ impl Qwen3AsrModel {
 
     /// Transcribes mono PCM at [`Qwen3AsrModel::sampling_rate`] as the package's `transcribe` does: the samples
     /// clipped to [-1, 1] (after scaling by the peak when it is above 1), cut into pieces of at most 20 minutes at
-    /// quiet points, each piece transcribed, the texts joined and the languages merged.
+    /// quiet points, each piece transcribed, the texts joined and the languages merged. The result has one segment
+    /// per piece (its start and end in seconds, no timestamps inside it) and `windows` counts the pieces.
     pub fn transcribe_pcm(&mut self, pcm: &[f32], opts: &TranscribeOptions) -> Result<Transcription, SpeechError> {
         self.check_options(opts)?;
         let language = self.language(opts)?;
