@@ -120,6 +120,7 @@ impl Qwen3AsrModel {
         } else {
             config.languages.clone()
         };
+        warn_on_sampling(folder);
         let graphs = qwen3_asr::build_qwen3_asr_cached(&model, &BuildOptions::default(), cache_dir)?;
         let load = |path: &Path| -> Result<Box<dyn GraphSession>, SpeechError> {
             Ok(engine.load_graph(&ModelFiles::open(path)?, unit)?)
@@ -383,6 +384,32 @@ fn specials(folder: &Path, tok: &tokenizers::Tokenizer, config: &Qwen3AsrConfig)
         });
     }
     Ok(Specials { eos })
+}
+
+/// Says so when generation_config.json asks for more than greedy decoding: bulkhead decodes greedily (the package's
+/// vLLM backend runs at temperature 0, and its transformers backend greedily unless the folder asks otherwise).
+fn warn_on_sampling(folder: &Path) {
+    let path = folder.join("generation_config.json");
+    let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return;
+    };
+    let mut ignored = vec![];
+    if v.get("do_sample").and_then(serde_json::Value::as_bool) == Some(true) {
+        ignored.push("do_sample");
+    }
+    if v.get("repetition_penalty").and_then(serde_json::Value::as_f64).is_some_and(|p| p != 1.0) {
+        ignored.push("repetition_penalty");
+    }
+    if v.get("no_repeat_ngram_size").and_then(serde_json::Value::as_u64).is_some_and(|n| n > 0) {
+        ignored.push("no_repeat_ngram_size");
+    }
+    if v.get("num_beams").and_then(serde_json::Value::as_u64).is_some_and(|n| n > 1) {
+        ignored.push("num_beams");
+    }
+    if !ignored.is_empty() {
+        tracing::warn!(file = %path.display(), fields = ?ignored, "bulkhead decodes Qwen3-ASR greedily; these settings are not applied");
+    }
 }
 
 fn missing(name: &str) -> SpeechError {
