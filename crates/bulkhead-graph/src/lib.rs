@@ -26,7 +26,7 @@
 //!
 //! Speech models do not fit one graph: [`whisper`] writes Whisper as an encoder, a cross-attention key/value graph
 //! and a decoder step with key/value caches ([`whisper::build_whisper_cached`]), cached the same way.
-//! [`qwen3_asr`] writes Qwen3-ASR as an audio encoder, a prefill and a decoder step with key/value caches
+//! [`qwen3_asr`] writes Qwen3-ASR as an audio encoder and a decoder (prefill and steps) with key/value caches
 //! ([`qwen3_asr::build_qwen3_asr_cached`]).
 //!
 //! # Architecture invariants

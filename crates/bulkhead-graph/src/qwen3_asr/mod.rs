@@ -1,4 +1,4 @@
-//! Qwen3-ASR (`Qwen3ASRForConditionalGeneration` as the `qwen-asr` package defines it) as three ONNX graphs, so that
+//! Qwen3-ASR (`Qwen3ASRForConditionalGeneration` as the `qwen-asr` package defines it) as two ONNX graphs, so that
 //! a decoding step costs one token:
 //!
 //! * **audio-encoder**: `input_features` float32 `[chunks, num_mel_bins, chunk_frames]` (the clip's log-mel
@@ -8,16 +8,15 @@
 //!   exact GELU) over (frequency, time), `conv_out` on the flattened channels × frequencies, and the sinusoidal
 //!   positions counted from 0 in every chunk; the chunks' valid tokens end to end, regrouped into attention windows
 //!   of `n_window_infer` frames; pre-norm encoder layers attending within their window; `ln_post`, `proj1`, GELU,
-//!   `proj2`;
-//! * **prefill**: `input_ids` int64 `[1, sequence]` (the prompt or a stretch of it, its `<|audio_pad|>` tokens
-//!   included), `audio_embeds` `[tokens, hidden]` (the rows of those audio tokens, in order; at least one row) and
-//!   `past_key.{l}` / `past_value.{l}` `[1, kv_heads, past, head_dim]` (`past` may be 0) → `logits` `[1, vocab]`
-//!   of the last position and `present_key.{l}` / `present_value.{l}` `[1, kv_heads, past + sequence,
-//!   head_dim]`: the token embeddings with the audio embeddings put in place of the `<|audio_pad|>` tokens, in order
-//!   (the reference's `masked_scatter`), then the Qwen3 decoder. A long prompt is fed in stretches, so that no
-//!   attention matrix spans the whole prompt;
-//! * **decoder**: `input_ids` `[1, sequence]` and `past_key.{l}` / `past_value.{l}` `[1, kv_heads, past,
-//!   head_dim]` → `logits` and `present_key.{l}` / `present_value.{l}` `[1, kv_heads, past + sequence, head_dim]`.
+//!   `proj2`. The windows are independent, so a long clip may be encoded a few whole windows at a time;
+//! * **decoder**, for the prefill and for every step: `input_ids` int64 `[1, sequence]` (the prompt, a stretch of
+//!   it, or the last generated token), `audio_embeds` `[rows, hidden]` (the rows of the `<|audio_pad|>` tokens among
+//!   `input_ids`, in order; one row of anything when there are none) and `past_key.{l}` / `past_value.{l}` `[1,
+//!   kv_heads, past, head_dim]` (`past` may be 0) → `logits` `[1, vocab]` of the last position and `present_key.{l}`
+//!   / `present_value.{l}` `[1, kv_heads, past + sequence, head_dim]`. The token embeddings get the audio
+//!   embeddings in place of the `<|audio_pad|>` tokens, in order (the reference's `masked_scatter`). One graph for
+//!   the prefill and the steps keeps one copy of the decoder's weights in memory; a long prompt is fed in stretches,
+//!   so that no attention matrix spans the whole prompt.
 //!
 //! The decoder is Qwen3: RMSNorm, per-head q/k RMSNorm before the rotary embedding, grouped-query attention under a
 //! causal mask, SwiGLU, a final norm, the logits from `lm_head.weight` (or the token embeddings when the checkpoint
@@ -49,7 +48,7 @@ use crate::{BuildOptions, BuiltGraph, GraphError, ShapeMode};
 
 /// Version of the Qwen3-ASR graphs; part of their cache keys, bumped whenever what they compute or their names
 /// change.
-pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-2";
+pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-3";
 
 /// A tensor every checkpoint has (`thinker.` prefixed).
 const ANCHORS: &[&str] = &["audio_tower.conv2d1.weight"];
@@ -57,26 +56,23 @@ const ANCHORS: &[&str] = &["audio_tower.conv2d1.weight"];
 /// `nn.LayerNorm`'s epsilon, every norm of the audio encoder.
 const LN_EPS: f32 = 1e-5;
 
-/// Which of the three graphs.
+/// Which of the two graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qwen3AsrGraph {
     /// Chunked mel features to audio embeddings.
     AudioEncoder,
-    /// The prompt (or a stretch of it) with its audio embeddings, after cached tokens.
-    Prefill,
-    /// Tokens after cached ones.
+    /// Tokens (with audio embeddings in place of the audio tokens) after cached ones.
     Decoder,
 }
 
 impl Qwen3AsrGraph {
-    /// The three graphs.
-    pub const ALL: [Qwen3AsrGraph; 3] = [Qwen3AsrGraph::AudioEncoder, Qwen3AsrGraph::Prefill, Qwen3AsrGraph::Decoder];
+    /// The two graphs.
+    pub const ALL: [Qwen3AsrGraph; 2] = [Qwen3AsrGraph::AudioEncoder, Qwen3AsrGraph::Decoder];
 
-    /// The graph's name (`audio-encoder`, `prefill`, `decoder`).
+    /// The graph's name (`audio-encoder`, `decoder`).
     pub fn name(self) -> &'static str {
         match self {
             Qwen3AsrGraph::AudioEncoder => "audio-encoder",
-            Qwen3AsrGraph::Prefill => "prefill",
             Qwen3AsrGraph::Decoder => "decoder",
         }
     }
@@ -87,8 +83,6 @@ impl Qwen3AsrGraph {
 pub struct Qwen3AsrGraphs {
     /// [`Qwen3AsrGraph::AudioEncoder`].
     pub audio_encoder: BuiltGraph,
-    /// [`Qwen3AsrGraph::Prefill`].
-    pub prefill: BuiltGraph,
     /// [`Qwen3AsrGraph::Decoder`].
     pub decoder: BuiltGraph,
     /// The parsed config.json.
@@ -115,7 +109,7 @@ fn open(model: &ModelFiles, opts: &BuildOptions) -> Result<Opened, GraphError> {
     Ok(Opened { config, weights })
 }
 
-/// Builds (or finds in `cache_dir`) the three graphs of the Qwen3-ASR checkpoint `model`, each cached like
+/// Builds (or finds in `cache_dir`) the two graphs of the Qwen3-ASR checkpoint `model`, each cached like
 /// [`build_cached`](crate::build_cached) (weights digest, builder and graph versions, opset, which graph).
 pub fn build_qwen3_asr_cached(
     model: &ModelFiles,
@@ -130,12 +124,11 @@ pub fn build_qwen3_asr_cached(
             Ok(move |storage: &Storage, path: &Path| write(&opened, opts, which, storage, path))
         })?);
     }
-    let [audio_encoder, prefill, decoder]: [BuiltGraph; 3] = built.try_into().expect("one entry per graph");
-    Ok(Qwen3AsrGraphs { audio_encoder, prefill, decoder, config })
+    let [audio_encoder, decoder]: [BuiltGraph; 2] = built.try_into().expect("one entry per graph");
+    Ok(Qwen3AsrGraphs { audio_encoder, decoder, config })
 }
 
-/// Writes the three graphs as self-contained files `audio-encoder.onnx`, `prefill.onnx` and `decoder.onnx` in
-/// `dir` (for `bulkhead export` and inspection); returns their paths.
+/// Writes the two graphs as self-contained files `audio-encoder.onnx` and `decoder.onnx` in `dir` (for `bulkhead export` and inspection); returns their paths.
 pub fn export_qwen3_asr(model: &ModelFiles, opts: &BuildOptions, dir: &Path) -> Result<Vec<PathBuf>, GraphError> {
     let o = open(model, opts)?;
     std::fs::create_dir_all(dir).map_err(|e| GraphError::Io { path: dir.to_path_buf(), source: e })?;
@@ -169,8 +162,7 @@ fn write(
     let mut g = Graph::new(&o.weights, opts.opset, storage);
     let (inputs, outputs) = match which {
         Qwen3AsrGraph::AudioEncoder => audio_encoder(&mut g, &o.config)?,
-        Qwen3AsrGraph::Prefill => decoder(&mut g, &o.config, true)?,
-        Qwen3AsrGraph::Decoder => decoder(&mut g, &o.config, false)?,
+        Qwen3AsrGraph::Decoder => decoder(&mut g, &o.config)?,
     };
     let name = format!("qwen3-asr-{}", which.name());
     let producer = format!("{}+{QWEN3_ASR_GRAPHS_VERSION}", crate::BUILDER_VERSION);
@@ -335,12 +327,9 @@ fn proj(g: &mut Graph<'_>, x: &str, prefix: &str, din: usize, dout: usize) -> Re
     linear(g, x, prefix, din, dout, bias)
 }
 
-/// The token embeddings of `input_ids`, with `audio_embeds` in place of the audio tokens when `audio`.
-fn embeddings(g: &mut Graph<'_>, c: &Qwen3AsrConfig, table: &str, audio: bool) -> String {
+/// The token embeddings of `input_ids`, with the rows of `audio_embeds` in place of the audio tokens.
+fn embeddings(g: &mut Graph<'_>, c: &Qwen3AsrConfig, table: &str) -> String {
     let x = g.node("Gather", "embed", &[table, "input_ids"], vec![]);
-    if !audio {
-        return x;
-    }
     let id = g.scalar_i64(c.audio_token_id);
     let is_audio = g.node("Equal", "is_audio", &["input_ids", &id], vec![]);
     let counts = g.node("Cast", "is_audio_int", &[&is_audio], vec![attr_int("to", INT64)]);
@@ -355,7 +344,7 @@ fn embeddings(g: &mut Graph<'_>, c: &Qwen3AsrConfig, table: &str, audio: bool) -
     g.node("Where", "merged_embeds", &[&cond, &rows, &x], vec![])
 }
 
-fn decoder(g: &mut Graph<'_>, c: &Qwen3AsrConfig, prefill: bool) -> Result<Signature, GraphError> {
+fn decoder(g: &mut Graph<'_>, c: &Qwen3AsrConfig) -> Result<Signature, GraphError> {
     let (h, d) = (c.hidden, c.head_dim);
     let ids_shape = g.node("Shape", "ids_shape", &["input_ids"], vec![]);
     let one = g.scalar_i64(1);
@@ -369,11 +358,11 @@ fn decoder(g: &mut Graph<'_>, c: &Qwen3AsrConfig, prefill: bool) -> Result<Signa
     let bias = causal_bias(g, &past, &total);
 
     let table = g.weight("model.embed_tokens.weight", &[c.vocab, h])?;
-    let mut x = embeddings(g, c, &table, prefill);
-    let mut inputs = vec![Io::new("input_ids", INT64, vec![Dim::Fixed(1), Dim::Named("sequence")])];
-    if prefill {
-        inputs.push(Io::new("audio_embeds", FLOAT, vec![Dim::Named("tokens"), Dim::Fixed(h)]));
-    }
+    let mut x = embeddings(g, c, &table);
+    let mut inputs = vec![
+        Io::new("input_ids", INT64, vec![Dim::Fixed(1), Dim::Named("sequence")]),
+        Io::new("audio_embeds", FLOAT, vec![Dim::Named("audio_rows"), Dim::Fixed(h)]),
+    ];
     let mut outputs = vec![Io::new("logits", FLOAT, vec![Dim::Fixed(1), Dim::Fixed(c.vocab)])];
     for l in 0..c.layers {
         let p = format!("model.layers.{l}");

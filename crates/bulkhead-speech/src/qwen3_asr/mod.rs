@@ -3,8 +3,9 @@
 //! what the package does around the model in `output`.
 //!
 //! [`Qwen3AsrModel::load`] reads the folder (config.json, the tokenizer: `tokenizer`, preprocessor_config.json), has
-//! `bulkhead-graph` build (or find in its cache) the audio-encoder, prefill and decoder-step graphs
-//! ([`bulkhead_graph::qwen3_asr`]) and loads each as a [`GraphSession`] of the given engine on one unit.
+//! `bulkhead-graph` build (or find in its cache) the audio-encoder and decoder graphs ([`bulkhead_graph::qwen3_asr`])
+//! and loads each as a [`GraphSession`] of the given engine on one unit; the decoder runs the prefill and the
+//! steps.
 
 mod output;
 mod tokenizer;
@@ -50,7 +51,6 @@ pub struct Qwen3AsrModel {
     specials: Specials,
     languages: Vec<String>,
     encoder: Box<dyn GraphSession>,
-    prefill: Box<dyn GraphSession>,
     decoder: Box<dyn GraphSession>,
     graphs: Qwen3AsrGraphs,
     limits: RunLimits,
@@ -73,8 +73,8 @@ impl Default for RunLimits {
     }
 }
 
-/// A decoding in progress: the decoder's inputs (`input_ids`, then `past_key.{l}`, `past_value.{l}` per layer),
-/// each step's present keys and values moved in as the next step's past ones.
+/// A decoding in progress: the decoder's inputs (`input_ids`, `audio_embeds`, then `past_key.{l}`,
+/// `past_value.{l}` per layer), each run's present keys and values moved in as the next run's past ones.
 pub(crate) struct DecoderState {
     inputs: Vec<NamedTensor>,
     pub past: usize,
@@ -128,7 +128,6 @@ impl Qwen3AsrModel {
         Ok(Qwen3AsrModel {
             folder: folder.to_path_buf(),
             encoder: load(&graphs.audio_encoder.path)?,
-            prefill: load(&graphs.prefill.path)?,
             decoder: load(&graphs.decoder.path)?,
             config,
             extractor,
@@ -273,8 +272,10 @@ impl Qwen3AsrModel {
     /// Empty key/value caches.
     fn empty_state(&self) -> DecoderState {
         let (kv, d) = (self.config.kv_heads, self.config.head_dim);
-        let mut inputs =
-            vec![NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) }];
+        let mut inputs = vec![
+            NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) },
+            self.no_audio(),
+        ];
         for l in 0..self.config.layers {
             for kind in ["key", "value"] {
                 inputs.push(NamedTensor {
@@ -285,6 +286,12 @@ impl Qwen3AsrModel {
             }
         }
         DecoderState { inputs, past: 0, calls: vec![] }
+    }
+
+    /// The `audio_embeds` of a run without audio tokens: one row, never read (the graph gathers from at least one).
+    fn no_audio(&self) -> NamedTensor {
+        let w = self.config.hidden;
+        NamedTensor { name: "audio_embeds".into(), shape: vec![1, w], data: TensorData::F32(vec![0.0; w]) }
     }
 
     /// Runs the prompt `ids` with `audio` in place of its `<|audio_pad|>` tokens, at most
@@ -306,25 +313,21 @@ impl Qwen3AsrModel {
                 )));
             }
             let w = audio.width;
-            // The graph gathers from at least one row; a stretch without audio tokens reads none of them.
-            let rows = if n == 0 { vec![0.0; w] } else { audio.data[used * w..(used + n) * w].to_vec() };
-            let embeds = NamedTensor::new("audio_embeds", vec![n.max(1), w], TensorData::F32(rows))
-                .map_err(SpeechError::Features)?;
-            used += n;
-            state.inputs[0] = NamedTensor {
-                name: "input_ids".into(),
-                shape: vec![1, stretch.len()],
-                data: TensorData::I64(stretch.to_vec()),
+            state.inputs[1] = if n == 0 {
+                self.no_audio()
+            } else {
+                let rows = audio.data[used * w..(used + n) * w].to_vec();
+                NamedTensor::new("audio_embeds", vec![n, w], TensorData::F32(rows)).map_err(SpeechError::Features)?
             };
-            state.inputs.insert(1, embeds);
-            let out = self.prefill.run(&state.inputs);
-            state.inputs.remove(1);
-            logits = self.absorb(&mut state, out?, stretch.len())?;
+            used += n;
+            logits = self.step(&mut state, stretch)?;
         }
+        state.inputs[1] = self.no_audio();
         Ok((state, logits))
     }
 
-    /// Feeds `ids` after the cached tokens of `state`; returns the logits of the last position.
+    /// Feeds `ids` after the cached tokens of `state` (with its `audio_embeds`); returns the logits of the last
+    /// position.
     pub(crate) fn step(&mut self, state: &mut DecoderState, ids: &[i64]) -> Result<Vec<f32>, SpeechError> {
         state.inputs[0] =
             NamedTensor { name: "input_ids".into(), shape: vec![1, ids.len()], data: TensorData::I64(ids.to_vec()) };
@@ -340,7 +343,7 @@ impl Qwen3AsrModel {
                 let name = format!("present_{kind}.{l}");
                 let i = out.iter().position(|t| t.name == name).ok_or_else(|| missing(&name))?;
                 let present = std::mem::replace(&mut out[i].data, TensorData::F32(vec![]));
-                let slot = &mut state.inputs[1 + 2 * l + k];
+                let slot = &mut state.inputs[2 + 2 * l + k];
                 slot.shape = out[i].shape.clone();
                 slot.data = present;
             }
