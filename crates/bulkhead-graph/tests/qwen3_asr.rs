@@ -96,3 +96,52 @@ fn qwen3_asr_config_and_weights_errors_name_the_file_and_the_field() {
     let e = export_qwen3_asr(&model, &BuildOptions::default(), &dir.path().join("out")).unwrap_err().to_string();
     assert!(e.contains("model.safetensors") && e.contains("thinker.audio_tower.layers.0.fc1.weight"), "{e}");
 }
+
+/// The decoder's logits for `ids` with the audio rows `rows` (`[rows.len() / 48, 48]`) and empty caches.
+fn decoder_logits(session: &mut ort::session::Session, ids: &[i64], rows: &[f32]) -> Vec<f32> {
+    use ort::session::SessionInputValue;
+    use ort::value::TensorRef;
+    let (h, kv, d) = (48, 2, 16);
+    let empty: Vec<f32> = vec![];
+    let mut feed: Vec<(String, SessionInputValue<'_>)> = vec![
+        ("input_ids".into(), TensorRef::from_array_view(([1, ids.len()], ids)).unwrap().into()),
+        ("audio_embeds".into(), TensorRef::from_array_view(([rows.len() / h, h], rows)).unwrap().into()),
+    ];
+    for l in 0..2 {
+        for kind in ["key", "value"] {
+            let v = TensorRef::from_array_view(([1, kv, 0, d], empty.as_slice())).unwrap();
+            feed.push((format!("past_{kind}.{l}"), v.into()));
+        }
+    }
+    let out = session.run(feed).unwrap();
+    out["logits"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+#[test]
+fn an_audio_token_without_a_row_keeps_its_token_embedding() {
+    if let Err(e) = ort_env() {
+        eprintln!("skipping: ONNX Runtime is unavailable: {e}");
+        return;
+    }
+    let model = ModelFiles::open(&folder()).unwrap();
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(folder().join("config.json")).unwrap()).unwrap();
+    let audio = config["thinker_config"]["audio_token_id"].as_i64().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let paths = export_qwen3_asr(&model, &BuildOptions::default(), out.path()).unwrap();
+    let mut session = common::session(ort_env().unwrap(), &paths[1], 1);
+    // The token's own embedding row, read from the checkpoint.
+    let bytes = std::fs::read(folder().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let table = st.tensor("thinker.model.embed_tokens.weight").unwrap();
+    let own: Vec<f32> = table.data()[audio as usize * 48 * 4..(audio as usize + 1) * 48 * 4]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let ids = [1, audio, 2];
+    let without = decoder_logits(&mut session, &ids, &[]);
+    let with_own = decoder_logits(&mut session, &ids, &own);
+    let with_other = decoder_logits(&mut session, &ids, &vec![0.5; 48]);
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff(&without, &with_own) < 1e-5, "{}", diff(&without, &with_own));
+    assert!(diff(&without, &with_other) > 1e-2, "the audio row was not used");
+}

@@ -11,7 +11,7 @@
 //!   `proj2`. The windows are independent, so a long clip may be encoded a few whole windows at a time;
 //! * **decoder**, for the prefill and for every step: `input_ids` int64 `[1, sequence]` (the prompt, a stretch of
 //!   it, or the last generated token), `audio_embeds` `[rows, hidden]` (the rows of the `<|audio_pad|>` tokens among
-//!   `input_ids`, in order; one row of anything when there are none) and `past_key.{l}` / `past_value.{l}` `[1,
+//!   `input_ids`, in order; none at the steps) and `past_key.{l}` / `past_value.{l}` `[1,
 //!   kv_heads, past, head_dim]` (`past` may be 0) → `logits` `[1, vocab]` of the last position and `present_key.{l}`
 //!   / `present_value.{l}` `[1, kv_heads, past + sequence, head_dim]`. The token embeddings get the audio
 //!   embeddings in place of the `<|audio_pad|>` tokens, in order (the reference's `masked_scatter`). One graph for
@@ -48,7 +48,7 @@ use crate::{BuildOptions, BuiltGraph, GraphError, ShapeMode};
 
 /// Version of the Qwen3-ASR graphs; part of their cache keys, bumped whenever what they compute or their names
 /// change.
-pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-3";
+pub const QWEN3_ASR_GRAPHS_VERSION: &str = "qwen3-asr-4";
 
 /// A tensor every checkpoint has (`thinker.` prefixed).
 const ANCHORS: &[&str] = &["audio_tower.conv2d1.weight"];
@@ -327,7 +327,9 @@ fn proj(g: &mut Graph<'_>, x: &str, prefix: &str, din: usize, dout: usize) -> Re
     linear(g, x, prefix, din, dout, bias)
 }
 
-/// The token embeddings of `input_ids`, with the rows of `audio_embeds` in place of the audio tokens.
+/// The token embeddings of `input_ids`, with the rows of `audio_embeds` in place of the audio tokens: the `k`-th
+/// audio token gets row `k` while there is one; an audio token past the rows (a generated one, fed with no rows)
+/// keeps its token embedding, as in the reference, whose steps after the prefill take no audio.
 fn embeddings(g: &mut Graph<'_>, c: &Qwen3AsrConfig, table: &str) -> String {
     let x = g.node("Gather", "embed", &[table, "input_ids"], vec![]);
     let id = g.scalar_i64(c.audio_token_id);
@@ -339,8 +341,16 @@ fn embeddings(g: &mut Graph<'_>, c: &Qwen3AsrConfig, table: &str) -> String {
     let row = g.node("Sub", "audio_row", &[&ordinal, &one], vec![]);
     let zero = g.scalar_i64(0);
     let row = g.node("Where", "audio_row_clamped", &[&is_audio, &row, &zero], vec![]);
-    let rows = g.node("Gather", "audio_rows", &["audio_embeds", &row], vec![]);
-    let cond = g.unsqueeze(&is_audio, &[2], "is_audio_3d");
+    let rows_shape = g.node("Shape", "audio_rows_shape", &["audio_embeds"], vec![]);
+    let n_rows = g.node("Gather", "audio_row_count", &[&rows_shape, &zero], vec![attr_int("axis", 0)]);
+    let has_row = g.node("Less", "audio_has_row", &[&row, &n_rows], vec![]);
+    let replace = g.node("And", "audio_replaced", &[&is_audio, &has_row], vec![]);
+    // One zero row after the given ones, so that the gather never reads past them (its result is then unused).
+    let h = c.hidden;
+    let pad = g.const_f32(&format!("zero_row_{h}"), &[1, h as i64], &vec![0.0; h]);
+    let padded = g.node("Concat", "audio_rows_padded", &["audio_embeds", &pad], vec![attr_int("axis", 0)]);
+    let rows = g.node("Gather", "audio_rows", &[&padded, &row], vec![]);
+    let cond = g.unsqueeze(&replace, &[2], "audio_replaced_3d");
     g.node("Where", "merged_embeds", &[&cond, &rows, &x], vec![])
 }
 

@@ -288,10 +288,9 @@ impl Qwen3AsrModel {
         DecoderState { inputs, past: 0, calls: vec![] }
     }
 
-    /// The `audio_embeds` of a run without audio tokens: one row, never read (the graph gathers from at least one).
+    /// The `audio_embeds` of a run without audio: no rows (a generated `<|audio_pad|>` keeps its token embedding).
     fn no_audio(&self) -> NamedTensor {
-        let w = self.config.hidden;
-        NamedTensor { name: "audio_embeds".into(), shape: vec![1, w], data: TensorData::F32(vec![0.0; w]) }
+        NamedTensor { name: "audio_embeds".into(), shape: vec![0, self.config.hidden], data: TensorData::F32(vec![]) }
     }
 
     /// Runs the prompt `ids` with `audio` in place of its `<|audio_pad|>` tokens, at most
