@@ -140,7 +140,7 @@ fn an_audio_token_without_a_row_keeps_its_token_embedding() {
     let ids = [1, audio, 2];
     let without = decoder_logits(&mut session, &ids, &[]);
     let with_own = decoder_logits(&mut session, &ids, &own);
-    let with_other = decoder_logits(&mut session, &ids, &vec![0.5; 48]);
+    let with_other = decoder_logits(&mut session, &ids, &[0.5; 48]);
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(diff(&without, &with_own) < 1e-5, "{}", diff(&without, &with_own));
     assert!(diff(&without, &with_other) > 1e-2, "the audio row was not used");
