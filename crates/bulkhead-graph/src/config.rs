@@ -232,7 +232,7 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
          graphs of bulkhead_graph::whisper), not as an embedding model"
             .to_string()
     } else if model_type == Some("qwen3_asr") {
-        "it is a speech-to-text model: it runs as an audio encoder, a prefill and a decoder step (crate \
+        "it is a speech-to-text model: it runs as an audio encoder and a decoder with key/value caches (crate \
          bulkhead-speech, on the graphs of bulkhead_graph::qwen3_asr), not as an embedding model"
             .to_string()
     } else if model_type == Some("sam2") {
