@@ -231,6 +231,10 @@ fn unsupported_architecture(architecture: Option<&str>, model_type: Option<&str>
         "it is a speech-to-text model: it runs as an encoder and a decoder step (crate bulkhead-speech, on the \
          graphs of bulkhead_graph::whisper), not as an embedding model"
             .to_string()
+    } else if model_type == Some("qwen3_asr") {
+        "it is a speech-to-text model: it runs as an audio encoder and a decoder with key/value caches (crate \
+         bulkhead-speech, on the graphs of bulkhead_graph::qwen3_asr), not as an embedding model"
+            .to_string()
     } else if model_type == Some("sam2") {
         "SAM2 is built as two graphs (vision encoder, prompt encoder + mask decoder) by \
          `bulkhead_graph::sam2::build_sam2_cached`"

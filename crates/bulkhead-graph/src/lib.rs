@@ -26,6 +26,8 @@
 //!
 //! Speech models do not fit one graph: [`whisper`] writes Whisper as an encoder, a cross-attention key/value graph
 //! and a decoder step with key/value caches ([`whisper::build_whisper_cached`]), cached the same way.
+//! [`qwen3_asr`] writes Qwen3-ASR as an audio encoder and a decoder (prefill and steps) with key/value caches
+//! ([`qwen3_asr::build_qwen3_asr_cached`]).
 //!
 //! # Architecture invariants
 //!
@@ -52,6 +54,7 @@ mod modernbert;
 mod nomic;
 mod proto;
 pub mod quant;
+pub mod qwen3_asr;
 pub mod sam2;
 mod siglip;
 mod vision;

@@ -9,6 +9,10 @@
 //!   the audio crate computes them from files) and [`TranscribeOptions`] (language, task, timestamps, prompt,
 //!   `max_new_tokens`) and returns the [`Transcription`]: token ids, text, language, segments;
 //! * [`WhisperModel::encode`] and [`WhisperModel::detect_language`] expose the encoder and the language detection.
+//! * [`Qwen3AsrModel`] runs Qwen3-ASR (`Qwen3ASRForConditionalGeneration` of the `qwen-asr` package) the same way:
+//!   [`Qwen3AsrModel::load`], [`Qwen3AsrModel::features`] (the folder's preprocessor config, no padding),
+//!   [`Qwen3AsrModel::transcribe`] / [`Qwen3AsrModel::transcribe_pcm`] with the same options and result types
+//!   (language, prompt as the context, `max_new_tokens`), greedy as the package's `transcribe`.
 //!
 //! # Architecture invariants
 //!
@@ -21,6 +25,10 @@
 //! transformers on a committed random-weight fixture. Every decoding step after the first feeds one token with the
 //! key/value caches of the earlier ones (recorded in [`Transcription::decoder_calls`]); the cross-attention keys and
 //! values are computed once per 30-second window. Every config error names the file and the field.
+//!
+//! Qwen3-ASR's greedy decoding reproduces the `qwen-asr` package's `transcribe` token for token on the committed
+//! fixture (prompt, stop tokens, output parsing), with the audio encoder attending within its `n_window_infer`
+//! windows as the package's flash-attention and vLLM paths do; every step after the prefill feeds one token.
 #![deny(missing_docs)]
 
 mod decode;
@@ -30,6 +38,7 @@ mod languages;
 mod logits;
 mod model;
 mod prefix;
+mod qwen3_asr;
 
 use std::path::PathBuf;
 
@@ -38,6 +47,10 @@ pub use files::FeatureSettings;
 pub use generation::GenerationSettings;
 pub use languages::{code_of, language_token};
 pub use model::{EncoderOutput, MelFeatures, WhisperModel};
+pub use qwen3_asr::{
+    fix_repetitions, language_name, merge_languages, parse_output, split_pieces, AudioEmbeddings, Qwen3AsrModel,
+    RunLimits, DEFAULT_LANGUAGES,
+};
 
 /// Why a Whisper model could not be loaded or could not transcribe.
 #[derive(Debug, thiserror::Error)]
