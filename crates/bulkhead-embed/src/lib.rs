@@ -28,6 +28,7 @@ mod engines;
 mod pooling;
 mod scorer;
 mod tokenizer;
+mod tokens;
 
 pub use chain::{load_chain, load_scorer_chain, ChainError, LoadedChain, LoadedScorer, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
@@ -35,6 +36,7 @@ pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
 pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
+pub use tokens::TokenSpan;
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]
