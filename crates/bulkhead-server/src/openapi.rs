@@ -80,6 +80,8 @@ use bulkhead_core::ModelTask;
         api::rerank::DocumentBatch,
         api::rerank::TopN,
         api::tokens::DecodeBatch,
+        api::tokens::TextModelName,
+        api::tokens::VocabId,
         api::info::SimilaritySentences,
         api::ollama::OllamaModelName,
         api::ollama::OllamaTexts
@@ -127,7 +129,11 @@ struct Accepted {
     embedding_models: Vec<String>,
     rerankers: Vec<String>,
     classifiers: Vec<String>,
+    /// Models with a tokenizer (embedding models and cross-encoders).
+    text_models: Vec<String>,
     vocab: Option<usize>,
+    /// The largest vocabulary of the models with a tokenizer.
+    max_vocab: Option<usize>,
     max_tokens: Option<usize>,
     /// `Ok(n)`: any size from 1 to n; `Err(sizes)`: only these.
     dimensions: Option<Result<usize, Vec<usize>>>,
@@ -142,7 +148,9 @@ impl Accepted {
             embedding_models: vec![],
             rerankers: vec![],
             classifiers: vec![],
+            text_models: vec![],
             vocab: None,
+            max_vocab: None,
             max_tokens: None,
             dimensions: None,
             prompts: vec![],
@@ -155,6 +163,10 @@ impl Accepted {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
                 _ => {}
+            }
+            if let ModelKind::Embedding { tokenizer, .. } | ModelKind::CrossEncoder { tokenizer, .. } = &m.kind {
+                a.text_models.push(m.name.clone());
+                a.max_vocab = Some(a.max_vocab.unwrap_or(0).max(tokenizer.vocab_size()));
             }
             let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
             a.embedding_models.push(m.name.clone());
@@ -264,6 +276,13 @@ fn specialise(doc: &mut Document, a: &Accepted) {
     }
     if let Some(o) = object(schemas.get_mut("EmbeddingModelName")) {
         o.enum_values = Some(names(&a.embedding_models));
+    }
+    if let Some(o) = object(schemas.get_mut("TextModelName")) {
+        o.enum_values = Some(names(&a.text_models));
+    }
+    if let Some(o) = object(schemas.get_mut("VocabId")) {
+        o.minimum = Some(0usize.into());
+        o.maximum = a.max_vocab.map(|v| v.saturating_sub(1).into());
     }
     if let Some(o) = object(schemas.get_mut("OllamaModelName")) {
         // As Ollama clients name them: `NAME` or `NAME:latest`.

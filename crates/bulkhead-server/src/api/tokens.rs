@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ModelName, PromptName, TextBatch, TokenId};
+use serde::Deserializer;
+
+use super::{PromptName, TextBatch};
 
 /// `POST /tokenize`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -21,7 +23,22 @@ pub struct TokenizeRequest {
     pub prompt_name: Option<PromptName>,
     /// The model (bulkhead extension; default: the first model the server was started with).
     #[serde(default)]
-    pub model: Option<ModelName>,
+    pub model: Option<TextModelName>,
+}
+
+/// The name of a served model with a tokenizer (an embedding model or a cross-encoder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TextModelName(pub String);
+
+/// A token id to decode: below the vocabulary size of the model named (the document gives the largest vocabulary
+/// of this server's models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VocabId(pub u32);
+
+impl<'de> Deserialize<'de> for VocabId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::whole(d, u64::from(u32::MAX), "a token id").map(|n| VocabId(n as u32))
+    }
 }
 
 fn yes() -> bool {
@@ -70,7 +87,7 @@ pub struct DecodeRequest {
     pub skip_special_tokens: bool,
     /// The model (bulkhead extension; default: the first model the server was started with).
     #[serde(default)]
-    pub model: Option<ModelName>,
+    pub model: Option<TextModelName>,
 }
 
 /// The `ids` of `/decode`.
@@ -86,7 +103,7 @@ pub enum DecodeIds {
 /// The token ids of one text to decode (any number of them: unlike an input to embed, not limited to the model's
 /// sequence length).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DecodeRow(pub Vec<TokenId>);
+pub struct DecodeRow(pub Vec<VocabId>);
 
 impl DecodeRow {
     /// The ids as the tokenizer takes them.

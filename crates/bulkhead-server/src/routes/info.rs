@@ -17,7 +17,7 @@ use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::tokens::{tokenizer_of, with_label};
 use crate::api::info::{ClassifierModel, EmbeddingModel, Info, ModelType, SimilarityRequest, SimilarityResponse};
 use crate::api::tei::TruncationDirection;
-use crate::api::ModelName;
+use crate::api::tokens::TextModelName;
 use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, ModelEntry, ModelKind};
 
@@ -33,7 +33,7 @@ pub const SIMILARITY_ERRORS: &[ErrorKind] = super::openai::EMBEDDINGS_ERRORS;
 #[serde(deny_unknown_fields)]
 pub struct InfoQuery {
     /// The model (bulkhead extension; default: the first model the server was started with).
-    pub model: Option<ModelName>,
+    pub model: Option<TextModelName>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for InfoQuery {
