@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::tei::TruncationDirection;
@@ -86,13 +87,26 @@ pub struct ClassifierModel {
 #[serde(deny_unknown_fields)]
 pub struct SimilarityRequest {
     /// The sentence and the sentences to compare it with.
+    #[serde(deserialize_with = "object")]
     pub inputs: SimilarityInput,
     /// Truncation and prompt.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub parameters: Option<SimilarityParameters>,
     /// The model (bulkhead extension; default: the first model the server was started with).
     #[serde(default)]
     pub model: Option<EmbeddingModelName>,
+}
+
+/// A struct from a JSON object only (serde's derive also reads a struct from an array of its fields in order,
+/// which the schema does not allow).
+fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)
+}
+
+fn optional_object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    let map = Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?;
+    map.map(|m| serde_json::from_value(serde_json::Value::Object(m)).map_err(D::Error::custom)).transpose()
 }
 
 /// The texts of `/similarity`.
@@ -154,5 +168,15 @@ mod tests {
         assert_eq!(r.inputs.sentences.0.len(), 2);
         assert_eq!(r.parameters.unwrap().truncate, Some(true));
         assert!(serde_json::from_str::<SimilarityRequest>(r#"{"inputs": {"source_sentence": "a"}}"#).is_err());
+        for arrays in [
+            r#"{"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": [null, null]}"#,
+            r#"{"inputs": ["a", ["b"]]}"#,
+        ] {
+            assert!(serde_json::from_str::<SimilarityRequest>(arrays).is_err(), "{arrays}");
+        }
+        let r: SimilarityRequest =
+            serde_json::from_str(r#"{"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": null}"#)
+                .unwrap();
+        assert!(r.parameters.is_none());
     }
 }
