@@ -106,7 +106,7 @@ fn the_official_ollama_client_gets_the_openai_vectors() {
     assert!(one.len() == 8 && (norm - 1.0).abs() < 1e-5, "{one:?}");
     let first: Vec<f32> = openai_vectors(&want)[0][..8].to_vec();
     let scale = first.iter().map(|x| x * x).sum::<f32>().sqrt();
-    assert!(max_diff(&[one.clone()], &[first.iter().map(|x| x / scale).collect()]) <= 1e-5);
+    assert!(max_diff(std::slice::from_ref(one), &[first.iter().map(|x| x / scale).collect()]) <= 1e-5);
     assert!(max_diff(&[floats(&json!([got["legacy"]]))[0].clone()], &openai_vectors(&want)[..1]) <= 1e-6);
     assert_eq!(got["empty"], json!([]), "no texts, no embeddings, as Ollama");
 
@@ -278,7 +278,7 @@ fn check_similarity(server: &Server, vectors: &[Vec<f32>]) {
     assert_eq!(r.header("x-bulkhead-unit"), Some("ort:cpu"));
     let got: Vec<f32> = r.json().as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     let want: Vec<f32> = [0, 5, 4].iter().map(|&j| common::cosine(&vectors[3], &vectors[j]) as f32).collect();
-    assert!(max_diff(&[got.clone()], &[want.clone()]) <= 1e-5, "{got:?} vs {want:?}");
+    assert!(max_diff(std::slice::from_ref(&got), std::slice::from_ref(&want)) <= 1e-5, "{got:?} vs {want:?}");
     let empty = json!({"inputs": {"source_sentence": "a", "sentences": []}});
     refused(&server.post_json("/similarity", &empty), 422, &["sentences"]);
 }
