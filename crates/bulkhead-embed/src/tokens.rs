@@ -53,3 +53,53 @@ impl Tokenizer {
         self.untruncated().decode(ids, skip_special_tokens).map_err(|e| EmbedError::Tokenize(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_core::ModelFiles;
+
+    use super::*;
+
+    const TEXTS: [&str; 4] =
+        ["Crème brûlée à Zürich", "東京タワー 333 m", "emoji 👩🏽‍💻 and ﬁ ligatures", "plain words, and [SEP] in the text"];
+
+    /// Every fixture tokenizer type (WordPiece, Unigram, byte-level BPE): the ids of the `tokenizers` crate, spans
+    /// on character boundaries covering the text they name, decoding as the crate decodes.
+    #[test]
+    fn tokens_are_the_tokenizers_own_with_the_text_they_cover() {
+        let mut folders = 0;
+        for group in ["arch", "cross"] {
+            for entry in std::fs::read_dir(bulkhead_testkit::fixture(group)).unwrap() {
+                let path = entry.unwrap().path();
+                if !path.join("tokenizer.json").is_file() {
+                    continue;
+                }
+                folders += 1;
+                let tok = Tokenizer::load(&ModelFiles::open(&path).unwrap()).unwrap();
+                let mut whole = tokenizers::Tokenizer::from_file(path.join("tokenizer.json")).unwrap();
+                whole.with_truncation(None).unwrap();
+                whole.with_padding(None);
+                for text in TEXTS {
+                    let spans = tok.tokens(text, true).unwrap();
+                    let want = whole.encode(text, true).unwrap();
+                    let ids: Vec<u32> = spans.iter().map(|s| s.id).collect();
+                    assert_eq!(ids, want.get_ids(), "{}: {text:?}", path.display());
+                    for s in &spans {
+                        match s.span {
+                            None => assert!(s.special, "{s:?}"),
+                            Some((a, b)) => assert_eq!(Some(s.text.as_str()), text.get(a..b), "{s:?}"),
+                        }
+                    }
+                    let plain: Vec<u32> = tok.tokens(text, false).unwrap().iter().map(|s| s.id).collect();
+                    assert_eq!(plain, whole.encode(text, false).unwrap().get_ids(), "{text:?} without special tokens");
+                    let decoded = tok.decode_ids(&ids, true).unwrap();
+                    assert_eq!(decoded, whole.decode(&ids, true).unwrap());
+                }
+                let vocab = tok.vocab_size() as u32;
+                let err = tok.decode_ids(&[0, vocab], true).unwrap_err().to_string();
+                assert!(err.contains(&format!("token id {vocab}")) && err.contains(&vocab.to_string()), "{err}");
+            }
+        }
+        assert!(folders >= 10, "the fixture tokenizers are committed");
+    }
+}
