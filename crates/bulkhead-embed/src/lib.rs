@@ -2,7 +2,8 @@
 //!
 //! * [`Tokenizer`]: the model's `tokenizer.json`, without padding, truncated at the model's `max_seq_length`
 //!   (as sentence-transformers does); each text is read only as far as its tokens can reach the model, so a
-//!   megabyte text costs what a few KiB cost, with the tokens of full tokenization;
+//!   megabyte text costs what a few KiB cost, with the tokens of full tokenization; [`Tokenizer::tokens`] and
+//!   [`Tokenizer::decode_ids`] give every token of a text with the byte span it covers, and ids back to text;
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
 //! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
 //!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
