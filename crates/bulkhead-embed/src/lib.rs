@@ -2,7 +2,8 @@
 //!
 //! * [`Tokenizer`]: the model's `tokenizer.json`, without padding, truncated at the model's `max_seq_length`
 //!   (as sentence-transformers does); each text is read only as far as its tokens can reach the model, so a
-//!   megabyte text costs what a few KiB cost, with the tokens of full tokenization;
+//!   megabyte text costs what a few KiB cost, with the tokens of full tokenization; [`Tokenizer::tokens`] and
+//!   [`Tokenizer::decode_ids`] give every token of a text with the byte span it covers, and ids back to text;
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
 //! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
 //!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
@@ -28,6 +29,7 @@ mod engines;
 mod pooling;
 mod scorer;
 mod tokenizer;
+mod tokens;
 
 pub use chain::{load_chain, load_scorer_chain, ChainError, LoadedChain, LoadedScorer, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
@@ -35,6 +37,7 @@ pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
 pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
+pub use tokens::TokenSpan;
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

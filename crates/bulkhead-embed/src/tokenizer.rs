@@ -273,6 +273,11 @@ impl Tokenizer {
         }
     }
 
+    /// The same tokenizer without truncation or padding (for `tokens.rs`: every token of a text, its offsets).
+    pub(crate) fn untruncated(&self) -> &tokenizers::Tokenizer {
+        &self.probe
+    }
+
     /// The vocabulary size (token ids must be below it).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

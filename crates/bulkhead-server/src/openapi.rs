@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{info, kserve, ollama, openai, ops, rerank, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -43,6 +43,16 @@ use bulkhead_core::ModelTask;
         rerank::rerank,
         rerank::predict,
         rerank::cohere_rerank,
+        tokens::tokenize,
+        tokens::decode,
+        info::info,
+        info::similarity,
+        ollama::embed_route,
+        ollama::embeddings,
+        ollama::tags,
+        ollama::show,
+        ollama::ps,
+        ollama::version,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -68,7 +78,13 @@ use bulkhead_core::ModelTask;
         api::rerank::TextPair,
         api::rerank::SequenceBatch,
         api::rerank::DocumentBatch,
-        api::rerank::TopN
+        api::rerank::TopN,
+        api::tokens::DecodeBatch,
+        api::tokens::TextModelName,
+        api::tokens::VocabId,
+        api::info::SimilaritySentences,
+        api::ollama::OllamaModelName,
+        api::ollama::OllamaTexts
     ))
 )]
 struct ApiDoc;
@@ -80,14 +96,32 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/rerank", rerank::SCORE_ERRORS),
     ("/v1/rerank", rerank::SCORE_ERRORS),
     ("/predict", rerank::SCORE_ERRORS),
+    ("/tokenize", tokens::TOKEN_ERRORS),
+    ("/decode", tokens::TOKEN_ERRORS),
+    ("/info", info::INFO_ERRORS),
+    ("/similarity", info::SIMILARITY_ERRORS),
+    ("/api/embed", ollama::OLLAMA_EMBED_ERRORS),
+    ("/api/embeddings", ollama::OLLAMA_EMBED_ERRORS),
+    ("/api/show", ollama::OLLAMA_SHOW_ERRORS),
+    ("/api/tags", ollama::OLLAMA_LIST_ERRORS),
+    ("/api/ps", ollama::OLLAMA_LIST_ERRORS),
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
 ];
 
 /// Operations whose 200 carries the inference headers.
-const INFERENCE: &[&str] =
-    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
+const INFERENCE: &[&str] = &[
+    "/v1/embeddings",
+    "/embed",
+    "/rerank",
+    "/v1/rerank",
+    "/predict",
+    "/v2/models/{name}/infer",
+    "/similarity",
+    "/api/embed",
+    "/api/embeddings",
+];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {
@@ -95,7 +129,11 @@ struct Accepted {
     embedding_models: Vec<String>,
     rerankers: Vec<String>,
     classifiers: Vec<String>,
+    /// Models with a tokenizer (embedding models and cross-encoders).
+    text_models: Vec<String>,
     vocab: Option<usize>,
+    /// The largest vocabulary of the models with a tokenizer.
+    max_vocab: Option<usize>,
     max_tokens: Option<usize>,
     /// `Ok(n)`: any size from 1 to n; `Err(sizes)`: only these.
     dimensions: Option<Result<usize, Vec<usize>>>,
@@ -110,7 +148,9 @@ impl Accepted {
             embedding_models: vec![],
             rerankers: vec![],
             classifiers: vec![],
+            text_models: vec![],
             vocab: None,
+            max_vocab: None,
             max_tokens: None,
             dimensions: None,
             prompts: vec![],
@@ -123,6 +163,10 @@ impl Accepted {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
                 _ => {}
+            }
+            if let ModelKind::Embedding { tokenizer, .. } | ModelKind::CrossEncoder { tokenizer, .. } = &m.kind {
+                a.text_models.push(m.name.clone());
+                a.max_vocab = Some(a.max_vocab.unwrap_or(0).max(tokenizer.vocab_size()));
             }
             let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
             a.embedding_models.push(m.name.clone());
@@ -233,6 +277,18 @@ fn specialise(doc: &mut Document, a: &Accepted) {
     if let Some(o) = object(schemas.get_mut("EmbeddingModelName")) {
         o.enum_values = Some(names(&a.embedding_models));
     }
+    if let Some(o) = object(schemas.get_mut("TextModelName")) {
+        o.enum_values = Some(names(&a.text_models));
+    }
+    if let Some(o) = object(schemas.get_mut("VocabId")) {
+        o.minimum = Some(0usize.into());
+        o.maximum = a.max_vocab.map(|v| v.saturating_sub(1).into());
+    }
+    if let Some(o) = object(schemas.get_mut("OllamaModelName")) {
+        // As Ollama clients name them: `NAME` or `NAME:latest`.
+        let tagged = a.embedding_models.iter().flat_map(|n| [n.clone(), format!("{n}:latest")]).collect::<Vec<_>>();
+        o.enum_values = Some(names(&tagged));
+    }
     if let Some(o) = object(schemas.get_mut("RerankModelName")) {
         o.enum_values = Some(names(&a.rerankers));
     }
@@ -270,11 +326,20 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         arr.min_items = Some(1);
         arr.max_items = a.max_tokens;
     }
-    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch"] {
+    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch", "DecodeBatch"] {
         if let Some(arr) = array(schemas.get_mut(batch)) {
             arr.min_items = Some(1);
             arr.max_items = Some(a.max_inputs);
         }
+    }
+    // The source sentence counts as an input too.
+    if let Some(arr) = array(schemas.get_mut("SimilaritySentences")) {
+        arr.min_items = Some(1);
+        arr.max_items = Some(a.max_inputs.saturating_sub(1));
+    }
+    // Ollama answers an empty array with no embeddings.
+    if let Some(arr) = array(schemas.get_mut("OllamaTexts")) {
+        arr.max_items = Some(a.max_inputs);
     }
 }
 
@@ -319,7 +384,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 15, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 25, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{info, kserve, ollama, openai, ops, rerank, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -27,6 +27,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))
         .route("/v1/rerank", post(rerank::cohere_rerank))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/decode", post(tokens::decode))
+        .route("/info", get(info::info))
+        .route("/similarity", post(info::similarity))
+        .route("/api/embed", post(ollama::embed_route))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

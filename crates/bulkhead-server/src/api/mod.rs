@@ -7,11 +7,14 @@
 //! named components of their own ([`ModelName`], [`EmbeddingModelName`], [`TokenId`], [`TokenRow`],
 //! [`TokenBatch`], [`TextBatch`], [`Dimensions`], [`PromptName`]) that the document fills in for this server.
 
+pub mod info;
 pub mod kserve;
+pub mod ollama;
 pub mod openai;
 pub mod ops;
 pub mod rerank;
 pub mod tei;
+pub mod tokens;
 pub mod units;
 
 use serde::{Deserialize, Deserializer, Serialize};

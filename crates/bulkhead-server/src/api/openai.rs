@@ -14,9 +14,16 @@ pub struct EmbeddingsRequest {
     /// The model (default: the first model the server was started with).
     #[serde(default)]
     pub model: Option<EmbeddingModelName>,
-    /// `float` (default) or `base64` (little-endian f32 bytes).
+    /// `float` (default), `base64` (little-endian f32 bytes), or a quantized form as sentence-transformers'
+    /// `quantize_embeddings` computes it: `int8`, `uint8` (one integer per dimension), `binary`, `ubinary` (one
+    /// integer per 8 dimensions: the signs' bits, packed as numpy's `packbits`).
     #[serde(default)]
     pub encoding_format: Option<EncodingFormat>,
+    /// For `int8` and `uint8`: the `[[min...], [max...]]` of each dimension to map onto the 256 levels (bulkhead
+    /// extension; sentence-transformers' `ranges`). Without it they are the request's own minimum and maximum per
+    /// dimension (so it needs two inputs at least), and the response says which were used.
+    #[serde(default)]
+    pub quantization_ranges: Option<QuantizationRanges>,
     /// Keep the first N values of each embedding (Matryoshka), renormalised when the model normalises.
     #[serde(default)]
     pub dimensions: Option<Dimensions>,
@@ -57,7 +64,21 @@ pub enum EncodingFormat {
     Float,
     /// Base64 of the little-endian f32 bytes.
     Base64,
+    /// One integer from -128 to 127 per dimension (sentence-transformers' `int8`).
+    Int8,
+    /// One integer from 0 to 255 per dimension (sentence-transformers' `uint8`).
+    Uint8,
+    /// One integer from -128 to 127 per 8 dimensions: the packed bits of `value > 0`, less 128
+    /// (sentence-transformers' `binary`).
+    Binary,
+    /// One integer from 0 to 255 per 8 dimensions: the packed bits of `value > 0`, the first dimension in the
+    /// highest bit (sentence-transformers' `ubinary`, numpy's `packbits`).
+    Ubinary,
 }
+
+/// The per-dimension minimum and maximum of `int8` and `uint8` quantization: `[[min...], [max...]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuantizationRanges(pub Vec<Vec<f32>>);
 
 /// The answer of `POST /v1/embeddings`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -70,6 +91,10 @@ pub struct EmbeddingsResponse {
     pub model: String,
     /// Tokens processed.
     pub usage: Usage,
+    /// The ranges `int8` and `uint8` used, `[[min...], [max...]]`, to send back with later requests so that their
+    /// vectors share the same levels (bulkhead extension; only for those encodings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization_ranges: Option<QuantizationRanges>,
 }
 
 /// The `object` of a list.
@@ -99,15 +124,34 @@ pub struct EmbeddingData {
     pub embedding: Embedding,
 }
 
-/// A vector as JSON numbers or as base64.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A vector as JSON numbers, as base64, or as integers (the quantized encodings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Embedding {
     /// JSON numbers (`encoding_format: float`).
     Float(Vec<f32>),
     /// Base64 of the little-endian f32 bytes (`encoding_format: base64`).
     Base64(String),
+    /// `int8` levels or `binary` packed bits.
+    Int8(Vec<i8>),
+    /// `uint8` levels or `ubinary` packed bits.
+    Uint8(Vec<u8>),
 }
+
+// Written by hand: an array of integers is also an array of numbers, so the derived `oneOf` would match both.
+impl utoipa::PartialSchema for Embedding {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+        let numbers = ArrayBuilder::new()
+            .items(ObjectBuilder::new().schema_type(Type::Number))
+            .description(Some("`float`: the values; `int8`, `uint8`, `binary`, `ubinary`: integers from -128 to 255"));
+        let base64 =
+            ObjectBuilder::new().schema_type(Type::String).description(Some("`base64`: the little-endian f32 bytes"));
+        AnyOfBuilder::new().item(numbers).item(base64).into()
+    }
+}
+
+impl ToSchema for Embedding {}
 
 /// Tokens processed by a request.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use base64::Engine as _;
 use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::encodings::{check_calibration, encode};
 use crate::api::openai::{
-    Embedding, EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ListTag, ModelCard, ModelList, ModelTag, Usage,
+    EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList,
+    ModelTag, Usage,
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
@@ -54,6 +54,11 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
         EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
     };
+    let count = match &inputs {
+        Inputs::Texts(t) => t.len(),
+        Inputs::Tokens(t) => t.len(),
+    };
+    check_calibration(req.encoding_format.unwrap_or_default(), req.quantization_ranges.is_some(), count)?;
     let job = EmbedJob {
         inputs,
         truncate: Some(Truncation::Right),
@@ -63,26 +68,19 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         normalize: Normalize::AsModel,
     };
     let e = embed(model, state, job).await?;
-    let base64 = req.encoding_format.unwrap_or_default() == EncodingFormat::Base64;
-    let data = e
-        .vectors
+    let (embeddings, quantization_ranges) =
+        encode(e.vectors, req.encoding_format.unwrap_or_default(), req.quantization_ranges)?;
+    let data = embeddings
         .into_iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                Embedding::Float(v)
-            };
-            EmbeddingData { object: EmbeddingTag::Embedding, index, embedding }
-        })
+        .map(|(index, embedding)| EmbeddingData { object: EmbeddingTag::Embedding, index, embedding })
         .collect();
     let body = EmbeddingsResponse {
         object: ListTag::List,
         data,
         model: model.name.clone(),
         usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
+        quantization_ranges,
     };
     Ok(inference_headers(Json(body), model, &e.provenance))
 }
