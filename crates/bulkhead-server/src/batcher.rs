@@ -335,6 +335,7 @@ mod tests {
                 units: vec![],
                 inputs: vec![],
                 outputs: vec![],
+                memory_ceiling: None,
             }
         }
         fn healthy(&self, _: Duration) -> bool {

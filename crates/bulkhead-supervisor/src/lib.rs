@@ -50,6 +50,7 @@ pub mod protocol;
 pub mod supervisor;
 pub mod worker;
 
+pub use client::ceiling::{Enforcement, EnforcementChoice, MemoryCeiling};
 pub use client::{
     signal_name, ClientError, EventSink, ExitCause, KillReason, Ran, Ready, WorkerClient, WorkerCommand, WorkerEvent,
     WorkerExit, WorkerLink, WorkerSpec,
@@ -59,7 +60,7 @@ pub use history::{CrashBook, History, HistoryKey, UnitRecord};
 pub use payload::{Answer, Payload, PayloadKind};
 pub use protocol::{LoadFailureKind, RunError};
 pub use supervisor::{
-    Answered, Isolation, Job, ModelUnits, PredictError, StartError, Supervisor, SupervisorConfig, UnitState, UnitView,
-    WorkerState, WorkerView,
+    Answered, CeilingView, Isolation, Job, ModelUnits, PredictError, StartError, Supervisor, SupervisorConfig,
+    UnitState, UnitView, WorkerState, WorkerView,
 };
 pub use worker::{run_worker, worker_main, WorkerArgs};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::ceiling::MemoryCeiling;
 use crate::client::WorkerCommand;
 use crate::faults::FaultRule;
 
@@ -96,6 +97,11 @@ pub struct SupervisorConfig {
     pub recycle_rss_bytes: Option<u64>,
     /// Recycle a worker whose resident memory grew by this many bytes since warm-up.
     pub recycle_growth_bytes: Option<u64>,
+    /// A memory ceiling per worker process and how it is enforced (`--worker-memory-mb`; default none). A worker is
+    /// recycled once it used half the headroom the ceiling left it after warm-up; one whose replacement warms up
+    /// takes no more work past three quarters of it. A worker that runs out of memory while loading makes its unit
+    /// unavailable (the model does not fit under the ceiling).
+    pub worker_memory: Option<MemoryCeiling>,
     /// An idle serving worker is probed with a real forward pass this often, so health means "answers now".
     pub health_probe_every: Duration,
     /// `healthy()` requires a real forward pass within this window (default 60 s).
@@ -131,6 +137,7 @@ impl Default for SupervisorConfig {
             recycle_after: None,
             recycle_rss_bytes: None,
             recycle_growth_bytes: None,
+            worker_memory: None,
             health_probe_every: Duration::from_secs(20),
             health_window: Duration::from_secs(60),
         }

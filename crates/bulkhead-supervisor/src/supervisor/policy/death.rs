@@ -61,7 +61,9 @@ pub enum ExitCause {
         /// The sender, when the worker could record it (not for SIGKILL, which cannot be observed).
         sender: Option<u32>,
     },
-    /// The kernel's OOM killer (the OOM-kill counter of the worker's memory cgroup grew while it died of SIGKILL).
+    /// Out of memory: the kernel's OOM killer (the OOM-kill counter of the worker's memory cgroup grew while it died
+    /// of SIGKILL), or an allocation that failed at the worker's `RLIMIT_DATA` ceiling (it aborted or exited saying
+    /// so).
     OutOfMemory,
 }
 
@@ -107,7 +109,10 @@ impl WorkerExit {
             ExitCause::Killed { reason } => s.push_str(&format!(" (killed by the supervisor: {reason})")),
             ExitCause::External { sender: Some(pid) } => s.push_str(&format!(" (sent from outside by pid {pid})")),
             ExitCause::External { sender: None } => s.push_str(" (killed from outside)"),
-            ExitCause::OutOfMemory => s.push_str(" (the kernel's OOM killer)"),
+            ExitCause::OutOfMemory if self.signal.as_deref() == Some("SIGKILL") => {
+                s.push_str(" (the kernel's OOM killer)")
+            }
+            ExitCause::OutOfMemory => s.push_str(" (out of memory: an allocation failed)"),
         }
         s
     }
