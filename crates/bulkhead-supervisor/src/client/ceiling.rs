@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::proc::Cgroup;
+pub use crate::supervisor::policy::death::{allocation_failed, OUT_OF_MEMORY_MARKER};
 
 /// Where the cgroup file systems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -392,21 +393,6 @@ fn open_for_write(path: &Path) -> std::io::Result<OwnedFd> {
     // SAFETY: `fd` was just opened and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
-
-/// Whether a worker's stderr (or an engine's error message) says an allocation failed: how a worker at an
-/// `RLIMIT_DATA` ceiling ends (Rust's allocation-failure abort, C++'s `std::bad_alloc`, ONNX Runtime's arena, the
-/// C library's `ENOMEM`, the worker's own report).
-pub fn allocation_failed(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    (t.contains("memory allocation of") && t.contains("failed"))
-        || t.contains("bad_alloc")
-        || t.contains("failed to allocate memory")
-        || t.contains("cannot allocate memory")
-        || t.contains(OUT_OF_MEMORY_MARKER)
-}
-
-/// The line a worker writes to stderr before it exits because its engine could not allocate memory.
-pub const OUT_OF_MEMORY_MARKER: &str = "bulkhead worker: out of memory";
 
 #[cfg(test)]
 mod tests {

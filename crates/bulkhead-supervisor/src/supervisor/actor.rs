@@ -341,7 +341,19 @@ impl Actor {
                     Ok(None) | Err(_) => break,
                 }
             }
+            // What is left is killed; its reaper still removes its memory cgroup before reporting the exit.
+            let mut left: std::collections::HashSet<u64> = links.keys().map(|id| id.0).collect();
             drop(links);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !left.is_empty() {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some((id, WorkerEvent::Exited(_)))) => {
+                        left.remove(&id);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
             for reply in stop_waiters {
                 let _ = reply.send(());
             }

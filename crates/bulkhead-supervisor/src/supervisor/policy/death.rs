@@ -132,3 +132,18 @@ impl std::fmt::Display for WorkerExit {
         f.write_str(&self.summary())
     }
 }
+
+/// Whether a worker's stderr (or an engine's error message) says an allocation failed: how a worker at an
+/// `RLIMIT_DATA` ceiling ends (Rust's allocation-failure abort, C++'s `std::bad_alloc`, ONNX Runtime's arena, the
+/// C library's `ENOMEM`, the worker's own report).
+pub fn allocation_failed(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    (t.contains("memory allocation of") && t.contains("failed"))
+        || t.contains("bad_alloc")
+        || t.contains("failed to allocate memory")
+        || t.contains("cannot allocate memory")
+        || t.contains(OUT_OF_MEMORY_MARKER)
+}
+
+/// The line a worker writes to stderr before it exits because its engine could not allocate memory.
+pub const OUT_OF_MEMORY_MARKER: &str = "bulkhead worker: out of memory";

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use super::death::{ExitCause, KillReason, WorkerExit};
+use super::death::{allocation_failed, ExitCause, KillReason, WorkerExit};
 use super::job::PredictError;
 use super::record::NewCrash;
 
@@ -69,7 +69,13 @@ impl Core {
             Phase::Stopping(s) => (s.inflight, s.planned, false, None),
         };
         self.update_ready();
-        if let Some((kind, reason)) = failed {
+        if let Some((kind, mut reason)) = failed {
+            if let Some(ceiling) = self.cfg.worker_memory.as_ref().filter(|_| allocation_failed(&reason)) {
+                reason.push_str(&format!(
+                    " (out of memory under the memory ceiling of {} MiB per worker, --worker-memory-mb: raise it)",
+                    ceiling.limit_bytes >> 20
+                ));
+            }
             tracing::warn!(%unit, model = %self.model, "skipping {unit}: {reason} ({kind})");
             let slot = &mut self.units[idx];
             slot.stats.last_exit = Some(exit);
