@@ -27,45 +27,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use super::proc::Cgroup;
+pub use crate::supervisor::config::{Enforcement, MemoryCeiling};
 pub use crate::supervisor::policy::death::{allocation_failed, OUT_OF_MEMORY_MARKER};
 
 /// Where the cgroup file systems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// How a worker's memory ceiling is enforced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mechanism")]
-pub enum Enforcement {
-    /// A child of this cgroup (v2) per worker: `memory.max`, `memory.swap.max = 0`.
-    CgroupV2 {
-        /// The group under which each worker gets its child.
-        parent: PathBuf,
-    },
-    /// A child of this memory cgroup (v1) per worker: `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes`).
-    CgroupV1 {
-        /// The group under which each worker gets its child.
-        parent: PathBuf,
-    },
-    /// `setrlimit(RLIMIT_DATA)` in the worker before `exec`.
-    RlimitData {
-        /// Why no cgroup enforces it (`None`: the rlimit was asked for).
-        why_not_cgroup: Option<String>,
-    },
-}
-
-impl Enforcement {
-    /// A short name: `cgroup_v2`, `cgroup_v1`, `rlimit_data`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Enforcement::CgroupV2 { .. } => "cgroup_v2",
-            Enforcement::CgroupV1 { .. } => "cgroup_v1",
-            Enforcement::RlimitData { .. } => "rlimit_data",
-        }
-    }
-}
 
 /// Which mechanism to use (`--worker-memory-enforcement`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,15 +56,6 @@ impl std::str::FromStr for EnforcementChoice {
             other => Err(format!("unknown memory enforcement `{other}`; valid: auto, cgroup, rlimit")),
         }
     }
-}
-
-/// A memory ceiling per worker process and how it is enforced: plain data, decided once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryCeiling {
-    /// The ceiling, in bytes.
-    pub limit_bytes: u64,
-    /// How.
-    pub enforcement: Enforcement,
 }
 
 /// No cgroup can enforce the ceiling (with [`EnforcementChoice::Cgroup`]).
@@ -133,17 +91,6 @@ impl MemoryCeiling {
             }
         );
         Ok(MemoryCeiling { limit_bytes, enforcement })
-    }
-
-    /// Whether the ceiling also counts memory that is reserved and not resident (`RLIMIT_DATA`), as opposed to
-    /// memory charged to a cgroup, which is resident or cached.
-    pub fn counts_unresident(&self) -> bool {
-        matches!(self.enforcement, Enforcement::RlimitData { .. })
-    }
-
-    /// The rlimit mechanism, without looking for a cgroup.
-    pub fn rlimit(limit_bytes: u64) -> MemoryCeiling {
-        MemoryCeiling { limit_bytes, enforcement: Enforcement::RlimitData { why_not_cgroup: None } }
     }
 }
 
@@ -386,7 +333,9 @@ fn make_group(
 fn open_for_write(path: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: a valid NUL-terminated path; the returned fd (when not negative) is owned by the OwnedFd alone.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    // O_CREAT changes nothing on a cgroup file system (the file exists with the group) and lets the tests use a
+    // plain directory.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC | libc::O_CREAT, 0o644) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -431,12 +380,16 @@ mod tests {
         std::fs::write(dir.join("cgroup.subtree_control"), "memory\n").unwrap();
         assert_eq!(v2_parent(root.path(), "/user.slice/app").unwrap(), dir);
 
+        // A plain directory keeps the probe group's limit file: remove it as the kernel would.
+        let probe = dir.join(format!("bulkhead-{}-probe", std::process::id()));
+        std::fs::remove_dir_all(&probe).unwrap();
         std::fs::write(dir.join("cgroup.controllers"), "cpu pids\n").unwrap();
         assert!(v2_parent(root.path(), "/user.slice/app").unwrap_err().contains("memory controller is not available"));
 
         std::fs::write(dir.join("cgroup.controllers"), "cpu memory\n").unwrap();
         std::fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
         assert_eq!(v2_parent(root.path(), "/user.slice/app").unwrap(), dir);
+        std::fs::remove_dir_all(&probe).unwrap();
         let me = std::process::id().to_string();
         assert_eq!(std::fs::read_to_string(dir.join("bulkhead-server/cgroup.procs")).unwrap(), me);
         assert_eq!(std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap(), "+memory");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::ceiling::MemoryCeiling;
 use crate::client::WorkerCommand;
 use crate::faults::FaultRule;
 
@@ -37,6 +36,60 @@ impl std::fmt::Display for Isolation {
             Isolation::Process => "process",
             Isolation::None => "none",
         })
+    }
+}
+
+/// How a worker's memory ceiling is enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mechanism")]
+pub enum Enforcement {
+    /// A child of this cgroup (v2) per worker: `memory.max`, `memory.swap.max = 0`.
+    CgroupV2 {
+        /// The group under which each worker gets its child.
+        parent: PathBuf,
+    },
+    /// A child of this memory cgroup (v1) per worker: `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes`).
+    CgroupV1 {
+        /// The group under which each worker gets its child.
+        parent: PathBuf,
+    },
+    /// `setrlimit(RLIMIT_DATA)` in the worker before `exec`.
+    RlimitData {
+        /// Why no cgroup enforces it (`None`: the rlimit was asked for).
+        why_not_cgroup: Option<String>,
+    },
+}
+
+impl Enforcement {
+    /// A short name: `cgroup_v2`, `cgroup_v1`, `rlimit_data`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Enforcement::CgroupV2 { .. } => "cgroup_v2",
+            Enforcement::CgroupV1 { .. } => "cgroup_v1",
+            Enforcement::RlimitData { .. } => "rlimit_data",
+        }
+    }
+}
+
+/// A memory ceiling per worker process and how it is enforced: plain data, decided once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryCeiling {
+    /// The ceiling, in bytes.
+    pub limit_bytes: u64,
+    /// How.
+    pub enforcement: Enforcement,
+}
+
+impl MemoryCeiling {
+    /// Whether the ceiling also counts memory that is reserved and not resident (`RLIMIT_DATA`), as opposed to
+    /// memory charged to a cgroup, which is resident or cached.
+    pub fn counts_unresident(&self) -> bool {
+        matches!(self.enforcement, Enforcement::RlimitData { .. })
+    }
+
+    /// The rlimit mechanism, without looking for a cgroup.
+    pub fn rlimit(limit_bytes: u64) -> MemoryCeiling {
+        MemoryCeiling { limit_bytes, enforcement: Enforcement::RlimitData { why_not_cgroup: None } }
     }
 }
 
