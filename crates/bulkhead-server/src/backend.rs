@@ -14,7 +14,9 @@ pub use bulkhead_supervisor::{
 };
 use bulkhead_supervisor::{Job, Supervisor};
 
-use crate::api::units::{Isolation, ModelUnits, UnitState, UnitView, WarmupShape, WorkerState, WorkerView};
+use crate::api::units::{
+    Isolation, MemoryCeiling, ModelUnits, UnitState, UnitView, WarmupShape, WorkerState, WorkerView,
+};
 
 /// A boxed future (the trait is object-safe without extra crates).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -146,6 +148,12 @@ fn model_units(v: bulkhead_supervisor::ModelUnits) -> ModelUnits {
         units: v.units.into_iter().map(unit).collect(),
         inputs: v.inputs,
         outputs: v.outputs,
+        memory_ceiling: v.memory_ceiling.map(|c| MemoryCeiling {
+            limit_bytes: c.limit_bytes,
+            mechanism: c.mechanism,
+            cgroup_parent: c.cgroup_parent,
+            why_not_cgroup: c.why_not_cgroup,
+        }),
     }
 }
 
@@ -170,7 +178,9 @@ mod tests {
                 "quarantined_until": null, "load_ms": 1.5, "warmup_ms": 2.5,
                 "warmup": [{"batch": 1, "seq": 8, "ms": 0.5}], "precision": "int8", "placement": [],
                 "deadline_ms": 1000.0, "recycle_rss_limit_bytes": null
-            }]
+            }],
+            "memory_ceiling": {"limit_bytes": 419430400, "mechanism": "cgroup_v1",
+                               "cgroup_parent": "/sys/fs/cgroup/memory/app", "why_not_cgroup": null}
         });
         let view: bulkhead_supervisor::ModelUnits = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&view).unwrap(), json, "the fixture is the supervisor's own JSON");

@@ -345,6 +345,7 @@ mod tests {
                 units: vec![],
                 inputs: vec![],
                 outputs: vec![],
+                memory_ceiling: None,
             }
         }
         fn healthy(&self, _: Duration) -> bool {

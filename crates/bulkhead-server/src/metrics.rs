@@ -22,6 +22,10 @@ pub enum Metric {
     StageDuration,
     /// Worker crashes by unit and signal (or exit code).
     WorkerCrashes,
+    /// Unplanned worker deaths by unit and cause (`crash`, `hang`, `oom`...).
+    WorkerDeaths,
+    /// The memory ceiling of each worker process, by mechanism.
+    WorkerMemoryCeiling,
     /// Worker restarts by unit.
     WorkerRestarts,
     /// Worker recycles by unit.
@@ -76,6 +80,8 @@ impl Metric {
             Metric::BatchTokens => "bulkhead_batch_tokens",
             Metric::StageDuration => "bulkhead_stage_duration_seconds",
             Metric::WorkerCrashes => "bulkhead_worker_crashes_total",
+            Metric::WorkerDeaths => "bulkhead_worker_deaths_total",
+            Metric::WorkerMemoryCeiling => "bulkhead_worker_memory_ceiling_bytes",
             Metric::WorkerRestarts => "bulkhead_worker_restarts_total",
             Metric::WorkerRecycles => "bulkhead_worker_recycles_total",
             Metric::UnitQuarantined => "bulkhead_unit_quarantined",
@@ -96,6 +102,12 @@ impl Metric {
             Metric::BatchTokens => "Padded tokens per batch sent to a worker",
             Metric::StageDuration => "Seconds spent per request stage",
             Metric::WorkerCrashes => "Worker deaths by unit and signal name or exit code",
+            Metric::WorkerDeaths => {
+                "Unplanned worker deaths by unit and cause (crash, hang, stopped, external, oom, killed)"
+            }
+            Metric::WorkerMemoryCeiling => {
+                "Memory ceiling of each worker process (--worker-memory-mb), by enforcing mechanism"
+            }
             Metric::WorkerRestarts => "Worker restarts by unit",
             Metric::WorkerRecycles => "Planned worker replacements (prediction count or memory growth)",
             Metric::UnitQuarantined => "1 while the unit is quarantined for the model",
@@ -273,6 +285,20 @@ fn render_units(models: &[ModelUnits]) -> String {
             let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\",signal=\"{}\"}} {n}", escape(exit));
         }
     }
+    header(&mut out, Metric::WorkerDeaths, "counter");
+    for (model, u) in units() {
+        for (cause, n) in &u.crashes_by_cause {
+            let (name, unit) = (Metric::WorkerDeaths.name(), escape(&u.unit));
+            let _ = writeln!(out, "{name}{{model=\"{model}\",unit=\"{unit}\",cause=\"{}\"}} {n}", escape(cause));
+        }
+    }
+    header(&mut out, Metric::WorkerMemoryCeiling, "gauge");
+    for m in models {
+        if let Some(c) = &m.memory_ceiling {
+            let (name, model, how) = (Metric::WorkerMemoryCeiling.name(), escape(&m.model), escape(&c.mechanism));
+            let _ = writeln!(out, "{name}{{model=\"{model}\",mechanism=\"{how}\"}} {}", c.limit_bytes);
+        }
+    }
     type Field = fn(&UnitView) -> u64;
     let per_unit: [(Metric, &str, Field); 3] = [
         (Metric::WorkerRestarts, "counter", |u| u.restarts),
@@ -338,6 +364,7 @@ mod tests {
         v.restarts = 2;
         v.resident_bytes = 123 << 20;
         v.crashes_by_exit.insert("SIGSEGV".into(), 3);
+        v.crashes_by_cause.insert("oom".into(), 2);
         v
     }
 
@@ -353,6 +380,12 @@ mod tests {
             units: vec![unit("ort:cpu", UnitState::Quarantined), unit("candle:cpu", UnitState::Serving)],
             inputs: vec![],
             outputs: vec![],
+            memory_ceiling: Some(crate::api::units::MemoryCeiling {
+                limit_bytes: 400 << 20,
+                mechanism: "rlimit_data".into(),
+                cgroup_parent: None,
+                why_not_cgroup: None,
+            }),
         };
         let text = Metrics::new().render(&[m]);
         for line in [
@@ -361,6 +394,8 @@ mod tests {
             "bulkhead_worker_resident_bytes{model=\"m\\\"x\",unit=\"ort:cpu\"} 128974848",
             "bulkhead_unit_quarantined{model=\"m\\\"x\",unit=\"ort:cpu\"} 1",
             "bulkhead_unit_state{model=\"m\\\"x\",unit=\"candle:cpu\",state=\"serving\"} 1",
+            "bulkhead_worker_deaths_total{model=\"m\\\"x\",unit=\"ort:cpu\",cause=\"oom\"} 2",
+            "bulkhead_worker_memory_ceiling_bytes{model=\"m\\\"x\",mechanism=\"rlimit_data\"} 419430400",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

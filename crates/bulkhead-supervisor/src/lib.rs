@@ -6,7 +6,8 @@
 //! * [`faults`]: `BULKHEAD_FAULTS` fault injection with real signals and real allocations;
 //! * [`worker`]: the body of the hidden `bulkhead worker` subcommand ([`run_worker`]);
 //! * [`client`]: the one worker client: spawn, handshake, send payloads, read answers, a typed [`WorkerExit`] with
-//!   its cause of death; [`WorkerClient`] drives one worker step by step (doctor, benchmarks, tests);
+//!   its cause of death, a memory ceiling per worker ([`MemoryCeiling`]: a cgroup of its own or `RLIMIT_DATA`);
+//!   [`WorkerClient`] drives one worker step by step (doctor, benchmarks, tests);
 //! * [`history`]: crash history and quarantines persisted per (model digest, unit, runtime version);
 //! * [`supervisor`]: the per-model [`Supervisor`]: a policy core without I/O (chain walk, retry and poison, causes
 //!   of death, quarantine and the floor, restart backoff, watchdog, recycling, replicas) and the actor that runs it.
@@ -50,6 +51,7 @@ pub mod protocol;
 pub mod supervisor;
 pub mod worker;
 
+pub use client::ceiling::{Enforcement, EnforcementChoice, MemoryCeiling};
 pub use client::{
     signal_name, ClientError, EventSink, ExitCause, KillReason, Ran, Ready, WorkerClient, WorkerCommand, WorkerEvent,
     WorkerExit, WorkerLink, WorkerSpec,
@@ -59,7 +61,7 @@ pub use history::{CrashBook, History, HistoryKey, UnitRecord};
 pub use payload::{Answer, Payload, PayloadKind};
 pub use protocol::{LoadFailureKind, RunError};
 pub use supervisor::{
-    Answered, Isolation, Job, ModelUnits, PredictError, StartError, Supervisor, SupervisorConfig, UnitState, UnitView,
-    WorkerState, WorkerView,
+    Answered, CeilingView, Isolation, Job, ModelUnits, PredictError, StartError, Supervisor, SupervisorConfig,
+    UnitState, UnitView, WorkerState, WorkerView,
 };
 pub use worker::{run_worker, worker_main, WorkerArgs};

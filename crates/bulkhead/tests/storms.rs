@@ -220,6 +220,7 @@ async fn the_worker_client_runs_every_payload_and_reports_how_the_worker_ended()
         faults: vec![],
         threads: Some(1),
         warmup_iterations: 1,
+        memory: None,
     };
     let (mut client, ready) = WorkerClient::start(&spec, Duration::from_secs(120)).await.unwrap();
     assert!(ready.timing.total_ms >= ready.timing.warmup_ms && !ready.warmup.is_empty());

@@ -81,6 +81,7 @@ impl Worker {
             faults: s.faults.to_vec(),
             threads: None,
             warmup_iterations: bulkhead_supervisor::worker::WARMUP_ITERATIONS,
+            memory: None,
         };
         let (client, ready) = WorkerClient::start(&spec, s.limits.load).await?;
         Ok((Worker { client, limits: s.limits }, ready))

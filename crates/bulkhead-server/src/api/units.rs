@@ -174,4 +174,21 @@ pub struct ModelUnits {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<TensorSpec>,
+    /// The memory ceiling of each worker process and what enforces it (`--worker-memory-mb`), when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_ceiling: Option<MemoryCeiling>,
+}
+
+/// A memory ceiling per worker process.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryCeiling {
+    /// The ceiling, in bytes.
+    pub limit_bytes: u64,
+    /// `cgroup_v2` or `cgroup_v1` (a memory cgroup per worker; the kernel's OOM killer ends a worker at the ceiling)
+    /// or `rlimit_data` (`setrlimit(RLIMIT_DATA)`: an allocation past the ceiling fails).
+    pub mechanism: String,
+    /// The group under which each worker gets a memory cgroup of its own.
+    pub cgroup_parent: Option<String>,
+    /// Why no cgroup enforces it, when the rlimit does.
+    pub why_not_cgroup: Option<String>,
 }

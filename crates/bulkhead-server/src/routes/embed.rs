@@ -182,7 +182,9 @@ fn check_count(n: usize, max_inputs: usize) -> Result<(), ApiError> {
         return Err(ApiError::Invalid("the input is empty; send at least one text".into()));
     }
     if n > max_inputs {
-        return Err(ApiError::Invalid(format!("{n} inputs in one request; the limit is {max_inputs} (--max-inputs)")));
+        return Err(ApiError::Invalid(format!(
+            "{n} inputs in one request; the limit is {max_inputs} (--max-inputs, also called --max-client-batch-size)"
+        )));
     }
     Ok(())
 }

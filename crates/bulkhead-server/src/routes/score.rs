@@ -46,7 +46,7 @@ pub async fn score(
     }
     if job.pairs.len() > state.config.max_inputs {
         return Err(ApiError::Invalid(format!(
-            "{} {noun}s in one request; the limit is {} (--max-inputs)",
+            "{} {noun}s in one request; the limit is {} (--max-inputs, also called --max-client-batch-size)",
             job.pairs.len(),
             state.config.max_inputs
         )));

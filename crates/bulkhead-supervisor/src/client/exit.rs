@@ -6,7 +6,8 @@
 //! tell these apart, so the link that reaps the worker combines it with what it knows: whether it sent the kill
 //! itself, the line a worker writes when another process sent it a fatal signal
 //! ([`signals::sender_of`](crate::worker::signals::sender_of)), and the OOM-kill counter of the worker's memory
-//! cgroup ([`OomWatch`](super::proc::OomWatch)).
+//! cgroup ([`OomWatch`](super::proc::OomWatch), or the worker's own group under a memory ceiling), and whether its
+//! stderr says an allocation failed (how a worker ends at an `RLIMIT_DATA` ceiling).
 
 pub use crate::supervisor::policy::death::{ExitCause, KillReason, WorkerExit};
 
@@ -39,6 +40,8 @@ pub struct DeathFacts {
     pub sender: Option<u32>,
     /// Whether the OOM-kill counter of its memory cgroup grew during its life.
     pub oom_killed: bool,
+    /// Whether its stderr says an allocation failed (a worker at an `RLIMIT_DATA` ceiling aborts or exits so).
+    pub alloc_failed: bool,
 }
 
 impl DeathFacts {
@@ -50,6 +53,10 @@ impl DeathFacts {
         match (self.signal, self.code) {
             (Some(libc::SIGKILL), _) if self.oom_killed => ExitCause::OutOfMemory,
             (Some(libc::SIGKILL), _) => ExitCause::External { sender: None },
+            (Some(sig), _) if self.alloc_failed && is_fault_signal(sig) && self.sender.is_none() => {
+                ExitCause::OutOfMemory
+            }
+            (None, Some(code)) if self.alloc_failed && code != 0 => ExitCause::OutOfMemory,
             (Some(sig), _) if is_fault_signal(sig) && self.sender.is_none() => ExitCause::Crash,
             (Some(_), _) => ExitCause::External { sender: self.sender },
             (None, Some(0)) => ExitCause::Clean,
@@ -103,6 +110,14 @@ mod tests {
                 ExitCause::External { sender: Some(7) },
             ),
             (DeathFacts { oom_killed: true, ..facts(Some(libc::SIGKILL), None) }, ExitCause::OutOfMemory),
+            // At an RLIMIT_DATA ceiling: Rust's allocation-failure abort, or the worker's own exit saying so.
+            (DeathFacts { alloc_failed: true, ..facts(Some(libc::SIGABRT), None) }, ExitCause::OutOfMemory),
+            (DeathFacts { alloc_failed: true, ..facts(None, Some(5)) }, ExitCause::OutOfMemory),
+            (DeathFacts { alloc_failed: true, ..facts(None, Some(0)) }, ExitCause::Clean),
+            (
+                DeathFacts { alloc_failed: true, ..facts(Some(libc::SIGKILL), None) },
+                ExitCause::External { sender: None },
+            ),
             (
                 DeathFacts { killed: Some(watchdog.clone()), ..facts(Some(libc::SIGKILL), None) },
                 ExitCause::Killed { reason: watchdog },

@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdout};
 use tokio::sync::mpsc;
 
+use super::ceiling::{allocation_failed, MemoryCeiling, WorkerCeiling};
 use super::exit::{signal_name, DeathFacts, ExitCause, KillReason, WorkerExit};
 use super::proc::OomWatch;
 use crate::faults::{self, FaultRule, WorkerFaults};
@@ -98,6 +99,8 @@ pub struct WorkerSpec {
     pub threads: Option<usize>,
     /// Warm-up iterations per shape (`crate::worker::WARMUP_ITERATIONS` by default; 1 for a quick replacement).
     pub warmup_iterations: usize,
+    /// A memory ceiling for the worker process (`--worker-memory-mb`), or none.
+    pub memory: Option<MemoryCeiling>,
 }
 
 /// Tail ring buffer of a worker's stderr.
@@ -161,6 +164,7 @@ impl WorkerLink {
             faults: rules.to_vec(),
             threads: None,
             warmup_iterations: crate::worker::WARMUP_ITERATIONS,
+            memory: None,
         };
         WorkerLink::start(&spec, events)
     }
@@ -188,7 +192,23 @@ impl WorkerLink {
             // candle's CPU kernels run on rayon's pool.
             cmd.env("RAYON_NUM_THREADS", t.to_string());
         }
-        let mut child = cmd.spawn()?;
+        let mut ceiling = spec.memory.as_ref().map(WorkerCeiling::prepare);
+        if let Some(c) = &ceiling {
+            c.apply(&mut cmd);
+        }
+        let spawned = cmd.spawn();
+        if let Some(c) = &mut ceiling {
+            c.spawned();
+        }
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(c) = ceiling {
+                    tokio::spawn(c.remove());
+                }
+                return Err(e);
+            }
+        };
         let pid = child.id();
         let (mut stdin, stdout, stderr) = (
             child.stdin.take().expect("piped"),
@@ -206,7 +226,8 @@ impl WorkerLink {
         });
         let label = format!("{}#{}", spec.unit, spec.generation);
         let stderr_task = tokio::spawn(read_stderr(stderr, shared.clone(), label));
-        tokio::spawn(reap(child, pid, stdout, stderr_task, shared.clone(), events));
+        let reaper = Reaper { child, pid, ceiling, shared: shared.clone(), events };
+        tokio::spawn(reaper.run(stdout, stderr_task));
         Ok(WorkerLink { pid, requests: req_tx, shared })
     }
 
@@ -307,15 +328,37 @@ fn check_hello(msg: &Response) -> Result<(), KillReason> {
     }
 }
 
-/// Reads frames until the pipe closes, then waits for the process and sends its typed exit.
+/// What waits for a worker process: it reads its frames, then reaps it and sends its typed exit.
+struct Reaper {
+    child: Child,
+    pid: Option<u32>,
+    /// The worker's memory ceiling (its cgroup is removed once it is reaped).
+    ceiling: Option<WorkerCeiling>,
+    shared: Arc<Shared>,
+    events: EventSink,
+}
+
+impl Reaper {
+    /// Reads frames until the pipe closes, then waits for the process and sends its typed exit.
+    async fn run(self, stdout: ChildStdout, stderr_task: tokio::task::JoinHandle<()>) {
+        let Reaper { child, pid, ceiling, shared, events } = self;
+        let exit = reap(child, pid, stdout, stderr_task, &shared, &events, ceiling.as_ref()).await;
+        if let Some(c) = ceiling {
+            c.remove().await;
+        }
+        events.send(WorkerEvent::Exited(exit));
+    }
+}
+
 async fn reap(
     mut child: Child,
     pid: Option<u32>,
     mut stdout: ChildStdout,
     stderr_task: tokio::task::JoinHandle<()>,
-    shared: Arc<Shared>,
-    events: EventSink,
-) {
+    shared: &Shared,
+    events: &EventSink,
+    ceiling: Option<&WorkerCeiling>,
+) -> WorkerExit {
     let mut oom: Option<OomWatch> = None;
     let mut greeted = false;
     loop {
@@ -371,12 +414,15 @@ async fn reap(
         }
         Err(e) => exit.stderr_tail.push_str(&format!("\n(wait failed: {e})")),
     }
-    facts.oom_killed = facts.signal == Some(libc::SIGKILL) && oom.as_ref().is_some_and(OomWatch::fired);
+    facts.oom_killed = facts.signal == Some(libc::SIGKILL)
+        && (ceiling.is_some_and(WorkerCeiling::oom_killed) || oom.as_ref().is_some_and(OomWatch::fired));
+    facts.alloc_failed = allocation_failed(&exit.stderr_tail);
     exit.cause = facts.cause();
     if exit.cause == ExitCause::OutOfMemory {
-        tracing::debug!("OOM kill read from {:?}", oom.as_ref().and_then(OomWatch::cgroup));
+        let by = ceiling.map_or("the machine's memory", WorkerCeiling::mechanism);
+        tracing::debug!("out of memory ({by}); OOM kill read from {:?}", oom.as_ref().and_then(OomWatch::cgroup));
     }
-    events.send(WorkerEvent::Exited(exit));
+    exit
 }
 
 fn kill_group(pid: Option<u32>, alive: &AtomicBool) {

@@ -4,8 +4,10 @@
 //!
 //! * [`link`]: the process (or thread) behind one worker and its event stream;
 //! * [`exit`]: [`WorkerExit`] and its [`ExitCause`];
-//! * [`proc`]: what `/proc` and the memory cgroup say about a worker.
+//! * [`proc`]: what `/proc` and the memory cgroup say about a worker;
+//! * [`ceiling`]: a memory ceiling per worker (`--worker-memory-mb`): a cgroup of its own or `RLIMIT_DATA`.
 
+pub mod ceiling;
 pub mod exit;
 pub mod link;
 pub mod proc;

@@ -18,9 +18,14 @@ fn page_size() -> u64 {
     }
 }
 
-/// Reads `/proc/PID/stat` into the policy's sample (`None` when the process is gone or the file is absent).
+/// Reads `/proc/PID/stat` (and the data size from `/proc/PID/statm`) into the policy's sample (`None` when the
+/// process is gone or the file is absent).
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let mut stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    // The sixth field: data + stack, in pages (what RLIMIT_DATA counts, the main stack aside).
+    stat.data_bytes = statm.split_whitespace().nth(5).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * page_size();
+    Some(stat)
 }
 
 /// Parses the text of `/proc/PID/stat`: the fields after the command name (which may hold spaces and
@@ -32,7 +37,12 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
     // Fields 14 and 15 of the file (utime, stime) and 24 (rss), counted from the state (field 3).
     let (utime, stime, rss_pages) = (number(11)?, number(12)?, number(21)?);
-    Some(ProcStat { stopped: matches!(state, 'T' | 't'), rss_bytes: rss_pages * page_size(), cpu_ticks: utime + stime })
+    Some(ProcStat {
+        stopped: matches!(state, 'T' | 't'),
+        rss_bytes: rss_pages * page_size(),
+        cpu_ticks: utime + stime,
+        data_bytes: 0,
+    })
 }
 
 /// Resident memory of `pid` (or of this process) from `/proc/PID/statm`.
@@ -101,9 +111,19 @@ impl Cgroup {
         out
     }
 
-    fn dir(&self) -> &Path {
+    /// The group's directory.
+    pub fn dir(&self) -> &Path {
         match self {
             Cgroup::V2(d) | Cgroup::V1(d) => d,
+        }
+    }
+
+    /// The group above this one (`None` at the top of the hierarchy).
+    pub fn parent(&self) -> Option<Cgroup> {
+        let up = self.dir().parent()?.to_path_buf();
+        match self {
+            Cgroup::V2(_) => Some(Cgroup::V2(up)),
+            Cgroup::V1(_) => Some(Cgroup::V1(up)),
         }
     }
 
@@ -194,6 +214,7 @@ mod tests {
         assert_eq!(s.cpu_ticks, 8);
         let me = read_stat(std::process::id()).unwrap();
         assert!(!me.stopped && me.rss_bytes > 1 << 20);
+        assert!(me.data_bytes > 1 << 20, "{me:?}");
         assert!(rss_bytes(None).unwrap_or(0) > 1 << 20);
     }
 

@@ -15,6 +15,7 @@ use super::config::{Isolation, SupervisorConfig};
 use super::policy::{Core, Effect, Event, Health, Now, Publish, RequestId, Sample, Submitted, WaiterId, WorkerId};
 use super::view::ModelUnits;
 use super::{Answered, Job, PredictError, StartError};
+use crate::client::ceiling::is_worker_group;
 use crate::client::proc::{mem_available, read_stat, Cgroup};
 use crate::client::{EventSink, WorkerEvent, WorkerLink, WorkerSpec};
 use crate::history::{save_book, unix_now};
@@ -162,7 +163,12 @@ impl Actor {
         let now = Instant::now();
         let mem = if self.last_meminfo.is_none_or(|t| now - t >= MEMINFO_EVERY) {
             self.last_meminfo = Some(now);
-            let cgroups = self.links.values().filter_map(|l| Cgroup::of(l.pid?)?.headroom());
+            let cgroups = self.links.values().filter_map(|l| {
+                let group = Cgroup::of(l.pid?)?;
+                // A worker's own ceiling group bounds that worker alone: a new worker gets a fresh one.
+                let group = if is_worker_group(group.dir()) { group.parent()? } else { group };
+                group.headroom()
+            });
             match (mem_available(), cgroups.min()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -290,6 +296,7 @@ impl Actor {
                     faults: self.cfg.faults.clone(),
                     threads,
                     warmup_iterations: iterations,
+                    memory: self.cfg.worker_memory.clone(),
                 };
                 match WorkerLink::start(&spec, sink) {
                     Ok(l) => l,
@@ -334,7 +341,19 @@ impl Actor {
                     Ok(None) | Err(_) => break,
                 }
             }
+            // What is left is killed; its reaper still removes its memory cgroup before reporting the exit.
+            let mut left: std::collections::HashSet<u64> = links.keys().map(|id| id.0).collect();
             drop(links);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !left.is_empty() {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some((id, WorkerEvent::Exited(_)))) => {
+                        left.remove(&id);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
             for reply in stop_waiters {
                 let _ = reply.send(());
             }

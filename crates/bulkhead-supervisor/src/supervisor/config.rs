@@ -39,6 +39,60 @@ impl std::fmt::Display for Isolation {
     }
 }
 
+/// How a worker's memory ceiling is enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mechanism")]
+pub enum Enforcement {
+    /// A child of this cgroup (v2) per worker: `memory.max`, `memory.swap.max = 0`.
+    CgroupV2 {
+        /// The group under which each worker gets its child.
+        parent: PathBuf,
+    },
+    /// A child of this memory cgroup (v1) per worker: `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes`).
+    CgroupV1 {
+        /// The group under which each worker gets its child.
+        parent: PathBuf,
+    },
+    /// `setrlimit(RLIMIT_DATA)` in the worker before `exec`.
+    RlimitData {
+        /// Why no cgroup enforces it (`None`: the rlimit was asked for).
+        why_not_cgroup: Option<String>,
+    },
+}
+
+impl Enforcement {
+    /// A short name: `cgroup_v2`, `cgroup_v1`, `rlimit_data`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Enforcement::CgroupV2 { .. } => "cgroup_v2",
+            Enforcement::CgroupV1 { .. } => "cgroup_v1",
+            Enforcement::RlimitData { .. } => "rlimit_data",
+        }
+    }
+}
+
+/// A memory ceiling per worker process and how it is enforced: plain data, decided once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryCeiling {
+    /// The ceiling, in bytes.
+    pub limit_bytes: u64,
+    /// How.
+    pub enforcement: Enforcement,
+}
+
+impl MemoryCeiling {
+    /// Whether the ceiling also counts memory that is reserved and not resident (`RLIMIT_DATA`), as opposed to
+    /// memory charged to a cgroup, which is resident or cached.
+    pub fn counts_unresident(&self) -> bool {
+        matches!(self.enforcement, Enforcement::RlimitData { .. })
+    }
+
+    /// The rlimit mechanism, without looking for a cgroup.
+    pub fn rlimit(limit_bytes: u64) -> MemoryCeiling {
+        MemoryCeiling { limit_bytes, enforcement: Enforcement::RlimitData { why_not_cgroup: None } }
+    }
+}
+
 /// Supervisor settings (defaults documented on each field).
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -96,6 +150,11 @@ pub struct SupervisorConfig {
     pub recycle_rss_bytes: Option<u64>,
     /// Recycle a worker whose resident memory grew by this many bytes since warm-up.
     pub recycle_growth_bytes: Option<u64>,
+    /// A memory ceiling per worker process and how it is enforced (`--worker-memory-mb`; default none). A worker is
+    /// recycled once it used half the headroom the ceiling left it after warm-up; one whose replacement warms up
+    /// takes no more work past three quarters of it. A worker that runs out of memory while loading makes its unit
+    /// unavailable (the model does not fit under the ceiling).
+    pub worker_memory: Option<MemoryCeiling>,
     /// An idle serving worker is probed with a real forward pass this often, so health means "answers now".
     pub health_probe_every: Duration,
     /// `healthy()` requires a real forward pass within this window (default 60 s).
@@ -131,6 +190,7 @@ impl Default for SupervisorConfig {
             recycle_after: None,
             recycle_rss_bytes: None,
             recycle_growth_bytes: None,
+            worker_memory: None,
             health_probe_every: Duration::from_secs(20),
             health_window: Duration::from_secs(60),
         }

@@ -25,7 +25,7 @@ use actor::{Actor, Cmd, Published};
 pub use config::{Isolation, SupervisorConfig};
 pub use policy::{Answered, Job, PredictError, StartError};
 use policy::{Core, Health, UnitInit};
-pub use view::{ModelUnits, UnitState, UnitView, WorkerState, WorkerView};
+pub use view::{CeilingView, ModelUnits, UnitState, UnitView, WorkerState, WorkerView};
 
 /// Supervises the workers of one model. Cheap to share (`Arc`); every method takes `&self`.
 pub struct Supervisor {

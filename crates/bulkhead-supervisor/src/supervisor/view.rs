@@ -7,6 +7,7 @@ use bulkhead_core::{NodePlacement, Precision, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 use super::config::Isolation;
+use crate::client::ceiling::{Enforcement, MemoryCeiling};
 use crate::protocol::WarmupShape;
 
 /// The state of a unit, as `/units` shows it.
@@ -151,4 +152,37 @@ pub struct ModelUnits {
     /// A tensor model's graph outputs, once a worker has loaded it (empty for embedding models).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<TensorSpec>,
+    /// The memory ceiling of each worker process and what enforces it (`--worker-memory-mb`), when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_ceiling: Option<CeilingView>,
+}
+
+/// A worker memory ceiling, as `/units` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeilingView {
+    /// The ceiling per worker process, in bytes.
+    pub limit_bytes: u64,
+    /// `cgroup_v2`, `cgroup_v1` or `rlimit_data`.
+    pub mechanism: String,
+    /// The group under which each worker gets a memory cgroup of its own (the cgroup mechanisms).
+    pub cgroup_parent: Option<String>,
+    /// Why no cgroup enforces it (the rlimit, when a cgroup was looked for).
+    pub why_not_cgroup: Option<String>,
+}
+
+impl From<&MemoryCeiling> for CeilingView {
+    fn from(c: &MemoryCeiling) -> CeilingView {
+        let (cgroup_parent, why_not_cgroup) = match &c.enforcement {
+            Enforcement::CgroupV2 { parent } | Enforcement::CgroupV1 { parent } => {
+                (Some(parent.display().to_string()), None)
+            }
+            Enforcement::RlimitData { why_not_cgroup } => (None, why_not_cgroup.clone()),
+        };
+        CeilingView {
+            limit_bytes: c.limit_bytes,
+            mechanism: c.enforcement.label().to_string(),
+            cgroup_parent,
+            why_not_cgroup,
+        }
+    }
 }

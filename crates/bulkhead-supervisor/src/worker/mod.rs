@@ -15,9 +15,10 @@ use std::str::FromStr;
 use bulkhead_core::{ModelFiles, Unit};
 use bulkhead_embed::Engines;
 
+use crate::client::ceiling::{allocation_failed, OUT_OF_MEMORY_MARKER};
 use crate::faults::{self, WorkerFaults};
 use crate::protocol::{
-    read_frame, write_frame, FrameError, LoadFailureKind, Request, Response, CRATE_VERSION, PROTOCOL_VERSION,
+    read_frame, write_frame, FrameError, LoadFailureKind, Request, Response, RunError, CRATE_VERSION, PROTOCOL_VERSION,
 };
 pub(crate) use runner::Runner;
 pub use runner::WARMUP_ITERATIONS;
@@ -28,6 +29,9 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_LOAD_FAILED: i32 = 3;
 /// Exit code of a worker whose protocol pipe broke.
 pub const EXIT_PIPE: i32 = 4;
+/// Exit code of a worker whose engine could not allocate memory (at its `RLIMIT_DATA` ceiling): it exits rather than
+/// answer, so the request is retried on a fresh worker and the death is counted as out of memory.
+pub const EXIT_OUT_OF_MEMORY: i32 = 5;
 
 /// What a worker is told on its command line: `--unit UNIT --generation N --model-json JSON [--parent-pid PID]
 /// [--threads N] [--warmup-iterations N]`. Fault rules come from `BULKHEAD_FAULTS`, which the supervisor sets explicitly for each worker.
@@ -186,7 +190,14 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     loop {
         match read_frame::<Request>(&mut input) {
             Ok(Request::Run { id, payload, texts }) => {
-                if !send(&mut out, &runner.run(id, &payload, &texts)) {
+                let answer = runner.run(id, &payload, &texts);
+                if let Response::Failed { error: RunError::Engine(msg), .. } = &answer {
+                    if allocation_failed(msg) {
+                        eprintln!("{OUT_OF_MEMORY_MARKER}: {msg}");
+                        return EXIT_OUT_OF_MEMORY;
+                    }
+                }
+                if !send(&mut out, &answer) {
                     return EXIT_PIPE;
                 }
             }

@@ -9,7 +9,9 @@ use anyhow::Context;
 use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
-use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
+use bulkhead_supervisor::{
+    faults, EnforcementChoice, Isolation, Job, MemoryCeiling, Supervisor, SupervisorConfig, UnitState,
+};
 
 use super::common::{engines, open_model, ChainArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME};
 
@@ -58,8 +60,9 @@ pub struct ServeArgs {
     /// Requests waiting per model before new ones get 429.
     #[arg(long, env = "BULKHEAD_MAX_QUEUE", default_value_t = 1024)]
     max_queue: usize,
-    /// Inputs per request (422 beyond).
-    #[arg(long, env = "BULKHEAD_MAX_INPUTS", default_value_t = 2048)]
+    /// Inputs per request (422 beyond); `--max-client-batch-size` is text-embeddings-inference's name for it (whose
+    /// default is 32; this one is OpenAI's limit of 2048 inputs per embeddings request).
+    #[arg(long, visible_alias = "max-client-batch-size", env = "BULKHEAD_MAX_INPUTS", default_value_t = 2048)]
     max_inputs: usize,
     /// Request body limit in bytes (413 beyond).
     #[arg(long, env = "BULKHEAD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
@@ -114,6 +117,14 @@ pub struct ServeArgs {
     /// Replace a worker whose resident memory grew this many MiB since warm-up.
     #[arg(long, env = "BULKHEAD_RECYCLE_GROWTH_MB")]
     recycle_growth_mb: Option<u64>,
+    /// A memory ceiling per worker process, in MiB: a worker that reaches it is ended and counted as out of memory
+    /// (`oom`), its request retried on a fresh worker; workers are recycled before they reach it.
+    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_MB", value_parser = clap::value_parser!(u64).range(16..))]
+    worker_memory_mb: Option<u64>,
+    /// How the ceiling is enforced: `auto` (a memory cgroup per worker where this process can create one, else
+    /// `setrlimit(RLIMIT_DATA)`), `cgroup` (or fail), `rlimit`.
+    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_ENFORCEMENT", default_value = "auto", requires = "worker_memory_mb")]
+    worker_memory_enforcement: EnforcementChoice,
     /// Crashes (one forgiven per 5 minutes) that quarantine a unit.
     #[arg(long, env = "BULKHEAD_QUARANTINE_CRASHES", default_value_t = 3)]
     quarantine_crashes: u32,
@@ -207,7 +218,12 @@ impl ServeArgs {
 
     async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
         let engines = Arc::new(engines());
-        let sup_config = self.supervisor_config(rules);
+        let mut sup_config = self.supervisor_config(rules);
+        if let Some(mb) = self.worker_memory_mb.filter(|_| self.isolation == Isolation::Process) {
+            sup_config.worker_memory = Some(MemoryCeiling::detect(mb << 20, self.worker_memory_enforcement)?);
+        } else if self.worker_memory_mb.is_some() {
+            tracing::warn!("--worker-memory-mb applies to worker processes; --isolation none has none");
+        }
         let config = self.serve_config()?;
 
         let mut opened = vec![];

@@ -61,7 +61,9 @@ pub enum ExitCause {
         /// The sender, when the worker could record it (not for SIGKILL, which cannot be observed).
         sender: Option<u32>,
     },
-    /// The kernel's OOM killer (the OOM-kill counter of the worker's memory cgroup grew while it died of SIGKILL).
+    /// Out of memory: the kernel's OOM killer (the OOM-kill counter of the worker's memory cgroup grew while it died
+    /// of SIGKILL), or an allocation that failed at the worker's `RLIMIT_DATA` ceiling (it aborted or exited saying
+    /// so).
     OutOfMemory,
 }
 
@@ -107,7 +109,10 @@ impl WorkerExit {
             ExitCause::Killed { reason } => s.push_str(&format!(" (killed by the supervisor: {reason})")),
             ExitCause::External { sender: Some(pid) } => s.push_str(&format!(" (sent from outside by pid {pid})")),
             ExitCause::External { sender: None } => s.push_str(" (killed from outside)"),
-            ExitCause::OutOfMemory => s.push_str(" (the kernel's OOM killer)"),
+            ExitCause::OutOfMemory if self.signal.as_deref() == Some("SIGKILL") => {
+                s.push_str(" (the kernel's OOM killer)")
+            }
+            ExitCause::OutOfMemory => s.push_str(" (out of memory: an allocation failed)"),
         }
         s
     }
@@ -127,3 +132,18 @@ impl std::fmt::Display for WorkerExit {
         f.write_str(&self.summary())
     }
 }
+
+/// Whether a worker's stderr (or an engine's error message) says an allocation failed: how a worker at an
+/// `RLIMIT_DATA` ceiling ends (Rust's allocation-failure abort, C++'s `std::bad_alloc`, ONNX Runtime's arena, the
+/// C library's `ENOMEM`, the worker's own report).
+pub fn allocation_failed(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    (t.contains("memory allocation of") && t.contains("failed"))
+        || t.contains("bad_alloc")
+        || t.contains("failed to allocate memory")
+        || t.contains("cannot allocate memory")
+        || t.contains(OUT_OF_MEMORY_MARKER)
+}
+
+/// The line a worker writes to stderr before it exits because its engine could not allocate memory.
+pub const OUT_OF_MEMORY_MARKER: &str = "bulkhead worker: out of memory";

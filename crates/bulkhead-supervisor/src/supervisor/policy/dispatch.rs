@@ -30,6 +30,9 @@ impl Core {
     pub(super) fn dispatch(&mut self, now: Now) {
         let Some(best) = self.workers.iter().filter(|w| w.accepts()).map(|w| w.unit).min() else { return };
         let max_inflight = self.cfg.max_inflight.max(1);
+        // Under a memory ceiling a worker being replaced (for its memory) takes one prediction at a time, so that
+        // its memory is checked after each before it takes the next.
+        let retiring_inflight = if self.cfg.worker_memory.is_some() { 1 } else { max_inflight };
         let mut i = 0;
         let mut need_clean_room = false;
         while i < self.queue.len() {
@@ -40,7 +43,11 @@ impl Core {
                 .enumerate()
                 .filter(|(_, w)| w.unit == best && w.accepts())
                 .filter_map(|(p, w)| Some((p, w.live()?, matches!(w.phase, Phase::Retiring(..)))))
-                .filter(|(_, l, _)| if suspect { l.fresh() } else { l.inflight.len() < max_inflight })
+                .filter(|(_, l, retiring)| match (suspect, retiring) {
+                    (true, _) => l.fresh(),
+                    (false, true) => l.inflight.len() < retiring_inflight,
+                    (false, false) => l.inflight.len() < max_inflight,
+                })
                 .min_by_key(|(_, l, retiring)| (*retiring, l.stopped_since.is_some(), l.inflight.len()))
                 .map(|(p, _, _)| p);
             match pick {
@@ -261,6 +268,13 @@ impl Core {
             // A process that died and is not reaped yet shows no memory: keep what it had.
             if s.stat.rss_bytes > 0 {
                 w.rss = s.stat.rss_bytes;
+                let rlimit = self.cfg.worker_memory.as_ref().is_some_and(|c| c.counts_unresident());
+                if rlimit && s.stat.data_bytes > 0 {
+                    // The largest seen: reserved memory only grows, and resident file pages make the gap vary.
+                    let gap = s.stat.data_bytes.saturating_sub(s.stat.rss_bytes);
+                    let slot = &mut self.units[w.unit];
+                    slot.unresident_data = slot.unresident_data.max(gap);
+                }
             }
             if let Some(live) = w.live_mut() {
                 live.stopped_since = if s.stat.stopped { live.stopped_since.or(Some(now.at)) } else { None };

@@ -51,6 +51,8 @@ pub struct ProcStat {
     /// CPU time used so far by all its threads (user + system), in clock ticks: it grows while the process computes,
     /// even slowly, and stays flat while it waits, sleeps or is stopped.
     pub cpu_ticks: u64,
+    /// Writable private memory (data and stack), resident or not: what an `RLIMIT_DATA` ceiling counts (0 unknown).
+    pub data_bytes: u64,
 }
 
 /// What the actor read about one worker process on a tick.

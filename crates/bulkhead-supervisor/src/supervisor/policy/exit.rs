@@ -6,7 +6,7 @@
 //! | watchdog: a prediction past its deadline, a load past the load timeout | yes | yes | backoff |
 //! | stopped from outside (SIGSTOP) and replaced | no | no | at once |
 //! | a signal sent from outside (`kill`, `kill -9`) | no | no | at once |
-//! | the kernel's OOM killer | no (recycle limits shrink instead) | yes | backoff |
+//! | out of memory: the kernel's OOM killer, or an allocation failed at the worker's ceiling | no (recycle limits shrink instead) | yes | backoff; while loading under a ceiling, the unit is unavailable |
 //! | planned by the supervisor (recycle, drain, quarantine, shutdown) | no | no | - |
 //!
 //! A worker runs its predictions in order, so the oldest in flight is the one it was running: only that one gets a
@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use super::death::{ExitCause, KillReason, WorkerExit};
+use super::death::{allocation_failed, ExitCause, KillReason, WorkerExit};
 use super::job::PredictError;
 use super::record::NewCrash;
 
@@ -69,7 +69,13 @@ impl Core {
             Phase::Stopping(s) => (s.inflight, s.planned, false, None),
         };
         self.update_ready();
-        if let Some((kind, reason)) = failed {
+        if let Some((kind, mut reason)) = failed {
+            if let Some(ceiling) = self.cfg.worker_memory.as_ref().filter(|_| allocation_failed(&reason)) {
+                reason.push_str(&format!(
+                    " (out of memory under the memory ceiling of {} MiB per worker, --worker-memory-mb: raise it)",
+                    ceiling.limit_bytes >> 20
+                ));
+            }
             tracing::warn!(%unit, model = %self.model, "skipping {unit}: {reason} ({kind})");
             let slot = &mut self.units[idx];
             slot.stats.last_exit = Some(exit);
@@ -79,6 +85,23 @@ impl Core {
         }
         if planned {
             tracing::debug!(%unit, "worker #{} stopped ({})", w.generation, exit.summary());
+            self.requeue(inflight, None);
+            return;
+        }
+        if let (true, ExitCause::OutOfMemory, Some(ceiling)) = (loading, &exit.cause, &self.cfg.worker_memory) {
+            // The model does not fit under the ceiling: every worker of this unit would end the same way.
+            let reason = format!(
+                "{unit} runs out of memory while loading under the memory ceiling of {} MiB per worker \
+                 (--worker-memory-mb): {}; raise the ceiling",
+                ceiling.limit_bytes >> 20,
+                exit.summary()
+            );
+            tracing::error!(%unit, model = %self.model, "{reason}");
+            let slot = &mut self.units[idx];
+            *slot.stats.deaths_by_exit.entry(exit.exit_key()).or_default() += 1;
+            *slot.stats.deaths_by_cause.entry(exit.cause.label().to_string()).or_default() += 1;
+            slot.stats.last_exit = Some(exit);
+            slot.phase = UnitPhase::Unavailable { reason };
             self.requeue(inflight, None);
             return;
         }

@@ -4,6 +4,11 @@
 //! drains first. A leak keeps growing while the replacement warms, so past 1.5x the limit the old worker takes no
 //! more work (bounded peak).
 //!
+//! With a memory ceiling per worker (`--worker-memory-mb`), a worker is recycled once it has used half the headroom
+//! the ceiling left it after warm-up (or at the configured limit, when lower), and a worker whose replacement is
+//! warming up takes no more work past three quarters of that headroom: a leak is replaced before the ceiling ends
+//! it, and a worker that starts close to the ceiling is not recycled after every answer.
+//!
 //! An OOM kill is pressure on the machine, not a broken unit: it does not count toward a quarantine; instead the
 //! unit's recycle limit drops to halfway between its workers' memory after warm-up and the memory the killed worker
 //! had, so the next worker is recycled before it gets there.
@@ -13,29 +18,41 @@ use super::Core;
 use crate::supervisor::config::Isolation;
 
 impl Core {
-    /// The resident-memory limit of unit `idx`: the configured one, or the lower one an OOM kill taught.
+    /// The resident-memory limit of unit `idx`: the lowest of the configured one, the ceiling's (see
+    /// [`Core::ceiling_line`]) and the one an OOM kill taught.
     pub(super) fn rss_limit(&self, idx: usize) -> Option<u64> {
-        match (self.cfg.recycle_rss_bytes, self.units[idx].oom_rss_limit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ceiling = self.ceiling_line(idx, 2);
+        [self.cfg.recycle_rss_bytes, ceiling, self.units[idx].oom_rss_limit].into_iter().flatten().min()
+    }
+
+    /// A line below the memory ceiling for unit `idx`, in resident memory: its memory after warm-up plus the
+    /// headroom the ceiling leaves above it, times `(parts - 1) / parts` (2: half of it, the recycle limit; 4: three
+    /// quarters, the pause line). An `RLIMIT_DATA` ceiling also counts memory reserved and not resident: that part
+    /// is taken off the ceiling first.
+    fn ceiling_line(&self, idx: usize, parts: u64) -> Option<u64> {
+        let ceiling = self.cfg.worker_memory.as_ref()?.limit_bytes.saturating_sub(self.units[idx].unresident_data);
+        let ready = self.units[idx].stats.rss_ready.min(ceiling);
+        Some(ready + (ceiling - ready) / parts * (parts - 1))
     }
 
     /// After an answer from worker `pos`: recycle it if it reached a limit.
     pub(super) fn check_recycle(&mut self, pos: usize) {
         let limit = self.rss_limit(self.workers[pos].unit);
+        let pause_line = self.ceiling_line(self.workers[pos].unit, 4);
         let w = &mut self.workers[pos];
         let rss = w.rss;
         let over = |live_ready: u64, factor: f64| {
             let f = |b: u64| (b as f64 * factor) as u64;
             limit.is_some_and(|b| rss > f(b))
+                || pause_line.is_some_and(|b| rss > b)
                 || self.cfg.recycle_growth_bytes.is_some_and(|b| rss.saturating_sub(live_ready) > f(b))
         };
         match &w.phase {
             Phase::Retiring(live, _) if over(live.rss_ready, 1.5) => {
                 tracing::warn!(
                     unit = %self.units[w.unit].unit,
-                    "memory past 1.5x the recycle limit while the replacement warms up; pausing this worker"
+                    "memory past 1.5x the recycle limit (or near the ceiling) while the replacement warms up; \
+                     pausing this worker"
                 );
                 if let Phase::Retiring(live, _) =
                     std::mem::replace(&mut w.phase, Phase::Starting { loaded_at: None, failed: None })
@@ -84,7 +101,8 @@ impl Core {
         if rss <= ready + ready / 10 {
             tracing::warn!(
                 unit = %slot.unit,
-                "the kernel's OOM killer ended a worker that had not grown ({} MiB): the machine is short of memory",
+                "a worker ran out of memory without having grown ({} MiB): the machine (or its ceiling) is short of \
+                 memory",
                 rss >> 20
             );
             return;
@@ -93,7 +111,7 @@ impl Core {
         let limit = slot.oom_rss_limit.map_or(limit, |old| old.min(limit));
         tracing::warn!(
             unit = %slot.unit,
-            "the kernel's OOM killer ended a worker at {} MiB: its workers are recycled above {} MiB from now on",
+            "a worker ran out of memory at {} MiB: its workers are recycled above {} MiB from now on",
             rss >> 20,
             limit >> 20
         );

@@ -62,6 +62,9 @@ pub(crate) struct Slot {
     pub latency: LatencyBook,
     /// A recycle limit learnt from an OOM kill (below the configured one).
     pub oom_rss_limit: Option<u64>,
+    /// Under an `RLIMIT_DATA` ceiling: how much more its workers' data size is than their resident memory (memory
+    /// reserved and not touched, counted by the ceiling), the largest sampled.
+    pub unresident_data: u64,
 }
 
 impl Slot {
@@ -78,6 +81,7 @@ impl Slot {
             served_ever: false,
             latency: LatencyBook::default(),
             oom_rss_limit: None,
+            unresident_data: 0,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::death::WorkerExit;
 use crate::supervisor::config::Isolation;
-use crate::supervisor::view::{ModelUnits, UnitState, UnitView};
+use crate::supervisor::view::{CeilingView, ModelUnits, UnitState, UnitView};
 
 use super::event::Now;
 use super::unit::UnitPhase;
@@ -103,6 +103,7 @@ impl Core {
             units,
             inputs: self.signature.inputs.clone(),
             outputs: self.signature.outputs.clone(),
+            memory_ceiling: self.cfg.worker_memory.as_ref().map(CeilingView::from),
         }
     }
 

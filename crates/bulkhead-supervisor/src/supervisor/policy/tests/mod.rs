@@ -192,7 +192,7 @@ impl Sim {
             .iter()
             .map(|&(worker, stopped, rss_bytes, cpu_ticks)| Sample {
                 worker,
-                stat: ProcStat { stopped, rss_bytes, cpu_ticks },
+                stat: ProcStat { stopped, rss_bytes, cpu_ticks, data_bytes: 0 },
             })
             .collect();
         self.feed(Event::Tick { samples, mem_available });

@@ -123,3 +123,43 @@ fn in_process_workers_drain_before_their_replacement_starts() {
     sim.drain(new);
     assert!(sim.ok(id));
 }
+
+#[test]
+fn under_a_memory_ceiling_workers_are_recycled_below_it_and_an_oom_while_loading_makes_the_unit_unavailable() {
+    use crate::supervisor::config::MemoryCeiling;
+    const MIB: u64 = 1 << 20;
+    let ceiling = SupervisorConfig { worker_memory: Some(MemoryCeiling::rlimit(500 * MIB)), ..cfg() };
+    let mut sim = Sim::new(&[ORT], ceiling);
+    let old = sim.ready_newest();
+    // 100 MiB after warm-up leaves 400 of headroom: recycled past half of it, paused past three quarters.
+    assert_eq!(sim.unit(ORT).recycle_rss_limit_bytes, Some(300 * MIB));
+    sim.submit(1);
+    sim.answer_next_with(old, 250 * MIB);
+    assert_eq!(sim.spawned(), 1);
+    sim.submit(1);
+    sim.answer_next_with(old, 310 * MIB);
+    assert_eq!(sim.spawned(), 2, "recycled below the ceiling");
+    // While the replacement warms up, the old worker takes one prediction at a time.
+    let two = [sim.submit(1)[0], sim.submit(1)[0]];
+    assert_eq!(sim.workers[&old].inbox.len(), 1);
+    sim.answer_next_with(old, 360 * MIB);
+    assert_eq!(sim.workers[&old].inbox.len(), 1, "the next one, after its memory was seen");
+    sim.answer_next_with(old, 410 * MIB);
+    let waiting = sim.submit(1)[0];
+    assert!(sim.workers[&old].inbox.is_empty(), "past three quarters of the headroom it takes nothing more");
+    let new = sim.newest();
+    sim.make_ready(new);
+    sim.drain(new);
+    assert!(sim.all_ok(&two) && sim.ok(waiting));
+
+    // Out of memory while loading under the ceiling: the model does not fit, the unit is unavailable.
+    let low = SupervisorConfig { worker_memory: Some(MemoryCeiling::rlimit(64 * MIB)), ..cfg() };
+    let mut sim = Sim::new(&[ORT, CANDLE], low);
+    let w = sim.newest();
+    sim.die(w, ExitCause::OutOfMemory);
+    let u = sim.unit(ORT);
+    assert_eq!(u.state, UnitState::Unavailable, "{u:?}");
+    assert!(u.reason.as_deref().unwrap_or("").contains("memory ceiling of 64 MiB"), "{u:?}");
+    assert_eq!(u.crashes_by_cause.get("oom"), Some(&1));
+    assert_eq!(sim.spawned(), 2, "the chain walks on");
+}
