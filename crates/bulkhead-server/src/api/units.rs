@@ -180,7 +180,7 @@ pub struct ModelUnits {
 }
 
 /// A memory ceiling per worker process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MemoryCeiling {
     /// The ceiling, in bytes.
     pub limit_bytes: u64,
