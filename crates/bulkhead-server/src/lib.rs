@@ -11,7 +11,8 @@
 //!   model, through its [`batcher`] to its [`Backend`], and the headers of every inference response);
 //! * [`error`]: every error and its HTTP status, in one table;
 //! * [`http`]: the listener: header and keep-alive timeouts, the connection limit, graceful shutdown;
-//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum.
+//! * [`batcher`]: forms batches while the workers are busy, cut into forward passes of similar length by
+//!   [`grouping`]; [`metrics`]: every metric name in one enum.
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
 //! supervisor of worker processes in production).
@@ -39,6 +40,7 @@ pub mod backend;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod grouping;
 pub mod http;
 pub mod metrics;
 mod openapi;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
+use crate::grouping::Shape;
 use crate::state::{AppState, ModelEntry};
 
 /// Routes that answer without the API key: the liveness and readiness probes.
@@ -63,6 +64,8 @@ pub struct Provenance {
     pub precision: Option<Precision>,
     /// tokenize / queue / infer / post milliseconds.
     pub timing: StageTiming,
+    /// The forward passes that computed it, summed (rows, real and padded tokens); `None` for tensors.
+    pub shape: Option<Shape>,
 }
 
 /// What a model computed, with its provenance.
@@ -90,7 +93,7 @@ pub async fn submit_rows(
     record_stages(state, &model.name, &out.timing);
     Ok(Computed {
         value: out.vectors,
-        provenance: Provenance { unit: out.unit, precision: out.precision, timing: out.timing },
+        provenance: Provenance { unit: out.unit, precision: out.precision, timing: out.timing, shape: Some(out.shape) },
     })
 }
 
@@ -102,7 +105,7 @@ pub async fn submit_tensors(
 ) -> Result<Computed<Vec<NamedTensor>>, ApiError> {
     let answer = model.backend.infer(inputs).await?;
     record_stages(state, &model.name, &answer.timing);
-    let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing };
+    let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing, shape: None };
     let value =
         answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
     Ok(Computed { value, provenance })
@@ -141,7 +144,9 @@ fn precision_name(p: Precision) -> Option<&'static str> {
 }
 
 /// Adds `x-bulkhead-unit`, `x-bulkhead-precision` (the weight precision that ran, as the answer says),
-/// `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an inference response.
+/// `Server-Timing` (`tokenize` is the server-side preparation; for rows, a `batch` entry whose description gives the
+/// rows, real tokens and padded tokens of the forward passes that computed the answer) and the model label to an
+/// inference response.
 pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Provenance) -> Response {
     let mut resp = body.into_response();
     let h: &mut HeaderMap = resp.headers_mut();
@@ -152,10 +157,13 @@ pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Proven
         h.insert("x-bulkhead-precision", HeaderValue::from_static(name));
     }
     let t = &p.timing;
-    let timing = format!(
+    let mut timing = format!(
         "tokenize;dur={:.3}, queue;dur={:.3}, infer;dur={:.3}, post;dur={:.3}",
         t.tokenize_ms, t.queue_ms, t.infer_ms, t.post_ms
     );
+    if let Some(s) = p.shape {
+        timing.push_str(&format!(", batch;desc=\"rows={} real={} padded={}\"", s.rows, s.real, s.padded));
+    }
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert("server-timing", v);
     }
