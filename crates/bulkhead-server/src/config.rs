@@ -13,7 +13,7 @@ pub struct ServeConfig {
     /// Rows a batch may hold.
     pub max_batch_size: usize,
     /// How a batch's rows are cut into forward passes by length. Default: padding within 15% of the real tokens
-    /// or 64 tokens.
+    /// or 8 tokens per row.
     pub grouping: Grouping,
     /// Extra time a batch may wait for more requests when a worker is free (0: dispatch at once; batches still form
     /// while the workers are busy).

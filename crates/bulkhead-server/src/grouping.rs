@@ -4,8 +4,9 @@
 //! 33 x 256 tokens, of which 96% are padding. The batcher therefore sorts a batch's rows by length and cuts them into
 //! groups ([`cut`]), each run as its own forward pass: a row joins the group of the rows just shorter than it only
 //! while the group's padding stays within [`Grouping::max_padding_share`] of its real tokens (or within
-//! [`Grouping::padding_allowance`] tokens, below which another pass would cost more than the padding it saves), and
-//! the group stays within the pass budget ([`PassBudget`]: rows, and padded tokens).
+//! [`Grouping::padding_allowance`] tokens per row: short rows of a few tokens' difference cost less padded together
+//! than as separate, smaller passes), and the group stays within the pass budget ([`PassBudget`]: rows, and padded
+//! tokens).
 //!
 //! With grouping off ([`Grouping::OFF`]) a batch is cut by the budget alone, and a request joins a forming batch
 //! only while the whole batch, padded to its longest row, fits the budget ([`admits`]): the behaviour before
@@ -19,16 +20,16 @@ pub struct Grouping {
     /// Padding tokens a pass may carry per real token (0.15: padding at most 15% of the real tokens); `None` turns
     /// grouping off.
     pub max_padding_share: Option<f64>,
-    /// Padding tokens any pass may carry whatever the share: splitting off a pass costs a dispatch and a forward
-    /// call, which for short rows outweighs a little padding.
+    /// Padding tokens per row any pass may carry whatever the share: splitting off a pass costs a dispatch, a
+    /// forward call and a smaller batch, which for short rows outweighs a few tokens of padding each.
     pub padding_allowance: usize,
 }
 
 impl Grouping {
     /// The default share of padding a forward pass may carry.
     pub const DEFAULT_MAX_PADDING_SHARE: f64 = 0.15;
-    /// The default padding any pass may carry (about what one more forward pass of short rows costs on a CPU).
-    pub const DEFAULT_PADDING_ALLOWANCE: usize = 64;
+    /// The default padding per row any pass may carry.
+    pub const DEFAULT_PADDING_ALLOWANCE: usize = 8;
     /// No grouping: a batch is cut by the pass budget alone.
     pub const OFF: Grouping = Grouping { max_padding_share: None, padding_allowance: 0 };
 
@@ -43,7 +44,8 @@ impl Grouping {
             None => true,
             Some(share) => {
                 let padding = shape.padding();
-                padding <= self.padding_allowance || padding as f64 <= share * shape.real as f64
+                padding <= self.padding_allowance.saturating_mul(shape.rows)
+                    || padding as f64 <= share * shape.real as f64
             }
         }
     }
@@ -189,7 +191,7 @@ mod tests {
         // A retrieval mix: short queries and passages of 60-230 tokens, sorted.
         let mut rows: Vec<usize> = (0..80).map(|i| 6 + i % 15).chain((0..20).map(|i| 60 + i * 9)).collect();
         rows.sort_unstable();
-        for grouping in [on(0.10, 0), on(0.15, 64), on(0.25, 16), on(0.0, 0)] {
+        for grouping in [on(0.10, 0), on(0.15, 8), on(0.25, 2), on(0.0, 0)] {
             let groups = cut(&rows, BUDGET, grouping);
             let flat: Vec<usize> = groups.iter().flat_map(|r| r.clone()).collect();
             assert_eq!(flat, (0..rows.len()).collect::<Vec<_>>(), "every row once, in order");
@@ -198,7 +200,7 @@ mod tests {
                 let share = grouping.max_padding_share.unwrap();
                 assert!(
                     s.rows == 1
-                        || s.padding() <= grouping.padding_allowance
+                        || s.padding() <= grouping.padding_allowance * s.rows
                         || s.padding() as f64 <= share * s.real as f64,
                     "{grouping:?}: group {:?} pads {} of {}",
                     &rows[g.clone()],
@@ -218,9 +220,10 @@ mod tests {
 
     #[test]
     fn the_allowance_keeps_short_rows_of_different_lengths_together() {
-        // 16 rows of 8-15 tokens pad 56 tokens (30% of 184): within an allowance of 64, not within 15%.
+        // 16 rows of 8-15 tokens pad 56 tokens (30% of 184): 3.5 per row, within an allowance of 4, not within 15%.
         let rows: Vec<usize> = (8..16).flat_map(|n| [n, n]).collect();
-        assert_eq!(groups_of(&rows, on(0.15, 64)).len(), 1);
+        assert_eq!(groups_of(&rows, on(0.15, 4)).len(), 1);
+        assert!(groups_of(&rows, on(0.15, 3)).len() > 1);
         assert!(groups_of(&rows, on(0.15, 0)).len() > 1);
     }
 

@@ -51,12 +51,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BULKHEAD_MAX_BATCH_SIZE", default_value_t = 64)]
     max_batch_size: usize,
     /// Length grouping: a batch's rows, sorted by length, are cut into forward passes whose padding stays within
-    /// this share of their real tokens (or within --padding-allowance tokens); `off` pads a batch to its longest row.
+    /// this share of their real tokens (or within --padding-allowance tokens per row); `off` pads a batch to its
+    /// longest row.
     #[arg(long, env = "BULKHEAD_MAX_PADDING_SHARE", default_value = "0.15", value_parser = parse_padding_share)]
     max_padding_share: PaddingShare,
-    /// Padding tokens any forward pass may carry whatever --max-padding-share says (splitting a pass of short rows
-    /// costs more than a little padding).
-    #[arg(long, env = "BULKHEAD_PADDING_ALLOWANCE", default_value_t = 64)]
+    /// Padding tokens per row any forward pass may carry whatever --max-padding-share says (splitting a pass of
+    /// short rows costs more than a few tokens of padding each).
+    #[arg(long, env = "BULKHEAD_PADDING_ALLOWANCE", default_value_t = 8)]
     padding_allowance: usize,
     /// Extra milliseconds a batch may wait for more requests (0: batches form while the workers are busy).
     #[arg(long, env = "BULKHEAD_MAX_BATCH_WAIT_MS", default_value_t = 0)]
