@@ -199,7 +199,7 @@ impl Gather {
     /// Takes one pass's answer for rows `rows` of this request; answers the request once every row has one.
     fn take(&mut self, rows: Vec<usize>, result: Result<BackendOutput, BackendError>, shape: Shape) {
         self.left = self.left.saturating_sub(rows.len());
-        self.shape = self.shape.add(shape);
+        self.shape = self.shape + shape;
         match result {
             Ok(out) => {
                 self.timing.infer_ms += out.timing.infer_ms;

@@ -98,9 +98,13 @@ impl Shape {
     pub fn padding(&self) -> usize {
         self.padded.saturating_sub(self.real)
     }
+}
 
-    /// Sums two shapes (for the passes a request's rows went through).
-    pub fn add(self, other: Shape) -> Shape {
+/// Sums two shapes (for the passes a request's rows went through).
+impl std::ops::Add for Shape {
+    type Output = Shape;
+
+    fn add(self, other: Shape) -> Shape {
         Shape { rows: self.rows + other.rows, real: self.real + other.real, padded: self.padded + other.padded }
     }
 }
@@ -254,7 +258,7 @@ mod tests {
     fn shapes_add_up() {
         let s = Shape::of(&[2, 5]);
         assert_eq!((s.rows, s.real, s.padded, s.padding()), (2, 7, 10, 3));
-        assert_eq!(s.add(Shape::of(&[4])), Shape { rows: 3, real: 11, padded: 14 });
+        assert_eq!(s + Shape::of(&[4]), Shape { rows: 3, real: 11, padded: 14 });
         assert_eq!(Shape::of(&[]), Shape::default());
     }
 }
