@@ -4,23 +4,27 @@
 //! free (`max_concurrent_batches` in flight): it takes every waiting request that fits the row and padded-token
 //! budgets, so batches grow exactly while the workers are busy and a lone request on an idle server is not delayed.
 //! An optional `max_batch_wait` adds a short window to collect more. Inside a batch, rows are sorted by length and
-//! cut into chunks of similar length, which limits padding; results are scattered back to each request.
+//! cut into groups of similar length ([`crate::grouping`]: padding within a share of the real tokens, each group
+//! within the pass budget); each group is its own forward pass, all dispatched at once, shortest first, and each
+//! request is answered as soon as the passes holding its rows have answered. The padding each pass carried is
+//! counted ([`Metrics::batch`]) and goes back with the answer ([`JobOutput::shape`]).
 //!
-//! Each chunk goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
+//! Each group goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
 //! alone while the others that shared its batch still get their answer. Rows of different kinds ([`Row::kind`]:
 //! token rows of an embedding model, pairs of a cross-encoder) never share a batch; every kind is counted against
 //! the same budgets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bulkhead_core::{Precision, Row, RowKind, Unit};
 use bulkhead_embed::StageTiming;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{Answer, Backend, BackendError, BackendJob, BackendOutput};
 use crate::config::ServeConfig;
+use crate::grouping::{self, admits, Forming, Grouping, PassBudget, Shape};
 use crate::metrics::Metrics;
 
 /// The answer to one request.
@@ -39,6 +43,8 @@ pub struct JobOutput {
     pub retries: u32,
     /// queue / infer / post milliseconds (tokenize is the handler's).
     pub timing: StageTiming,
+    /// The forward passes its rows went through, summed: rows, real tokens and padded tokens.
+    pub shape: Shape,
 }
 
 /// Why a request was not answered.
@@ -57,7 +63,8 @@ struct Job {
     /// Texts for fault rules that match on them (empty unless the backend wants them).
     texts: Vec<String>,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<JobOutput, BackendError>>,
+    /// Taken when the batch is dispatched.
+    reply: Option<oneshot::Sender<Result<JobOutput, BackendError>>>,
 }
 
 impl Job {
@@ -68,6 +75,10 @@ impl Job {
     fn longest(&self) -> usize {
         self.rows.iter().map(Row::len).max().unwrap_or(0)
     }
+
+    fn real(&self) -> usize {
+        self.rows.iter().map(Row::len).sum()
+    }
 }
 
 /// The handle to a model's batcher.
@@ -76,30 +87,19 @@ pub struct Batcher {
     depth: Arc<AtomicUsize>,
 }
 
-#[derive(Clone, Copy)]
-struct Limits {
-    rows: usize,
-    tokens: usize,
-}
-
-impl Limits {
-    fn fits(&self, rows: usize, longest: usize) -> bool {
-        rows <= self.rows && rows * longest <= self.tokens
-    }
-}
-
 impl Batcher {
     /// Starts the batching task of `model` on the current tokio runtime.
     pub fn spawn(model: String, backend: Arc<dyn Backend>, config: &ServeConfig, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(config.max_queue.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
-        let limits = Limits { rows: config.max_batch_size.max(1), tokens: config.max_batch_tokens.max(1) };
+        let budget = PassBudget { rows: config.max_batch_size.max(1), tokens: config.max_batch_tokens.max(1) };
         tokio::spawn(run(
             model,
             backend,
             rx,
             depth.clone(),
-            limits,
+            budget,
+            config.grouping,
             config.max_batch_wait,
             config.max_concurrent_batches.max(1),
             metrics,
@@ -111,7 +111,7 @@ impl Batcher {
     /// rules that match on them (empty otherwise).
     pub async fn submit(&self, rows: Vec<Row>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { rows, texts, enqueued: Instant::now(), reply };
+        let job = Job { rows, texts, enqueued: Instant::now(), reply: Some(reply) };
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -137,7 +137,8 @@ async fn run(
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Job>,
     depth: Arc<AtomicUsize>,
-    limits: Limits,
+    budget: PassBudget,
+    grouping: Grouping,
     max_wait: std::time::Duration,
     in_flight: usize,
     metrics: Arc<Metrics>,
@@ -153,8 +154,7 @@ async fn run(
                 None => return,
             },
         };
-        let mut rows = first.rows.len();
-        let mut longest = first.longest();
+        let mut forming = Forming::default().with(first.rows.len(), first.longest(), first.real());
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -166,10 +166,9 @@ async fn run(
                 Err(_) => None,
             };
             let Some(job) = next else { break };
-            let job_longest = job.longest();
-            if job.kind() == jobs[0].kind() && limits.fits(rows + job.rows.len(), longest.max(job_longest)) {
-                rows += job.rows.len();
-                longest = longest.max(job_longest);
+            let next = forming.with(job.rows.len(), job.longest(), job.real());
+            if job.kind() == jobs[0].kind() && admits(next, budget, grouping) {
+                forming = next;
                 jobs.push(job);
             } else {
                 pending = Some(job);
@@ -178,11 +177,7 @@ async fn run(
         }
         depth.fetch_sub(jobs.len(), Ordering::Relaxed);
         metrics.queue_depth(&model, depth.load(Ordering::Relaxed));
-        let (backend, metrics, model) = (backend.clone(), metrics.clone(), model.clone());
-        tokio::spawn(async move {
-            run_batch(&model, backend.as_ref(), jobs, limits, &metrics).await;
-            drop(permit);
-        });
+        run_batch(&model, &backend, jobs, budget, grouping, &metrics, permit);
     }
 }
 
@@ -192,86 +187,142 @@ struct Slot {
     row: usize,
 }
 
-async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limits: Limits, metrics: &Metrics) {
-    let dispatched = Instant::now();
-    // Sort every row of the batch by length, then cut chunks that respect the budgets.
+/// A request of a batch while its rows' passes answer: when the last one has, it is answered.
+struct Gather {
+    vectors: Vec<Option<Vec<f32>>>,
+    left: usize,
+    failure: Option<BackendError>,
+    answered: Option<(Unit, Option<Precision>, Option<u32>)>,
+    /// The most retries of the passes its rows went through.
+    retries: u32,
+    /// The summed infer and post stages of the passes its rows went through.
+    timing: StageTiming,
+    shape: Shape,
+    enqueued: Instant,
+    reply: Option<oneshot::Sender<Result<JobOutput, BackendError>>>,
+}
+
+impl Gather {
+    /// Takes one pass's answer for rows `rows` of this request; answers the request once every row has one.
+    fn take(&mut self, rows: Vec<usize>, result: Result<BackendOutput, BackendError>, shape: Shape) {
+        self.left = self.left.saturating_sub(rows.len());
+        self.shape = self.shape + shape;
+        match result {
+            Ok(out) => {
+                self.timing.infer_ms += out.timing.infer_ms;
+                self.timing.post_ms += out.timing.post_ms;
+                self.answered = Some((out.unit, out.precision, out.worker_pid));
+                self.retries = self.retries.max(out.retries);
+                match out.answer {
+                    Answer::Vectors(v) | Answer::Scores(v) => {
+                        rows.into_iter().zip(v).for_each(|(r, v)| self.vectors[r] = Some(v))
+                    }
+                    Answer::Tensors(_) => {
+                        self.failure = Some(BackendError::Failed("the model answered no vectors".into()))
+                    }
+                }
+            }
+            Err(e) => self.failure = Some(e),
+        }
+        if self.left == 0 {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        let Some(reply) = self.reply.take() else { return };
+        let total_ms = self.enqueued.elapsed().as_secs_f64() * 1e3;
+        let result = match (self.failure.take(), self.answered) {
+            (Some(e), _) => Err(e),
+            (None, Some((unit, precision, worker_pid))) => Ok(JobOutput {
+                vectors: std::mem::take(&mut self.vectors).into_iter().map(Option::unwrap_or_default).collect(),
+                unit,
+                precision,
+                worker_pid,
+                retries: self.retries,
+                timing: StageTiming {
+                    queue_ms: (total_ms - self.timing.infer_ms - self.timing.post_ms).max(0.0),
+                    ..self.timing
+                },
+                shape: self.shape,
+            }),
+            (None, None) => Err(BackendError::Failed("empty batch".into())),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// Sorts the batch's rows by length, cuts them into groups ([`grouping::cut`]) and runs each group as its own
+/// forward pass, shortest first and all at once (so short rows never wait behind a long pass of their batch, and
+/// with several workers the passes run side by side). A request is answered as soon as every pass holding one of
+/// its rows has answered; the batch's permit is released when the last pass has.
+fn run_batch(
+    model: &str,
+    backend: &Arc<dyn Backend>,
+    mut jobs: Vec<Job>,
+    budget: PassBudget,
+    grouping: Grouping,
+    metrics: &Arc<Metrics>,
+    permit: OwnedSemaphorePermit,
+) {
     let mut order: Vec<Slot> = jobs
         .iter()
         .enumerate()
         .flat_map(|(j, job)| (0..job.rows.len()).map(move |r| Slot { job: j, row: r }))
         .collect();
     order.sort_by_key(|s| jobs[s.job].rows[s.row].len());
-    let mut chunks: Vec<(Vec<Slot>, usize)> = vec![];
-    let mut current: Vec<Slot> = vec![];
-    let mut current_longest = 0;
-    for slot in order {
-        let len = jobs[slot.job].rows[slot.row].len();
-        if !current.is_empty() && !limits.fits(current.len() + 1, len) {
-            chunks.push((std::mem::take(&mut current), current_longest));
-        }
-        current_longest = if current.is_empty() { len } else { current_longest.max(len) };
-        current.push(slot);
-    }
-    if !current.is_empty() {
-        chunks.push((current, current_longest));
-    }
+    let lengths: Vec<usize> = order.iter().map(|s| jobs[s.job].rows[s.row].len()).collect();
+    let groups = grouping::cut(&lengths, budget, grouping);
 
-    let mut vectors: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
-    let mut failures: Vec<Option<BackendError>> = vec![None; jobs.len()];
-    let mut answered: Option<(Unit, Option<Precision>, Option<u32>)> = None;
-    let mut retries = 0;
-    let mut timing = StageTiming::default();
-    for (chunk, longest) in chunks {
-        // One backend job per request present in the chunk (a request's rows may span chunks). Every row goes to
-        // exactly one chunk, so it is moved, not copied.
+    let gathers: Vec<Arc<Mutex<Gather>>> = jobs
+        .iter_mut()
+        .map(|job| {
+            Arc::new(Mutex::new(Gather {
+                vectors: vec![None; job.rows.len()],
+                left: job.rows.len(),
+                failure: None,
+                answered: None,
+                retries: 0,
+                timing: StageTiming::default(),
+                shape: Shape::default(),
+                enqueued: job.enqueued,
+                reply: job.reply.take(),
+            }))
+        })
+        .collect();
+    for gather in &gathers {
+        let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+        if g.left == 0 {
+            g.finish();
+        }
+    }
+    let permit = Arc::new(permit);
+    for group in groups {
+        // One backend job per request present in the group (a request's rows may span groups). Every row goes to
+        // exactly one group, so it is moved, not copied.
+        let shape = Shape::of(&lengths[group.clone()]);
         let mut parts: Vec<(usize, Vec<usize>)> = vec![];
-        for s in &chunk {
+        for s in &order[group] {
             match parts.iter_mut().find(|(j, _)| *j == s.job) {
                 Some((_, rows)) => rows.push(s.row),
                 None => parts.push((s.job, vec![s.row])),
             }
         }
         let backend_jobs: Vec<BackendJob> = parts.iter().map(|(j, rows)| backend_job(&mut jobs[*j], rows)).collect();
-        metrics.batch(model, chunk.len(), chunk.len() * longest);
-        let results = backend.predict(backend_jobs).await;
-        let mut chunk_timing_merged = false;
-        for ((j, rows), result) in parts.into_iter().zip(results) {
-            match result {
-                Ok(out) => {
-                    if !chunk_timing_merged {
-                        merge(&mut timing, &out);
-                        chunk_timing_merged = true;
-                    }
-                    answered = Some((out.unit, out.precision, out.worker_pid));
-                    retries = retries.max(out.retries);
-                    match out.answer {
-                        Answer::Vectors(v) | Answer::Scores(v) => {
-                            rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v))
-                        }
-                        Answer::Tensors(_) => {
-                            failures[j] = Some(BackendError::Failed("the model answered no vectors".into()))
-                        }
-                    }
-                }
-                Err(e) => failures[j] = Some(e),
+        let targets: Vec<(Arc<Mutex<Gather>>, Vec<usize>)> =
+            parts.into_iter().map(|(j, rows)| (gathers[j].clone(), rows)).collect();
+        metrics.batch(model, shape.rows, shape.real, shape.padded);
+        let (backend, permit) = (backend.clone(), permit.clone());
+        tokio::spawn(async move {
+            let results = backend.predict(backend_jobs).await;
+            let mut results = results.into_iter();
+            for (gather, rows) in targets {
+                let result =
+                    results.next().unwrap_or_else(|| Err(BackendError::Failed("the backend answered no job".into())));
+                gather.lock().unwrap_or_else(|e| e.into_inner()).take(rows, result, shape);
             }
-        }
-    }
-    for ((job, rows), failure) in jobs.into_iter().zip(vectors).zip(failures) {
-        let queue_ms = (dispatched - job.enqueued).as_secs_f64() * 1e3;
-        let result = match (failure, answered) {
-            (Some(e), _) => Err(e),
-            (None, Some((unit, precision, worker_pid))) => Ok(JobOutput {
-                vectors: rows.into_iter().map(|v| v.unwrap_or_default()).collect(),
-                unit,
-                precision,
-                worker_pid,
-                retries,
-                timing: StageTiming { queue_ms: queue_ms + timing.queue_ms, ..timing },
-            }),
-            (None, None) => Err(BackendError::Failed("empty batch".into())),
-        };
-        let _ = job.reply.send(result);
+            drop(permit);
+        });
     }
 }
 
@@ -280,13 +331,6 @@ fn backend_job(job: &mut Job, rows: &[usize]) -> BackendJob {
     let texts = rows.iter().filter_map(|&r| job.texts.get_mut(r).map(std::mem::take)).collect();
     let taken = rows.iter().map(|&r| std::mem::replace(&mut job.rows[r], Row::tokens(vec![]))).collect();
     BackendJob::rows(taken).with_texts(texts)
-}
-
-/// Sums the chunks' stages; the backend's `queue_ms` is the time in the supervisor and the worker pipes.
-fn merge(total: &mut StageTiming, out: &BackendOutput) {
-    total.queue_ms += out.timing.queue_ms;
-    total.infer_ms += out.timing.infer_ms;
-    total.post_ms += out.timing.post_ms;
 }
 
 #[cfg(test)]
@@ -304,6 +348,8 @@ mod tests {
         batches: Mutex<Vec<usize>>,
         /// The row kinds of each call.
         kinds: Mutex<Vec<Vec<RowKind>>>,
+        /// The row lengths of each call.
+        lengths: Mutex<Vec<Vec<usize>>>,
     }
 
     impl Backend for Fake {
@@ -315,6 +361,11 @@ mod tests {
                     _ => None,
                 });
                 self.kinds.lock().unwrap().push(kinds.flatten().collect());
+                let lengths = jobs.iter().filter_map(|j| match &j.payload {
+                    Payload::Rows(rows) => Some(rows.iter().map(Row::len)),
+                    _ => None,
+                });
+                self.lengths.lock().unwrap().push(lengths.flatten().collect());
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 jobs.into_iter()
                     .map(|j| {
@@ -449,6 +500,65 @@ mod tests {
         let results = futures_join(tasks).await;
         assert!(results.iter().any(|r| matches!(r, Err(SubmitError::Overloaded))));
         assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    /// A blocker occupies the only batch slot; then 24 short requests and one long one queue and form one batch.
+    async fn short_and_long(grouping: Grouping) -> (Arc<Fake>, Vec<JobOutput>) {
+        let fake = Arc::new(Fake::default());
+        let config = ServeConfig { max_concurrent_batches: 1, grouping, ..ServeConfig::default() };
+        let b = Arc::new(batcher(fake.clone(), config));
+        let blocker = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(vec![tokens(5)], vec![]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let tasks: Vec<_> = (0..25usize)
+            .map(|i| {
+                let b = b.clone();
+                let n = if i == 12 { 256 } else { 10 + i % 4 };
+                tokio::spawn(async move { b.submit(vec![tokens(n)], vec![]).await.unwrap() })
+            })
+            .collect();
+        blocker.await.unwrap().unwrap();
+        (fake, futures_join(tasks).await)
+    }
+
+    #[tokio::test]
+    async fn a_long_row_runs_in_its_own_pass_and_each_answer_is_its_own() {
+        let (fake, outs) = short_and_long(Grouping::default()).await;
+        for (i, out) in outs.iter().enumerate() {
+            let n = if i == 12 { 256 } else { 10 + i % 4 };
+            assert_eq!(out.vectors, vec![vec![n as f32]], "request {i}");
+            assert_eq!(out.shape.rows, if i == 12 { 1 } else { 24 }, "request {i}: {:?}", out.shape);
+        }
+        let passes = fake.lengths.lock().unwrap().clone();
+        assert_eq!(passes.len(), 3, "the blocker, the short rows, the long one: {passes:?}");
+        assert_eq!(passes[2], vec![256]);
+        assert!(passes[1].iter().all(|&n| (10..14).contains(&n)) && passes[1].len() == 24, "{passes:?}");
+        // The short pass pads 24 rows of 10-13 tokens to 13; the answer says so.
+        let short = outs[0].shape;
+        assert_eq!((short.real, short.padded), (6 * (10 + 11 + 12 + 13), 24 * 13));
+    }
+
+    #[tokio::test]
+    async fn without_grouping_the_batch_is_padded_to_its_longest_row() {
+        let (fake, outs) = short_and_long(Grouping::OFF).await;
+        let passes = fake.lengths.lock().unwrap().clone();
+        assert_eq!(passes.len(), 2, "{passes:?}");
+        assert_eq!(passes[1].len(), 25);
+        assert!(outs.iter().all(|o| o.shape.padded == 25 * 256), "{:?}", outs[0].shape);
+    }
+
+    #[tokio::test]
+    async fn rows_of_one_request_in_different_passes_come_back_in_order() {
+        let fake = Arc::new(Fake::default());
+        let b = batcher(fake.clone(), ServeConfig::default());
+        let lengths = [200, 3, 90, 4, 3, 150];
+        let out = b.submit(lengths.iter().map(|&n| tokens(n)).collect(), vec![]).await.unwrap();
+        assert_eq!(out.vectors, lengths.iter().map(|&n| vec![n as f32]).collect::<Vec<_>>());
+        assert!(fake.lengths.lock().unwrap().len() > 1, "the request's rows were grouped");
+        assert_eq!(out.shape.rows, 6);
+        assert_eq!(out.shape.real, lengths.iter().sum::<usize>());
     }
 
     async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

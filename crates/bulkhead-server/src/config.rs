@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::grouping::Grouping;
 use crate::http::ConnectionLimits;
 use crate::trace::TraceConfig;
 
@@ -12,6 +13,9 @@ pub struct ServeConfig {
     pub max_batch_tokens: usize,
     /// Rows a batch may hold.
     pub max_batch_size: usize,
+    /// How a batch's rows are cut into forward passes by length. Default: padding within 15% of the real tokens
+    /// or 8 tokens per row.
+    pub grouping: Grouping,
     /// Extra time a batch may wait for more requests when a worker is free (0: dispatch at once; batches still form
     /// while the workers are busy).
     pub max_batch_wait: Duration,
@@ -40,6 +44,7 @@ impl Default for ServeConfig {
         ServeConfig {
             max_batch_tokens: 16_384,
             max_batch_size: 64,
+            grouping: Grouping::default(),
             max_batch_wait: Duration::ZERO,
             max_concurrent_batches: 2,
             max_queue: 1024,

@@ -12,7 +12,8 @@
 //!   model, through its [`batcher`] to its [`Backend`], and the headers of every inference response);
 //! * [`error`]: every error and its HTTP status, in one table;
 //! * [`http`]: the listener: header and keep-alive timeouts, the connection limit, graceful shutdown;
-//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum;
+//! * [`batcher`]: forms batches while the workers are busy, cut into forward passes of similar length by
+//!   [`grouping`]; [`metrics`]: every metric name in one enum;
 //! * [`trace`]: OpenTelemetry spans per request (the server span and one per stage), W3C `traceparent` honoured,
 //!   exported over OTLP/HTTP by one thread behind a bounded queue (`--otlp-endpoint`).
 //!
@@ -42,6 +43,7 @@ pub mod backend;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod grouping;
 pub mod http;
 pub mod metrics;
 mod openapi;

@@ -4,7 +4,8 @@
 
 use crate::api::units::{ModelUnits, UnitState, UnitView};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The metric names.
@@ -18,6 +19,12 @@ pub enum Metric {
     BatchSize,
     /// Padded tokens per batch.
     BatchTokens,
+    /// Tokens of the rows themselves, summed over every forward pass.
+    BatchRealTokens,
+    /// Padding tokens (padded minus real), summed over every forward pass.
+    BatchPaddingTokens,
+    /// Padding tokens per real token over every forward pass so far.
+    PaddingShare,
     /// Seconds per stage (tokenize, queue, infer, post).
     StageDuration,
     /// Worker crashes by unit and signal (or exit code).
@@ -78,6 +85,9 @@ impl Metric {
             Metric::QueueDepth => "bulkhead_queue_depth",
             Metric::BatchSize => "bulkhead_batch_size",
             Metric::BatchTokens => "bulkhead_batch_tokens",
+            Metric::BatchRealTokens => "bulkhead_batch_real_tokens_total",
+            Metric::BatchPaddingTokens => "bulkhead_batch_padding_tokens_total",
+            Metric::PaddingShare => "bulkhead_padding_share",
             Metric::StageDuration => "bulkhead_stage_duration_seconds",
             Metric::WorkerCrashes => "bulkhead_worker_crashes_total",
             Metric::WorkerDeaths => "bulkhead_worker_deaths_total",
@@ -100,6 +110,9 @@ impl Metric {
             Metric::QueueDepth => "Requests waiting in the model's batch queue",
             Metric::BatchSize => "Rows per batch sent to a worker",
             Metric::BatchTokens => "Padded tokens per batch sent to a worker",
+            Metric::BatchRealTokens => "Tokens of the rows themselves sent to a worker, summed over forward passes",
+            Metric::BatchPaddingTokens => "Padding tokens (rows x longest row - real tokens) computed by workers",
+            Metric::PaddingShare => "Padding tokens per real token over every forward pass so far",
             Metric::StageDuration => "Seconds spent per request stage",
             Metric::WorkerCrashes => "Worker deaths by unit and signal name or exit code",
             Metric::WorkerDeaths => {
@@ -132,6 +145,9 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     batch_size: HistogramVec,
     batch_tokens: HistogramVec,
+    real_tokens: IntCounterVec,
+    padding_tokens: IntCounterVec,
+    padding_share: GaugeVec,
     stage: HistogramVec,
     connections: IntGauge,
     connections_closed: IntCounterVec,
@@ -164,6 +180,9 @@ impl Metrics {
             &["model"],
         )
         .unwrap();
+        let real_tokens = IntCounterVec::new(opts(Metric::BatchRealTokens), &["model"]).unwrap();
+        let padding_tokens = IntCounterVec::new(opts(Metric::BatchPaddingTokens), &["model"]).unwrap();
+        let padding_share = GaugeVec::new(opts(Metric::PaddingShare), &["model"]).unwrap();
         let stage = HistogramVec::new(
             hist(Metric::StageDuration, prometheus::exponential_buckets(0.0001, 2.5, 14).unwrap()),
             &["model", "stage"],
@@ -178,6 +197,9 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(batch_size.clone()),
             Box::new(batch_tokens.clone()),
+            Box::new(real_tokens.clone()),
+            Box::new(padding_tokens.clone()),
+            Box::new(padding_share.clone()),
             Box::new(stage.clone()),
             Box::new(connections.clone()),
             Box::new(connections_closed.clone()),
@@ -192,6 +214,9 @@ impl Metrics {
             queue_depth,
             batch_size,
             batch_tokens,
+            real_tokens,
+            padding_tokens,
+            padding_share,
             stage,
             connections,
             connections_closed,
@@ -231,10 +256,17 @@ impl Metrics {
         self.queue_depth.with_label_values(&[model]).set(depth as i64);
     }
 
-    /// Records a batch.
-    pub fn batch(&self, model: &str, rows: usize, padded_tokens: usize) {
+    /// Records a forward pass of `rows` rows, `real_tokens` tokens of their own, `padded_tokens` once padded.
+    pub fn batch(&self, model: &str, rows: usize, real_tokens: usize, padded_tokens: usize) {
         self.batch_size.with_label_values(&[model]).observe(rows as f64);
         self.batch_tokens.with_label_values(&[model]).observe(padded_tokens as f64);
+        let real = self.real_tokens.with_label_values(&[model]);
+        let padding = self.padding_tokens.with_label_values(&[model]);
+        real.inc_by(real_tokens as u64);
+        padding.inc_by(padded_tokens.saturating_sub(real_tokens) as u64);
+        if real.get() > 0 {
+            self.padding_share.with_label_values(&[model]).set(padding.get() as f64 / real.get() as f64);
+        }
     }
 
     /// Records a stage duration in milliseconds.

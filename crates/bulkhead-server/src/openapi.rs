@@ -263,7 +263,10 @@ fn add_inference_headers(op: &mut Operation) {
         "x-bulkhead-precision".into(),
         header("the weight precision of the model that computed the answer: fp32, fp16, bf16 or int8"),
     );
-    ok.headers.insert("Server-Timing".into(), header("tokenize, queue, infer and post durations in milliseconds"));
+    ok.headers.insert("Server-Timing".into(), header(
+        "tokenize, queue, infer and post durations in milliseconds; for rows, `batch` with the rows, real tokens and \
+         padded tokens of the forward passes that computed the answer",
+    ));
 }
 
 /// Sets the start-up values on their components.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
+use crate::grouping::Shape;
 use crate::state::{AppState, ModelEntry};
 use crate::trace::AnswerFacts;
 
@@ -68,6 +69,8 @@ pub struct Provenance {
     pub retries: u32,
     /// tokenize / queue / infer / post milliseconds.
     pub timing: StageTiming,
+    /// The forward passes that computed it, summed (rows, real and padded tokens); `None` for tensors.
+    pub shape: Option<Shape>,
 }
 
 /// What a model computed, with its provenance.
@@ -101,6 +104,7 @@ pub async fn submit_rows(
             worker_pid: out.worker_pid,
             retries: out.retries,
             timing: out.timing,
+            shape: Some(out.shape),
         },
     })
 }
@@ -119,6 +123,7 @@ pub async fn submit_tensors(
         worker_pid: answer.worker_pid,
         retries: answer.retries,
         timing: answer.timing,
+        shape: None,
     };
     let value =
         answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
@@ -158,8 +163,9 @@ fn precision_name(p: Precision) -> Option<&'static str> {
 }
 
 /// Adds `x-bulkhead-unit`, `x-bulkhead-precision` (the weight precision that ran, as the answer says),
-/// `Server-Timing` (`tokenize` is the server-side preparation) and the model label to an inference response, and
-/// what its trace needs (`trace`: who computed it, the stages, when the answer was back).
+/// `Server-Timing` (`tokenize` is the server-side preparation; for rows, a `batch` entry whose description gives the
+/// rows, real tokens and padded tokens of the forward passes that computed the answer) and the model label to an
+/// inference response, and what its trace needs (`trace`: who computed it, the stages, when the answer was back).
 pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Provenance) -> Response {
     let answered_at = std::time::Instant::now();
     let mut resp = body.into_response();
@@ -171,10 +177,13 @@ pub fn inference_headers(body: impl IntoResponse, entry: &ModelEntry, p: &Proven
         h.insert("x-bulkhead-precision", HeaderValue::from_static(name));
     }
     let t = &p.timing;
-    let timing = format!(
+    let mut timing = format!(
         "tokenize;dur={:.3}, queue;dur={:.3}, infer;dur={:.3}, post;dur={:.3}",
         t.tokenize_ms, t.queue_ms, t.infer_ms, t.post_ms
     );
+    if let Some(s) = p.shape {
+        timing.push_str(&format!(", batch;desc=\"rows={} real={} padded={}\"", s.rows, s.real, s.padded));
+    }
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert("server-timing", v);
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
+use bulkhead_server::grouping::Grouping;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
 use bulkhead_supervisor::{
     faults, EnforcementChoice, Isolation, Job, MemoryCeiling, Supervisor, SupervisorConfig, UnitState,
@@ -51,6 +52,15 @@ pub struct ServeArgs {
     /// Rows per batch.
     #[arg(long, env = "BULKHEAD_MAX_BATCH_SIZE", default_value_t = 64)]
     max_batch_size: usize,
+    /// Length grouping: a batch's rows, sorted by length, are cut into forward passes whose padding stays within
+    /// this share of their real tokens (or within --padding-allowance tokens per row); `off` pads a batch to its
+    /// longest row.
+    #[arg(long, env = "BULKHEAD_MAX_PADDING_SHARE", default_value = "0.15", value_parser = parse_padding_share)]
+    max_padding_share: PaddingShare,
+    /// Padding tokens per row any forward pass may carry whatever --max-padding-share says (splitting a pass of
+    /// short rows costs more than a few tokens of padding each).
+    #[arg(long, env = "BULKHEAD_PADDING_ALLOWANCE", default_value_t = 8)]
+    padding_allowance: usize,
     /// Extra milliseconds a batch may wait for more requests (0: batches form while the workers are busy).
     #[arg(long, env = "BULKHEAD_MAX_BATCH_WAIT_MS", default_value_t = 0)]
     max_batch_wait_ms: u64,
@@ -157,6 +167,22 @@ fn parse_workers(s: &str) -> Result<Workers, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(Workers::Count(n)),
         _ => Err(format!("`{s}` is not a worker count; give a number of 1 or more, or `auto`")),
+    }
+}
+
+/// `--max-padding-share`: a share of the real tokens, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PaddingShare(Option<f64>);
+
+fn parse_padding_share(s: &str) -> Result<PaddingShare, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(PaddingShare(None));
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(PaddingShare(Some(v))),
+        _ => Err(format!(
+            "`{s}` is not a padding share; give padding tokens per real token (0.15 for 15%, 0 for none), or `off`"
+        )),
     }
 }
 
@@ -322,6 +348,10 @@ impl ServeArgs {
             connections,
             max_batch_tokens: self.max_batch_tokens.max(1),
             max_batch_size: self.max_batch_size.max(1),
+            grouping: Grouping {
+                max_padding_share: self.max_padding_share.0,
+                padding_allowance: self.padding_allowance,
+            },
             max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
             max_concurrent_batches: self.max_concurrent_batches.max(1),
             max_queue: self.max_queue.max(1),
@@ -504,5 +534,15 @@ mod tests {
         }
         assert!(parse_workers("0").unwrap_err().contains("1 or more"));
         assert!(parse_workers("many").is_err());
+    }
+
+    #[test]
+    fn the_padding_share_is_a_non_negative_number_or_off() {
+        assert_eq!(parse_padding_share("0.15"), Ok(PaddingShare(Some(0.15))));
+        assert_eq!(parse_padding_share("0"), Ok(PaddingShare(Some(0.0))));
+        assert_eq!(parse_padding_share("OFF"), Ok(PaddingShare(None)));
+        for bad in ["-0.1", "NaN", "inf", "lots"] {
+            assert!(parse_padding_share(bad).unwrap_err().contains("padding tokens per real token"), "{bad}");
+        }
     }
 }
