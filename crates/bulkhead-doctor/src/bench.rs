@@ -33,6 +33,8 @@ pub struct Options {
     pub seconds: f64,
     /// `BULKHEAD_FAULTS` rules handed to the workers.
     pub faults: Vec<FaultRule>,
+    /// A memory ceiling for each measured worker (`--worker-memory-mb`), or none.
+    pub worker_memory: Option<bulkhead_supervisor::MemoryCeiling>,
 }
 
 /// The bench's JSON.
@@ -105,7 +107,8 @@ async fn bench_unit(
 ) -> Result<(), ClientError> {
     progress.phase(&u.unit, "loading");
     let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
-    let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits };
+    let memory = options.worker_memory.as_ref();
+    let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits, memory };
     let (mut worker, ready) = Worker::start(start).await?;
     u.runtime = Some(ready.report.runtime.clone());
     u.precision = Some(ready.report.precision);

@@ -42,6 +42,8 @@ pub struct Options {
     pub limits: Limits,
     /// `BULKHEAD_FAULTS` rules handed to the workers.
     pub faults: Vec<FaultRule>,
+    /// A memory ceiling for each measured worker (`--worker-memory-mb`), or none.
+    pub worker_memory: Option<bulkhead_supervisor::MemoryCeiling>,
 }
 
 /// Fixed probe set of the accuracy comparison: the warm-up sentences plus longer, numeric and non-ASCII ones.
@@ -311,7 +313,7 @@ async fn reference_outputs(model: &ModelFiles, texts: &[String], limits: Limits)
     let tokenizer = Tokenizer::load(model).ok()?;
     let batch = Encoder::new(&tokenizer, model).encode(texts.to_vec()).ok()?;
     for unit in [Unit::ORT_CPU, Unit::CANDLE_CPU] {
-        let start = Start { model, unit, generation: 0, faults: &[], cache_dir: None, limits };
+        let start = Start { model, unit, generation: 0, faults: &[], cache_dir: None, limits, memory: None };
         let Ok((mut worker, ready)) = Worker::start(start).await else { continue };
         if ready.report.precision != Precision::Fp32 {
             worker.shutdown().await;

@@ -57,6 +57,7 @@ pub async fn diagnose_unit(
         faults: &plan.options.faults,
         cache_dir: Some(dir.as_path()),
         limits: plan.options.limits,
+        memory: plan.options.worker_memory.as_ref(),
     };
     let (mut worker, ready) = match Worker::start(start(0)).await {
         Ok(started) => started,

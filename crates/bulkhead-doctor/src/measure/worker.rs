@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bulkhead_core::{ModelFiles, Unit};
 use bulkhead_embed::StageTiming;
-use bulkhead_supervisor::{Answer, ClientError, FaultRule, Ready, RunError, WorkerClient, WorkerCommand, WorkerSpec};
+use bulkhead_supervisor::{
+    Answer, ClientError, FaultRule, MemoryCeiling, Ready, RunError, WorkerClient, WorkerCommand, WorkerSpec,
+};
 
 use super::Batch;
 
@@ -54,6 +56,8 @@ pub struct Start<'a> {
     /// A private compiled-model cache (`BULKHEAD_CACHE_DIR` of the worker), for cold and cached loads.
     pub cache_dir: Option<&'a Path>,
     pub limits: Limits,
+    /// A memory ceiling for the worker process (`--worker-memory-mb`), or none.
+    pub memory: Option<&'a MemoryCeiling>,
 }
 
 /// The worker program; with `cache_dir`, run under `env BULKHEAD_CACHE_DIR=...` so that the worker's
@@ -81,7 +85,7 @@ impl Worker {
             faults: s.faults.to_vec(),
             threads: None,
             warmup_iterations: bulkhead_supervisor::worker::WARMUP_ITERATIONS,
-            memory: None,
+            memory: s.memory.cloned(),
         };
         let (client, ready) = WorkerClient::start(&spec, s.limits.load).await?;
         Ok((Worker { client, limits: s.limits }, ready))

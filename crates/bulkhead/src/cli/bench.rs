@@ -5,13 +5,15 @@ use bulkhead_doctor::bench::{self, Options};
 use bulkhead_doctor::render::terminal;
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, require_text_model, ModelArgs, UsageError};
+use super::common::{engines, require_text_model, MemoryArgs, ModelArgs, UsageError};
 
 /// Arguments of `bulkhead bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Print one JSON object (schema `bulkhead.bench/1`) instead of a table.
     #[arg(long)]
     json: bool,
@@ -45,6 +47,7 @@ impl BenchArgs {
             iterations: self.iterations,
             seconds: self.seconds,
             faults,
+            worker_memory: self.memory.ceiling()?,
         };
         let report = bench::run(&model, &tokenizer, &options, &engines())?;
         if self.json {

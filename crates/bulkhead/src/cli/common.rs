@@ -45,6 +45,30 @@ pub struct ChainArgs {
     pub compute_units: Chain,
 }
 
+/// `--worker-memory-mb` and `--worker-memory-enforcement`: a memory ceiling per worker process, one definition for
+/// every command that starts workers (`serve`, `doctor`, `bench`).
+#[derive(Debug, clap::Args)]
+pub struct MemoryArgs {
+    /// A memory ceiling per worker process, in MiB: a worker that reaches it is ended and counted as out of memory
+    /// (`oom`); `serve` retries its request on a fresh worker and recycles workers before they reach it.
+    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_MB", value_parser = clap::value_parser!(u64).range(16..))]
+    pub worker_memory_mb: Option<u64>,
+    /// How the ceiling is enforced: `auto` (a memory cgroup per worker where this process can create one, else
+    /// `setrlimit(RLIMIT_DATA)`), `cgroup` (or fail), `rlimit`.
+    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_ENFORCEMENT", default_value = "auto", requires = "worker_memory_mb")]
+    pub worker_memory_enforcement: bulkhead_supervisor::EnforcementChoice,
+}
+
+impl MemoryArgs {
+    /// The ceiling and its mechanism (decided here, once, before any worker starts), or `None` without one.
+    pub fn ceiling(&self) -> anyhow::Result<Option<bulkhead_supervisor::MemoryCeiling>> {
+        self.worker_memory_mb
+            .map(|mb| bulkhead_supervisor::MemoryCeiling::detect(mb << 20, self.worker_memory_enforcement))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
 /// `--model`, `--tokenizer` and `--compute-units`: one model on a chain of units, one definition flattened into
 /// `embed`, `rerank`, `classify`, `doctor` and `bench`.
 #[derive(Debug, clap::Args)]

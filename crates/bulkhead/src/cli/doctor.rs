@@ -11,13 +11,15 @@ use bulkhead_doctor::render::{html, json, terminal};
 use bulkhead_doctor::{Limits, Options, Report};
 use bulkhead_embed::Tokenizer;
 
-use super::common::{engines, open_model, require_text_model, ModelArgs, UsageError};
+use super::common::{engines, open_model, require_text_model, MemoryArgs, ModelArgs, UsageError};
 
 /// Arguments of `bulkhead doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Print the report as one JSON object (schema `bulkhead.doctor/1`, see docs/doctor.md) instead of tables.
     #[arg(long)]
     json: bool,
@@ -97,6 +99,7 @@ impl DoctorArgs {
                 predict: Duration::from_secs(self.predict_timeout),
             },
             faults,
+            worker_memory: self.memory.ceiling()?,
         })
     }
 

@@ -10,11 +10,11 @@ use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::grouping::Grouping;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
-use bulkhead_supervisor::{
-    faults, EnforcementChoice, Isolation, Job, MemoryCeiling, Supervisor, SupervisorConfig, UnitState,
-};
+use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
-use super::common::{engines, open_model, ChainArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME};
+use super::common::{
+    engines, open_model, ChainArgs, MemoryArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME,
+};
 
 /// Arguments of `bulkhead serve`. Every option also reads `BULKHEAD_<OPTION>`.
 #[derive(Debug, clap::Args)]
@@ -127,14 +127,8 @@ pub struct ServeArgs {
     /// Replace a worker whose resident memory grew this many MiB since warm-up.
     #[arg(long, env = "BULKHEAD_RECYCLE_GROWTH_MB")]
     recycle_growth_mb: Option<u64>,
-    /// A memory ceiling per worker process, in MiB: a worker that reaches it is ended and counted as out of memory
-    /// (`oom`), its request retried on a fresh worker; workers are recycled before they reach it.
-    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_MB", value_parser = clap::value_parser!(u64).range(16..))]
-    worker_memory_mb: Option<u64>,
-    /// How the ceiling is enforced: `auto` (a memory cgroup per worker where this process can create one, else
-    /// `setrlimit(RLIMIT_DATA)`), `cgroup` (or fail), `rlimit`.
-    #[arg(long, env = "BULKHEAD_WORKER_MEMORY_ENFORCEMENT", default_value = "auto", requires = "worker_memory_mb")]
-    worker_memory_enforcement: EnforcementChoice,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Crashes (one forgiven per 5 minutes) that quarantine a unit.
     #[arg(long, env = "BULKHEAD_QUARANTINE_CRASHES", default_value_t = 3)]
     quarantine_crashes: u32,
@@ -245,9 +239,9 @@ impl ServeArgs {
     async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
         let engines = Arc::new(engines());
         let mut sup_config = self.supervisor_config(rules);
-        if let Some(mb) = self.worker_memory_mb.filter(|_| self.isolation == Isolation::Process) {
-            sup_config.worker_memory = Some(MemoryCeiling::detect(mb << 20, self.worker_memory_enforcement)?);
-        } else if self.worker_memory_mb.is_some() {
+        if self.isolation == Isolation::Process {
+            sup_config.worker_memory = self.memory.ceiling()?;
+        } else if self.memory.worker_memory_mb.is_some() {
             tracing::warn!("--worker-memory-mb applies to worker processes; --isolation none has none");
         }
         let config = self.serve_config()?;
