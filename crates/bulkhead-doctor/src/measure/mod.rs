@@ -114,7 +114,8 @@ impl<'t> Encoder<'t> {
     /// `texts` as one batch.
     pub fn encode(&self, texts: Vec<String>) -> Result<Batch, Error> {
         let payload = match self.task {
-            ModelTask::Embedding => {
+            // A segmentation model has no tokenizer, so it never gets an encoder.
+            ModelTask::Embedding | ModelTask::Segmentation => {
                 Payload::Rows(self.tokenizer.encode(&texts)?.into_iter().map(Row::tokens).collect())
             }
             ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {
