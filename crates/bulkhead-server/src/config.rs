@@ -30,6 +30,11 @@ pub struct ServeConfig {
     pub request_timeout: Option<Duration>,
     /// Header and keep-alive timeouts and the connection limit. Defaults: 10 s, 60 s, 8192.
     pub connections: ConnectionLimits,
+    /// The most pixels an image's header may declare (`--max-image-pixels`; refused with 413 before decoding).
+    /// Default: PIL's 89,478,485.
+    pub max_image_pixels: u64,
+    /// Bytes of prepared images a segmentation model keeps by `image_id` (`--image-cache-mb`). Default 256 MiB.
+    pub image_cache_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +55,8 @@ impl Default for ServeConfig {
                 keep_alive_timeout: Duration::from_secs(60),
                 max_connections: 8192,
             },
+            max_image_pixels: bulkhead_image::DEFAULT_MAX_PIXELS,
+            image_cache_bytes: 256 << 20,
         }
     }
 }

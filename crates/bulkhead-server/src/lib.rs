@@ -11,7 +11,8 @@
 //!   model, through its [`batcher`] to its [`Backend`], and the headers of every inference response);
 //! * [`error`]: every error and its HTTP status, in one table;
 //! * [`http`]: the listener: header and keep-alive timeouts, the connection limit, graceful shutdown;
-//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum.
+//! * [`batcher`]: forms batches while the workers are busy; [`metrics`]: every metric name in one enum;
+//! * [`segmenter`]: a segmentation model's preprocessor and its prepared images by `image_id`.
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
 //! supervisor of worker processes in production).
@@ -23,7 +24,7 @@
 //!   the server owns ([`api::units`]), which `/metrics` reads field by field. *Checked by `tests/invariants.rs`.*
 //! * **One path into a model.** Every route that takes rows (embeddings, reranking, classification, KServe on
 //!   those models) reaches its model through `routes/common.rs` (`submit_rows`, through the model's [`batcher`]);
-//!   KServe tensors through `submit_tensors`. Errors are mapped and stage metrics recorded there, once; no other
+//!   KServe tensors through `submit_tensors`, segmentation jobs through `submit_segment`. Errors are mapped and stage metrics recorded there, once; no other
 //!   handler file names the batcher or the backend. *Checked by `tests/invariants.rs`.*
 //! * **No import cycle between modules**: the router is assembled in one place (`router.rs`) and renders the
 //!   OpenAPI document there; handlers share helpers through `routes/common.rs`. *Checked by `tests/invariants.rs`.*
@@ -44,6 +45,7 @@ pub mod metrics;
 mod openapi;
 mod router;
 mod routes;
+pub mod segmenter;
 pub mod state;
 
 pub use backend::{Backend, BackendError, BackendOutput};

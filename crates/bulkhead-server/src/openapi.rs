@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{kserve, openai, ops, rerank, segment, tei};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -43,6 +43,7 @@ use bulkhead_core::ModelTask;
         rerank::rerank,
         rerank::predict,
         rerank::cohere_rerank,
+        segment::segment,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -68,7 +69,10 @@ use bulkhead_core::ModelTask;
         api::rerank::TextPair,
         api::rerank::SequenceBatch,
         api::rerank::DocumentBatch,
-        api::rerank::TopN
+        api::rerank::TopN,
+        api::segment::SegmentMask,
+        api::segment::Rle,
+        api::segment::MaskFormat
     ))
 )]
 struct ApiDoc;
@@ -80,6 +84,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/rerank", rerank::SCORE_ERRORS),
     ("/v1/rerank", rerank::SCORE_ERRORS),
     ("/predict", rerank::SCORE_ERRORS),
+    ("/v1/segment", segment::SEGMENT_ERRORS),
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
@@ -87,7 +92,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
 
 /// Operations whose 200 carries the inference headers.
 const INFERENCE: &[&str] =
-    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
+    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v1/segment", "/v2/models/{name}/infer"];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {

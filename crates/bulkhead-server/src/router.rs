@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{kserve, openai, ops, rerank, segment, tei};
 use crate::state::AppState;
 
 /// The application: every route of the interface, with the body limit, the API key check, the per-request
@@ -26,6 +26,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))
         .route("/v1/rerank", post(rerank::cohere_rerank))
+        .route("/v1/segment", post(segment::segment))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

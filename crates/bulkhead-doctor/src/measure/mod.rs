@@ -79,7 +79,7 @@ impl Batch {
     pub fn seq(&self) -> usize {
         match &self.payload {
             Payload::Rows(rows) => rows.iter().map(Row::len).max().unwrap_or(0),
-            Payload::Tensors(_) | Payload::Probe => 0,
+            Payload::Tensors(_) | Payload::Segment(_) | Payload::Probe => 0,
         }
     }
 

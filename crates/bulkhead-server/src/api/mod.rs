@@ -11,6 +11,7 @@ pub mod kserve;
 pub mod openai;
 pub mod ops;
 pub mod rerank;
+pub mod segment;
 pub mod tei;
 pub mod units;
 

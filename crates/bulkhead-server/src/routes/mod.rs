@@ -1,7 +1,7 @@
 //! The handlers, one module per API family, and what they share ([`common`]). The router that mounts them is
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
-//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`ops`]: the handlers;
+//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`ops`]: the handlers;
 //! * [`embed`]: the embedding path every embedding route shares; [`score`]: the cross-encoder path every scoring
 //!   route shares; both reach the model through [`common::submit_rows`].
 
@@ -12,4 +12,5 @@ pub(crate) mod openai;
 pub(crate) mod ops;
 pub(crate) mod rerank;
 pub(crate) mod score;
+pub(crate) mod segment;
 pub(crate) mod tei;
