@@ -324,7 +324,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 15, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 16, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");
@@ -334,6 +334,10 @@ mod tests {
         let emb = statuses(&d, "/v1/embeddings", "post");
         assert_eq!(emb, ["200", "400", "404", "413", "422", "429", "500", "503", "504"]);
         assert_eq!(statuses(&d, "/v2/models/{name}/ready", "get"), ["200", "404", "503", "504"]);
+        let seg = statuses(&d, "/v1/segment", "post");
+        assert_eq!(seg, ["200", "400", "404", "413", "422", "500", "503", "504"]);
+        let body = &d["paths"]["/v1/segment"]["post"]["requestBody"]["content"];
+        assert!(body["application/json"].is_object() && body["multipart/form-data"].is_object(), "{body}");
         let too_many = &d["paths"]["/embed"]["post"]["responses"]["429"];
         assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
         assert_eq!(too_many["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");

@@ -281,6 +281,36 @@ fn a_worker_that_aborts_on_a_click_costs_the_click_nothing() {
     assert_eq!(timing(&third, "encode"), 0.0);
 }
 
+#[test]
+fn an_onnx_community_pair_folder_serves_the_same_masks() {
+    if !ready() {
+        return;
+    }
+    use bulkhead_graph::sam2::{export_sam2, Sam2Graph};
+    // The layout of the ONNX community's SAM2 exports: config and processor files, the two graphs under onnx/, no
+    // safetensors (so the graphs served are these).
+    let dir = tempfile::tempdir().unwrap();
+    let pair = dir.path().join("sam2-pair");
+    std::fs::create_dir_all(pair.join("onnx")).unwrap();
+    for f in ["config.json", "preprocessor_config.json", "processor_config.json"] {
+        std::fs::copy(folder().join(f), pair.join(f)).unwrap();
+    }
+    let model = bulkhead_core::ModelFiles::open(&folder()).unwrap();
+    export_sam2(&model, Sam2Graph::VisionEncoder, &pair.join("onnx/vision_encoder.onnx")).unwrap();
+    export_sam2(&model, Sam2Graph::PromptEncoderMaskDecoder, &pair.join("onnx/prompt_encoder_mask_decoder.onnx"))
+        .unwrap();
+    let server = Server::start(&["--model", pair.to_str().unwrap(), "--compute-units", "ort:cpu"], &[]);
+    let reference = e2e();
+    let case = &reference["images"][1]["cases"][2];
+    let mut body = request_of(case);
+    body["image"] = b64(&png(1)).into();
+    let r = server.post_json("/v1/segment", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (flipped, iou) = compare("onnx pair", &masks(&r.json()), case);
+    println!("onnx pair folder: {flipped} flipped pixels, IoU {iou}");
+    assert!(iou >= 0.99, "IoU {iou}");
+}
+
 /// A PNG whose header declares `width` x `height` (valid CRC; no pixel data follows).
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
