@@ -159,7 +159,11 @@ impl ModelFiles {
 
         let onnx = onnx_file
             .or_else(|| existing(root.join("model.onnx")))
-            .or_else(|| existing(root.join("onnx").join("model.onnx")));
+            .or_else(|| existing(root.join("onnx").join("model.onnx")))
+            // A model of several graphs exported as the ONNX community does (SAM2: the image encoder beside the
+            // prompt encoder + mask decoder); its loader finds the others next to this one.
+            .or_else(|| existing(root.join("vision_encoder.onnx")))
+            .or_else(|| existing(root.join("onnx").join("vision_encoder.onnx")));
         let (safetensors_shards, safetensors_index) = safetensors_files(&root)?;
         let safetensors = safetensors_shards.first().cloned();
         if onnx.is_none() && safetensors.is_none() {
@@ -223,9 +227,13 @@ impl ModelFiles {
     }
 
     /// Whether this is a plain tensor model rather than an embedding model: an ONNX graph with no tokenizer and no
-    /// safetensors beside it. Such a model takes and returns named tensors (KServe v2 infer) instead of texts.
+    /// safetensors beside it. Such a model takes and returns named tensors (KServe v2 infer) instead of texts. A
+    /// segmentation model's exported graphs are not one: it takes images and prompts.
     pub fn is_tensor_model(&self) -> bool {
-        self.onnx.is_some() && self.tokenizer.is_none() && self.safetensors.is_none()
+        self.onnx.is_some()
+            && self.tokenizer.is_none()
+            && self.safetensors.is_none()
+            && self.task != ModelTask::Segmentation
     }
 
     /// The weight formats present, ONNX first.

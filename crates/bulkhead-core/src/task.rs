@@ -4,7 +4,7 @@
 //! A Hugging Face `*ForSequenceClassification` architecture is a cross-encoder; `id2label` (or `num_labels`) says
 //! how many labels it has. sentence-transformers `CrossEncoder` folders are the same transformers folders, with the
 //! activation it applies to one-label logits in config.json (`sentence_transformers.activation_fn`, or the older
-//! `sbert_ce_default_activation_function`).
+//! `sbert_ce_default_activation_function`). A SAM2 checkpoint (`Sam2Model`, or `model_type` `sam2`) segments.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +55,8 @@ pub enum ModelTask {
         /// The label names, in logit order (`id2label`; `LABEL_i` where a name is missing).
         labels: Vec<String>,
     },
+    /// Promptable segmentation (SAM2): an image and points or boxes in, masks out (`/v1/segment`).
+    Segmentation,
 }
 
 impl ModelTask {
@@ -62,6 +64,10 @@ impl ModelTask {
     /// and a classifier with several; anything else embeds.
     pub fn from_config(config: &Value) -> ModelTask {
         let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
+        let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        if arch == "Sam2Model" || (arch.is_empty() && model_type == "sam2") {
+            return ModelTask::Segmentation;
+        }
         if !arch.ends_with("ForSequenceClassification") {
             return ModelTask::Embedding;
         }
@@ -93,13 +99,13 @@ impl ModelTask {
 
     /// Whether the model scores token pairs (a reranker or a classifier) rather than embedding texts.
     pub fn is_cross_encoder(&self) -> bool {
-        !matches!(self, ModelTask::Embedding)
+        matches!(self, ModelTask::Rerank { .. } | ModelTask::Classify { .. })
     }
 
     /// The number of logits per row (0 for an embedding model).
     pub fn outputs(&self) -> usize {
         match self {
-            ModelTask::Embedding => 0,
+            ModelTask::Embedding | ModelTask::Segmentation => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
         }
@@ -119,6 +125,7 @@ impl ModelTask {
             ModelTask::Embedding => "an embedding model",
             ModelTask::Rerank { .. } => "a reranker",
             ModelTask::Classify { .. } => "a classifier",
+            ModelTask::Segmentation => "a segmentation model",
         }
     }
 
@@ -128,6 +135,7 @@ impl ModelTask {
             ModelTask::Embedding => "POST /v1/embeddings or POST /embed",
             ModelTask::Rerank { .. } => "POST /rerank or POST /v1/rerank",
             ModelTask::Classify { .. } => "POST /predict",
+            ModelTask::Segmentation => "POST /v1/segment",
         }
     }
 }
@@ -152,6 +160,10 @@ mod tests {
         assert_eq!(c, ModelTask::Classify { labels: vec!["negative".into(), "positive".into(), "neutral".into()] });
         assert_eq!(c.outputs(), 3);
         assert!(c.is_cross_encoder() && !ModelTask::Embedding.is_cross_encoder());
+        let sam2 = ModelTask::from_config(&json!({"architectures": ["Sam2Model"], "model_type": "sam2"}));
+        assert_eq!(sam2, ModelTask::Segmentation);
+        assert_eq!(ModelTask::from_config(&json!({"model_type": "sam2"})), ModelTask::Segmentation);
+        assert!(!sam2.is_cross_encoder());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bulkhead_core::NamedTensor;
+use bulkhead_segment::SegmentJob;
 pub use bulkhead_supervisor::{
     Answer, Answered as BackendOutput, Job as BackendJob, Payload, PredictError as BackendError,
 };
@@ -32,6 +33,12 @@ pub trait Backend: Send + Sync + 'static {
         let _ = inputs;
         Box::pin(async { Err(BackendError::Failed("this backend runs only embedding models".into())) })
     }
+    /// Runs a segmentation job (one request, never batched). Backends of other models keep the default, which
+    /// refuses.
+    fn segment(&self, job: SegmentJob) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        let _ = job;
+        Box::pin(async { Err(BackendError::Failed("this backend runs no segmentation model".into())) })
+    }
     /// Whether jobs should carry their input texts (only a fault rule that matches on text reads them); by default
     /// they do not.
     fn wants_texts(&self) -> bool {
@@ -54,6 +61,10 @@ impl Backend for Supervisor {
 
     fn infer(&self, inputs: Vec<NamedTensor>) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
         Box::pin(Supervisor::infer(self, inputs))
+    }
+
+    fn segment(&self, job: SegmentJob) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        Box::pin(Supervisor::run(self, Job::segment(job)))
     }
 
     fn wants_texts(&self) -> bool {

@@ -37,6 +37,11 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Where OpenTelemetry traces go (`--otlp-endpoint`); `None`: no traces (the default).
     pub traces: Option<TraceConfig>,
+    /// The most pixels an image's header may declare (`--max-image-pixels`; refused with 413 before decoding).
+    /// Default: PIL's 89,478,485.
+    pub max_image_pixels: u64,
+    /// Bytes of prepared images a segmentation model keeps by `image_id` (`--image-cache-mb`). Default 256 MiB.
+    pub image_cache_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -59,6 +64,8 @@ impl Default for ServeConfig {
                 max_connections: 8192,
             },
             traces: None,
+            max_image_pixels: bulkhead_image::DEFAULT_MAX_PIXELS,
+            image_cache_bytes: 256 << 20,
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Body too large.
     #[error("request body is larger than the limit of {0} bytes (--max-body-bytes)")]
     TooLarge(usize),
+    /// An input past a size limit other than the body's (an image whose header declares too many pixels).
+    #[error("{0}")]
+    InputTooLarge(String),
     /// The model exists but is of another kind than the route serves (texts sent to a tensor model, a reranker
     /// asked for embeddings); the message names the route to use.
     #[error("{0}")]
@@ -119,7 +122,7 @@ impl ErrorKind {
                                    `truncate`, a token id outside the vocabulary, unknown prompt, `dimensions` \
                                    the model cannot give)"
             }
-            ErrorKind::TooLarge => "the body is larger than --max-body-bytes",
+            ErrorKind::TooLarge => "the body is larger than --max-body-bytes, or an image past --max-image-pixels",
             ErrorKind::WrongKind => {
                 "the model is of another kind than the route serves (texts sent to a tensor model, a reranker to an \
                  embedding route...); the message names the route to use"
@@ -143,7 +146,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => ErrorKind::MalformedJson,
             ApiError::Invalid(_) => ErrorKind::Invalid,
-            ApiError::TooLarge(_) => ErrorKind::TooLarge,
+            ApiError::TooLarge(_) | ApiError::InputTooLarge(_) => ErrorKind::TooLarge,
             ApiError::WrongKind(_) => ErrorKind::WrongKind,
             ApiError::UnknownModel(_) => ErrorKind::UnknownModel,
             ApiError::NoRoute(_) => ErrorKind::NoRoute,

@@ -16,6 +16,7 @@
 //!   [`grouping`]; [`metrics`]: every metric name in one enum;
 //! * [`trace`]: OpenTelemetry spans per request (the server span and one per stage), W3C `traceparent` honoured,
 //!   exported over OTLP/HTTP by one thread behind a bounded queue (`--otlp-endpoint`).
+//! * [`segmenter`]: a segmentation model's preprocessor and its prepared images by `image_id`.
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
 //! supervisor of worker processes in production).
@@ -27,7 +28,7 @@
 //!   the server owns ([`api::units`]), which `/metrics` reads field by field. *Checked by `tests/invariants.rs`.*
 //! * **One path into a model.** Every route that takes rows (embeddings, reranking, classification, KServe on
 //!   those models) reaches its model through `routes/common.rs` (`submit_rows`, through the model's [`batcher`]);
-//!   KServe tensors through `submit_tensors`. Errors are mapped and stage metrics recorded there, once; no other
+//!   KServe tensors through `submit_tensors`, segmentation jobs through `submit_segment`. Errors are mapped and stage metrics recorded there, once; no other
 //!   handler file names the batcher or the backend. *Checked by `tests/invariants.rs`.*
 //! * **No import cycle between modules**: the router is assembled in one place (`router.rs`) and renders the
 //!   OpenAPI document there; handlers share helpers through `routes/common.rs`. *Checked by `tests/invariants.rs`.*
@@ -49,6 +50,7 @@ pub mod metrics;
 mod openapi;
 mod router;
 mod routes;
+pub mod segmenter;
 pub mod state;
 pub mod trace;
 

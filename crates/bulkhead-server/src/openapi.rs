@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{info, kserve, ollama, openai, ops, rerank, tei, tokens};
+use crate::routes::{info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -53,6 +53,7 @@ use bulkhead_core::ModelTask;
         ollama::show,
         ollama::ps,
         ollama::version,
+        segment::segment,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -84,7 +85,10 @@ use bulkhead_core::ModelTask;
         api::tokens::VocabId,
         api::info::SimilaritySentences,
         api::ollama::OllamaModelName,
-        api::ollama::OllamaTexts
+        api::ollama::OllamaTexts,
+        api::segment::SegmentMask,
+        api::segment::Rle,
+        api::segment::MaskFormat
     ))
 )]
 struct ApiDoc;
@@ -105,6 +109,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/api/show", ollama::OLLAMA_SHOW_ERRORS),
     ("/api/tags", ollama::OLLAMA_LIST_ERRORS),
     ("/api/ps", ollama::OLLAMA_LIST_ERRORS),
+    ("/v1/segment", segment::SEGMENT_ERRORS),
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
@@ -117,6 +122,7 @@ const INFERENCE: &[&str] = &[
     "/rerank",
     "/v1/rerank",
     "/predict",
+    "/v1/segment",
     "/v2/models/{name}/infer",
     "/similarity",
     "/api/embed",
@@ -387,7 +393,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 25, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 26, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");
@@ -397,6 +403,10 @@ mod tests {
         let emb = statuses(&d, "/v1/embeddings", "post");
         assert_eq!(emb, ["200", "400", "404", "413", "422", "429", "500", "503", "504"]);
         assert_eq!(statuses(&d, "/v2/models/{name}/ready", "get"), ["200", "404", "503", "504"]);
+        let seg = statuses(&d, "/v1/segment", "post");
+        assert_eq!(seg, ["200", "400", "404", "413", "422", "500", "503", "504"]);
+        let body = &d["paths"]["/v1/segment"]["post"]["requestBody"]["content"];
+        assert!(body["application/json"].is_object() && body["multipart/form-data"].is_object(), "{body}");
         let too_many = &d["paths"]["/embed"]["post"]["responses"]["429"];
         assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
         assert_eq!(too_many["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{info, kserve, ollama, openai, ops, rerank, tei, tokens};
+use crate::routes::{info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -37,6 +37,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
         .route("/api/version", get(ollama::version))
+        .route("/v1/segment", post(segment::segment))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

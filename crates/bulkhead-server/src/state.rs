@@ -12,6 +12,7 @@ use crate::batcher::Batcher;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::segmenter::Segmenter;
 use crate::trace::Tracer;
 
 /// What a served model takes and returns.
@@ -38,6 +39,8 @@ pub enum ModelKind {
         /// The graph outputs.
         outputs: Vec<TensorSpec>,
     },
+    /// A SAM2 segmentation model: an image and a prompt in, masks out (`POST /v1/segment`).
+    Segmentation(Box<Segmenter>),
 }
 
 /// One served model.
@@ -63,6 +66,7 @@ impl ModelEntry {
             ModelKind::Embedding { .. } => Some(&ModelTask::Embedding),
             ModelKind::CrossEncoder { task, .. } => Some(task),
             ModelKind::Tensor { .. } => None,
+            ModelKind::Segmentation(_) => Some(&ModelTask::Segmentation),
         }
     }
 
@@ -107,6 +111,27 @@ impl ModelEntry {
                 task.routes()
             ))),
             ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            ModelKind::Segmentation(_) => Err(ApiError::WrongKind(format!(
+                "model `{}` is a segmentation model (SAM2), not an embedding model; call POST /v1/segment",
+                self.name
+            ))),
+        }
+    }
+
+    /// The server-side state of a segmentation model; a clear 400 naming the route to use for any other.
+    pub fn segmenter(&self) -> Result<&Segmenter, ApiError> {
+        match &self.kind {
+            ModelKind::Segmentation(s) => Ok(s),
+            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            _ => {
+                let task = self.task().unwrap_or(&ModelTask::Embedding);
+                Err(ApiError::WrongKind(format!(
+                    "model `{}` is {}, not a segmentation model; call {}",
+                    self.name,
+                    task.noun(),
+                    task.routes()
+                )))
+            }
         }
     }
 }

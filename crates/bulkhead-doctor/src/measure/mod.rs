@@ -81,7 +81,7 @@ impl Batch {
     pub fn seq(&self) -> usize {
         match &self.payload {
             Payload::Rows(rows) => rows.iter().map(Row::len).max().unwrap_or(0),
-            Payload::Tensors(_) | Payload::Probe => 0,
+            Payload::Tensors(_) | Payload::Segment(_) | Payload::Probe => 0,
         }
     }
 
@@ -116,7 +116,8 @@ impl<'t> Encoder<'t> {
     /// `texts` as one batch.
     pub fn encode(&self, texts: Vec<String>) -> Result<Batch, Error> {
         let payload = match self.task {
-            ModelTask::Embedding => {
+            // A segmentation model has no tokenizer, so it never gets an encoder.
+            ModelTask::Embedding | ModelTask::Segmentation => {
                 Payload::Rows(self.tokenizer.encode(&texts)?.into_iter().map(Row::tokens).collect())
             }
             ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {

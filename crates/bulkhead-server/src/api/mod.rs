@@ -13,6 +13,7 @@ pub mod ollama;
 pub mod openai;
 pub mod ops;
 pub mod rerank;
+pub mod segment;
 pub mod tei;
 pub mod tokens;
 pub mod units;

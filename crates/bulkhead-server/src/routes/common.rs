@@ -1,6 +1,6 @@
 //! What every handler shares: the typed JSON body extractor, the one path into a model's compute side
 //! ([`submit_rows`] through the model's batcher for every route that takes rows, [`submit_tensors`] for KServe
-//! tensors: both map the errors and record the stage metrics once), and the headers of every inference response.
+//! tensors, [`submit_segment`] for segmentation: each maps the errors and record the stage metrics once), and the headers of every inference response.
 //!
 //! Handlers never see the supervisor: a model is reached only through these functions, with the server's own
 //! types (the crate's `tests/invariants.rs` checks it).
@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bulkhead_core::{NamedTensor, Precision, Row, Unit};
 use bulkhead_embed::StageTiming;
+use bulkhead_segment::{SegmentJob, SegmentOutput};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use std::sync::Arc;
@@ -127,6 +128,28 @@ pub async fn submit_tensors(
     };
     let value =
         answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
+    Ok(Computed { value, provenance })
+}
+
+/// Runs a segmentation job (one supervised request, never batched): masks, or the worker's request for the
+/// image.
+pub async fn submit_segment(
+    model: &ModelEntry,
+    state: &AppState,
+    job: SegmentJob,
+) -> Result<Computed<SegmentOutput>, ApiError> {
+    let answer = model.backend.segment(job).await?;
+    record_stages(state, &model.name, &answer.timing);
+    let provenance = Provenance {
+        unit: answer.unit,
+        precision: answer.precision,
+        worker_pid: answer.worker_pid,
+        retries: answer.retries,
+        timing: answer.timing,
+        shape: None,
+    };
+    let value =
+        answer.answer.into_segment().ok_or_else(|| ApiError::Internal("the model answered no segmentation".into()))?;
     Ok(Computed { value, provenance })
 }
 

@@ -109,6 +109,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<Strin
             inputs.iter().map(spec_metadata).collect(),
             outputs.iter().map(spec_metadata).collect(),
         ),
+        // Served by POST /v1/segment; infer refuses it, naming that route.
+        ModelKind::Segmentation(_) => ("bulkhead", vec![meta("image", "BYTES", vec![1])], vec![]),
     };
     let body =
         ModelMetadata { name: m.name.clone(), versions: vec!["1".into()], platform: platform.into(), inputs, outputs };
@@ -160,7 +162,7 @@ pub async fn infer(
             ModelKind::CrossEncoder { tokenizer, task } => {
                 return infer_pairs(model, &state, tokenizer, task, req).await
             }
-            ModelKind::Embedding { .. } => {}
+            ModelKind::Embedding { .. } | ModelKind::Segmentation(_) => {}
         }
         let (_, dimensions) = model.embedding()?;
         let job = EmbedJob {

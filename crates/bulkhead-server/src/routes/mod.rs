@@ -1,7 +1,7 @@
 //! The handlers, one module per API family, and what they share ([`common`]). The router that mounts them is
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
-//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`ops`]: the handlers;
+//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`ops`]: the handlers;
 //! * [`tokens`] (`/tokenize`, `/decode`), [`info`] (`/info`, `/similarity`), [`ollama`] (`/api/*`): the small
 //!   routes clients rely on, with [`encodings`] (the output encodings of `/v1/embeddings`) and [`weights`] (what
 //!   the Ollama listings say about a model's files);
@@ -18,6 +18,7 @@ pub(crate) mod openai;
 pub(crate) mod ops;
 pub(crate) mod rerank;
 pub(crate) mod score;
+pub(crate) mod segment;
 pub(crate) mod tei;
 pub(crate) mod tokens;
 pub(crate) mod weights;

@@ -6,6 +6,7 @@
 //! points at stderr), loads the model, warms up with the live input preparation and only then says `Ready`.
 
 mod runner;
+mod segment;
 pub mod signals;
 
 use std::fs::File;

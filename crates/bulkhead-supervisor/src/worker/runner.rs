@@ -51,6 +51,8 @@ enum Model {
         /// Zeros of every input's shape (dynamic dimensions 1): warm-up and health probes.
         warm: Vec<NamedTensor>,
     },
+    /// A SAM2 segmentation model (`segment.rs`): its two graphs and the image-embedding cache.
+    Segment(Box<bulkhead_segment::Sam2>),
 }
 
 /// A loaded, warmed-up model.
@@ -89,6 +91,10 @@ impl Runner {
         faults.at_load().map_err(|r| LoadFailure::new(LoadFailureKind::ModelRejected, r))?;
         if model.is_tensor_model() {
             return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
+        }
+        if model.task == bulkhead_core::ModelTask::Segmentation {
+            let (sam2, warmup) = super::segment::load(engines, model, unit, iterations, on_loaded)?;
+            return Ok((Runner { model: Model::Segment(Box::new(sam2)), faults, served: 0 }, warmup));
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
         if model.task.is_cross_encoder() {
@@ -162,13 +168,14 @@ impl Runner {
             Model::Embed { embedder, .. } => embedder.report(),
             Model::Score { scorer, .. } => scorer.report(),
             Model::Graph { session, .. } => session.report(),
+            Model::Segment(sam2) => sam2.report(),
         }
     }
 
     /// A tensor model's inputs and outputs (empty for an embedding model).
     pub fn signature(&self) -> Signature {
         match &self.model {
-            Model::Embed { .. } | Model::Score { .. } => Signature::default(),
+            Model::Embed { .. } | Model::Score { .. } | Model::Segment(_) => Signature::default(),
             Model::Graph { session, .. } => {
                 Signature { inputs: session.inputs().to_vec(), outputs: session.outputs().to_vec() }
             }
@@ -224,6 +231,11 @@ impl Runner {
                 let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
                 Ok((Answer::Tensors(outputs), timing))
             }
+            (Model::Segment(sam2), Payload::Segment(job)) => super::segment::run(sam2, job),
+            (Model::Segment(sam2), Payload::Probe) => super::segment::probe(sam2),
+            (Model::Segment(_), _) => Err(RunError::Unsupported(format!(
+                "this is a segmentation model (SAM2): it takes an image and a prompt (POST /v1/segment), not {kind}"
+            ))),
             (Model::Embed { .. }, _) => {
                 Err(RunError::Unsupported(format!("this is an embedding model: it takes token rows, not {}", kind)))
             }

@@ -11,6 +11,7 @@ mod hub;
 mod pull;
 mod quantize;
 mod rerank;
+mod segment;
 mod serve;
 mod units;
 
@@ -43,6 +44,9 @@ pub enum Command {
     Rerank(rerank::RerankArgs),
     /// Classify texts (or pairs of texts) with a sequence classifier and print every label's probability.
     Classify(rerank::ClassifyArgs),
+    /// Segment an image with a SAM2 model from points and/or a box; prints the masks' scores (and, with --json,
+    /// the masks as COCO RLE and the unit that computed them).
+    Segment(segment::SegmentArgs),
     /// List every compute unit this build knows, whether it is usable here, and why not.
     Units(units::UnitsArgs),
     /// Write the ONNX graph bulkhead builds from a safetensors model folder.
@@ -72,6 +76,7 @@ impl Command {
             Command::Embed(a) => a.run(),
             Command::Rerank(a) => a.run(),
             Command::Classify(a) => a.run(),
+            Command::Segment(a) => a.run(),
             Command::Units(a) => a.run(),
             Command::Export(a) => a.run(),
             Command::Doctor(a) => a.run(),

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulkhead_core::ModelFiles;
+use bulkhead_core::{ModelFiles, ModelTask};
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::grouping::Grouping;
+use bulkhead_server::segmenter::Segmenter;
 use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
@@ -136,6 +137,14 @@ pub struct ServeArgs {
     /// its defaults, in a child process, and cached; a folder `bulkhead quantize` wrote is served as it is).
     #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
+    /// The most pixels an image's header may declare (segmentation; larger images are refused with 413 before
+    /// any decoding: decompression bombs). Default: PIL's limit.
+    #[arg(long, env = "BULKHEAD_MAX_IMAGE_PIXELS", default_value_t = bulkhead_image::DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+    /// MiB of images a segmentation model keeps by `image_id`: prepared images in the server and image embeddings
+    /// in each worker, so later prompts on an image skip decoding and the image encoder.
+    #[arg(long, env = bulkhead_segment::IMAGE_CACHE_ENV, default_value_t = 256)]
+    image_cache_mb: usize,
     /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
     #[arg(long, env = "BULKHEAD_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -228,6 +237,8 @@ impl ServeArgs {
             }
             opened.push((name, files));
         }
+        // The workers read their embedding cache's budget from the environment they inherit.
+        std::env::set_var(bulkhead_segment::IMAGE_CACHE_ENV, self.image_cache_mb.to_string());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))
             .enable_all()
@@ -248,8 +259,10 @@ impl ServeArgs {
 
         let mut opened = vec![];
         for (name, files) in models {
-            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer); everything else embeds.
-            let tokenizer = if files.is_tensor_model() { None } else { Some(Tokenizer::load(&files)?) };
+            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer), a SAM2 model segments;
+            // everything else embeds.
+            let untokenized = files.is_tensor_model() || files.task == ModelTask::Segmentation;
+            let tokenizer = if untokenized { None } else { Some(Tokenizer::load(&files)?) };
             opened.push((name, files, tokenizer));
         }
         let sups: Vec<Arc<Supervisor>> = opened
@@ -264,7 +277,7 @@ impl ServeArgs {
 
         let mut models = vec![];
         for ((name, files, tokenizer), sup) in opened.into_iter().zip(&sups) {
-            let kind = first_request(&name, &files, tokenizer, sup).await?;
+            let kind = first_request(&name, &files, tokenizer, sup, &config).await?;
             models.push(LoadedModel { name, files, kind, backend: sup.clone() });
         }
         let state = AppState::new(models, config);
@@ -352,6 +365,8 @@ impl ServeArgs {
             max_inputs: self.max_inputs.max(1),
             max_body_bytes: self.max_body_bytes.max(1024),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            max_image_pixels: self.max_image_pixels.max(1),
+            image_cache_bytes: self.image_cache_mb.saturating_mul(1 << 20),
             ..ServeConfig::default()
         })
     }
@@ -364,6 +379,7 @@ async fn first_request(
     files: &ModelFiles,
     tokenizer: Option<Tokenizer>,
     sup: &Supervisor,
+    config: &ServeConfig,
 ) -> anyhow::Result<ModelKind> {
     let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
     Ok(match tokenizer {
@@ -377,6 +393,12 @@ async fn first_request(
             let probe = sup.embed(rows, vec![]).await.map_err(first)?;
             let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
             ModelKind::Embedding { dimensions, tokenizer }
+        }
+        None if files.task == ModelTask::Segmentation => {
+            // A probe: the worker decodes a centre point on its warm-up image.
+            sup.run(Job::probe()).await.map_err(first)?;
+            let segmenter = Segmenter::open(files, config.image_cache_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ModelKind::Segmentation(Box::new(segmenter))
         }
         None => {
             // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
@@ -394,6 +416,7 @@ fn announce_models(state: &AppState) {
         let what = match &m.kind {
             ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
             ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
+            ModelKind::Segmentation(s) => format!("segmentation, {0}x{0} input: POST /v1/segment", s.side),
             ModelKind::Tensor { inputs, outputs } => format!(
                 "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
                 inputs.len(),

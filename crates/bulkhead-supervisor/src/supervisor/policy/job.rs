@@ -34,7 +34,12 @@ impl Job {
         Job { payload: Payload::Tensors(inputs), texts: vec![] }
     }
 
-    /// The worker's own warm-up input.
+    /// A segmentation request (a SAM2 model).
+    pub fn segment(job: bulkhead_segment::SegmentJob) -> Job {
+        Job { payload: Payload::Segment(job), texts: vec![] }
+    }
+
+    /// A health probe: the worker runs its own warm-up input.
     pub fn probe() -> Job {
         Job { payload: Payload::Probe, texts: vec![] }
     }

@@ -292,6 +292,7 @@ impl Sim {
             Payload::Rows(rows) => Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
             Payload::Probe => Answer::Vectors(vec![vec![0.0]]),
             Payload::Tensors(t) => Answer::Tensors(t),
+            Payload::Segment(_) => Answer::Segment(bulkhead_segment::SegmentOutput::NeedImage),
         };
         let msg = Response::Answered { id, answer, timing: StageTiming::default(), rss_bytes: rss };
         self.feed(Event::Message { worker: w, msg });
