@@ -38,6 +38,9 @@ impl Activation {
     }
 }
 
+/// `architectures[0]` values of two-tower image-text models ([`ModelTask::ImageText`]).
+pub const IMAGE_TEXT_ARCHITECTURES: &[&str] = &["CLIPModel", "SiglipModel"];
+
 /// What a model computes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
@@ -55,6 +58,10 @@ pub enum ModelTask {
         /// The label names, in logit order (`id2label`; `LABEL_i` where a name is missing).
         labels: Vec<String>,
     },
+    /// A two-tower image-text model (CLIP, SigLIP: `CLIPModel`, `SiglipModel`): one vector per text from its text
+    /// tower and one per image from its vision tower, in one space (`/v1/embeddings`, `/embed`,
+    /// `/embeddings_image`).
+    ImageText,
 }
 
 impl ModelTask {
@@ -62,6 +69,9 @@ impl ModelTask {
     /// and a classifier with several; anything else embeds.
     pub fn from_config(config: &Value) -> ModelTask {
         let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
+        if IMAGE_TEXT_ARCHITECTURES.contains(&arch) {
+            return ModelTask::ImageText;
+        }
         if !arch.ends_with("ForSequenceClassification") {
             return ModelTask::Embedding;
         }
@@ -93,13 +103,18 @@ impl ModelTask {
 
     /// Whether the model scores token pairs (a reranker or a classifier) rather than embedding texts.
     pub fn is_cross_encoder(&self) -> bool {
-        !matches!(self, ModelTask::Embedding)
+        matches!(self, ModelTask::Rerank { .. } | ModelTask::Classify { .. })
+    }
+
+    /// Whether the model embeds images too (a two-tower image-text model).
+    pub fn takes_images(&self) -> bool {
+        matches!(self, ModelTask::ImageText)
     }
 
     /// The number of logits per row (0 for an embedding model).
     pub fn outputs(&self) -> usize {
         match self {
-            ModelTask::Embedding => 0,
+            ModelTask::Embedding | ModelTask::ImageText => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
         }
@@ -117,6 +132,7 @@ impl ModelTask {
     pub fn noun(&self) -> &'static str {
         match self {
             ModelTask::Embedding => "an embedding model",
+            ModelTask::ImageText => "an image-text embedding model",
             ModelTask::Rerank { .. } => "a reranker",
             ModelTask::Classify { .. } => "a classifier",
         }
@@ -126,6 +142,7 @@ impl ModelTask {
     pub fn routes(&self) -> &'static str {
         match self {
             ModelTask::Embedding => "POST /v1/embeddings or POST /embed",
+            ModelTask::ImageText => "POST /v1/embeddings, POST /embed or POST /embeddings_image",
             ModelTask::Rerank { .. } => "POST /rerank or POST /v1/rerank",
             ModelTask::Classify { .. } => "POST /predict",
         }
@@ -152,6 +169,9 @@ mod tests {
         assert_eq!(c, ModelTask::Classify { labels: vec!["negative".into(), "positive".into(), "neutral".into()] });
         assert_eq!(c.outputs(), 3);
         assert!(c.is_cross_encoder() && !ModelTask::Embedding.is_cross_encoder());
+        let clip = ModelTask::from_config(&json!({"architectures": ["CLIPModel"]}));
+        assert!(clip == ModelTask::ImageText && !clip.is_cross_encoder() && clip.takes_images());
+        assert_eq!(ModelTask::from_config(&json!({"architectures": ["SiglipModel"]})), ModelTask::ImageText);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
 //! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
 //!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
+//! * [`Towers`]: the text and vision towers of a CLIP or SigLIP model on one unit (token rows and preprocessed
+//!   images in, one vector per row out); [`load_towers_chain`] walks a chain for them;
 //! * [`Engines`]: the registry of engines compiled into the binary;
 //! * [`load_chain`]: walks a chain of units and returns the first that loads and passes a real forward pass,
 //!   with the reason every earlier unit was skipped.
@@ -28,6 +30,7 @@ mod engines;
 mod pooling;
 mod scorer;
 mod tokenizer;
+mod towers;
 
 pub use chain::{load_chain, load_scorer_chain, ChainError, LoadedChain, LoadedScorer, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
@@ -35,6 +38,7 @@ pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
 pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
+pub use towers::{load_towers_chain, LoadedTowers, Towers};
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,6 +7,7 @@
 
 mod runner;
 pub mod signals;
+mod towers;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
