@@ -30,6 +30,33 @@ pub struct ServeConfig {
     pub request_timeout: Option<Duration>,
     /// Header and keep-alive timeouts and the connection limit. Defaults: 10 s, 60 s, 8192.
     pub connections: ConnectionLimits,
+    /// What image inputs may be (image-text models).
+    pub images: ImageLimits,
+}
+
+/// Limits on image inputs (`/v1/embeddings` image parts, `/embeddings_image`).
+#[derive(Debug, Clone)]
+pub struct ImageLimits {
+    /// Pixels an image's header may declare (refused before decoding past it). Default 89,478,485 (PIL's
+    /// decompression-bomb limit).
+    pub max_pixels: u64,
+    /// Encoded bytes of one image. Default 64 MiB (the request body limit is usually lower).
+    pub max_bytes: usize,
+    /// Fetch `http://` and `https://` image URLs (`--allow-image-urls`); otherwise only `data:` URLs are taken.
+    pub allow_urls: bool,
+    /// The longest a URL fetch may take, connection included. Default 10 s.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_pixels: bulkhead_image::DEFAULT_MAX_PIXELS,
+            max_bytes: bulkhead_image::DEFAULT_MAX_BYTES,
+            allow_urls: false,
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -50,6 +77,7 @@ impl Default for ServeConfig {
                 keep_alive_timeout: Duration::from_secs(60),
                 max_connections: 8192,
             },
+            images: ImageLimits::default(),
         }
     }
 }

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{images, kserve, openai, ops, rerank, tei};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -39,6 +39,7 @@ use bulkhead_core::ModelTask;
     paths(
         openai::embeddings,
         openai::models,
+        images::embeddings_image,
         tei::embed_route,
         rerank::rerank,
         rerank::predict,
@@ -77,6 +78,7 @@ struct ApiDoc;
 const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v1/embeddings", openai::EMBEDDINGS_ERRORS),
     ("/embed", tei::EMBED_ERRORS),
+    ("/embeddings_image", images::IMAGE_ERRORS),
     ("/rerank", rerank::SCORE_ERRORS),
     ("/v1/rerank", rerank::SCORE_ERRORS),
     ("/predict", rerank::SCORE_ERRORS),
@@ -87,7 +89,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
 
 /// Operations whose 200 carries the inference headers.
 const INFERENCE: &[&str] =
-    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
+    &["/v1/embeddings", "/embeddings_image", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {
@@ -124,7 +126,12 @@ impl Accepted {
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
                 _ => {}
             }
-            let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
+            let (tokenizer, dimensions) = match &m.kind {
+                ModelKind::Embedding { tokenizer, dimensions } | ModelKind::ImageText { tokenizer, dimensions, .. } => {
+                    (tokenizer, dimensions)
+                }
+                _ => continue,
+            };
             a.embedding_models.push(m.name.clone());
             a.vocab = Some(a.vocab.map_or(tokenizer.vocab_size(), |v| v.min(tokenizer.vocab_size())));
             a.max_tokens = Some(a.max_tokens.map_or(tokenizer.max_len(), |v| v.min(tokenizer.max_len())));

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{images, kserve, openai, ops, rerank, tei};
 use crate::state::AppState;
 
 /// The application: every route of the interface, with the body limit, the API key check, the per-request
@@ -22,6 +22,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
+        .route("/embeddings_image", post(images::embeddings_image))
         .route("/embed", post(tei::embed_route))
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))

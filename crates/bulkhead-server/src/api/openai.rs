@@ -35,7 +35,8 @@ pub struct EmbeddingsRequest {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(
     untagged,
-    expecting = "`input` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
+    expecting = "`input` must be a string, an array of strings, an array of token ids, an array of token-id arrays, \
+                 or an array of texts and image parts ({\"type\": \"image_url\", \"image_url\": {\"url\": ...}})"
 )]
 pub enum EmbeddingInput {
     /// One text.
@@ -46,6 +47,11 @@ pub enum EmbeddingInput {
     Tokens(TokenRow),
     /// Several inputs as token ids.
     TokenRows(TokenBatch),
+    /// Texts and images (content parts `{"type": "image_url", "image_url": {"url": ...}}`) of an image-text
+    /// model, each embedded by its own tower.
+    Items(super::images::ItemBatch),
+    /// One content part (an image or a text).
+    Part(super::images::ContentPart),
 }
 
 /// How vectors are written in the response.
@@ -146,6 +152,8 @@ pub struct ModelCard {
     pub created: u64,
     /// Always `bulkhead`.
     pub owned_by: String,
+    /// What it takes: `text`, `image` (an image-text model takes both), or `tensor` (a KServe tensor model).
+    pub inputs: Vec<String>,
 }
 
 #[cfg(test)]

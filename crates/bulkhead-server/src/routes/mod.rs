@@ -7,6 +7,7 @@
 
 pub(crate) mod common;
 pub(crate) mod embed;
+pub(crate) mod images;
 pub(crate) mod kserve;
 pub(crate) mod openai;
 pub(crate) mod ops;

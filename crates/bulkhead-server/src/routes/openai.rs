@@ -10,12 +10,14 @@ use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
+use super::images;
+use crate::api::images::InputItem;
 use crate::api::openai::{
     Embedding, EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ListTag, ModelCard, ModelList, ModelTag, Usage,
 };
 use crate::error::{ApiError, ErrorKind};
-use crate::state::AppState;
+use crate::state::{AppState, ModelEntry};
 
 /// The errors `/v1/embeddings` answers with.
 pub const EMBEDDINGS_ERRORS: &[ErrorKind] = &[
@@ -48,24 +50,40 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
     let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
-    let inputs = match req.input {
-        EmbeddingInput::Text(t) => Inputs::Texts(vec![t]),
-        EmbeddingInput::Texts(t) => Inputs::Texts(t.0),
-        EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
-        EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
-    };
-    let job = EmbedJob {
-        inputs,
+    let encoding = req.encoding_format.unwrap_or_default();
+    let mut job = EmbedJob {
+        inputs: Inputs::Texts(vec![]),
         truncate: Some(Truncation::Right),
         prompt: req.prompt,
         prompt_name: req.prompt_name.map(|p| p.0),
         dimensions: req.dimensions.map(|d| d.0),
         normalize: Normalize::AsModel,
     };
+    job.inputs = match req.input {
+        EmbeddingInput::Text(t) => Inputs::Texts(vec![t]),
+        EmbeddingInput::Texts(t) => Inputs::Texts(t.0),
+        EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
+        EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
+        // Texts and images: each item to its own tower.
+        EmbeddingInput::Items(items) => return images::embed_items(model, state, items.0, job, encoding).await,
+        EmbeddingInput::Part(part) => {
+            return images::embed_items(model, state, vec![InputItem::Part(part)], job, encoding).await
+        }
+    };
     let e = embed(model, state, job).await?;
-    let base64 = req.encoding_format.unwrap_or_default() == EncodingFormat::Base64;
-    let data = e
-        .vectors
+    let body = embeddings_response(model, e.vectors, e.tokens, encoding);
+    Ok(inference_headers(Json(body), model, &e.provenance))
+}
+
+/// The OpenAI-shaped answer: one entry per vector, in order, as JSON numbers or base64.
+pub fn embeddings_response(
+    model: &ModelEntry,
+    vectors: Vec<Vec<f32>>,
+    tokens: usize,
+    encoding: EncodingFormat,
+) -> EmbeddingsResponse {
+    let base64 = encoding == EncodingFormat::Base64;
+    let data = vectors
         .into_iter()
         .enumerate()
         .map(|(index, v)| {
@@ -78,13 +96,12 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
             EmbeddingData { object: EmbeddingTag::Embedding, index, embedding }
         })
         .collect();
-    let body = EmbeddingsResponse {
+    EmbeddingsResponse {
         object: ListTag::List,
         data,
         model: model.name.clone(),
-        usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
-    };
-    Ok(inference_headers(Json(body), model, &e.provenance))
+        usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+    }
 }
 
 /// The served models (OpenAI-compatible).
@@ -98,6 +115,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             object: ModelTag::Model,
             created: m.created,
             owned_by: "bulkhead".into(),
+            inputs: images::model_inputs(m),
         })
         .collect();
     Json(ModelList { object: ListTag::List, data })

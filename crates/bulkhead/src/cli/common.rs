@@ -176,7 +176,10 @@ pub fn open_model(model: Option<&str>, tokenizer: Option<&Path>, weights: Weight
             Located::Hub(snapshot) => (snapshot.dir, Some(snapshot.model.repo)),
         },
     };
-    let mut model = ModelFiles::open(&path)?;
+    let mut model = match super::images::open_sentence_transformers_clip(&path) {
+        Some(clip) => clip?,
+        None => ModelFiles::open(&path)?,
+    };
     if let Some(name) = name {
         model.name = name;
     }

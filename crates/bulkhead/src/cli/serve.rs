@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
     #[arg(long, env = "BULKHEAD_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Image inputs whose header declares more pixels than this are refused (422) before decoding.
+    #[arg(long, env = "BULKHEAD_MAX_IMAGE_PIXELS", default_value_t = bulkhead_image::DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+    /// Fetch `http(s)://` image URLs (10 s and the image byte limit per image); otherwise only `data:` URLs.
+    #[arg(long, env = "BULKHEAD_ALLOW_IMAGE_URLS")]
+    allow_image_urls: bool,
 }
 
 struct Spec {
@@ -286,6 +292,11 @@ impl ServeArgs {
             max_inputs: self.max_inputs.max(1),
             max_body_bytes: self.max_body_bytes.max(1024),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            images: bulkhead_server::config::ImageLimits {
+                max_pixels: self.max_image_pixels.max(1),
+                allow_urls: self.allow_image_urls,
+                ..Default::default()
+            },
             ..ServeConfig::default()
         })
     }
@@ -301,6 +312,7 @@ async fn first_request(
 ) -> anyhow::Result<ModelKind> {
     let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
     Ok(match tokenizer {
+        Some(tokenizer) if files.task.takes_images() => super::images::first_request(files, tokenizer, sup).await?,
         Some(tokenizer) if files.task.is_cross_encoder() => {
             // A probe: the worker scores its warm-up pair.
             sup.run(Job::probe()).await.map_err(first)?;
@@ -327,6 +339,7 @@ fn announce_models(state: &AppState) {
         let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
         let what = match &m.kind {
             ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
+            ModelKind::ImageText { dimensions, .. } => format!("texts and images, {dimensions} dimensions"),
             ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
             ModelKind::Tensor { inputs, outputs } => format!(
                 "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
