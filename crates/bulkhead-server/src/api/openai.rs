@@ -78,6 +78,33 @@ pub struct EmbeddingsResponse {
     pub usage: Usage,
 }
 
+impl EmbeddingsResponse {
+    /// The answer for `vectors` (in input order) of `model`, as JSON numbers or base64.
+    pub fn new(model: String, vectors: Vec<Vec<f32>>, tokens: usize, encoding: EncodingFormat) -> EmbeddingsResponse {
+        use base64::Engine as _;
+        let data = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, v)| {
+                let embedding = match encoding {
+                    EncodingFormat::Base64 => {
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    }
+                    EncodingFormat::Float => Embedding::Float(v),
+                };
+                EmbeddingData { object: EmbeddingTag::Embedding, index, embedding }
+            })
+            .collect();
+        EmbeddingsResponse {
+            object: ListTag::List,
+            data,
+            model,
+            usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+        }
+    }
+}
+
 /// The `object` of a list.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

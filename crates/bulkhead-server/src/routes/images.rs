@@ -22,9 +22,8 @@ use bulkhead_image::{Limits, Preprocessor};
 
 use super::common::{inference_headers, labelled, submit_rows, tokenize_off_runtime, JsonBody, Provenance};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use super::openai::embeddings_response;
 use crate::api::images::{ContentPart, ImageEmbeddingsRequest, InputItem};
-use crate::api::openai::EncodingFormat;
+use crate::api::openai::{EmbeddingsResponse, EncodingFormat};
 use crate::config::ImageLimits;
 use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, ModelEntry, ModelKind};
@@ -326,7 +325,7 @@ pub async fn embed_items(
         .map(|&is_image| if is_image { image_vectors.next() } else { text_vectors.next() })
         .collect::<Option<_>>()
         .ok_or_else(|| ApiError::Internal("the model answered fewer vectors than inputs".into()))?;
-    let body = embeddings_response(model, vectors, tokens, encoding);
+    let body = EmbeddingsResponse::new(model.name.clone(), vectors, tokens, encoding);
     Ok(image_headers(Json(body), model, &provenance, images.timing))
 }
 
@@ -352,7 +351,8 @@ pub async fn embeddings_image(
 async fn run(state: &AppState, req: ImageEmbeddingsRequest) -> Result<Response, ApiError> {
     let model = state.model_for(req.model.as_ref().map(|m| m.0.as_str()), ModelTask::takes_images)?;
     let e = embed_images(model, state, req.input.into_vec(), None, Normalize::AsModel).await?;
-    let body = embeddings_response(model, e.vectors, e.positions, req.encoding_format.unwrap_or_default());
+    let body =
+        EmbeddingsResponse::new(model.name.clone(), e.vectors, e.positions, req.encoding_format.unwrap_or_default());
     Ok(image_headers(Json(body), model, &e.provenance, e.timing))
 }
 

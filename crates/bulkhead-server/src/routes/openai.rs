@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use base64::Engine as _;
 use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
@@ -13,11 +12,10 @@ use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::images;
 use crate::api::images::InputItem;
 use crate::api::openai::{
-    Embedding, EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ListTag, ModelCard, ModelList, ModelTag, Usage,
+    EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList, ModelTag,
 };
 use crate::error::{ApiError, ErrorKind};
-use crate::state::{AppState, ModelEntry};
+use crate::state::AppState;
 
 /// The errors `/v1/embeddings` answers with.
 pub const EMBEDDINGS_ERRORS: &[ErrorKind] = &[
@@ -71,37 +69,8 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         }
     };
     let e = embed(model, state, job).await?;
-    let body = embeddings_response(model, e.vectors, e.tokens, encoding);
+    let body = EmbeddingsResponse::new(model.name.clone(), e.vectors, e.tokens, encoding);
     Ok(inference_headers(Json(body), model, &e.provenance))
-}
-
-/// The OpenAI-shaped answer: one entry per vector, in order, as JSON numbers or base64.
-pub fn embeddings_response(
-    model: &ModelEntry,
-    vectors: Vec<Vec<f32>>,
-    tokens: usize,
-    encoding: EncodingFormat,
-) -> EmbeddingsResponse {
-    let base64 = encoding == EncodingFormat::Base64;
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                Embedding::Float(v)
-            };
-            EmbeddingData { object: EmbeddingTag::Embedding, index, embedding }
-        })
-        .collect();
-    EmbeddingsResponse {
-        object: ListTag::List,
-        data,
-        model: model.name.clone(),
-        usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
-    }
 }
 
 /// The served models (OpenAI-compatible).

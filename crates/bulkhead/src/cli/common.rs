@@ -180,6 +180,9 @@ pub fn open_model(model: Option<&str>, tokenizer: Option<&Path>, weights: Weight
         Some(clip) => clip?,
         None => ModelFiles::open(&path)?,
     };
+    if model.task.takes_images() {
+        super::images::fit_text_length(&mut model)?;
+    }
     if let Some(name) = name {
         model.name = name;
     }

@@ -35,6 +35,14 @@ pub fn open_sentence_transformers_clip(path: &Path) -> Option<anyhow::Result<Mod
     })())
 }
 
+/// Texts of an image-text model are cut at the text tower's positions (`text_config.max_position_embeddings`),
+/// whatever the tokenizer's `model_max_length` says.
+pub fn fit_text_length(files: &mut ModelFiles) -> anyhow::Result<()> {
+    let spec = bulkhead_graph::tower_spec(files)?;
+    files.max_seq_length = files.max_seq_length.min(spec.max_text_tokens).max(1);
+    Ok(())
+}
+
 /// The image side of a served image-text model: its processor, checked against the vision tower's input, and the
 /// encoder positions of one image.
 fn image_side(files: &ModelFiles) -> anyhow::Result<(Preprocessor, usize)> {
