@@ -8,6 +8,9 @@ use bulkhead_embed::{warmup_rows, Engines, Tokenizer, Towers};
 use super::runner::{engine_failure, median_ms, LoadFailure};
 use crate::protocol::{LoadFailureKind, WarmupShape};
 
+/// What a health probe runs: token rows through the text tower, then images through the vision tower.
+pub(super) type Probe = (Vec<Row>, Vec<Row>);
+
 /// Loads and warms up `model`'s towers on `unit`: the towers, the probe (one token row, one blank image) and the
 /// warm-up shapes.
 pub(super) fn load(
@@ -17,7 +20,7 @@ pub(super) fn load(
     tokenizer: &Tokenizer,
     iterations: usize,
     on_loaded: impl FnOnce(&SessionReport),
-) -> Result<(Towers, (Vec<Row>, Vec<Row>), Vec<WarmupShape>), LoadFailure> {
+) -> Result<(Towers, Probe, Vec<WarmupShape>), LoadFailure> {
     let mut towers = engines.with_engine(unit, |engine| Towers::load(engine, model, unit)).map_err(engine_failure)?;
     on_loaded(towers.report());
     let texts: Vec<Vec<Row>> =
