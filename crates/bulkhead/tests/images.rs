@@ -142,6 +142,15 @@ fn images_and_texts_match_transformers_on_every_route_and_batch_like_single_inpu
         let mixed = embeddings(&r);
         close(&mixed, &[want_texts[0].clone(), want[0].clone(), want_texts[1].clone(), want[4].clone()], "mixed");
         assert!(r.header("server-timing").unwrap_or_default().contains("tokenize;dur="));
+        // text-embeddings-inference's /embed with `{"image": URL}` items (normalised by default, as TEI does).
+        let r = server.post_json("/embed", &json!({"model": name, "inputs": [texts[2], {"image": urls[1]}]}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let tei = rows(&r.json());
+        close(&tei, &[want_texts[2].clone(), want[1].clone()], "/embed items");
+        assert!(tei.iter().all(|v| (v.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-4));
+        let r = server.post_json("/embed", &json!({"model": name, "inputs": {"image": urls[2]}, "normalize": false}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        close(&rows(&r.json()), &want[2..3], "/embed image");
         // base64 answers the same floats.
         let r = server
             .post_json("/embeddings_image", &json!({"model": name, "input": urls[0], "encoding_format": "base64"}));
@@ -271,6 +280,8 @@ fn bad_images_and_wrong_models_are_4xx_naming_the_problem() {
         check_error(&r, 400, "image-text model", "image to a text model");
         let r = server.post_json("/embeddings_image", &json!({"model": "minilm", "input": file_url("tiny.png")}));
         check_error(&r, 400, "takes texts only", "image route on a text model");
+        let r = server.post_json("/embed", &json!({"model": "minilm", "inputs": [{"image": file_url("tiny.png")}]}));
+        check_error(&r, 400, "image-text model", "/embed image on a text model");
     } else {
         bulkhead_testkit::skip("all-MiniLM-L6-v2 is absent: the image-to-text-model refusal is unchecked");
     }

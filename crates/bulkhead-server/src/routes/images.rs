@@ -22,8 +22,9 @@ use bulkhead_image::{Limits, Preprocessor};
 
 use super::common::{inference_headers, labelled, submit_rows, tokenize_off_runtime, JsonBody, Provenance};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use crate::api::images::{ContentPart, ImageEmbeddingsRequest, InputItem};
+use crate::api::images::{ContentPart, ImageEmbeddingsRequest, ImageUrl, InputItem};
 use crate::api::openai::{EmbeddingsResponse, EncodingFormat};
+use crate::api::tei::TeiItem;
 use crate::config::ImageLimits;
 use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, ModelEntry, ModelKind};
@@ -264,15 +265,26 @@ pub fn image_headers(
     resp
 }
 
-/// A mixed `/v1/embeddings` input: texts through the text tower, images through the vision tower, at once; the
-/// vectors in input order.
+/// Texts and images of one request, embedded.
+pub struct EmbeddedItems {
+    /// One vector per item, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Text tokens and image encoder positions run.
+    pub tokens: usize,
+    /// Who computed them; the text and image halves ran at once, so each stage is the longer of the two.
+    pub provenance: Provenance,
+    /// The image stages.
+    pub timing: ImageTiming,
+}
+
+/// A mixed input (`/v1/embeddings`, `/embed`): texts through the text tower, images through the vision tower, at
+/// once; the vectors in input order. `text_job` says how texts are prompted, truncated and normalised.
 pub async fn embed_items(
     model: &ModelEntry,
     state: &AppState,
     items: Vec<InputItem>,
     text_job: EmbedJob,
-    encoding: EncodingFormat,
-) -> Result<Response, ApiError> {
+) -> Result<EmbeddedItems, ApiError> {
     let (mut texts, mut urls, mut order) = (vec![], vec![], vec![]);
     for item in items {
         match item {
@@ -286,9 +298,6 @@ pub async fn embed_items(
             }
         }
     }
-    if urls.is_empty() {
-        return Err(ApiError::Internal("a mixed input without images reached the image path".into()));
-    }
     if order.len() > state.config.max_inputs {
         return Err(ApiError::Invalid(format!(
             "{} inputs in one request; the limit is {} (--max-inputs)",
@@ -296,10 +305,16 @@ pub async fn embed_items(
             state.config.max_inputs
         )));
     }
+    if urls.is_empty() {
+        // Only texts (content parts of type `text`): the text path alone, on any embedding model.
+        let e = embed(model, state, EmbedJob { inputs: Inputs::Texts(texts), ..text_job }).await?;
+        let timing = ImageTiming::default();
+        return Ok(EmbeddedItems { vectors: e.vectors, tokens: e.tokens, provenance: e.provenance, timing });
+    }
     image_side(model)?;
     let (dimensions, normalize) = (text_job.dimensions, text_job.normalize);
+    let has_texts = !texts.is_empty();
     let text_job = EmbedJob { inputs: Inputs::Texts(texts), ..text_job };
-    let has_texts = matches!(&text_job.inputs, Inputs::Texts(t) if !t.is_empty());
     let images = embed_images(model, state, urls, dimensions, normalize);
     let (texts, images) = if has_texts {
         let (t, i) = tokio::join!(embed(model, state, text_job), images);
@@ -325,8 +340,20 @@ pub async fn embed_items(
         .map(|&is_image| if is_image { image_vectors.next() } else { text_vectors.next() })
         .collect::<Option<_>>()
         .ok_or_else(|| ApiError::Internal("the model answered fewer vectors than inputs".into()))?;
-    let body = EmbeddingsResponse::new(model.name.clone(), vectors, tokens, encoding);
-    Ok(image_headers(Json(body), model, &provenance, images.timing))
+    Ok(EmbeddedItems { vectors, tokens, provenance, timing: images.timing })
+}
+
+/// [`embed_items`] answered in OpenAI's shape (`/v1/embeddings`).
+pub async fn openai_items(
+    model: &ModelEntry,
+    state: &AppState,
+    items: Vec<InputItem>,
+    text_job: EmbedJob,
+    encoding: EncodingFormat,
+) -> Result<Response, ApiError> {
+    let e = embed_items(model, state, items, text_job).await?;
+    let body = EmbeddingsResponse::new(model.name.clone(), e.vectors, e.tokens, encoding);
+    Ok(image_headers(Json(body), model, &e.provenance, e.timing))
 }
 
 /// Embeds images (infinity-compatible `/embeddings_image`): an OpenAI-shaped list of embeddings.
@@ -354,6 +381,17 @@ async fn run(state: &AppState, req: ImageEmbeddingsRequest) -> Result<Response, 
     let body =
         EmbeddingsResponse::new(model.name.clone(), e.vectors, e.positions, req.encoding_format.unwrap_or_default());
     Ok(image_headers(Json(body), model, &e.provenance, e.timing))
+}
+
+/// `/embed`'s items as the mixed input of [`embed_items`].
+pub fn tei_items(items: Vec<TeiItem>) -> Vec<InputItem> {
+    items
+        .into_iter()
+        .map(|item| match item {
+            TeiItem::Text(t) => InputItem::Text(t),
+            TeiItem::Image(i) => InputItem::Part(ContentPart::ImageUrl { image_url: ImageUrl::Url(i.image) }),
+        })
+        .collect()
 }
 
 /// The inputs a model takes, for `/v1/models`: `text`, `image`, or `tensor`.

@@ -63,9 +63,9 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
         EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
         // Texts and images: each item to its own tower.
-        EmbeddingInput::Items(items) => return images::embed_items(model, state, items.0, job, encoding).await,
+        EmbeddingInput::Items(items) => return images::openai_items(model, state, items.0, job, encoding).await,
         EmbeddingInput::Part(part) => {
-            return images::embed_items(model, state, vec![InputItem::Part(part)], job, encoding).await
+            return images::openai_items(model, state, vec![InputItem::Part(part)], job, encoding).await
         }
     };
     let e = embed(model, state, job).await?;
