@@ -7,8 +7,7 @@
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::openai::EncodingFormat;
-use super::EmbeddingModelName;
+use super::{EmbeddingModelName, EncodingFormat};
 
 /// One item of a mixed `input`: a text, or a content part (a text or an image).
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use super::EncodingFormat;
 use super::{Dimensions, EmbeddingModelName, PromptName, TextBatch, TokenBatch, TokenRow};
 
 /// `POST /v1/embeddings`.
@@ -52,17 +53,6 @@ pub enum EmbeddingInput {
     Items(super::images::ItemBatch),
     /// One content part (an image or a text).
     Part(super::images::ContentPart),
-}
-
-/// How vectors are written in the response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EncodingFormat {
-    /// JSON numbers.
-    #[default]
-    Float,
-    /// Base64 of the little-endian f32 bytes.
-    Base64,
 }
 
 /// The answer of `POST /v1/embeddings`.
