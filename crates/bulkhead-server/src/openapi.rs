@@ -64,6 +64,10 @@ use bulkhead_core::ModelTask;
         api::TokenRow,
         api::TokenBatch,
         api::TextBatch,
+        api::images::ImageModelName,
+        api::images::ItemBatch,
+        api::images::ContentPart,
+        api::tei::TeiImage,
         api::rerank::RerankModelName,
         api::rerank::ClassifierModelName,
         api::rerank::TextPair,
@@ -95,6 +99,7 @@ const INFERENCE: &[&str] =
 struct Accepted {
     models: Vec<String>,
     embedding_models: Vec<String>,
+    image_models: Vec<String>,
     rerankers: Vec<String>,
     classifiers: Vec<String>,
     vocab: Option<usize>,
@@ -110,6 +115,7 @@ impl Accepted {
         let mut a = Accepted {
             models: state.models.keys().cloned().collect(),
             embedding_models: vec![],
+            image_models: vec![],
             rerankers: vec![],
             classifiers: vec![],
             vocab: None,
@@ -124,6 +130,7 @@ impl Accepted {
             match m.task() {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
+                Some(ModelTask::ImageText) => a.image_models.push(m.name.clone()),
                 _ => {}
             }
             let (tokenizer, dimensions) = match &m.kind {
@@ -239,6 +246,18 @@ fn specialise(doc: &mut Document, a: &Accepted) {
     }
     if let Some(o) = object(schemas.get_mut("EmbeddingModelName")) {
         o.enum_values = Some(names(&a.embedding_models));
+    }
+    if let Some(o) = object(schemas.get_mut("ImageModelName")) {
+        o.enum_values = Some(names(&a.image_models));
+    }
+    if a.image_models.is_empty() {
+        // No model here takes images: an image item matches nothing (an object schema with an empty `enum`).
+        for part in ["ContentPart", "TeiImage"] {
+            let mut none = Object::default();
+            none.enum_values = Some(vec![]);
+            none.description = Some("this server serves no image-text model: no image input is accepted".into());
+            schemas.insert(part.into(), RefOr::T(Schema::Object(none)));
+        }
     }
     if let Some(o) = object(schemas.get_mut("RerankModelName")) {
         o.enum_values = Some(names(&a.rerankers));

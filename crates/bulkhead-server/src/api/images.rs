@@ -4,10 +4,14 @@
 //! An image is a URL: a `data:image/...;base64,...` URL always; an `http(s)://` URL only when the server was started
 //! with `--allow-image-urls`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{EmbeddingModelName, EncodingFormat};
+use super::EncodingFormat;
+
+/// The name of an image-text model this server serves (texts and images in, vectors out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageModelName(pub String);
 
 /// One item of a mixed `input`: a text, or a content part (a text or an image).
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
@@ -72,7 +76,7 @@ pub struct ImageEmbeddingsRequest {
     pub input: ImageUrls,
     /// The model (default: the first image-text model the server serves).
     #[serde(default)]
-    pub model: Option<EmbeddingModelName>,
+    pub model: Option<ImageModelName>,
     /// `float` (default) or `base64` (little-endian f32 bytes).
     #[serde(default)]
     pub encoding_format: Option<EncodingFormat>,
