@@ -43,7 +43,9 @@ check("images (client default encoding)", [d.embedding for d in r.data], want)
 
 # float encoding, texts and images mixed: each item to its own tower, in order.
 r = client.embeddings.create(
-    model=model, input=[texts["texts"][0], part(names[0]), texts["texts"][1]], encoding_format="float"
+    model=model,
+    input=[{"type": "text", "text": texts["texts"][0]}, part(names[0]), {"type": "text", "text": texts["texts"][1]}],
+    encoding_format="float",
 )
 check("mixed", [d.embedding for d in r.data], [texts["text_embeddings"][0], want[0], texts["text_embeddings"][1]])
 

@@ -68,6 +68,7 @@ use bulkhead_core::ModelTask;
         api::images::ItemBatch,
         api::images::ContentPart,
         api::tei::TeiImage,
+        api::tei::TeiItemBatch,
         api::rerank::RerankModelName,
         api::rerank::ClassifierModelName,
         api::rerank::TextPair,
@@ -296,7 +297,7 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         arr.min_items = Some(1);
         arr.max_items = a.max_tokens;
     }
-    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch"] {
+    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch", "ItemBatch", "TeiItemBatch"] {
         if let Some(arr) = array(schemas.get_mut(batch)) {
             arr.min_items = Some(1);
             arr.max_items = Some(a.max_inputs);

@@ -137,13 +137,13 @@ fn images_and_texts_match_transformers_on_every_route_and_batch_like_single_inpu
         table.push(format!("{name:<8} texts   /v1/embeddings  min cosine {cos:.7}"));
 
         // Texts and images mixed in one request: each to its tower, in input order.
-        let input = json!([texts[0], image_part(&urls[0]), {"type": "text", "text": texts[1]}, image_part(&urls[4])]);
+        let input = json!([{"type": "text", "text": texts[0]}, image_part(&urls[0]), {"type": "text", "text": texts[1]}, image_part(&urls[4])]);
         let r = server.post_json("/v1/embeddings", &json!({"model": name, "input": input}));
         let mixed = embeddings(&r);
         close(&mixed, &[want_texts[0].clone(), want[0].clone(), want_texts[1].clone(), want[4].clone()], "mixed");
         assert!(r.header("server-timing").unwrap_or_default().contains("tokenize;dur="));
         // text-embeddings-inference's /embed with `{"image": URL}` items (normalised by default, as TEI does).
-        let r = server.post_json("/embed", &json!({"model": name, "inputs": [texts[2], {"image": urls[1]}]}));
+        let r = server.post_json("/embed", &json!({"model": name, "inputs": [{"text": texts[2]}, {"image": urls[1]}]}));
         assert_eq!(r.status, 200, "{}", r.body);
         let tei = rows(&r.json());
         close(&tei, &[want_texts[2].clone(), want[1].clone()], "/embed items");

@@ -13,16 +13,6 @@ use super::EncodingFormat;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImageModelName(pub String);
 
-/// One item of a mixed `input`: a text, or a content part (a text or an image).
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
-#[serde(untagged, expecting = "an input item must be a string or a content part `{\"type\": \"image_url\", ...}`")]
-pub enum InputItem {
-    /// A text.
-    Text(String),
-    /// A content part.
-    Part(ContentPart),
-}
-
 /// A content part, tagged by `type` (OpenAI's chat content parts).
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -64,9 +54,10 @@ impl ImageUrl {
     }
 }
 
-/// Several items of a mixed `input` (texts and content parts, each embedded by its own tower).
+/// Several content parts (texts and images, each embedded by its own tower). Texts among images are text parts,
+/// so that an array of plain strings is always a [`TextBatch`](super::TextBatch).
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
-pub struct ItemBatch(pub Vec<InputItem>);
+pub struct ItemBatch(pub Vec<ContentPart>);
 
 /// `POST /embeddings_image` (infinity's shape).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -122,22 +113,18 @@ mod tests {
 
     #[test]
     fn items_parse_into_texts_and_parts() {
-        let items: Vec<InputItem> = serde_json::from_str(
-            r#"["a cat", {"type": "text", "text": "a dog"},
+        let items: ItemBatch = serde_json::from_str(
+            r#"[{"type": "text", "text": "a dog"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}},
                 {"type": "image_url", "image_url": "data:image/png;base64,BB"}]"#,
         )
         .unwrap();
-        assert_eq!(items[0], InputItem::Text("a cat".into()));
-        assert_eq!(items[1], InputItem::Part(ContentPart::Text { text: "a dog".into() }));
-        assert!(
-            matches!(&items[2], InputItem::Part(ContentPart::ImageUrl { image_url }) if image_url.url().ends_with("AA"))
-        );
-        assert!(
-            matches!(&items[3], InputItem::Part(ContentPart::ImageUrl { image_url }) if image_url.url().ends_with("BB"))
-        );
-        assert!(serde_json::from_str::<InputItem>(r#"{"type": "audio", "x": 1}"#).is_err());
-        assert!(serde_json::from_str::<InputItem>(r#"{"type": "image_url"}"#).is_err());
+        assert_eq!(items.0[0], ContentPart::Text { text: "a dog".into() });
+        assert!(matches!(&items.0[1], ContentPart::ImageUrl { image_url } if image_url.url().ends_with("AA")));
+        assert!(matches!(&items.0[2], ContentPart::ImageUrl { image_url } if image_url.url().ends_with("BB")));
+        assert!(serde_json::from_str::<ItemBatch>(r#"["a cat", {"type": "text", "text": "x"}]"#).is_err());
+        assert!(serde_json::from_str::<ContentPart>(r#"{"type": "audio", "x": 1}"#).is_err());
+        assert!(serde_json::from_str::<ContentPart>(r#"{"type": "image_url"}"#).is_err());
         let r: ImageEmbeddingsRequest =
             serde_json::from_str(r#"{"input": "data:image/png;base64,AA", "modality": "image"}"#).unwrap();
         assert_eq!(r.input.into_vec().len(), 1);

@@ -22,7 +22,7 @@ use bulkhead_image::{Limits, Preprocessor};
 
 use super::common::{inference_headers, labelled, submit_rows, tokenize_off_runtime, JsonBody, Provenance};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use crate::api::images::{ContentPart, ImageEmbeddingsRequest, ImageUrl, InputItem};
+use crate::api::images::{ContentPart, ImageEmbeddingsRequest, ImageUrl};
 use crate::api::openai::{EmbeddingsResponse, EncodingFormat};
 use crate::api::tei::TeiItem;
 use crate::config::ImageLimits;
@@ -282,17 +282,17 @@ pub struct EmbeddedItems {
 pub async fn embed_items(
     model: &ModelEntry,
     state: &AppState,
-    items: Vec<InputItem>,
+    items: Vec<ContentPart>,
     text_job: EmbedJob,
 ) -> Result<EmbeddedItems, ApiError> {
     let (mut texts, mut urls, mut order) = (vec![], vec![], vec![]);
     for item in items {
         match item {
-            InputItem::Text(t) | InputItem::Part(ContentPart::Text { text: t }) => {
+            ContentPart::Text { text: t } => {
                 order.push(false);
                 texts.push(t);
             }
-            InputItem::Part(ContentPart::ImageUrl { image_url }) => {
+            ContentPart::ImageUrl { image_url } => {
                 order.push(true);
                 urls.push(image_url.url().to_string());
             }
@@ -347,7 +347,7 @@ pub async fn embed_items(
 pub async fn openai_items(
     model: &ModelEntry,
     state: &AppState,
-    items: Vec<InputItem>,
+    items: Vec<ContentPart>,
     text_job: EmbedJob,
     encoding: EncodingFormat,
 ) -> Result<Response, ApiError> {
@@ -384,12 +384,12 @@ async fn run(state: &AppState, req: ImageEmbeddingsRequest) -> Result<Response, 
 }
 
 /// `/embed`'s items as the mixed input of [`embed_items`].
-pub fn tei_items(items: Vec<TeiItem>) -> Vec<InputItem> {
+pub fn tei_items(items: Vec<TeiItem>) -> Vec<ContentPart> {
     items
         .into_iter()
         .map(|item| match item {
-            TeiItem::Text(t) => InputItem::Text(t),
-            TeiItem::Image(i) => InputItem::Part(ContentPart::ImageUrl { image_url: ImageUrl::Url(i.image) }),
+            TeiItem::Text(t) => ContentPart::Text { text: t.text },
+            TeiItem::Image(i) => ContentPart::ImageUrl { image_url: ImageUrl::Url(i.image) },
         })
         .collect()
 }

@@ -10,7 +10,6 @@ use bulkhead_embed::Truncation;
 use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::images;
-use crate::api::images::InputItem;
 use crate::api::openai::{
     EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList, ModelTag,
 };
@@ -64,9 +63,7 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
         EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
         // Texts and images: each item to its own tower.
         EmbeddingInput::Items(items) => return images::openai_items(model, state, items.0, job, encoding).await,
-        EmbeddingInput::Part(part) => {
-            return images::openai_items(model, state, vec![InputItem::Part(part)], job, encoding).await
-        }
+        EmbeddingInput::Part(part) => return images::openai_items(model, state, vec![part], job, encoding).await,
     };
     let e = embed(model, state, job).await?;
     let body = EmbeddingsResponse::new(model.name.clone(), e.vectors, e.tokens, encoding);

@@ -40,7 +40,7 @@ async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> 
         TeiInput::Text(t) => (vec![t], None),
         TeiInput::Texts(t) => (t.0, None),
         TeiInput::Image(image) => (vec![], Some(vec![TeiItem::Image(image)])),
-        TeiInput::Items(items) => (vec![], Some(items)),
+        TeiInput::Items(items) => (vec![], Some(items.0)),
     };
     let side = match req.truncation_direction.unwrap_or_default() {
         TruncationDirection::Right => Truncation::Right,
