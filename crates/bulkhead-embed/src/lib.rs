@@ -18,8 +18,9 @@
 //!
 //! * **Warm-up and probes are live requests:** they are made by the same tokenizer, padded the same way (always on
 //!   the right) and pooled the same way as requests, so a unit that passes its warm-up has run the real path.
-//! * **Engine-neutral:** it talks to engines only through [`bulkhead_core::Engine`] and
-//!   [`bulkhead_core::Session`]; the engines a binary has are handed in ([`Engines`]).
+//! * **Engine-neutral:** it talks to engines only through [`bulkhead_core::Engine`],
+//!   [`bulkhead_core::Session`] and [`bulkhead_core::GraphSession`] (the towers of an image-text model, whose graphs
+//!   `bulkhead-graph` writes); the engines a binary has are handed in ([`Engines`]).
 //! * **A failed unit is a reason, not a fallback in silence:** [`load_chain`] returns every skipped unit with why.
 #![deny(missing_docs)]
 
