@@ -51,6 +51,6 @@ pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsF
 pub use precision::Precision;
 pub use prompts::{DefaultPrompt, Matryoshka, PromptError, Prompts};
 pub use row::{Row, RowKind};
-pub use task::{Activation, ModelTask};
+pub use task::{Activation, ModelTask, IMAGE_TEXT_ARCHITECTURES};
 pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

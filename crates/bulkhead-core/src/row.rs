@@ -28,6 +28,15 @@ pub enum Row {
         /// Token type (segment) ids, one per token id.
         type_ids: Vec<i64>,
     },
+    /// One preprocessed image of an image-text model's vision tower: `channels x side x side` float32 pixel values
+    /// in the model's layout (`pixel_values` of one image, as its image processor computes them).
+    Pixels {
+        /// The pixel values, channel-major.
+        values: Vec<f32>,
+        /// Positions of the vision encoder's sequence (patches, plus a class token where the model has one): what
+        /// the image costs in the units the token budgets count.
+        positions: usize,
+    },
 }
 
 /// The kind of a [`Row`]: rows of one kind may share a batch, rows of different kinds never do.
@@ -38,6 +47,8 @@ pub enum RowKind {
     Tokens,
     /// [`Row::Pair`].
     Pair,
+    /// [`Row::Pixels`].
+    Pixels,
 }
 
 impl std::fmt::Display for RowKind {
@@ -45,6 +56,7 @@ impl std::fmt::Display for RowKind {
         f.write_str(match self {
             RowKind::Tokens => "token rows",
             RowKind::Pair => "token pairs",
+            RowKind::Pixels => "images",
         })
     }
 }
@@ -60,13 +72,15 @@ impl Row {
         match self {
             Row::Tokens { .. } => RowKind::Tokens,
             Row::Pair { .. } => RowKind::Pair,
+            Row::Pixels { .. } => RowKind::Pixels,
         }
     }
 
-    /// The token ids.
+    /// The token ids (empty for an image).
     pub fn ids(&self) -> &[i64] {
         match self {
             Row::Tokens { ids, .. } | Row::Pair { ids, .. } => ids,
+            Row::Pixels { .. } => &[],
         }
     }
 
@@ -74,7 +88,7 @@ impl Row {
     pub fn type_ids(&self) -> &[i64] {
         match self {
             Row::Pair { type_ids, .. } => type_ids,
-            Row::Tokens { .. } => &[],
+            Row::Tokens { .. } | Row::Pixels { .. } => &[],
         }
     }
 
@@ -82,13 +96,24 @@ impl Row {
     pub fn prompt(&self) -> usize {
         match self {
             Row::Tokens { prompt, .. } => *prompt,
-            Row::Pair { .. } => 0,
+            Row::Pair { .. } | Row::Pixels { .. } => 0,
         }
     }
 
-    /// Its length in positions: what padding and the token budgets count.
+    /// Its length in positions: what padding and the token budgets count (an image: its encoder positions).
     pub fn len(&self) -> usize {
-        self.ids().len()
+        match self {
+            Row::Pixels { positions, .. } => *positions,
+            _ => self.ids().len(),
+        }
+    }
+
+    /// An image's pixel values (`None` for token rows).
+    pub fn pixels(&self) -> Option<&[f32]> {
+        match self {
+            Row::Pixels { values, .. } => Some(values),
+            _ => None,
+        }
     }
 
     /// Whether it holds no position.
@@ -115,5 +140,8 @@ mod tests {
         assert_eq!((p.kind(), p.len(), p.prompt(), p.type_ids().len()), (RowKind::Pair, 5, 0, 5));
         assert!(Row::tokens(vec![]).is_empty());
         assert_eq!(RowKind::Pair.to_string(), "token pairs");
+        let i = Row::Pixels { values: vec![0.5; 12], positions: 5 };
+        assert_eq!((i.kind(), i.len(), i.ids(), i.pixels().map(<[f32]>::len)), (RowKind::Pixels, 5, &[][..], Some(12)));
+        assert!(t.pixels().is_none());
     }
 }

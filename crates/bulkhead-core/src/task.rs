@@ -38,6 +38,9 @@ impl Activation {
     }
 }
 
+/// `architectures[0]` values of two-tower image-text models ([`ModelTask::ImageText`]).
+pub const IMAGE_TEXT_ARCHITECTURES: &[&str] = &["CLIPModel", "SiglipModel"];
+
 /// What a model computes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
@@ -57,6 +60,10 @@ pub enum ModelTask {
     },
     /// Promptable segmentation (SAM2): an image and points or boxes in, masks out (`/v1/segment`).
     Segmentation,
+    /// A two-tower image-text model (CLIP, SigLIP: `CLIPModel`, `SiglipModel`): one vector per text from its text
+    /// tower and one per image from its vision tower, in one space (`/v1/embeddings`, `/embed`,
+    /// `/embeddings_image`).
+    ImageText,
 }
 
 impl ModelTask {
@@ -67,6 +74,9 @@ impl ModelTask {
         let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
         if arch == "Sam2Model" || (arch.is_empty() && model_type == "sam2") {
             return ModelTask::Segmentation;
+        }
+        if IMAGE_TEXT_ARCHITECTURES.contains(&arch) {
+            return ModelTask::ImageText;
         }
         if !arch.ends_with("ForSequenceClassification") {
             return ModelTask::Embedding;
@@ -102,10 +112,15 @@ impl ModelTask {
         matches!(self, ModelTask::Rerank { .. } | ModelTask::Classify { .. })
     }
 
+    /// Whether the model embeds images too (a two-tower image-text model).
+    pub fn takes_images(&self) -> bool {
+        matches!(self, ModelTask::ImageText)
+    }
+
     /// The number of logits per row (0 for an embedding model).
     pub fn outputs(&self) -> usize {
         match self {
-            ModelTask::Embedding | ModelTask::Segmentation => 0,
+            ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
         }
@@ -123,6 +138,7 @@ impl ModelTask {
     pub fn noun(&self) -> &'static str {
         match self {
             ModelTask::Embedding => "an embedding model",
+            ModelTask::ImageText => "an image-text embedding model",
             ModelTask::Rerank { .. } => "a reranker",
             ModelTask::Classify { .. } => "a classifier",
             ModelTask::Segmentation => "a segmentation model",
@@ -133,6 +149,7 @@ impl ModelTask {
     pub fn routes(&self) -> &'static str {
         match self {
             ModelTask::Embedding => "POST /v1/embeddings or POST /embed",
+            ModelTask::ImageText => "POST /v1/embeddings, POST /embed or POST /embeddings_image",
             ModelTask::Rerank { .. } => "POST /rerank or POST /v1/rerank",
             ModelTask::Classify { .. } => "POST /predict",
             ModelTask::Segmentation => "POST /v1/segment",
@@ -164,6 +181,9 @@ mod tests {
         assert_eq!(sam2, ModelTask::Segmentation);
         assert_eq!(ModelTask::from_config(&json!({"model_type": "sam2"})), ModelTask::Segmentation);
         assert!(!sam2.is_cross_encoder());
+        let clip = ModelTask::from_config(&json!({"architectures": ["CLIPModel"]}));
+        assert!(clip == ModelTask::ImageText && !clip.is_cross_encoder() && clip.takes_images());
+        assert_eq!(ModelTask::from_config(&json!({"architectures": ["SiglipModel"]})), ModelTask::ImageText);
     }
 
     #[test]

@@ -267,9 +267,10 @@ fn precision_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&Safetenso
 
 /// An architecture bulkhead neither builds nor runs from safetensors (5a).
 fn architecture_finding(model: &ModelFiles) -> Option<Finding> {
-    let candle_ok =
-        model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
-            || model.model_type.as_deref() == Some("bert");
+    let candle_ok = model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
+            || model.model_type.as_deref() == Some("bert")
+            // An image-text model's towers are built by bulkhead-graph too (measured on its text tower).
+            || model.task.takes_images();
     (model.safetensors.is_some() && !candle_ok).then(|| {
         Finding::new(
             Branch::Unsupported,

@@ -54,4 +54,16 @@ impl Engines {
             None => Err(EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) }),
         }
     }
+
+    /// Runs `f` with the engine of `unit` (several graphs of one model load through it).
+    pub fn with_engine<T>(
+        &self,
+        unit: &Unit,
+        f: impl FnOnce(&dyn Engine) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        match self.get(unit) {
+            Some(e) => f(e),
+            None => Err(EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) }),
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //! * [`Embedder`]: one loaded [`Session`](bulkhead_core::Session) plus the model's pooling and normalisation;
 //! * [`Scorer`]: one loaded session of a cross-encoder (reranker or classifier): typed pair rows in, logits out
 //!   ([`Tokenizer::encode_pairs`] tokenizes pairs as transformers does);
+//! * [`Towers`]: the text and vision towers of a CLIP or SigLIP model on one unit (token rows and preprocessed
+//!   images in, one vector per row out); [`load_towers_chain`] walks a chain for them;
 //! * [`Engines`]: the registry of engines compiled into the binary;
 //! * [`load_chain`]: walks a chain of units and returns the first that loads and passes a real forward pass,
 //!   with the reason every earlier unit was skipped.
@@ -17,8 +19,9 @@
 //!
 //! * **Warm-up and probes are live requests:** they are made by the same tokenizer, padded the same way (always on
 //!   the right) and pooled the same way as requests, so a unit that passes its warm-up has run the real path.
-//! * **Engine-neutral:** it talks to engines only through [`bulkhead_core::Engine`] and
-//!   [`bulkhead_core::Session`]; the engines a binary has are handed in ([`Engines`]).
+//! * **Engine-neutral:** it talks to engines only through [`bulkhead_core::Engine`],
+//!   [`bulkhead_core::Session`] and [`bulkhead_core::GraphSession`] (the towers of an image-text model, whose graphs
+//!   `bulkhead-graph` writes); the engines a binary has are handed in ([`Engines`]).
 //! * **A failed unit is a reason, not a fallback in silence:** [`load_chain`] returns every skipped unit with why.
 #![deny(missing_docs)]
 
@@ -30,6 +33,7 @@ mod pooling;
 mod scorer;
 mod tokenizer;
 mod tokens;
+mod towers;
 
 pub use chain::{load_chain, load_scorer_chain, ChainError, LoadedChain, LoadedScorer, SkippedUnit};
 pub use embedder::{Embedder, StageTiming};
@@ -38,6 +42,7 @@ pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
 pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
 pub use tokens::TokenSpan;
+pub use towers::{load_towers_chain, LoadedTowers, Towers};
 
 /// Errors of the pipeline itself (the engines have [`bulkhead_core::EngineError`]).
 #[derive(Debug, Clone, thiserror::Error)]

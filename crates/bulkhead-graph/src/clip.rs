@@ -76,6 +76,7 @@ impl ClipConfig {
             family: "clip",
             image_size: self.vision.image_size,
             channels: self.vision.channels,
+            image_positions: self.vision.grid().pow(2) + 1,
             image_dim: self.projection,
             text_dim: self.projection,
             max_text_tokens: self.text.max_positions,

@@ -65,6 +65,7 @@ impl SiglipConfig {
             family: "siglip",
             image_size: self.vision.image_size,
             channels: self.vision.channels,
+            image_positions: self.vision.grid().pow(2),
             image_dim: self.vision.enc.hidden,
             text_dim: self.projection,
             max_text_tokens: self.text.max_positions,

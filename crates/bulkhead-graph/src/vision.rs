@@ -42,7 +42,7 @@ impl Tower {
 }
 
 /// `architectures[0]` values whose towers [`build_tower_cached`] builds.
-pub const TOWER_ARCHITECTURES: &[&str] = &["CLIPModel", "SiglipModel"];
+pub const TOWER_ARCHITECTURES: &[&str] = bulkhead_core::IMAGE_TEXT_ARCHITECTURES;
 
 /// What a caller needs to feed a tower model's graphs and read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub struct TowerSpec {
     pub image_size: usize,
     /// Channels of `pixel_values` (`vision_config.num_channels`).
     pub channels: usize,
+    /// Positions of the vision encoder's sequence (patches, plus CLIP's class token): what one image costs, in the
+    /// units a batch's token budget counts.
+    pub image_positions: usize,
     /// Width of `image_embeds`.
     pub image_dim: usize,
     /// Width of `text_embeds`.

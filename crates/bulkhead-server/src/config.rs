@@ -37,11 +37,35 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Where OpenTelemetry traces go (`--otlp-endpoint`); `None`: no traces (the default).
     pub traces: Option<TraceConfig>,
-    /// The most pixels an image's header may declare (`--max-image-pixels`; refused with 413 before decoding).
-    /// Default: PIL's 89,478,485.
-    pub max_image_pixels: u64,
     /// Bytes of prepared images a segmentation model keeps by `image_id` (`--image-cache-mb`). Default 256 MiB.
     pub image_cache_bytes: usize,
+    /// What image inputs may be (image-text models).
+    pub images: ImageLimits,
+}
+
+/// Limits on image inputs (`/v1/embeddings` image parts, `/embeddings_image`).
+#[derive(Debug, Clone)]
+pub struct ImageLimits {
+    /// Pixels an image's header may declare (refused before decoding past it). Default 89,478,485 (PIL's
+    /// decompression-bomb limit).
+    pub max_pixels: u64,
+    /// Encoded bytes of one image. Default 64 MiB (the request body limit is usually lower).
+    pub max_bytes: usize,
+    /// Fetch `http://` and `https://` image URLs (`--allow-image-urls`); otherwise only `data:` URLs are taken.
+    pub allow_urls: bool,
+    /// The longest a URL fetch may take, connection included. Default 10 s.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_pixels: bulkhead_image::DEFAULT_MAX_PIXELS,
+            max_bytes: bulkhead_image::DEFAULT_MAX_BYTES,
+            allow_urls: false,
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -64,8 +88,8 @@ impl Default for ServeConfig {
                 max_connections: 8192,
             },
             traces: None,
-            max_image_pixels: bulkhead_image::DEFAULT_MAX_PIXELS,
             image_cache_bytes: 256 << 20,
+            images: ImageLimits::default(),
         }
     }
 }

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -39,6 +39,7 @@ use bulkhead_core::ModelTask;
     paths(
         openai::embeddings,
         openai::models,
+        images::embeddings_image,
         tei::embed_route,
         rerank::rerank,
         rerank::predict,
@@ -74,6 +75,11 @@ use bulkhead_core::ModelTask;
         api::TokenRow,
         api::TokenBatch,
         api::TextBatch,
+        api::images::ImageModelName,
+        api::images::ItemBatch,
+        api::images::ContentPart,
+        api::tei::TeiImage,
+        api::tei::TeiItemBatch,
         api::rerank::RerankModelName,
         api::rerank::ClassifierModelName,
         api::rerank::TextPair,
@@ -97,6 +103,7 @@ struct ApiDoc;
 const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v1/embeddings", openai::EMBEDDINGS_ERRORS),
     ("/embed", tei::EMBED_ERRORS),
+    ("/embeddings_image", images::IMAGE_ERRORS),
     ("/rerank", rerank::SCORE_ERRORS),
     ("/v1/rerank", rerank::SCORE_ERRORS),
     ("/predict", rerank::SCORE_ERRORS),
@@ -118,6 +125,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
 /// Operations whose 200 carries the inference headers.
 const INFERENCE: &[&str] = &[
     "/v1/embeddings",
+    "/embeddings_image",
     "/embed",
     "/rerank",
     "/v1/rerank",
@@ -133,6 +141,7 @@ const INFERENCE: &[&str] = &[
 struct Accepted {
     models: Vec<String>,
     embedding_models: Vec<String>,
+    image_models: Vec<String>,
     rerankers: Vec<String>,
     classifiers: Vec<String>,
     /// Models with a tokenizer (embedding models and cross-encoders).
@@ -152,6 +161,7 @@ impl Accepted {
         let mut a = Accepted {
             models: state.models.keys().cloned().collect(),
             embedding_models: vec![],
+            image_models: vec![],
             rerankers: vec![],
             classifiers: vec![],
             text_models: vec![],
@@ -168,13 +178,19 @@ impl Accepted {
             match m.task() {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
+                Some(ModelTask::ImageText) => a.image_models.push(m.name.clone()),
                 _ => {}
             }
             if let ModelKind::Embedding { tokenizer, .. } | ModelKind::CrossEncoder { tokenizer, .. } = &m.kind {
                 a.text_models.push(m.name.clone());
                 a.max_vocab = Some(a.max_vocab.unwrap_or(0).max(tokenizer.vocab_size()));
             }
-            let ModelKind::Embedding { tokenizer, dimensions } = &m.kind else { continue };
+            let (tokenizer, dimensions) = match &m.kind {
+                ModelKind::Embedding { tokenizer, dimensions } | ModelKind::ImageText { tokenizer, dimensions, .. } => {
+                    (tokenizer, dimensions)
+                }
+                _ => continue,
+            };
             a.embedding_models.push(m.name.clone());
             a.vocab = Some(a.vocab.map_or(tokenizer.vocab_size(), |v| v.min(tokenizer.vocab_size())));
             a.max_tokens = Some(a.max_tokens.map_or(tokenizer.max_len(), |v| v.min(tokenizer.max_len())));
@@ -298,6 +314,18 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         let tagged = a.embedding_models.iter().flat_map(|n| [n.clone(), format!("{n}:latest")]).collect::<Vec<_>>();
         o.enum_values = Some(names(&tagged));
     }
+    if let Some(o) = object(schemas.get_mut("ImageModelName")) {
+        o.enum_values = Some(names(&a.image_models));
+    }
+    if a.image_models.is_empty() {
+        // No model here takes images: an image item matches nothing (an object schema with an empty `enum`).
+        for part in ["ContentPart", "TeiImage"] {
+            let mut none = Object::default();
+            none.enum_values = Some(vec![]);
+            none.description = Some("this server serves no image-text model: no image input is accepted".into());
+            schemas.insert(part.into(), RefOr::T(Schema::Object(none)));
+        }
+    }
     if let Some(o) = object(schemas.get_mut("RerankModelName")) {
         o.enum_values = Some(names(&a.rerankers));
     }
@@ -335,7 +363,9 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         arr.min_items = Some(1);
         arr.max_items = a.max_tokens;
     }
-    for batch in ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch", "DecodeBatch"] {
+    for batch in
+        ["TextBatch", "TokenBatch", "SequenceBatch", "DocumentBatch", "DecodeBatch", "ItemBatch", "TeiItemBatch"]
+    {
         if let Some(arr) = array(schemas.get_mut(batch)) {
             arr.min_items = Some(1);
             arr.max_items = Some(a.max_inputs);
@@ -393,7 +423,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 26, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 27, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");

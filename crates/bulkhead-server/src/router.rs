@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -23,6 +23,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
+        .route("/embeddings_image", post(images::embeddings_image))
         .route("/embed", post(tei::embed_route))
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))

@@ -32,6 +32,18 @@ pub enum ModelKind {
         /// Reranker or classifier, with its labels.
         task: ModelTask,
     },
+    /// A two-tower image-text model (CLIP, SigLIP): texts through its text tower (every embedding route), images
+    /// through its vision tower (`/v1/embeddings` image parts, `/embeddings_image`), into one space.
+    ImageText {
+        /// Its tokenizer (the text tower's).
+        tokenizer: Tokenizer,
+        /// Embedding dimensions.
+        dimensions: usize,
+        /// Its image processor (`preprocessor_config.json`): images are decoded and preprocessed in the server.
+        preprocessor: Arc<bulkhead_image::Preprocessor>,
+        /// Positions of the vision encoder per image: what an image row counts against the token budget.
+        image_positions: usize,
+    },
     /// An ONNX graph without a tokenizer: named tensors in and out, through KServe v2 infer only.
     Tensor {
         /// The graph inputs.
@@ -64,6 +76,7 @@ impl ModelEntry {
     pub fn task(&self) -> Option<&ModelTask> {
         match &self.kind {
             ModelKind::Embedding { .. } => Some(&ModelTask::Embedding),
+            ModelKind::ImageText { .. } => Some(&ModelTask::ImageText),
             ModelKind::CrossEncoder { task, .. } => Some(task),
             ModelKind::Tensor { .. } => None,
             ModelKind::Segmentation(_) => Some(&ModelTask::Segmentation),
@@ -103,7 +116,9 @@ impl ModelEntry {
     /// The tokenizer and dimensions of an embedding model; a clear 400 naming the route to use for any other.
     pub fn embedding(&self) -> Result<(&Tokenizer, usize), ApiError> {
         match &self.kind {
-            ModelKind::Embedding { tokenizer, dimensions } => Ok((tokenizer, *dimensions)),
+            ModelKind::Embedding { tokenizer, dimensions } | ModelKind::ImageText { tokenizer, dimensions, .. } => {
+                Ok((tokenizer, *dimensions))
+            }
             ModelKind::CrossEncoder { task, .. } => Err(ApiError::WrongKind(format!(
                 "model `{}` is {}, not an embedding model; call {}",
                 self.name,

@@ -116,8 +116,9 @@ impl<'t> Encoder<'t> {
     /// `texts` as one batch.
     pub fn encode(&self, texts: Vec<String>) -> Result<Batch, Error> {
         let payload = match self.task {
-            // A segmentation model has no tokenizer, so it never gets an encoder.
-            ModelTask::Embedding | ModelTask::Segmentation => {
+            // A segmentation model has no tokenizer, so it never gets an encoder; an image-text model is measured
+            // on its text tower.
+            ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText => {
                 Payload::Rows(self.tokenizer.encode(&texts)?.into_iter().map(Row::tokens).collect())
             }
             ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {
@@ -143,7 +144,7 @@ impl<'t> Encoder<'t> {
     /// One row of exactly `ids` (a single text, so one segment: type ids all 0 for a pair model).
     fn row(&self, ids: Vec<i64>, text: String) -> Batch {
         let payload = match self.task {
-            ModelTask::Embedding => Payload::Rows(vec![Row::tokens(ids)]),
+            ModelTask::Embedding | ModelTask::ImageText => Payload::Rows(vec![Row::tokens(ids)]),
             _ => Payload::Rows(vec![Row::Pair { type_ids: vec![0; ids.len()], ids }]),
         };
         Batch { payload, texts: vec![text] }

@@ -7,6 +7,7 @@
 //! named components of their own ([`ModelName`], [`EmbeddingModelName`], [`TokenId`], [`TokenRow`],
 //! [`TokenBatch`], [`TextBatch`], [`Dimensions`], [`PromptName`]) that the document fills in for this server.
 
+pub mod images;
 pub mod info;
 pub mod kserve;
 pub mod ollama;
@@ -112,6 +113,27 @@ impl TokenRow {
     pub fn to_ids(&self) -> Vec<i64> {
         self.0.iter().map(|t| i64::from(t.0)).collect()
     }
+}
+
+/// How vectors are written in the response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// JSON numbers.
+    #[default]
+    Float,
+    /// Base64 of the little-endian f32 bytes.
+    Base64,
+    /// One integer from -128 to 127 per dimension (sentence-transformers' `int8`).
+    Int8,
+    /// One integer from 0 to 255 per dimension (sentence-transformers' `uint8`).
+    Uint8,
+    /// One integer from -128 to 127 per 8 dimensions: the packed bits of `value > 0`, less 128
+    /// (sentence-transformers' `binary`).
+    Binary,
+    /// One integer from 0 to 255 per 8 dimensions: the packed bits of `value > 0`, the first dimension in the
+    /// highest bit (sentence-transformers' `ubinary`, numpy's `packbits`).
+    Ubinary,
 }
 
 /// The body of every error response.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use super::EncodingFormat;
 use super::{Dimensions, EmbeddingModelName, PromptName, TextBatch, TokenBatch, TokenRow};
 
 /// `POST /v1/embeddings`.
@@ -42,7 +43,8 @@ pub struct EmbeddingsRequest {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(
     untagged,
-    expecting = "`input` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
+    expecting = "`input` must be a string, an array of strings, an array of token ids, an array of token-id arrays, \
+                 or an array of texts and image parts ({\"type\": \"image_url\", \"image_url\": {\"url\": ...}})"
 )]
 pub enum EmbeddingInput {
     /// One text.
@@ -53,27 +55,11 @@ pub enum EmbeddingInput {
     Tokens(TokenRow),
     /// Several inputs as token ids.
     TokenRows(TokenBatch),
-}
-
-/// How vectors are written in the response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EncodingFormat {
-    /// JSON numbers.
-    #[default]
-    Float,
-    /// Base64 of the little-endian f32 bytes.
-    Base64,
-    /// One integer from -128 to 127 per dimension (sentence-transformers' `int8`).
-    Int8,
-    /// One integer from 0 to 255 per dimension (sentence-transformers' `uint8`).
-    Uint8,
-    /// One integer from -128 to 127 per 8 dimensions: the packed bits of `value > 0`, less 128
-    /// (sentence-transformers' `binary`).
-    Binary,
-    /// One integer from 0 to 255 per 8 dimensions: the packed bits of `value > 0`, the first dimension in the
-    /// highest bit (sentence-transformers' `ubinary`, numpy's `packbits`).
-    Ubinary,
+    /// Texts and images (content parts `{"type": "image_url", "image_url": {"url": ...}}`) of an image-text
+    /// model, each embedded by its own tower.
+    Items(super::images::ItemBatch),
+    /// One content part (an image or a text).
+    Part(super::images::ContentPart),
 }
 
 /// The per-dimension minimum and maximum of `int8` and `uint8` quantization: `[[min...], [max...]]`.
@@ -95,6 +81,30 @@ pub struct EmbeddingsResponse {
     /// vectors share the same levels (bulkhead extension; only for those encodings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization_ranges: Option<QuantizationRanges>,
+}
+
+impl EmbeddingsResponse {
+    /// The answer holding `embeddings` (in input order, already encoded) of `model`, with the quantization ranges
+    /// used, if any.
+    pub fn new(
+        model: String,
+        embeddings: Vec<Embedding>,
+        tokens: usize,
+        quantization_ranges: Option<QuantizationRanges>,
+    ) -> EmbeddingsResponse {
+        let data = embeddings
+            .into_iter()
+            .enumerate()
+            .map(|(index, embedding)| EmbeddingData { object: EmbeddingTag::Embedding, index, embedding })
+            .collect();
+        EmbeddingsResponse {
+            object: ListTag::List,
+            data,
+            model,
+            usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+            quantization_ranges,
+        }
+    }
 }
 
 /// The `object` of a list.
@@ -190,6 +200,8 @@ pub struct ModelCard {
     pub created: u64,
     /// Always `bulkhead`.
     pub owned_by: String,
+    /// What it takes: `text`, `image` (an image-text model takes both), or `tensor` (a KServe tensor model).
+    pub inputs: Vec<String>,
 }
 
 #[cfg(test)]

@@ -41,13 +41,51 @@ fn yes() -> bool {
 
 /// The `inputs` of `/embed`.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
-#[serde(untagged, expecting = "`inputs` must be a string or an array of strings")]
+#[serde(
+    untagged,
+    expecting = "`inputs` must be a string, an array of strings, or (image-text models) `{\"image\": URL}` items"
+)]
 pub enum TeiInput {
     /// One text.
     Text(String),
     /// Several texts.
     Texts(TextBatch),
+    /// One image of an image-text model (bulkhead extension).
+    Image(TeiImage),
+    /// Texts and images of an image-text model, each embedded by its own tower (bulkhead extension).
+    Items(TeiItemBatch),
 }
+
+/// An image input of `/embed`: `{"image": "data:image/png;base64,..."}` (an `http(s)://` URL with
+/// `--allow-image-urls`).
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeiImage {
+    /// The image URL.
+    pub image: String,
+}
+
+/// A text item of a mixed `/embed` input: `{"text": "..."}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeiText {
+    /// The text.
+    pub text: String,
+}
+
+/// One item of a mixed `/embed` input.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(untagged, expecting = "an item must be `{\"text\": ...}` or `{\"image\": URL}`")]
+pub enum TeiItem {
+    /// A text.
+    Text(TeiText),
+    /// An image.
+    Image(TeiImage),
+}
+
+/// Several items of a mixed `/embed` input.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+pub struct TeiItemBatch(pub Vec<TeiItem>);
 
 /// Which part of an over-long text truncation removes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
@@ -79,6 +117,11 @@ mod tests {
         assert_eq!(r.truncation_direction, Some(TruncationDirection::Left));
         assert_eq!(r.prompt_name, Some(PromptName("query".into())));
         let err = serde_json::from_str::<EmbedRequest>(r#"{"inputs": 3}"#).unwrap_err().to_string();
-        assert!(err.contains("`inputs` must be a string or an array of strings"), "{err}");
+        assert!(err.contains("`inputs` must be a string, an array of strings"), "{err}");
+        let r: EmbedRequest = serde_json::from_str(r#"{"inputs": {"image": "data:,"}}"#).unwrap();
+        assert_eq!(r.inputs, TeiInput::Image(TeiImage { image: "data:,".into() }));
+        let r: EmbedRequest = serde_json::from_str(r#"{"inputs": [{"text": "a"}, {"image": "data:,"}]}"#).unwrap();
+        assert!(matches!(r.inputs, TeiInput::Items(items) if items.0.len() == 2));
+        assert!(serde_json::from_str::<EmbedRequest>(r#"{"inputs": {"image": "x", "y": 1}}"#).is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 
-use crate::api::openai::{Embedding, EncodingFormat, QuantizationRanges};
+use crate::api::openai::{Embedding, EmbeddingsResponse, EncodingFormat, QuantizationRanges};
 use crate::error::ApiError;
 
 /// The vectors of a response in `format`, with the ranges `int8` and `uint8` used.
@@ -44,6 +44,18 @@ pub fn encode(
 
 /// Refuses, before any work, a request whose `int8` / `uint8` levels could not be calibrated: fewer than two
 /// inputs and no `quantization_ranges`.
+/// The `/v1/embeddings` answer for `vectors` of `model` in `format` ([`encode`]).
+pub fn response(
+    model: String,
+    vectors: Vec<Vec<f32>>,
+    tokens: usize,
+    format: EncodingFormat,
+    ranges: Option<QuantizationRanges>,
+) -> Result<EmbeddingsResponse, ApiError> {
+    let (embeddings, ranges) = encode(vectors, format, ranges)?;
+    Ok(EmbeddingsResponse::new(model, embeddings, tokens, ranges))
+}
+
 pub fn check_calibration(format: EncodingFormat, ranges: bool, inputs: usize) -> Result<(), ApiError> {
     if matches!(format, EncodingFormat::Int8 | EncodingFormat::Uint8) && !ranges && inputs < 2 {
         return Err(lone_vector());

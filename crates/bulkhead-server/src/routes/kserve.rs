@@ -90,7 +90,7 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<Strin
     };
     let meta = |n: &str, d: &str, shape: Vec<i64>| TensorMetadata { name: n.into(), datatype: d.into(), shape };
     let (platform, inputs, outputs) = match &m.kind {
-        ModelKind::Embedding { dimensions, .. } => (
+        ModelKind::Embedding { dimensions, .. } | ModelKind::ImageText { dimensions, .. } => (
             "bulkhead",
             vec![
                 meta("text", "BYTES", vec![-1]),
@@ -162,7 +162,7 @@ pub async fn infer(
             ModelKind::CrossEncoder { tokenizer, task } => {
                 return infer_pairs(model, &state, tokenizer, task, req).await
             }
-            ModelKind::Embedding { .. } | ModelKind::Segmentation(_) => {}
+            ModelKind::Embedding { .. } | ModelKind::Segmentation(_) | ModelKind::ImageText { .. } => {}
         }
         let (_, dimensions) = model.embedding()?;
         let job = EmbedJob {

@@ -11,6 +11,7 @@
 pub(crate) mod common;
 pub(crate) mod embed;
 pub(crate) mod encodings;
+pub(crate) mod images;
 pub(crate) mod info;
 pub(crate) mod kserve;
 pub(crate) mod ollama;

@@ -9,10 +9,10 @@ use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use super::encodings::{check_calibration, encode};
+use super::encodings::{check_calibration, response};
+use super::images;
 use crate::api::openai::{
-    EmbeddingData, EmbeddingInput, EmbeddingTag, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList,
-    ModelTag, Usage,
+    EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList, ModelTag,
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
@@ -48,40 +48,37 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
     let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
-    let inputs = match req.input {
-        EmbeddingInput::Text(t) => Inputs::Texts(vec![t]),
-        EmbeddingInput::Texts(t) => Inputs::Texts(t.0),
-        EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
-        EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
-    };
-    let count = match &inputs {
-        Inputs::Texts(t) => t.len(),
-        Inputs::Tokens(t) => t.len(),
-    };
-    check_calibration(req.encoding_format.unwrap_or_default(), req.quantization_ranges.is_some(), count)?;
-    let job = EmbedJob {
-        inputs,
+    let encoding = req.encoding_format.unwrap_or_default();
+    let mut job = EmbedJob {
+        inputs: Inputs::Texts(vec![]),
         truncate: Some(Truncation::Right),
         prompt: req.prompt,
         prompt_name: req.prompt_name.map(|p| p.0),
         dimensions: req.dimensions.map(|d| d.0),
         normalize: Normalize::AsModel,
     };
-    let e = embed(model, state, job).await?;
-    let (embeddings, quantization_ranges) =
-        encode(e.vectors, req.encoding_format.unwrap_or_default(), req.quantization_ranges)?;
-    let data = embeddings
-        .into_iter()
-        .enumerate()
-        .map(|(index, embedding)| EmbeddingData { object: EmbeddingTag::Embedding, index, embedding })
-        .collect();
-    let body = EmbeddingsResponse {
-        object: ListTag::List,
-        data,
-        model: model.name.clone(),
-        usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
-        quantization_ranges,
+    job.inputs = match req.input {
+        EmbeddingInput::Text(t) => Inputs::Texts(vec![t]),
+        EmbeddingInput::Texts(t) => Inputs::Texts(t.0),
+        EmbeddingInput::Tokens(row) => Inputs::Tokens(vec![row.to_ids()]),
+        EmbeddingInput::TokenRows(rows) => Inputs::Tokens(rows.0.iter().map(|r| r.to_ids()).collect()),
+        // Texts and images: each item to its own tower.
+        EmbeddingInput::Items(items) => {
+            check_calibration(encoding, req.quantization_ranges.is_some(), items.0.len())?;
+            return images::openai_items(model, state, items.0, job, encoding, req.quantization_ranges).await;
+        }
+        EmbeddingInput::Part(part) => {
+            check_calibration(encoding, req.quantization_ranges.is_some(), 1)?;
+            return images::openai_items(model, state, vec![part], job, encoding, req.quantization_ranges).await;
+        }
     };
+    let count = match &job.inputs {
+        Inputs::Texts(t) => t.len(),
+        Inputs::Tokens(t) => t.len(),
+    };
+    check_calibration(encoding, req.quantization_ranges.is_some(), count)?;
+    let e = embed(model, state, job).await?;
+    let body = response(model.name.clone(), e.vectors, e.tokens, encoding, req.quantization_ranges)?;
     Ok(inference_headers(Json(body), model, &e.provenance))
 }
 
@@ -96,6 +93,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             object: ModelTag::Model,
             created: m.created,
             owned_by: "bulkhead".into(),
+            inputs: images::model_inputs(m),
         })
         .collect();
     Json(ModelList { object: ListTag::List, data })

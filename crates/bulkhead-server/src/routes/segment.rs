@@ -202,7 +202,7 @@ async fn resolve(model: &Arc<ModelEntry>, state: &AppState, p: &mut Parsed) -> R
         },
         (Some(bytes), None) => {
             let entry = model.clone();
-            let limits = Limits { max_bytes: state.config.max_body_bytes, max_pixels: state.config.max_image_pixels };
+            let limits = Limits { max_bytes: state.config.max_body_bytes, max_pixels: state.config.images.max_pixels };
             tokenize_off_runtime(state, move || prepare(&entry, &bytes, limits)).await?
         }
     }

@@ -9,7 +9,8 @@ use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
-use crate::api::tei::{EmbedRequest, EmbedResponse, TeiInput, TruncationDirection};
+use super::images;
+use crate::api::tei::{EmbedRequest, EmbedResponse, TeiInput, TeiItem, TruncationDirection};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
@@ -35,9 +36,11 @@ pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): Json
 
 async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> {
     let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
-    let texts = match req.inputs {
-        TeiInput::Text(t) => vec![t],
-        TeiInput::Texts(t) => t.0,
+    let (texts, items) = match req.inputs {
+        TeiInput::Text(t) => (vec![t], None),
+        TeiInput::Texts(t) => (t.0, None),
+        TeiInput::Image(image) => (vec![], Some(vec![TeiItem::Image(image)])),
+        TeiInput::Items(items) => (vec![], Some(items.0)),
     };
     let side = match req.truncation_direction.unwrap_or_default() {
         TruncationDirection::Right => Truncation::Right,
@@ -52,6 +55,10 @@ async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> 
         // Idempotent for models that normalise already; makes the others match text-embeddings-inference.
         normalize: if req.normalize { Normalize::Always } else { Normalize::Never },
     };
+    if let Some(items) = items {
+        let e = images::embed_items(model, state, images::tei_items(items), job).await?;
+        return Ok(images::image_headers(Json(EmbedResponse(e.vectors)), model, &e.provenance, e.timing));
+    }
     let e = embed(model, state, job).await?;
     Ok(inference_headers(Json(EmbedResponse(e.vectors)), model, &e.provenance))
 }

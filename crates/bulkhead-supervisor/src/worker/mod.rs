@@ -8,6 +8,7 @@
 mod runner;
 mod segment;
 pub mod signals;
+mod towers;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, Row, RowKind, SessionReport, TensorSpec, Unit};
-use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer};
+use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer, Towers};
 
 use crate::faults::WorkerFaults;
 use crate::payload::{Answer, Payload, PayloadKind};
@@ -23,7 +23,7 @@ pub(crate) struct LoadFailure {
 }
 
 impl LoadFailure {
-    fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
+    pub(super) fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
         LoadFailure { kind, reason: reason.into() }
     }
 
@@ -46,6 +46,13 @@ enum Model {
         /// The one-row warm-up input (a query and a probe sentence): what a health probe runs.
         probe: Vec<Row>,
     },
+    /// A two-tower image-text model (CLIP, SigLIP): token rows through the text tower, images through the vision
+    /// tower, both sessions in this one worker (one model, one supervision).
+    Towers {
+        towers: Towers,
+        /// One token row and one blank image: what a health probe runs (both towers).
+        probe: (Vec<Row>, Vec<Row>),
+    },
     Graph {
         session: Box<dyn GraphSession>,
         /// Zeros of every input's shape (dynamic dimensions 1): warm-up and health probes.
@@ -62,7 +69,7 @@ pub(crate) struct Runner {
     served: u64,
 }
 
-fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+pub(super) fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
     let mut times = vec![];
     for _ in 0..iterations.max(1) {
         let t = Instant::now();
@@ -73,7 +80,7 @@ fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> 
     Ok(times[times.len() / 2])
 }
 
-fn engine_failure(e: bulkhead_core::EngineError) -> LoadFailure {
+pub(super) fn engine_failure(e: bulkhead_core::EngineError) -> LoadFailure {
     LoadFailure::new(LoadFailureKind::from(&e), e.to_string())
 }
 
@@ -97,6 +104,13 @@ impl Runner {
             return Ok((Runner { model: Model::Segment(Box::new(sam2)), faults, served: 0 }, warmup));
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
+        if model.task.takes_images() {
+            return super::towers::load(engines, model, unit, &tokenizer, iterations, on_loaded).map(
+                |(towers, probe, warmup)| {
+                    (Runner { model: Model::Towers { towers, probe }, faults, served: 0 }, warmup)
+                },
+            );
+        }
         if model.task.is_cross_encoder() {
             return Runner::load_scorer(engines, model, unit, &tokenizer, faults, iterations, on_loaded);
         }
@@ -167,6 +181,7 @@ impl Runner {
         match &self.model {
             Model::Embed { embedder, .. } => embedder.report(),
             Model::Score { scorer, .. } => scorer.report(),
+            Model::Towers { towers, .. } => towers.report(),
             Model::Graph { session, .. } => session.report(),
             Model::Segment(sam2) => sam2.report(),
         }
@@ -175,7 +190,9 @@ impl Runner {
     /// A tensor model's inputs and outputs (empty for an embedding model).
     pub fn signature(&self) -> Signature {
         match &self.model {
-            Model::Embed { .. } | Model::Score { .. } | Model::Segment(_) => Signature::default(),
+            Model::Embed { .. } | Model::Score { .. } | Model::Segment(_) | Model::Towers { .. } => {
+                Signature::default()
+            }
             Model::Graph { session, .. } => {
                 Signature { inputs: session.inputs().to_vec(), outputs: session.outputs().to_vec() }
             }
@@ -221,6 +238,15 @@ impl Runner {
             (Model::Score { scorer, probe }, Payload::Probe) => {
                 scorer.score(probe).map(|(v, t)| (Answer::Scores(v), t)).map_err(engine)
             }
+            (Model::Towers { towers, .. }, Payload::Rows(rows))
+                if matches!(kind, PayloadKind::Rows(RowKind::Tokens | RowKind::Pixels)) =>
+            {
+                towers.embed_rows(rows).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+            }
+            (Model::Towers { towers, probe }, Payload::Probe) => {
+                towers.embed_texts(&probe.0).map_err(engine)?;
+                towers.embed_images(&probe.1).map(|(v, t)| (Answer::Vectors(v), t)).map_err(engine)
+            }
             (Model::Graph { session, warm }, Payload::Tensors(_) | Payload::Probe) => {
                 let inputs = match payload {
                     Payload::Tensors(t) => &t[..],
@@ -241,6 +267,10 @@ impl Runner {
             }
             (Model::Score { .. }, _) => Err(RunError::Unsupported(format!(
                 "this is a cross-encoder (a reranker or a classifier): it takes token pairs, not {}",
+                kind
+            ))),
+            (Model::Towers { .. }, _) => Err(RunError::Unsupported(format!(
+                "this is an image-text model: it takes token rows and images, not {}",
                 kind
             ))),
             (Model::Graph { .. }, _) => Err(RunError::Unsupported(format!(

@@ -200,7 +200,13 @@ pub fn open_model(model: Option<&str>, tokenizer: Option<&Path>, weights: Weight
             Located::Hub(snapshot) => (snapshot.dir, Some(snapshot.model.repo)),
         },
     };
-    let mut model = ModelFiles::open(&path)?;
+    let mut model = match super::images::open_sentence_transformers_clip(&path) {
+        Some(clip) => clip?,
+        None => ModelFiles::open(&path)?,
+    };
+    if model.task.takes_images() {
+        super::images::fit_text_length(&mut model)?;
+    }
     if let Some(name) = name {
         model.name = name;
     }

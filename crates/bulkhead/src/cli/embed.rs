@@ -9,6 +9,7 @@ use bulkhead_embed::{load_chain, truncate_dims, Tokenizer, Truncation};
 use serde_json::json;
 
 use super::common::{engines, set_default_prompt, ModelArgs, PrecisionArg, UsageError};
+use super::images;
 
 /// Arguments of `bulkhead embed`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +35,13 @@ pub struct EmbedArgs {
     /// `int8`: the model's int8 form with a measured accuracy floor (made once by `bulkhead quantize` and cached).
     #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
+    /// Embed these image files (PNG, JPEG, WebP, GIF, BMP) with an image-text model (CLIP, SigLIP) instead of
+    /// texts.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    image: Vec<PathBuf>,
+    /// Refuse images whose header declares more pixels than this (before decoding).
+    #[arg(long, env = "BULKHEAD_MAX_IMAGE_PIXELS", default_value_t = bulkhead_image::DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -44,6 +52,9 @@ impl EmbedArgs {
         let mut texts = self.texts.clone();
         if let Some(input) = &self.input {
             texts.extend(read_lines(input)?);
+        }
+        if !self.image.is_empty() {
+            return self.run_images(texts);
         }
         if texts.is_empty() {
             return Err(UsageError("no text to embed; give TEXT arguments or --input FILE".into()).into());
@@ -59,6 +70,16 @@ impl EmbedArgs {
                 model.task.noun()
             ))
             .into());
+        }
+        if model.task.takes_images() {
+            return images::embed(
+                &model,
+                self.model.chain(),
+                images::Inputs::Texts(texts),
+                self.dimensions,
+                self.json,
+                self.max_image_pixels,
+            );
         }
         let mut model = self.precision.apply(model)?;
         set_default_prompt(&mut model, self.default_prompt_name.as_deref(), self.default_prompt.as_deref())?;
@@ -118,6 +139,29 @@ impl EmbedArgs {
             );
         }
         Ok(())
+    }
+}
+
+impl EmbedArgs {
+    /// `--image FILE...`: image embeddings of an image-text model.
+    fn run_images(self, texts: Vec<String>) -> anyhow::Result<()> {
+        if !texts.is_empty() {
+            return Err(UsageError(
+                "give texts or --image files, not both (each is embedded by its own tower; run twice)".into(),
+            )
+            .into());
+        }
+        let model = self.model.open()?;
+        if !model.task.takes_images() {
+            return Err(UsageError(format!(
+                "{} is {}, which takes texts only; --image needs an image-text model (CLIP, SigLIP)",
+                model.name,
+                model.task.noun()
+            ))
+            .into());
+        }
+        let inputs = images::Inputs::Images(self.image.clone());
+        images::embed(&model, self.model.chain(), inputs, self.dimensions, self.json, self.max_image_pixels)
     }
 }
 

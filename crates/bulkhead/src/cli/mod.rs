@@ -8,6 +8,7 @@ mod download_progress;
 mod embed;
 mod export;
 mod hub;
+mod images;
 mod pull;
 mod quantize;
 mod rerank;

@@ -62,7 +62,7 @@ fn load(args: &ModelArgs, command: &str, wanted: fn(&ModelTask) -> bool) -> anyh
     let files = args.open()?;
     if !wanted(&files.task) {
         let other = match files.task {
-            ModelTask::Embedding => "bulkhead embed",
+            ModelTask::Embedding | ModelTask::ImageText => "bulkhead embed",
             ModelTask::Rerank { .. } => "bulkhead rerank",
             ModelTask::Classify { .. } => "bulkhead classify",
             ModelTask::Segmentation => "bulkhead segment",

@@ -137,8 +137,8 @@ pub struct ServeArgs {
     /// its defaults, in a child process, and cached; a folder `bulkhead quantize` wrote is served as it is).
     #[arg(long, env = "BULKHEAD_PRECISION", value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
-    /// The most pixels an image's header may declare (segmentation; larger images are refused with 413 before
-    /// any decoding: decompression bombs). Default: PIL's limit.
+    /// The most pixels an image's header may declare (segmentation and image embeddings; larger images are refused
+    /// before any decoding: decompression bombs). Default: PIL's limit.
     #[arg(long, env = "BULKHEAD_MAX_IMAGE_PIXELS", default_value_t = bulkhead_image::DEFAULT_MAX_PIXELS)]
     max_image_pixels: u64,
     /// MiB of images a segmentation model keeps by `image_id`: prepared images in the server and image embeddings
@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Where the crash history is kept (default: $XDG_STATE_HOME/bulkhead).
     #[arg(long, env = "BULKHEAD_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Fetch `http(s)://` image URLs (10 s and the image byte limit per image); otherwise only `data:` URLs.
+    #[arg(long, env = "BULKHEAD_ALLOW_IMAGE_URLS")]
+    allow_image_urls: bool,
 }
 
 struct Spec {
@@ -365,8 +368,12 @@ impl ServeArgs {
             max_inputs: self.max_inputs.max(1),
             max_body_bytes: self.max_body_bytes.max(1024),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
-            max_image_pixels: self.max_image_pixels.max(1),
             image_cache_bytes: self.image_cache_mb.saturating_mul(1 << 20),
+            images: bulkhead_server::config::ImageLimits {
+                max_pixels: self.max_image_pixels.max(1),
+                allow_urls: self.allow_image_urls,
+                ..Default::default()
+            },
             ..ServeConfig::default()
         })
     }
@@ -383,6 +390,7 @@ async fn first_request(
 ) -> anyhow::Result<ModelKind> {
     let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
     Ok(match tokenizer {
+        Some(tokenizer) if files.task.takes_images() => super::images::first_request(files, tokenizer, sup).await?,
         Some(tokenizer) if files.task.is_cross_encoder() => {
             // A probe: the worker scores its warm-up pair.
             sup.run(Job::probe()).await.map_err(first)?;
@@ -415,6 +423,7 @@ fn announce_models(state: &AppState) {
         let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
         let what = match &m.kind {
             ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
+            ModelKind::ImageText { dimensions, .. } => format!("texts and images, {dimensions} dimensions"),
             ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
             ModelKind::Segmentation(s) => format!("segmentation, {0}x{0} input: POST /v1/segment", s.side),
             ModelKind::Tensor { inputs, outputs } => format!(
