@@ -55,13 +55,21 @@ pub enum ModelTask {
         /// The label names, in logit order (`id2label`; `LABEL_i` where a name is missing).
         labels: Vec<String>,
     },
+    /// Speech to text (a Whisper `*ForConditionalGeneration` folder): audio in, a transcription out
+    /// (`/v1/audio/transcriptions`, `/v1/audio/translations`, `bulkhead transcribe`).
+    SpeechToText,
 }
 
 impl ModelTask {
-    /// The task `config.json` describes: a `*ForSequenceClassification` architecture is a reranker with one label
-    /// and a classifier with several; anything else embeds.
+    /// The task `config.json` describes: a Whisper model (`model_type: whisper` or
+    /// `WhisperForConditionalGeneration`) is speech to text; a `*ForSequenceClassification` architecture is a
+    /// reranker with one label and a classifier with several; anything else embeds.
     pub fn from_config(config: &Value) -> ModelTask {
         let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
+        let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        if model_type == "whisper" || arch == "WhisperForConditionalGeneration" {
+            return ModelTask::SpeechToText;
+        }
         if !arch.ends_with("ForSequenceClassification") {
             return ModelTask::Embedding;
         }
@@ -93,13 +101,18 @@ impl ModelTask {
 
     /// Whether the model scores token pairs (a reranker or a classifier) rather than embedding texts.
     pub fn is_cross_encoder(&self) -> bool {
-        !matches!(self, ModelTask::Embedding)
+        matches!(self, ModelTask::Rerank { .. } | ModelTask::Classify { .. })
+    }
+
+    /// Whether the model turns audio into text.
+    pub fn is_speech(&self) -> bool {
+        matches!(self, ModelTask::SpeechToText)
     }
 
     /// The number of logits per row (0 for an embedding model).
     pub fn outputs(&self) -> usize {
         match self {
-            ModelTask::Embedding => 0,
+            ModelTask::Embedding | ModelTask::SpeechToText => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
         }
@@ -119,6 +132,7 @@ impl ModelTask {
             ModelTask::Embedding => "an embedding model",
             ModelTask::Rerank { .. } => "a reranker",
             ModelTask::Classify { .. } => "a classifier",
+            ModelTask::SpeechToText => "a speech-to-text model",
         }
     }
 
@@ -128,6 +142,7 @@ impl ModelTask {
             ModelTask::Embedding => "POST /v1/embeddings or POST /embed",
             ModelTask::Rerank { .. } => "POST /rerank or POST /v1/rerank",
             ModelTask::Classify { .. } => "POST /predict",
+            ModelTask::SpeechToText => "POST /v1/audio/transcriptions or POST /v1/audio/translations",
         }
     }
 }
@@ -152,6 +167,11 @@ mod tests {
         assert_eq!(c, ModelTask::Classify { labels: vec!["negative".into(), "positive".into(), "neutral".into()] });
         assert_eq!(c.outputs(), 3);
         assert!(c.is_cross_encoder() && !ModelTask::Embedding.is_cross_encoder());
+        let w = ModelTask::from_config(&json!({"architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper"}));
+        assert_eq!(w, ModelTask::SpeechToText);
+        assert_eq!(ModelTask::from_config(&json!({"model_type": "whisper"})), ModelTask::SpeechToText);
+        assert!(w.is_speech() && !w.is_cross_encoder() && !ModelTask::Embedding.is_speech());
     }
 
     #[test]

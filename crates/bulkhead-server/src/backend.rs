@@ -12,6 +12,7 @@ use bulkhead_core::NamedTensor;
 pub use bulkhead_supervisor::{
     Answer, Answered as BackendOutput, Job as BackendJob, Payload, PredictError as BackendError,
 };
+pub use bulkhead_supervisor::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
 use bulkhead_supervisor::{Job, Supervisor};
 
 use crate::api::units::{Isolation, ModelUnits, UnitState, UnitView, WarmupShape, WorkerState, WorkerView};
@@ -29,6 +30,12 @@ pub trait Backend: Send + Sync + 'static {
     fn infer(&self, inputs: Vec<NamedTensor>) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
         let _ = inputs;
         Box::pin(async { Err(BackendError::Failed("this backend runs only embedding models".into())) })
+    }
+    /// Transcribes one decoded audio on a speech model (one request, never batched). Backends of other models only
+    /// keep the default, which refuses.
+    fn transcribe(&self, audio: AudioRequest) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        let _ = audio;
+        Box::pin(async { Err(BackendError::Unsupported("this backend runs no speech models".into())) })
     }
     /// Whether jobs should carry their input texts (only a fault rule that matches on text reads them); by default
     /// they do not.
@@ -52,6 +59,10 @@ impl Backend for Supervisor {
 
     fn infer(&self, inputs: Vec<NamedTensor>) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
         Box::pin(Supervisor::infer(self, inputs))
+    }
+
+    fn transcribe(&self, audio: AudioRequest) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        Box::pin(Supervisor::transcribe(self, audio))
     }
 
     fn wants_texts(&self) -> bool {

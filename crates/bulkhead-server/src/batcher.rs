@@ -241,7 +241,7 @@ async fn run_batch(model: &str, backend: &dyn Backend, mut jobs: Vec<Job>, limit
                         Answer::Vectors(v) | Answer::Scores(v) => {
                             rows.into_iter().zip(v).for_each(|(r, v)| vectors[j][r] = Some(v))
                         }
-                        Answer::Tensors(_) => {
+                        Answer::Tensors(_) | Answer::Transcription(_) => {
                             failures[j] = Some(BackendError::Failed("the model answered no vectors".into()))
                         }
                     }

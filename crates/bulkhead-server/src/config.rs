@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub request_timeout: Option<Duration>,
     /// Header and keep-alive timeouts and the connection limit. Defaults: 10 s, 60 s, 8192.
     pub connections: ConnectionLimits,
+    /// The longest audio a speech route takes, in seconds (`--max-audio-s`, default 3600).
+    pub max_audio_s: f64,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +52,7 @@ impl Default for ServeConfig {
                 keep_alive_timeout: Duration::from_secs(60),
                 max_connections: 8192,
             },
+            max_audio_s: 3600.0,
         }
     }
 }

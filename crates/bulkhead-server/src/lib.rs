@@ -44,13 +44,14 @@ pub mod metrics;
 mod openapi;
 mod router;
 mod routes;
+mod speech;
 pub mod state;
 
 pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use http::{raise_open_files_limit, ConnectionLimits};
 pub use router::app;
-pub use state::{AppState, LoadedModel, ModelEntry, ModelKind};
+pub use state::{AppState, LoadedModel, ModelEntry, ModelKind, SpeechInfo};
 
 /// Serves `state` on `listener` with its connection limits until `shutdown` completes, then finishes the requests
 /// in flight.

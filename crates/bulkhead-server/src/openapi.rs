@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{audio, kserve, openai, ops, rerank, tei};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -43,6 +43,8 @@ use bulkhead_core::ModelTask;
         rerank::rerank,
         rerank::predict,
         rerank::cohere_rerank,
+        audio::transcriptions,
+        audio::translations,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -68,7 +70,11 @@ use bulkhead_core::ModelTask;
         api::rerank::TextPair,
         api::rerank::SequenceBatch,
         api::rerank::DocumentBatch,
-        api::rerank::TopN
+        api::rerank::TopN,
+        api::audio::ResponseFormat,
+        api::audio::TranscriptionResponse,
+        api::audio::VerboseTranscription,
+        api::audio::VerboseSegment
     ))
 )]
 struct ApiDoc;
@@ -83,11 +89,13 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
+    ("/v1/audio/transcriptions", audio::AUDIO_ERRORS),
+    ("/v1/audio/translations", audio::AUDIO_ERRORS),
 ];
 
 /// Operations whose 200 carries the inference headers.
 const INFERENCE: &[&str] =
-    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer"];
+    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer", "/v1/audio/transcriptions", "/v1/audio/translations"];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {

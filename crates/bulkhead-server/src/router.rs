@@ -12,13 +12,14 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{kserve, openai, ops, rerank, tei};
+use crate::routes::{audio, kserve, openai, ops, rerank, tei};
 use crate::state::AppState;
 
 /// The application: every route of the interface, with the body limit, the API key check, the per-request
 /// deadline, request metrics and this server's OpenAPI document (rendered here, once, from the same handlers).
 pub fn app(state: Arc<AppState>) -> Router {
     let document = OpenApiDocument(crate::openapi::render(&state));
+    let audio_limit = axum::extract::DefaultBodyLimit::max(audio::body_limit(state.config.max_body_bytes));
     Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
@@ -26,6 +27,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))
         .route("/v1/rerank", post(rerank::cohere_rerank))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(audio_limit.clone()))
+        .route("/v1/audio/translations", post(audio::translations).layer(audio_limit))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

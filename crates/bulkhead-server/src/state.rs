@@ -12,6 +12,7 @@ use crate::batcher::Batcher;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+pub use crate::speech::SpeechInfo;
 
 /// What a served model takes and returns.
 pub enum ModelKind {
@@ -37,6 +38,9 @@ pub enum ModelKind {
         /// The graph outputs.
         outputs: Vec<TensorSpec>,
     },
+    /// Speech to text: audio in (decoded and resampled in the server), a transcription out, through
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`.
+    Speech(SpeechInfo),
 }
 
 /// One served model.
@@ -62,6 +66,24 @@ impl ModelEntry {
             ModelKind::Embedding { .. } => Some(&ModelTask::Embedding),
             ModelKind::CrossEncoder { task, .. } => Some(task),
             ModelKind::Tensor { .. } => None,
+            ModelKind::Speech(_) => Some(&ModelTask::SpeechToText),
+        }
+    }
+
+    /// What a speech model takes; a clear 400 naming the route to use for any other model.
+    pub fn speech(&self) -> Result<&SpeechInfo, ApiError> {
+        match &self.kind {
+            ModelKind::Speech(info) => Ok(info),
+            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            _ => {
+                let task = self.task().unwrap_or(&ModelTask::Embedding);
+                Err(ApiError::WrongKind(format!(
+                    "model `{}` is {}, not a speech-to-text model; call {}",
+                    self.name,
+                    task.noun(),
+                    task.routes()
+                )))
+            }
         }
     }
 
@@ -106,6 +128,11 @@ impl ModelEntry {
                 task.routes()
             ))),
             ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            ModelKind::Speech(_) => Err(ApiError::WrongKind(format!(
+                "model `{}` is a speech-to-text model, not an embedding model; call {}",
+                self.name,
+                ModelTask::SpeechToText.routes()
+            ))),
         }
     }
 }

@@ -36,7 +36,7 @@ use std::path::PathBuf;
 pub use decode::{DecoderCall, Segment, Task, TranscribeOptions, Transcription};
 pub use files::FeatureSettings;
 pub use generation::GenerationSettings;
-pub use languages::{code_of, language_token};
+pub use languages::{code_of, language_name, language_token};
 pub use model::{EncoderOutput, MelFeatures, WhisperModel};
 
 /// Why a Whisper model could not be loaded or could not transcribe.

@@ -8,6 +8,8 @@
 //! the answer is cut back into one part per request: [`Payload::merge`] and [`Answer::split`].
 
 use bulkhead_core::{NamedTensor, Row, RowKind};
+
+use crate::audio::{AudioRequest, Transcript};
 use serde::{Deserialize, Serialize};
 
 /// The input of one prediction.
@@ -21,6 +23,8 @@ pub enum Payload {
     /// Named tensors for any ONNX graph (a model without a tokenizer): every graph output ([`Answer::Tensors`]).
     /// Never batched with other requests.
     Tensors(Vec<NamedTensor>),
+    /// Decoded audio and the options of one transcription ([`Answer::Transcription`]). Never batched.
+    Audio(AudioRequest),
     /// The worker's own warm-up input (health probes): whatever answer its model gives. Nothing is hard-coded on the
     /// supervisor's side, so a probe fits every tokenizer and every graph.
     Probe,
@@ -34,6 +38,8 @@ pub enum PayloadKind {
     Rows(RowKind),
     /// [`Payload::Tensors`].
     Tensors,
+    /// [`Payload::Audio`].
+    Audio,
     /// [`Payload::Probe`].
     Probe,
 }
@@ -43,6 +49,7 @@ impl std::fmt::Display for PayloadKind {
         match self {
             PayloadKind::Rows(kind) => kind.fmt(f),
             PayloadKind::Tensors => f.write_str("named tensors"),
+            PayloadKind::Audio => f.write_str("audio"),
             PayloadKind::Probe => f.write_str("a probe"),
         }
     }
@@ -54,6 +61,7 @@ impl Payload {
         match self {
             Payload::Rows(rows) => PayloadKind::Rows(rows.first().map_or(RowKind::Tokens, Row::kind)),
             Payload::Tensors(_) => PayloadKind::Tensors,
+            Payload::Audio(_) => PayloadKind::Audio,
             Payload::Probe => PayloadKind::Probe,
         }
     }
@@ -62,7 +70,7 @@ impl Payload {
     pub fn rows(&self) -> usize {
         match self {
             Payload::Rows(rows) => rows.len(),
-            Payload::Tensors(_) | Payload::Probe => 1,
+            Payload::Tensors(_) | Payload::Audio(_) | Payload::Probe => 1,
         }
     }
 
@@ -71,11 +79,13 @@ impl Payload {
         matches!(self, Payload::Rows(_))
     }
 
-    /// (rows, padded width) of the prediction: what its cost scales with. A probe's shape is unknown here (`(0, 0)`).
+    /// (rows, padded width) of the prediction: what its cost scales with (audio: one row, as wide as its 30-second
+    /// windows). A probe's shape is unknown here (`(0, 0)`).
     pub fn shape(&self) -> (usize, usize) {
         match self {
             Payload::Rows(rows) => (rows.len(), rows.iter().map(Row::len).max().unwrap_or(0)),
             Payload::Tensors(t) => t.first().map_or((1, 1), NamedTensor::rows_and_width),
+            Payload::Audio(a) => (1, a.windows()),
             Payload::Probe => (0, 0),
         }
     }
@@ -108,6 +118,8 @@ pub enum Answer {
     Scores(Vec<Vec<f32>>),
     /// Every graph output, by name.
     Tensors(Vec<NamedTensor>),
+    /// The transcription of one audio.
+    Transcription(Transcript),
 }
 
 impl Answer {
@@ -115,7 +127,7 @@ impl Answer {
     pub fn rows(&self) -> usize {
         match self {
             Answer::Vectors(v) | Answer::Scores(v) => v.len(),
-            Answer::Tensors(_) => 1,
+            Answer::Tensors(_) | Answer::Transcription(_) => 1,
         }
     }
 
@@ -132,7 +144,7 @@ impl Answer {
         match self {
             Answer::Vectors(v) => Some(cut(v, Answer::Vectors)),
             Answer::Scores(v) => Some(cut(v, Answer::Scores)),
-            tensors @ Answer::Tensors(_) => (sizes.len() == 1).then(|| vec![tensors]),
+            whole @ (Answer::Tensors(_) | Answer::Transcription(_)) => (sizes.len() == 1).then(|| vec![whole]),
         }
     }
 
@@ -148,6 +160,14 @@ impl Answer {
     pub fn into_vectors(self) -> Option<Vec<Vec<f32>>> {
         match self {
             Answer::Vectors(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The transcript of a speech answer.
+    pub fn into_transcript(self) -> Option<Transcript> {
+        match self {
+            Answer::Transcription(t) => Some(t),
             _ => None,
         }
     }

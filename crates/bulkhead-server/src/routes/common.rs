@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use std::sync::Arc;
 
+pub use crate::backend::{AudioRequest, SpeechOptions, SpeechTask, Transcript};
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
 use crate::state::{AppState, ModelEntry};
@@ -105,6 +106,27 @@ pub async fn submit_tensors(
     let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing };
     let value =
         answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
+    Ok(Computed { value, provenance })
+}
+
+/// Transcribes one decoded audio on a speech model (one supervised request, never batched); records the worker's
+/// stages (`features`, `encode`, `generate`) beside `queue` and `infer`.
+pub async fn submit_audio(
+    model: &ModelEntry,
+    state: &AppState,
+    audio: AudioRequest,
+) -> Result<Computed<Transcript>, ApiError> {
+    let answer = model.backend.transcribe(audio).await?;
+    record_stages(state, &model.name, &answer.timing);
+    let provenance = Provenance { unit: answer.unit, precision: answer.precision, timing: answer.timing };
+    let value = answer
+        .answer
+        .into_transcript()
+        .ok_or_else(|| ApiError::Internal("the model answered no transcription".into()))?;
+    let t = &value.timing;
+    for (stage, ms) in [("features", t.features_ms), ("encode", t.encode_ms), ("generate", t.generate_ms)] {
+        state.metrics.stage_ms(&model.name, stage, ms);
+    }
     Ok(Computed { value, provenance })
 }
 

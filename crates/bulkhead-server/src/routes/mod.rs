@@ -1,10 +1,12 @@
 //! The handlers, one module per API family, and what they share ([`common`]). The router that mounts them is
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
-//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`ops`]: the handlers;
+//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`audio`] (speech to text), [`ops`]: the
+//!   handlers;
 //! * [`embed`]: the embedding path every embedding route shares; [`score`]: the cross-encoder path every scoring
 //!   route shares; both reach the model through [`common::submit_rows`].
 
+pub(crate) mod audio;
 pub(crate) mod common;
 pub(crate) mod embed;
 pub(crate) mod kserve;

@@ -7,6 +7,7 @@
 
 mod runner;
 pub mod signals;
+mod speech;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};

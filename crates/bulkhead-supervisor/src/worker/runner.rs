@@ -6,6 +6,7 @@ use std::time::Instant;
 use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, Row, RowKind, SessionReport, TensorSpec, Unit};
 use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer};
 
+use super::speech::SpeechRunner;
 use crate::faults::WorkerFaults;
 use crate::payload::{Answer, Payload, PayloadKind};
 use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
@@ -23,7 +24,7 @@ pub(crate) struct LoadFailure {
 }
 
 impl LoadFailure {
-    fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
+    pub(crate) fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
         LoadFailure { kind, reason: reason.into() }
     }
 
@@ -51,6 +52,8 @@ enum Model {
         /// Zeros of every input's shape (dynamic dimensions 1): warm-up and health probes.
         warm: Vec<NamedTensor>,
     },
+    /// A speech model: audio in, a transcript out.
+    Speech(Box<SpeechRunner>),
 }
 
 /// A loaded, warmed-up model.
@@ -89,6 +92,10 @@ impl Runner {
         faults.at_load().map_err(|r| LoadFailure::new(LoadFailureKind::ModelRejected, r))?;
         if model.is_tensor_model() {
             return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
+        }
+        if model.task.is_speech() {
+            let (speech, warmup) = SpeechRunner::load(engines, model, unit, iterations, on_loaded)?;
+            return Ok((Runner { model: Model::Speech(Box::new(speech)), faults, served: 0 }, warmup));
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
         if model.task.is_cross_encoder() {
@@ -162,13 +169,14 @@ impl Runner {
             Model::Embed { embedder, .. } => embedder.report(),
             Model::Score { scorer, .. } => scorer.report(),
             Model::Graph { session, .. } => session.report(),
+            Model::Speech(speech) => speech.report(),
         }
     }
 
     /// A tensor model's inputs and outputs (empty for an embedding model).
     pub fn signature(&self) -> Signature {
         match &self.model {
-            Model::Embed { .. } | Model::Score { .. } => Signature::default(),
+            Model::Embed { .. } | Model::Score { .. } | Model::Speech(_) => Signature::default(),
             Model::Graph { session, .. } => {
                 Signature { inputs: session.inputs().to_vec(), outputs: session.outputs().to_vec() }
             }
@@ -224,6 +232,15 @@ impl Runner {
                 let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
                 Ok((Answer::Tensors(outputs), timing))
             }
+            (Model::Speech(speech), Payload::Audio(audio)) => {
+                speech.answer(audio).map(|(t, timing)| (Answer::Transcription(t), timing))
+            }
+            (Model::Speech(speech), Payload::Probe) => {
+                speech.probe_answer().map(|(t, timing)| (Answer::Transcription(t), timing))
+            }
+            (Model::Speech(_), _) => Err(RunError::Unsupported(format!(
+                "this is a speech-to-text model: it takes audio, not {kind}; call POST /v1/audio/transcriptions"
+            ))),
             (Model::Embed { .. }, _) => {
                 Err(RunError::Unsupported(format!("this is an embedding model: it takes token rows, not {}", kind)))
             }

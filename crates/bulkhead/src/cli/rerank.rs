@@ -65,6 +65,7 @@ fn load(args: &ModelArgs, command: &str, wanted: fn(&ModelTask) -> bool) -> anyh
             ModelTask::Embedding => "bulkhead embed",
             ModelTask::Rerank { .. } => "bulkhead rerank",
             ModelTask::Classify { .. } => "bulkhead classify",
+            ModelTask::SpeechToText => "bulkhead transcribe",
         };
         return Err(UsageError(format!(
             "{} is {}, not what `bulkhead {command}` runs; use `{other}`, or give --model a {}",

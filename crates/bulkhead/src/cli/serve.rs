@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::ModelFiles;
 use bulkhead_embed::Tokenizer;
-use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig};
+use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, SpeechInfo};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{engines, open_model, ChainArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME};
@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, env = "BULKHEAD_KEEP_ALIVE_TIMEOUT_S", default_value_t = 60.0)]
     keep_alive_timeout_s: f64,
+    /// The longest audio the speech routes take, in seconds (longer files are refused with 413 while decoding).
+    #[arg(long, env = "BULKHEAD_MAX_AUDIO_S", default_value_t = 3600.0)]
+    max_audio_s: f64,
     /// Connections served at once (beyond: a 503 JSON answer and the connection closed); capped below the
     /// open-files limit.
     #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 8192)]
@@ -205,8 +208,10 @@ impl ServeArgs {
 
         let mut opened = vec![];
         for (name, files) in models {
-            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer); everything else embeds.
-            let tokenizer = if files.is_tensor_model() { None } else { Some(Tokenizer::load(&files)?) };
+            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer), a Whisper folder a speech model
+            // (its worker tokenizes); everything else embeds or scores.
+            let tokenizer =
+                if files.is_tensor_model() || files.task.is_speech() { None } else { Some(Tokenizer::load(&files)?) };
             opened.push((name, files, tokenizer));
         }
         let sups: Vec<Arc<Supervisor>> = opened
@@ -275,6 +280,9 @@ impl ServeArgs {
             max_connections: connection_limit(self.max_connections),
         };
         let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
+        if !self.max_audio_s.is_finite() || self.max_audio_s <= 0.0 {
+            return Err(UsageError(format!("--max-audio-s must be more than 0 seconds, got {}", self.max_audio_s)).into());
+        }
         Ok(ServeConfig {
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
             connections,
@@ -286,6 +294,7 @@ impl ServeArgs {
             max_inputs: self.max_inputs.max(1),
             max_body_bytes: self.max_body_bytes.max(1024),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            max_audio_s: self.max_audio_s,
             ..ServeConfig::default()
         })
     }
@@ -312,6 +321,12 @@ async fn first_request(
             let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
             ModelKind::Embedding { dimensions, tokenizer }
         }
+        None if files.task.is_speech() => {
+            // A probe: the worker transcribes its probe audio through the live path.
+            let info = SpeechInfo::read(&files.source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            sup.run(Job::probe()).await.map_err(first)?;
+            ModelKind::Speech(info)
+        }
         None => {
             // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
             sup.run(Job::probe()).await.map_err(first)?;
@@ -328,6 +343,10 @@ fn announce_models(state: &AppState) {
         let what = match &m.kind {
             ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
             ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
+            ModelKind::Speech(_) => {
+                let task = bulkhead_core::ModelTask::SpeechToText;
+                format!("{}: {}", task.noun(), task.routes())
+            }
             ModelKind::Tensor { inputs, outputs } => format!(
                 "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
                 inputs.len(),

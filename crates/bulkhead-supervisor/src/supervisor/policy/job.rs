@@ -34,6 +34,11 @@ impl Job {
         Job { payload: Payload::Tensors(inputs), texts: vec![] }
     }
 
+    /// Decoded audio to transcribe (a speech model).
+    pub fn audio(audio: crate::audio::AudioRequest) -> Job {
+        Job { payload: Payload::Audio(audio), texts: vec![] }
+    }
+
     /// The worker's own warm-up input.
     pub fn probe() -> Job {
         Job { payload: Payload::Probe, texts: vec![] }
@@ -75,6 +80,9 @@ pub enum PredictError {
     /// The model cannot run this kind of input.
     #[error("{0}")]
     Unsupported(String),
+    /// The request's options do not fit the model (the caller's mistake).
+    #[error("{0}")]
+    Invalid(String),
     /// The supervisor is shutting down.
     #[error("the model is shutting down")]
     ShuttingDown,
