@@ -94,8 +94,16 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
 ];
 
 /// Operations whose 200 carries the inference headers.
-const INFERENCE: &[&str] =
-    &["/v1/embeddings", "/embed", "/rerank", "/v1/rerank", "/predict", "/v2/models/{name}/infer", "/v1/audio/transcriptions", "/v1/audio/translations"];
+const INFERENCE: &[&str] = &[
+    "/v1/embeddings",
+    "/embed",
+    "/rerank",
+    "/v1/rerank",
+    "/predict",
+    "/v2/models/{name}/infer",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+];
 
 /// What this server's embedding models accept, taken across all of them.
 struct Accepted {

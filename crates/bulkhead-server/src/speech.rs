@@ -23,8 +23,9 @@ impl SpeechInfo {
     pub fn read(folder: &Path) -> Result<SpeechInfo, String> {
         let generation = bulkhead_speech::GenerationSettings::read(folder).map_err(|e| e.to_string())?;
         let features = bulkhead_speech::FeatureSettings::read(folder).map_err(|e| e.to_string())?;
-        let sampling_rate = u32::try_from(features.sampling_rate)
-            .map_err(|_| format!("{}: `sampling_rate` {} is too large", features.path.display(), features.sampling_rate))?;
+        let sampling_rate = u32::try_from(features.sampling_rate).map_err(|_| {
+            format!("{}: `sampling_rate` {} is too large", features.path.display(), features.sampling_rate)
+        })?;
         Ok(SpeechInfo {
             sampling_rate,
             translates: generation.task_to_id.contains_key("translate"),

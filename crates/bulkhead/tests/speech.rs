@@ -33,19 +33,35 @@ fn ort_ready() -> Option<()> {
     }
 }
 
-/// The transcript `WhisperModel::transcribe` gives in this process for `file` with `task` and `timestamps`.
-fn in_process(file: &Path, task: Task, timestamps: Option<bool>) -> bulkhead_speech::Transcription {
-    let cache = tempfile::tempdir().unwrap();
-    let engine = OrtEngine::default();
-    let unit: Unit = "ort:cpu".parse().unwrap();
-    let mut model = WhisperModel::load_with_cache(&folder(), &engine, &unit, cache.path()).unwrap();
-    let extractor =
-        FeatureExtractor::new(FeatureConfig::from_file(&folder().join("preprocessor_config.json")).unwrap()).unwrap();
-    let pcm = bulkhead_audio::load(std::fs::read(file).unwrap(), &Limits::default(), extractor.sampling_rate()).unwrap();
-    let f = extractor.extract(&pcm.samples, Padding::MaxLength);
-    let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap();
-    let opts = TranscribeOptions { task: Some(task), timestamps, ..TranscribeOptions::default() };
-    model.transcribe(&features, &opts).unwrap()
+/// The Whisper fixture loaded in this process on `ort:cpu`, with its feature extractor.
+struct Local {
+    model: WhisperModel,
+    extractor: FeatureExtractor,
+    _cache: tempfile::TempDir,
+}
+
+impl Local {
+    fn load() -> Local {
+        let cache = tempfile::tempdir().unwrap();
+        let unit: Unit = "ort:cpu".parse().unwrap();
+        let model = WhisperModel::load_with_cache(&folder(), &OrtEngine::default(), &unit, cache.path()).unwrap();
+        let config = FeatureConfig::from_file(&folder().join("preprocessor_config.json")).unwrap();
+        Local { model, extractor: FeatureExtractor::new(config).unwrap(), _cache: cache }
+    }
+
+    /// What `WhisperModel::transcribe` gives for `file` with `task` and `timestamps`.
+    fn transcribe(&mut self, file: &Path, task: Task, timestamps: Option<bool>) -> bulkhead_speech::Transcription {
+        let bytes = std::fs::read(file).unwrap();
+        let pcm = bulkhead_audio::load(bytes, &Limits::default(), self.extractor.sampling_rate()).unwrap();
+        let f = self.extractor.extract(&pcm.samples, Padding::MaxLength);
+        let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap();
+        let opts = TranscribeOptions { task: Some(task), timestamps, ..TranscribeOptions::default() };
+        self.model.transcribe(&features, &opts).unwrap()
+    }
+
+    fn text(&mut self, file: &Path) -> String {
+        self.transcribe(file, Task::Transcribe, None).text
+    }
 }
 
 /// A response of [`multipart`]: status, headers, body.
@@ -120,16 +136,28 @@ fn transcribe(server: &Server, file: &Path, fields: &[(&str, &str)]) -> Reply {
     multipart(&server.addr, "/v1/audio/transcriptions", fields, Some((name, &bytes)))
 }
 
-fn serve(extra: &[&str], env: &[(&str, &str)]) -> Server {
+/// Serves the fixture as `whisper` on `chain`.
+fn serve(chain: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let model = format!("whisper={}", folder().display());
-    let mut args = vec!["--model", model.as_str(), "--compute-units", "ort:cpu,candle:cpu"];
+    let mut args = vec!["--model", model.as_str(), "--compute-units", chain];
     args.extend_from_slice(extra);
     Server::start(&args, env)
 }
 
+/// The `/units` view of the model.
+fn units(server: &Server) -> serde_json::Value {
+    server.request("GET", "/units", &[], None).json()["models"]["whisper"].clone()
+}
+
+/// The `/units` entry of `unit`.
+fn unit_view(server: &Server, unit: &str) -> serde_json::Value {
+    let u = units(server);
+    u["units"].as_array().unwrap().iter().find(|v| v["unit"] == unit).unwrap_or_else(|| panic!("{unit}: {u}")).clone()
+}
+
 fn worker_pid(server: &Server) -> u64 {
-    let units = server.request("GET", "/units", &[], None).json();
-    units[0]["units"][0]["pid"].as_u64().unwrap_or_else(|| panic!("no worker pid: {units}"))
+    let v = unit_view(server, "ort:cpu");
+    v["pid"].as_u64().unwrap_or_else(|| panic!("no worker pid: {v}"))
 }
 
 #[test]
@@ -137,11 +165,13 @@ fn served_transcripts_equal_in_process_ones_in_every_format_and_the_openai_clien
     if ort_ready().is_none() {
         return;
     }
-    let server = serve(&[], &[]);
+    // candle:cpu first: it cannot run speech models, says so, and the chain falls through to ort:cpu.
+    let server = serve("candle:cpu,ort:cpu", &[], &[]);
     let speech = clip("speech.wav");
-    let plain = in_process(&speech, Task::Transcribe, None);
-    let timed = in_process(&speech, Task::Transcribe, Some(true));
-    let translated = in_process(&speech, Task::Translate, None);
+    let mut local = Local::load();
+    let plain = local.transcribe(&speech, Task::Transcribe, None);
+    let timed = local.transcribe(&speech, Task::Transcribe, Some(true));
+    let translated = local.transcribe(&speech, Task::Translate, None);
 
     // Plain HTTP: the transcript, who computed it and where the time went.
     let r = transcribe(&server, &speech, &[("model", "whisper")]);
@@ -156,11 +186,13 @@ fn served_transcripts_equal_in_process_ones_in_every_format_and_the_openai_clien
     for name in ["speech.flac", "speech.mp3", "speech.ogg", "speech.m4a", "stereo-44k.wav"] {
         let r = transcribe(&server, &clip(name), &[]);
         assert_eq!(r.status, 200, "{name}: {}", r.body);
-        assert_eq!(r.json()["text"], in_process(&clip(name), Task::Transcribe, None).text.as_str(), "{name}");
+        assert_eq!(r.json()["text"], local.text(&clip(name)).as_str(), "{name}");
     }
     // The chain fell through candle:cpu, which said why.
-    let units = server.request("GET", "/units", &[], None).json();
-    assert_eq!(units[0]["serving"], "ort:cpu", "{units}");
+    assert_eq!(units(&server)["serving"], "ort:cpu");
+    let candle = unit_view(&server, "candle:cpu");
+    assert_eq!(candle["state"], "unavailable", "{candle}");
+    assert!(candle["reason"].as_str().unwrap_or_default().contains("does not run speech models"), "{candle}");
 
     let Some(python) = need(venv_python(), "the project's .venv") else { return };
     let has_openai = std::process::Command::new(&python).args(["-c", "import openai"]).status();
@@ -204,7 +236,7 @@ fn bad_files_and_options_are_4xx_naming_the_problem_and_the_worker_stays() {
     if ort_ready().is_none() {
         return;
     }
-    let server = serve(&["--max-audio-s", "10"], &[]);
+    let server = serve("ort:cpu", &["--max-audio-s", "10"], &[]);
     let pid = worker_pid(&server);
     let speech = clip("speech.wav");
     let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
@@ -228,6 +260,7 @@ fn bad_files_and_options_are_4xx_naming_the_problem_and_the_worker_stays() {
     let r = multipart(&server.addr, "/v1/audio/transcriptions", &[("model", "whisper")], None);
     r.assert_error(400, "no `file` field", "a form without file");
     let r = server.request("POST", "/v1/audio/transcriptions", &[("content-type", "application/json")], Some("{}"));
+    let r = Reply { status: r.status, headers: r.headers, body: r.body };
     r.assert_error(400, "multipart", "a JSON body");
     assert_eq!(worker_pid(&server), pid, "no bad input reached or killed the worker");
     let r = transcribe(&server, &speech, &[]);
@@ -240,30 +273,30 @@ fn a_segfault_mid_stream_and_a_leaking_worker_lose_no_transcription() {
         return;
     }
     let speech = clip("speech.wav");
-    let want = in_process(&speech, Task::Transcribe, None).text;
+    let want = Local::load().text(&speech);
     // A segfault on the 4th transcription of the first worker: the request is retried on a fresh one.
     let segv = r#"[{"unit": "ort:cpu", "kind": "segv", "after": 3, "generations": [0]}]"#;
-    let server = serve(&[], &[("BULKHEAD_FAULTS", segv)]);
-    for i in 0..8 {
+    let server = serve("ort:cpu", &[], &[("BULKHEAD_FAULTS", segv)]);
+    for i in 0..6 {
         let r = transcribe(&server, &speech, &[]);
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
         assert_eq!(r.json()["text"], want.as_str(), "request {i}");
     }
-    let units = server.request("GET", "/units", &[], None).json();
-    assert!(units[0]["units"][0]["crashes"].as_u64().unwrap() >= 1, "{units}");
+    let ort = unit_view(&server, "ort:cpu");
+    assert!(ort["crashes"].as_u64().unwrap() >= 1, "the segfault happened: {ort}");
     drop(server);
 
     // 40 MiB kept per transcription, recycled past 150 MiB of growth: about every 4th request starts a new worker.
     let leak = r#"[{"unit": "ort:cpu", "kind": "leak", "mb": 40}]"#;
-    let server = serve(&["--recycle-growth-mb", "150"], &[("BULKHEAD_FAULTS", leak)]);
+    let server = serve("ort:cpu", &["--recycle-growth-mb", "150"], &[("BULKHEAD_FAULTS", leak)]);
     for i in 0..20 {
         let r = transcribe(&server, &speech, &[]);
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
         assert_eq!(r.json()["text"], want.as_str(), "request {i}");
     }
-    let units = server.request("GET", "/units", &[], None).json();
-    assert!(units[0]["units"][0]["recycles"].as_u64().unwrap() >= 1, "the leaking worker was recycled: {units}");
-    assert_eq!(units[0]["units"][0]["crashes"].as_u64().unwrap(), 0, "{units}");
+    let ort = unit_view(&server, "ort:cpu");
+    assert!(ort["recycles"].as_u64().unwrap() >= 1, "the leaking worker was recycled: {ort}");
+    assert_eq!(ort["crashes"].as_u64().unwrap(), 0, "{ort}");
 }
 
 #[test]
@@ -275,7 +308,10 @@ fn the_transcribe_command_prints_json_lines_and_refuses_a_bad_file_with_exit_2()
     let state = dir.path().to_str().unwrap();
     let model = folder();
     let (speech, tone) = (clip("speech.wav"), clip("tone-440.wav"));
-    let args = ["transcribe", "--format", "json", "--model", model.to_str().unwrap()];
+    let mut local = Local::load();
+    // candle:cpu first: the worker refuses it and the command goes on to ort:cpu.
+    let args =
+        ["transcribe", "--format", "json", "--compute-units", "candle:cpu,ort:cpu", "--model", model.to_str().unwrap()];
     let files = [speech.to_str().unwrap(), tone.to_str().unwrap()];
     let out = bulkhead(&[&args[..], &files[..]].concat(), &[("BULKHEAD_STATE_DIR", state)]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -283,7 +319,7 @@ fn the_transcribe_command_prints_json_lines_and_refuses_a_bad_file_with_exit_2()
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     for (line, file) in lines.iter().zip([&speech, &tone]) {
-        assert_eq!(line["text"], in_process(file, Task::Transcribe, None).text.as_str(), "{line}");
+        assert_eq!(line["text"], local.text(file).as_str(), "{line}");
         assert_eq!(line["unit"], "ort:cpu", "the chain fell through candle:cpu: {line}");
     }
 

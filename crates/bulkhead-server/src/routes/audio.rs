@@ -73,10 +73,7 @@ pub async fn transcriptions(
     responses((status = 200, description = "The English text, in the `response_format` asked for",
         body = VerboseTranscription))
 )]
-pub async fn translations(
-    State(state): State<Arc<AppState>>,
-    form: Result<Multipart, MultipartRejection>,
-) -> Response {
+pub async fn translations(State(state): State<Arc<AppState>>, form: Result<Multipart, MultipartRejection>) -> Response {
     speech(state, form, SpeechTask::Translate).await
 }
 
@@ -158,9 +155,7 @@ fn options(form: &Form) -> Result<(ResponseFormat, f32), ApiError> {
         match g.trim() {
             "segment" if format == ResponseFormat::VerboseJson => {}
             "segment" => {
-                return Err(ApiError::Invalid(
-                    "timestamp_granularities[] needs response_format `verbose_json`".into(),
-                ))
+                return Err(ApiError::Invalid("timestamp_granularities[] needs response_format `verbose_json`".into()))
             }
             "word" => {
                 return Err(ApiError::Invalid(
@@ -168,9 +163,7 @@ fn options(form: &Form) -> Result<(ResponseFormat, f32), ApiError> {
                 ))
             }
             other => {
-                return Err(ApiError::Invalid(format!(
-                    "timestamp_granularities[] `{other}` is unknown; use `segment`"
-                )))
+                return Err(ApiError::Invalid(format!("timestamp_granularities[] `{other}` is unknown; use `segment`")))
             }
         }
     }
@@ -270,8 +263,14 @@ fn render(format: ResponseFormat, task: SpeechTask, temperature: f32, t: Transcr
                 .as_deref()
                 .map_or("english".to_string(), |c| bulkhead_speech::language_name(c).unwrap_or(c).to_string());
             let segments = segments();
-            Json(VerboseTranscription { task: task.name().into(), language, duration: t.duration_s, text: t.text, segments })
-                .into_response()
+            Json(VerboseTranscription {
+                task: task.name().into(),
+                language,
+                duration: t.duration_s,
+                text: t.text,
+                segments,
+            })
+            .into_response()
         }
     }
 }

@@ -94,7 +94,7 @@ impl Runner {
             return Runner::load_graph(engines, model, unit, faults, iterations, on_loaded);
         }
         if model.task.is_speech() {
-            let (speech, warmup) = SpeechRunner::load(engines, model, unit, iterations, on_loaded)?;
+            let (speech, warmup) = SpeechRunner::load(engines, model, unit, on_loaded)?;
             return Ok((Runner { model: Model::Speech(Box::new(speech)), faults, served: 0 }, warmup));
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;

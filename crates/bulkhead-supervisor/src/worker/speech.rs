@@ -72,12 +72,13 @@ pub(crate) struct SpeechRunner {
 }
 
 impl SpeechRunner {
-    /// Loads the speech model of `files` on `unit` and warms it up on the probe audio, `iterations` times.
+    /// Loads the speech model of `files` on `unit` and warms it up on the probe audio once: a transcription is a
+    /// whole decoding (up to the model's length limit), so the first run, one-time costs included, is the
+    /// measurement (`iterations`, meant for short forward passes, is not repeated here).
     pub fn load(
         engines: &Engines,
         files: &ModelFiles,
         unit: &Unit,
-        iterations: usize,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(SpeechRunner, Vec<WarmupShape>), LoadFailure> {
         if unit.engine != EngineKind::Ort {
@@ -103,16 +104,11 @@ impl SpeechRunner {
             SpeechRunner { model: SpeechModel::Whisper(model), probe: probe(extractor.sampling_rate()), extractor };
         on_loaded(runner.report());
         let probe = runner.probe.clone();
-        let mut times = vec![];
-        for _ in 0..iterations.max(1) {
-            let t = Instant::now();
-            runner
-                .transcribe(&probe)
-                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
-        let shape = WarmupShape { batch: 1, seq: probe.windows(), ms: times[times.len() / 2] };
+        let t = Instant::now();
+        runner
+            .transcribe(&probe)
+            .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
+        let shape = WarmupShape { batch: 1, seq: probe.windows(), ms: t.elapsed().as_secs_f64() * 1e3 };
         Ok((runner, vec![shape]))
     }
 
@@ -160,14 +156,13 @@ impl SpeechRunner {
         let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).map_err(|e| RunError::Invalid(e.to_string()))?;
         let features_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let (text, language, segments, encode_ms) = self.model.transcribe(&features, &audio.options).map_err(|e| {
-            match e {
+        let (text, language, segments, encode_ms) =
+            self.model.transcribe(&features, &audio.options).map_err(|e| match e {
                 SpeechError::Language(_) | SpeechError::Options(_) | SpeechError::Features(_) => {
                     RunError::Invalid(e.to_string())
                 }
                 other => RunError::Engine(other.to_string()),
-            }
-        })?;
+            })?;
         let total_ms = t.elapsed().as_secs_f64() * 1e3;
         let timing = SpeechTiming { features_ms, encode_ms, generate_ms: (total_ms - encode_ms).max(0.0) };
         Ok(Transcript { text, language, duration_s: audio.duration_s(), segments, timing })

@@ -281,7 +281,9 @@ impl ServeArgs {
         };
         let request_timeout = seconds("--request-timeout-s", self.request_timeout_s, true)?;
         if !self.max_audio_s.is_finite() || self.max_audio_s <= 0.0 {
-            return Err(UsageError(format!("--max-audio-s must be more than 0 seconds, got {}", self.max_audio_s)).into());
+            return Err(
+                UsageError(format!("--max-audio-s must be more than 0 seconds, got {}", self.max_audio_s)).into()
+            );
         }
         Ok(ServeConfig {
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),

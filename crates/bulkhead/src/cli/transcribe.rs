@@ -178,8 +178,11 @@ impl TranscribeArgs {
                 Format::Srt => write!(out, "{}", srt(&segments(&t)))?,
                 Format::Vtt => write!(out, "{}", vtt(&segments(&t)))?,
                 Format::VerboseJson => {
-                    let language =
-                        t.language.as_deref().map(|c| bulkhead_speech::language_name(c).unwrap_or(c)).unwrap_or("english");
+                    let language = t
+                        .language
+                        .as_deref()
+                        .map(|c| bulkhead_speech::language_name(c).unwrap_or(c))
+                        .unwrap_or("english");
                     let obj = json!({
                         "task": if self.translate { "translate" } else { "transcribe" },
                         "language": language,
