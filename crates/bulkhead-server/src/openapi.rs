@@ -235,7 +235,13 @@ fn add_inference_headers(op: &mut Operation) {
         "x-bulkhead-precision".into(),
         header("the weight precision of the model that computed the answer: fp32, fp16, bf16 or int8"),
     );
-    ok.headers.insert("Server-Timing".into(), header("tokenize, queue, infer and post durations in milliseconds"));
+    ok.headers.insert(
+        "Server-Timing".into(),
+        header(
+            "stage durations in milliseconds: tokenize, queue, infer and post; on the speech routes decode, queue, \
+             infer and, within infer, features, encode and generate",
+        ),
+    );
 }
 
 /// Sets the start-up values on their components.

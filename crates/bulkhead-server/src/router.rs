@@ -27,7 +27,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))
         .route("/v1/rerank", post(rerank::cohere_rerank))
-        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(audio_limit.clone()))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(audio_limit))
         .route("/v1/audio/translations", post(audio::translations).layer(audio_limit))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))

@@ -239,7 +239,9 @@ fn bad_files_and_options_are_4xx_naming_the_problem_and_the_worker_stays() {
     let server = serve("ort:cpu", &["--max-audio-s", "10"], &[]);
     let pid = worker_pid(&server);
     let speech = clip("speech.wav");
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    // (clip, form fields, status, what the message must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case] = &[
         ("bad-png.wav", &[], 400, "not an audio file"),
         ("bad-empty.wav", &[], 400, "empty"),
         ("bad-opus.ogg", &[], 400, "unsupported audio codec"),

@@ -292,6 +292,13 @@ impl Sim {
             Payload::Rows(rows) => Answer::Vectors(rows.iter().map(|r| vec![r.len() as f32]).collect()),
             Payload::Probe => Answer::Vectors(vec![vec![0.0]]),
             Payload::Tensors(t) => Answer::Tensors(t),
+            Payload::Audio(a) => Answer::Transcription(crate::audio::Transcript {
+                text: format!("{} samples", a.samples.len()),
+                duration_s: a.duration_s(),
+                language: a.options.language,
+                segments: vec![],
+                timing: Default::default(),
+            }),
         };
         let msg = Response::Answered { id, answer, timing: StageTiming::default(), rss_bytes: rss };
         self.feed(Event::Message { worker: w, msg });
