@@ -341,7 +341,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 15, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 17, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");
@@ -351,6 +351,13 @@ mod tests {
         let emb = statuses(&d, "/v1/embeddings", "post");
         assert_eq!(emb, ["200", "400", "404", "413", "422", "429", "500", "503", "504"]);
         assert_eq!(statuses(&d, "/v2/models/{name}/ready", "get"), ["200", "404", "503", "504"]);
+        for path in ["/v1/audio/transcriptions", "/v1/audio/translations"] {
+            assert_eq!(statuses(&d, path, "post"), emb, "{path}");
+            let ok = &d["paths"][path]["post"]["responses"]["200"];
+            assert!(ok["headers"]["Server-Timing"].is_object(), "{ok}");
+            let form = &d["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"];
+            assert!(form.is_object(), "{path} takes a multipart form: {form}");
+        }
         let too_many = &d["paths"]["/embed"]["post"]["responses"]["429"];
         assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
         assert_eq!(too_many["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
