@@ -64,11 +64,15 @@ pub enum ModelTask {
     /// tower and one per image from its vision tower, in one space (`/v1/embeddings`, `/embed`,
     /// `/embeddings_image`).
     ImageText,
+    /// Speech to text (a Whisper `*ForConditionalGeneration` folder): audio in, a transcription out
+    /// (`/v1/audio/transcriptions`, `/v1/audio/translations`, `bulkhead transcribe`).
+    SpeechToText,
 }
 
 impl ModelTask {
-    /// The task `config.json` describes: a `*ForSequenceClassification` architecture is a reranker with one label
-    /// and a classifier with several; anything else embeds.
+    /// The task `config.json` describes: a Whisper model (`model_type: whisper` or
+    /// `WhisperForConditionalGeneration`) is speech to text; a `*ForSequenceClassification` architecture is a
+    /// reranker with one label and a classifier with several; anything else embeds.
     pub fn from_config(config: &Value) -> ModelTask {
         let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
         let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
@@ -77,6 +81,9 @@ impl ModelTask {
         }
         if IMAGE_TEXT_ARCHITECTURES.contains(&arch) {
             return ModelTask::ImageText;
+        }
+        if model_type == "whisper" || arch == "WhisperForConditionalGeneration" {
+            return ModelTask::SpeechToText;
         }
         if !arch.ends_with("ForSequenceClassification") {
             return ModelTask::Embedding;
@@ -117,10 +124,15 @@ impl ModelTask {
         matches!(self, ModelTask::ImageText)
     }
 
+    /// Whether the model turns audio into text.
+    pub fn is_speech(&self) -> bool {
+        matches!(self, ModelTask::SpeechToText)
+    }
+
     /// The number of logits per row (0 for an embedding model).
     pub fn outputs(&self) -> usize {
         match self {
-            ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText => 0,
+            ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText | ModelTask::SpeechToText => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
         }
@@ -142,6 +154,7 @@ impl ModelTask {
             ModelTask::Rerank { .. } => "a reranker",
             ModelTask::Classify { .. } => "a classifier",
             ModelTask::Segmentation => "a segmentation model",
+            ModelTask::SpeechToText => "a speech-to-text model",
         }
     }
 
@@ -153,6 +166,7 @@ impl ModelTask {
             ModelTask::Rerank { .. } => "POST /rerank or POST /v1/rerank",
             ModelTask::Classify { .. } => "POST /predict",
             ModelTask::Segmentation => "POST /v1/segment",
+            ModelTask::SpeechToText => "POST /v1/audio/transcriptions or POST /v1/audio/translations",
         }
     }
 }
@@ -184,6 +198,11 @@ mod tests {
         let clip = ModelTask::from_config(&json!({"architectures": ["CLIPModel"]}));
         assert!(clip == ModelTask::ImageText && !clip.is_cross_encoder() && clip.takes_images());
         assert_eq!(ModelTask::from_config(&json!({"architectures": ["SiglipModel"]})), ModelTask::ImageText);
+        let w = ModelTask::from_config(&json!({"architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper"}));
+        assert_eq!(w, ModelTask::SpeechToText);
+        assert_eq!(ModelTask::from_config(&json!({"model_type": "whisper"})), ModelTask::SpeechToText);
+        assert!(w.is_speech() && !w.is_cross_encoder() && !ModelTask::Embedding.is_speech());
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum Error {
     /// The async runtime that drives the workers could not be created.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// A speech-to-text model: the doctor measures models that take texts.
+    #[error("speech-to-text models are not measured by the doctor yet; `bulkhead transcribe` runs them")]
+    Speech,
     /// A saved report that is not one.
     #[error("not a `{schema}` report: {0}", schema = report::SCHEMA)]
     NotAReport(String),

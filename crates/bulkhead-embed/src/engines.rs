@@ -26,6 +26,12 @@ impl Engines {
         )
     }
 
+    /// The engine that runs `unit` (for models that load several graphs themselves, such as speech models).
+    pub fn engine(&self, unit: &Unit) -> Result<&dyn Engine, EngineError> {
+        self.get(unit)
+            .ok_or_else(|| EngineError::NotCompiled { unit: unit.to_string(), reason: Self::not_compiled(unit) })
+    }
+
     /// Whether `unit` can be tried here.
     pub fn availability(&self, unit: &Unit) -> Availability {
         match self.get(unit) {

@@ -13,6 +13,7 @@ use bulkhead_segment::SegmentJob;
 pub use bulkhead_supervisor::{
     Answer, Answered as BackendOutput, Job as BackendJob, Payload, PredictError as BackendError,
 };
+pub use bulkhead_supervisor::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
 use bulkhead_supervisor::{Job, Supervisor};
 
 use crate::api::units::{
@@ -38,6 +39,13 @@ pub trait Backend: Send + Sync + 'static {
     fn segment(&self, job: SegmentJob) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
         let _ = job;
         Box::pin(async { Err(BackendError::Failed("this backend runs no segmentation model".into())) })
+    }
+
+    /// Transcribes one decoded audio on a speech model (one request, never batched). Backends of other models only
+    /// keep the default, which refuses.
+    fn transcribe(&self, audio: AudioRequest) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        let _ = audio;
+        Box::pin(async { Err(BackendError::Unsupported("this backend runs no speech models".into())) })
     }
     /// Whether jobs should carry their input texts (only a fault rule that matches on text reads them); by default
     /// they do not.
@@ -65,6 +73,10 @@ impl Backend for Supervisor {
 
     fn segment(&self, job: SegmentJob) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
         Box::pin(Supervisor::run(self, Job::segment(job)))
+    }
+
+    fn transcribe(&self, audio: AudioRequest) -> BoxFuture<'_, Result<BackendOutput, BackendError>> {
+        Box::pin(Supervisor::transcribe(self, audio))
     }
 
     fn wants_texts(&self) -> bool {

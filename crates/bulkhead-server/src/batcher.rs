@@ -217,7 +217,7 @@ impl Gather {
                     Answer::Vectors(v) | Answer::Scores(v) => {
                         rows.into_iter().zip(v).for_each(|(r, v)| self.vectors[r] = Some(v))
                     }
-                    Answer::Tensors(_) | Answer::Segment(_) => {
+                    Answer::Tensors(_) | Answer::Segment(_) | Answer::Transcription(_) => {
                         self.failure = Some(BackendError::Failed("the model answered no vectors".into()))
                     }
                 }

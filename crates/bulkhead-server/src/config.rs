@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub image_cache_bytes: usize,
     /// What image inputs may be (image-text models).
     pub images: ImageLimits,
+    /// The longest audio a speech route takes, in seconds (`--max-audio-s`, default 3600).
+    pub max_audio_s: f64,
 }
 
 /// Limits on image inputs (`/v1/embeddings` image parts, `/embeddings_image`).
@@ -90,6 +92,7 @@ impl Default for ServeConfig {
             traces: None,
             image_cache_bytes: 256 << 20,
             images: ImageLimits::default(),
+            max_audio_s: 3600.0,
         }
     }
 }

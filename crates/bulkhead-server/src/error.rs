@@ -52,6 +52,12 @@ pub enum ApiError {
     /// The server holds as many connections as it accepts.
     #[error("the server is at its limit of {0} connections (--max-connections); retry shortly")]
     TooManyConnections(usize),
+    /// An uploaded file that cannot be used: not audio, damaged, empty, an unsupported codec, a form without it.
+    #[error("{0}")]
+    BadFile(String),
+    /// An uploaded file past a limit of its own (duration, size).
+    #[error("{0}")]
+    FileTooLarge(String),
     /// Anything else on the server side.
     #[error("{0}")]
     Internal(String),
@@ -84,6 +90,10 @@ pub enum ErrorKind {
     Timeout,
     /// [`ApiError::TooManyConnections`].
     TooManyConnections,
+    /// [`ApiError::BadFile`].
+    BadFile,
+    /// [`ApiError::FileTooLarge`].
+    FileTooLarge,
     /// [`ApiError::Internal`].
     Internal,
 }
@@ -104,6 +114,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, UnavailableError),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, TimeoutError),
             ErrorKind::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, OverloadedError),
+            ErrorKind::BadFile => (StatusCode::BAD_REQUEST, InvalidRequestError),
+            ErrorKind::FileTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, InvalidRequestError),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ServerError),
         }
     }
@@ -135,6 +147,11 @@ impl ErrorKind {
             ErrorKind::Unavailable => "no unit of the model can serve now; retry after `Retry-After` seconds",
             ErrorKind::Timeout => "the request ran past --request-timeout-s",
             ErrorKind::TooManyConnections => "the server is at --max-connections",
+            ErrorKind::BadFile => {
+                "the uploaded file cannot be used (not audio, damaged, empty, an unsupported codec) or the form \
+                 lacks it"
+            }
+            ErrorKind::FileTooLarge => "the uploaded file is longer than --max-audio-s or larger than its limit",
             ErrorKind::Internal => "the engine failed on this input",
         }
     }
@@ -156,6 +173,8 @@ impl ApiError {
             ApiError::Unavailable(_) => ErrorKind::Unavailable,
             ApiError::Timeout(_) => ErrorKind::Timeout,
             ApiError::TooManyConnections(_) => ErrorKind::TooManyConnections,
+            ApiError::BadFile(_) => ErrorKind::BadFile,
+            ApiError::FileTooLarge(_) => ErrorKind::FileTooLarge,
             ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -194,6 +213,7 @@ impl From<BackendError> for ApiError {
             e @ BackendError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             BackendError::Failed(m) => ApiError::Internal(m),
             BackendError::Unsupported(m) => ApiError::WrongKind(m),
+            BackendError::Invalid(m) => ApiError::Invalid(m),
         }
     }
 }

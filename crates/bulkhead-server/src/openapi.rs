@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -55,6 +55,8 @@ use bulkhead_core::ModelTask;
         ollama::ps,
         ollama::version,
         segment::segment,
+        audio::transcriptions,
+        audio::translations,
         kserve::live,
         kserve::ready,
         kserve::metadata,
@@ -94,7 +96,11 @@ use bulkhead_core::ModelTask;
         api::ollama::OllamaTexts,
         api::segment::SegmentMask,
         api::segment::Rle,
-        api::segment::MaskFormat
+        api::segment::MaskFormat,
+        api::audio::ResponseFormat,
+        api::audio::TranscriptionResponse,
+        api::audio::VerboseTranscription,
+        api::audio::VerboseSegment
     ))
 )]
 struct ApiDoc;
@@ -120,6 +126,8 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
+    ("/v1/audio/transcriptions", audio::AUDIO_ERRORS),
+    ("/v1/audio/translations", audio::AUDIO_ERRORS),
 ];
 
 /// Operations whose 200 carries the inference headers.
@@ -135,6 +143,8 @@ const INFERENCE: &[&str] = &[
     "/similarity",
     "/api/embed",
     "/api/embeddings",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
 ];
 
 /// What this server's embedding models accept, taken across all of them.
@@ -285,10 +295,14 @@ fn add_inference_headers(op: &mut Operation) {
         "x-bulkhead-precision".into(),
         header("the weight precision of the model that computed the answer: fp32, fp16, bf16 or int8"),
     );
-    ok.headers.insert("Server-Timing".into(), header(
-        "tokenize, queue, infer and post durations in milliseconds; for rows, `batch` with the rows, real tokens and \
-         padded tokens of the forward passes that computed the answer",
-    ));
+    ok.headers.insert(
+        "Server-Timing".into(),
+        header(
+            "stage durations in milliseconds: tokenize, queue, infer and post; for rows, `batch` with the rows, real \
+             tokens and padded tokens of the forward passes that computed the answer; on the speech routes decode, \
+             queue, infer and, within infer, features, encode and generate",
+        ),
+    );
 }
 
 /// Sets the start-up values on their components.
@@ -423,7 +437,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 27, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 29, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");
@@ -437,6 +451,13 @@ mod tests {
         assert_eq!(seg, ["200", "400", "404", "413", "422", "500", "503", "504"]);
         let body = &d["paths"]["/v1/segment"]["post"]["requestBody"]["content"];
         assert!(body["application/json"].is_object() && body["multipart/form-data"].is_object(), "{body}");
+        for path in ["/v1/audio/transcriptions", "/v1/audio/translations"] {
+            assert_eq!(statuses(&d, path, "post"), emb, "{path}");
+            let ok = &d["paths"][path]["post"]["responses"]["200"];
+            assert!(ok["headers"]["Server-Timing"].is_object(), "{ok}");
+            let form = &d["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"];
+            assert!(form.is_object(), "{path} takes a multipart form: {form}");
+        }
         let too_many = &d["paths"]["/embed"]["post"]["responses"]["429"];
         assert!(too_many["headers"]["Retry-After"].is_object(), "{too_many}");
         assert_eq!(too_many["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -20,6 +20,7 @@ use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 /// deadline, request metrics and this server's OpenAPI document (rendered here, once, from the same handlers).
 pub fn app(state: Arc<AppState>) -> Router {
     let document = OpenApiDocument(crate::openapi::render(&state));
+    let audio_limit = axum::extract::DefaultBodyLimit::max(audio::body_limit(state.config.max_body_bytes));
     Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
@@ -39,6 +40,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/version", get(ollama::version))
         .route("/v1/segment", post(segment::segment))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions).layer(audio_limit))
+        .route("/v1/audio/translations", post(audio::translations).layer(audio_limit))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
         .route("/v2/models/{name}", get(kserve::metadata))

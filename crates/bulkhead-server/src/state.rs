@@ -13,6 +13,7 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::segmenter::Segmenter;
+pub use crate::speech::SpeechInfo;
 use crate::trace::Tracer;
 
 /// What a served model takes and returns.
@@ -53,6 +54,9 @@ pub enum ModelKind {
     },
     /// A SAM2 segmentation model: an image and a prompt in, masks out (`POST /v1/segment`).
     Segmentation(Box<Segmenter>),
+    /// Speech to text: audio in (decoded and resampled in the server), a transcription out, through
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`.
+    Speech(SpeechInfo),
 }
 
 /// One served model.
@@ -80,6 +84,24 @@ impl ModelEntry {
             ModelKind::CrossEncoder { task, .. } => Some(task),
             ModelKind::Tensor { .. } => None,
             ModelKind::Segmentation(_) => Some(&ModelTask::Segmentation),
+            ModelKind::Speech(_) => Some(&ModelTask::SpeechToText),
+        }
+    }
+
+    /// What a speech model takes; a clear 400 naming the route to use for any other model.
+    pub fn speech(&self) -> Result<&SpeechInfo, ApiError> {
+        match &self.kind {
+            ModelKind::Speech(info) => Ok(info),
+            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            _ => {
+                let task = self.task().unwrap_or(&ModelTask::Embedding);
+                Err(ApiError::WrongKind(format!(
+                    "model `{}` is {}, not a speech-to-text model; call {}",
+                    self.name,
+                    task.noun(),
+                    task.routes()
+                )))
+            }
         }
     }
 
@@ -126,6 +148,11 @@ impl ModelEntry {
                 task.routes()
             ))),
             ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
+            ModelKind::Speech(_) => Err(ApiError::WrongKind(format!(
+                "model `{}` is a speech-to-text model, not an embedding model; call {}",
+                self.name,
+                ModelTask::SpeechToText.routes()
+            ))),
             ModelKind::Segmentation(_) => Err(ApiError::WrongKind(format!(
                 "model `{}` is a segmentation model (SAM2), not an embedding model; call POST /v1/segment",
                 self.name

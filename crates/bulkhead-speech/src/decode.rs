@@ -97,6 +97,8 @@ pub struct Transcription {
     pub windows: usize,
     /// Every decoder run, in order: each window's first run feeds its prefix, every later run one token.
     pub decoder_calls: Vec<DecoderCall>,
+    /// Milliseconds in the encoder, every window (the rest of the call is decoding).
+    pub encode_ms: f64,
 }
 
 impl WhisperModel {
@@ -146,6 +148,7 @@ impl WhisperModel {
         };
         let prompt = opts.prompt.as_deref().map(|p| self.prompt_ids(p)).transpose()?;
 
+        self.encode_ms = 0.0;
         let first = self.encode_window(features, 0)?;
         let prefix = init_tokens(&g, language, opts.task, timestamps, &mut || self.detect_encoded(&first))?;
         let usize_ids = |v: &[i64]| v.iter().map(|&t| t as usize).collect::<Vec<_>>();
@@ -255,6 +258,7 @@ impl WhisperModel {
             segments,
             windows,
             decoder_calls: calls,
+            encode_ms: self.encode_ms,
         })
     }
 

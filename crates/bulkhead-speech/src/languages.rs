@@ -154,6 +154,11 @@ pub fn language_token(language: &str, lang_to_id: &BTreeMap<String, i64>) -> Res
     }
 }
 
+/// The English name of a language code (`de` → `german`), as OpenAI's `verbose_json` names the language.
+pub fn language_name(code: &str) -> Option<&'static str> {
+    LANGUAGES.iter().find(|(c, _)| *c == code).map(|(_, name)| *name)
+}
+
 /// The language code of a language token (`<|de|>` → `de`).
 pub fn code_of(token: &str) -> &str {
     token.trim_start_matches("<|").trim_end_matches("|>")
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!(language_token("<|en|>", &ids()).unwrap().1, 50259);
         assert_eq!(language_token("valencian", &ids()).unwrap().1, 50270);
         assert_eq!(code_of("<|haw|>"), "haw");
+        assert_eq!((language_name("de"), language_name("xx")), (Some("german"), None));
         assert_eq!(LANGUAGES.len(), 100);
     }
 

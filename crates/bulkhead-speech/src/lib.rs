@@ -45,11 +45,11 @@ use std::path::PathBuf;
 pub use decode::{DecoderCall, Segment, Task, TranscribeOptions, Transcription};
 pub use files::FeatureSettings;
 pub use generation::GenerationSettings;
-pub use languages::{code_of, language_token};
+pub use languages::{code_of, language_name, language_token};
 pub use model::{EncoderOutput, MelFeatures, WhisperModel};
 pub use qwen3_asr::{
-    fix_repetitions, language_name, merge_languages, parse_output, split_pieces, AudioEmbeddings, Qwen3AsrModel,
-    RunLimits, DEFAULT_LANGUAGES,
+    fix_repetitions, language_name as qwen3_language_name, merge_languages, parse_output, split_pieces,
+    AudioEmbeddings, Qwen3AsrModel, RunLimits, DEFAULT_LANGUAGES,
 };
 
 /// Why a Whisper model could not be loaded or could not transcribe.

@@ -84,6 +84,8 @@ pub struct WhisperModel {
     cross_kv: Box<dyn GraphSession>,
     decoder: Box<dyn GraphSession>,
     graphs: WhisperGraphs,
+    /// Milliseconds in the encoder since the current transcription started.
+    pub(crate) encode_ms: f64,
 }
 
 impl WhisperModel {
@@ -139,6 +141,7 @@ impl WhisperModel {
             features,
             tokenizer,
             graphs,
+            encode_ms: 0.0,
         })
     }
 
@@ -203,7 +206,9 @@ impl WhisperModel {
         let data = features.window(seek, window, window);
         let input = NamedTensor::new("input_features", vec![1, self.config.mel_bins, window], TensorData::F32(data))
             .map_err(SpeechError::Features)?;
+        let started = std::time::Instant::now();
         let out = self.encoder.run(&[input])?;
+        self.encode_ms += started.elapsed().as_secs_f64() * 1e3;
         let (shape, data) = take_f32(out, "last_hidden_state")?;
         Ok(EncoderOutput { positions: shape[1], width: shape[2], data })
     }

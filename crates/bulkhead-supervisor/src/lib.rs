@@ -2,6 +2,7 @@
 //! a request.
 //!
 //! * [`payload`]: what a worker runs ([`Payload`]) and answers ([`Answer`]): one variant per kind of model input;
+//!   [`audio`]: what a speech payload carries (PCM and options) and its transcript;
 //! * [`protocol`]: length-delimited postcard frames, versioned handshake, `Ready` only after warm-up;
 //! * [`faults`]: `BULKHEAD_FAULTS` fault injection with real signals and real allocations;
 //! * [`worker`]: the body of the hidden `bulkhead worker` subcommand ([`run_worker`]);
@@ -43,6 +44,7 @@
 //!   bumped on every change of a frame).
 #![deny(missing_docs)]
 
+pub mod audio;
 pub mod client;
 pub mod faults;
 pub mod history;
@@ -51,6 +53,7 @@ pub mod protocol;
 pub mod supervisor;
 pub mod worker;
 
+pub use audio::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
 pub use client::ceiling::{Enforcement, EnforcementChoice, MemoryCeiling};
 pub use client::{
     signal_name, ClientError, EventSink, ExitCause, KillReason, Ran, Ready, WorkerClient, WorkerCommand, WorkerEvent,

@@ -9,6 +9,8 @@
 
 use bulkhead_core::{NamedTensor, Row, RowKind};
 use bulkhead_segment::{SegmentJob, SegmentOutput};
+
+use crate::audio::{AudioRequest, Transcript};
 use serde::{Deserialize, Serialize};
 
 /// The input of one prediction.
@@ -25,6 +27,8 @@ pub enum Payload {
     /// A segmentation request (a SAM2 model): an image's content id, its pixels when at hand, a prompt
     /// ([`Answer::Segment`]). Never batched with other requests.
     Segment(SegmentJob),
+    /// Decoded audio and the options of one transcription ([`Answer::Transcription`]). Never batched.
+    Audio(AudioRequest),
     /// The worker's own warm-up input (health probes): whatever answer its model gives. Nothing is hard-coded on the
     /// supervisor's side, so a probe fits every tokenizer and every graph.
     Probe,
@@ -40,6 +44,8 @@ pub enum PayloadKind {
     Tensors,
     /// [`Payload::Segment`].
     Segment,
+    /// [`Payload::Audio`].
+    Audio,
     /// [`Payload::Probe`].
     Probe,
 }
@@ -50,6 +56,7 @@ impl std::fmt::Display for PayloadKind {
             PayloadKind::Rows(kind) => kind.fmt(f),
             PayloadKind::Tensors => f.write_str("named tensors"),
             PayloadKind::Segment => f.write_str("a segmentation request"),
+            PayloadKind::Audio => f.write_str("audio"),
             PayloadKind::Probe => f.write_str("a probe"),
         }
     }
@@ -62,6 +69,7 @@ impl Payload {
             Payload::Rows(rows) => PayloadKind::Rows(rows.first().map_or(RowKind::Tokens, Row::kind)),
             Payload::Tensors(_) => PayloadKind::Tensors,
             Payload::Segment(_) => PayloadKind::Segment,
+            Payload::Audio(_) => PayloadKind::Audio,
             Payload::Probe => PayloadKind::Probe,
         }
     }
@@ -70,7 +78,7 @@ impl Payload {
     pub fn rows(&self) -> usize {
         match self {
             Payload::Rows(rows) => rows.len(),
-            Payload::Tensors(_) | Payload::Segment(_) | Payload::Probe => 1,
+            Payload::Tensors(_) | Payload::Segment(_) | Payload::Audio(_) | Payload::Probe => 1,
         }
     }
 
@@ -79,13 +87,15 @@ impl Payload {
         matches!(self, Payload::Rows(_))
     }
 
-    /// (rows, padded width) of the prediction: what its cost scales with. A probe's shape is unknown here (`(0, 0)`).
+    /// (rows, padded width) of the prediction: what its cost scales with (audio: one row, as wide as its 30-second
+    /// windows). A probe's shape is unknown here (`(0, 0)`).
     pub fn shape(&self) -> (usize, usize) {
         match self {
             Payload::Rows(rows) => (rows.len(), rows.iter().map(Row::len).max().unwrap_or(0)),
             Payload::Tensors(t) => t.first().map_or((1, 1), NamedTensor::rows_and_width),
             // The decoder alone is one shape class, the encoder and the decoder (an image sent along) another.
             Payload::Segment(job) => (1, job.image.as_ref().map_or(1, |i| i.width as usize)),
+            Payload::Audio(a) => (1, a.windows()),
             Payload::Probe => (0, 0),
         }
     }
@@ -120,6 +130,8 @@ pub enum Answer {
     Tensors(Vec<NamedTensor>),
     /// A segmentation answer: masks, or a request for the image.
     Segment(SegmentOutput),
+    /// The transcription of one audio.
+    Transcription(Transcript),
 }
 
 impl Answer {
@@ -127,7 +139,7 @@ impl Answer {
     pub fn rows(&self) -> usize {
         match self {
             Answer::Vectors(v) | Answer::Scores(v) => v.len(),
-            Answer::Tensors(_) | Answer::Segment(_) => 1,
+            Answer::Tensors(_) | Answer::Segment(_) | Answer::Transcription(_) => 1,
         }
     }
 
@@ -144,7 +156,9 @@ impl Answer {
         match self {
             Answer::Vectors(v) => Some(cut(v, Answer::Vectors)),
             Answer::Scores(v) => Some(cut(v, Answer::Scores)),
-            whole @ (Answer::Tensors(_) | Answer::Segment(_)) => (sizes.len() == 1).then(|| vec![whole]),
+            whole @ (Answer::Tensors(_) | Answer::Segment(_) | Answer::Transcription(_)) => {
+                (sizes.len() == 1).then(|| vec![whole])
+            }
         }
     }
 
@@ -168,6 +182,14 @@ impl Answer {
     pub fn into_segment(self) -> Option<SegmentOutput> {
         match self {
             Answer::Segment(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The transcript of a speech answer.
+    pub fn into_transcript(self) -> Option<Transcript> {
+        match self {
+            Answer::Transcription(t) => Some(t),
             _ => None,
         }
     }

@@ -21,8 +21,8 @@ pub use crate::payload::{Answer, Payload, PayloadKind};
 /// Bumped on every incompatible change of [`Request`] or [`Response`] (3: [`Payload`] and [`Answer`] enums, typed
 /// load failures and run errors; 4: the prompt length of each token row; 5: a format too new and an unsupported
 /// model as their own load-failure kinds; 6: one row type for every batchable payload, the prompt length inside
-/// its token row; 7: segmentation payloads and answers, and image rows, [`Row::Pixels`](bulkhead_core::Row::Pixels),
-/// for image-text models).
+/// its token row; 7: segmentation payloads and answers, image rows ([`Row::Pixels`](bulkhead_core::Row::Pixels)) for
+/// image-text models, audio payloads and transcription answers).
 pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The version of this crate; worker and supervisor must be the same build.
@@ -123,6 +123,10 @@ pub enum RunError {
     /// The engine returned an error for this input.
     #[error("{0}")]
     Engine(String),
+    /// The request's options do not fit the model (a language it lacks, a prompt longer than its positions): the
+    /// caller's mistake, answered as such.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A tensor model's graph signature (both empty for a model that takes tokens).

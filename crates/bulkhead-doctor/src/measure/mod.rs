@@ -81,7 +81,7 @@ impl Batch {
     pub fn seq(&self) -> usize {
         match &self.payload {
             Payload::Rows(rows) => rows.iter().map(Row::len).max().unwrap_or(0),
-            Payload::Tensors(_) | Payload::Segment(_) | Payload::Probe => 0,
+            Payload::Tensors(_) | Payload::Segment(_) | Payload::Audio(_) | Payload::Probe => 0,
         }
     }
 
@@ -132,6 +132,7 @@ impl<'t> Encoder<'t> {
                     .collect();
                 Payload::Rows(self.tokenizer.encode_pairs(&pairs, Truncation::Right)?.rows)
             }
+            ModelTask::SpeechToText => return Err(Error::Speech),
         };
         Ok(Batch { payload, texts })
     }

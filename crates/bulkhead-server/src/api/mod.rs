@@ -7,6 +7,7 @@
 //! named components of their own ([`ModelName`], [`EmbeddingModelName`], [`TokenId`], [`TokenRow`],
 //! [`TokenBatch`], [`TextBatch`], [`Dimensions`], [`PromptName`]) that the document fills in for this server.
 
+pub mod audio;
 pub mod images;
 pub mod info;
 pub mod kserve;

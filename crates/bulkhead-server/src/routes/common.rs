@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use std::sync::Arc;
 
+pub use crate::backend::{AudioRequest, SpeechOptions, SpeechTask, Transcript};
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
 use crate::grouping::Shape;
@@ -150,6 +151,34 @@ pub async fn submit_segment(
     };
     let value =
         answer.answer.into_segment().ok_or_else(|| ApiError::Internal("the model answered no segmentation".into()))?;
+    Ok(Computed { value, provenance })
+}
+
+/// Transcribes one decoded audio on a speech model (one supervised request, never batched); records the worker's
+/// stages (`features`, `encode`, `generate`) beside `queue` and `infer`.
+pub async fn submit_audio(
+    model: &ModelEntry,
+    state: &AppState,
+    audio: AudioRequest,
+) -> Result<Computed<Transcript>, ApiError> {
+    let answer = model.backend.transcribe(audio).await?;
+    record_stages(state, &model.name, &answer.timing);
+    let provenance = Provenance {
+        unit: answer.unit,
+        precision: answer.precision,
+        worker_pid: answer.worker_pid,
+        retries: answer.retries,
+        timing: answer.timing,
+        shape: None,
+    };
+    let value = answer
+        .answer
+        .into_transcript()
+        .ok_or_else(|| ApiError::Internal("the model answered no transcription".into()))?;
+    let t = &value.timing;
+    for (stage, ms) in [("features", t.features_ms), ("encode", t.encode_ms), ("generate", t.generate_ms)] {
+        state.metrics.stage_ms(&model.name, stage, ms);
+    }
     Ok(Computed { value, provenance })
 }
 

@@ -104,6 +104,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<Strin
             vec![meta("text", "BYTES", vec![-1]), meta("text_pair", "BYTES", vec![-1])],
             vec![meta("scores", "FP32", vec![-1, task.outputs() as i64])],
         ),
+        // Audio goes through POST /v1/audio/transcriptions, not KServe infer: no tensors to describe.
+        ModelKind::Speech(_) => ("bulkhead", vec![], vec![]),
         ModelKind::Tensor { inputs, outputs } => (
             "onnxruntime_onnx",
             inputs.iter().map(spec_metadata).collect(),
@@ -162,7 +164,11 @@ pub async fn infer(
             ModelKind::CrossEncoder { tokenizer, task } => {
                 return infer_pairs(model, &state, tokenizer, task, req).await
             }
-            ModelKind::Embedding { .. } | ModelKind::Segmentation(_) | ModelKind::ImageText { .. } => {}
+            // A speech model is refused by `embedding()`, naming its routes.
+            ModelKind::Embedding { .. }
+            | ModelKind::Segmentation(_)
+            | ModelKind::ImageText { .. }
+            | ModelKind::Speech(_) => {}
         }
         let (_, dimensions) = model.embedding()?;
         let job = EmbedJob {

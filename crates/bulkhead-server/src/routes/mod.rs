@@ -1,13 +1,15 @@
 //! The handlers, one module per API family, and what they share ([`common`]). The router that mounts them is
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
-//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`ops`]: the handlers;
+//! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`audio`] (speech to text),
+//!   [`ops`]: the handlers;
 //! * [`tokens`] (`/tokenize`, `/decode`), [`info`] (`/info`, `/similarity`), [`ollama`] (`/api/*`): the small
 //!   routes clients rely on, with [`encodings`] (the output encodings of `/v1/embeddings`) and [`weights`] (what
 //!   the Ollama listings say about a model's files);
 //! * [`embed`]: the embedding path every embedding route shares; [`score`]: the cross-encoder path every scoring
 //!   route shares; both reach the model through [`common::submit_rows`].
 
+pub(crate) mod audio;
 pub(crate) mod common;
 pub(crate) mod embed;
 pub(crate) mod encodings;

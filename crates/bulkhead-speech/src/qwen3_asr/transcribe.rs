@@ -22,6 +22,8 @@ struct Piece {
     ids: Vec<i64>,
     language: String,
     text: String,
+    /// Milliseconds in the audio encoder.
+    encode_ms: f64,
 }
 
 impl Qwen3AsrModel {
@@ -134,7 +136,9 @@ impl Qwen3AsrModel {
         language: Option<&str>,
         calls: &mut Vec<crate::DecoderCall>,
     ) -> Result<Piece, SpeechError> {
+        let started = std::time::Instant::now();
         let audio = self.encode(features)?;
+        let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let context = opts.prompt.as_deref().unwrap_or("");
         let prompt = self.prompt_ids(context, language, audio.tokens)?;
         let max_new = opts.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
@@ -150,7 +154,7 @@ impl Qwen3AsrModel {
         let ids = self.greedy(&prompt, &audio, max_new, calls)?;
         let raw = self.raw_text(&ids)?;
         let (language, text) = parse_output(&raw, language);
-        Ok(Piece { ids, language, text })
+        Ok(Piece { ids, language, text, encode_ms })
     }
 
     /// Greedy decoding after `prompt`: the generated tokens, the stop token left out.
@@ -191,6 +195,7 @@ impl Qwen3AsrModel {
 fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>) -> Transcription {
     let language = merge_languages(pieces.iter().map(|(_, _, p)| p.language.as_str()));
     let windows = pieces.len();
+    let encode_ms = pieces.iter().map(|(_, _, p)| p.encode_ms).sum();
     let token_ids = pieces.iter().flat_map(|(_, _, p)| p.ids.iter().copied()).collect();
     let text = pieces.iter().map(|(_, _, p)| p.text.as_str()).collect::<String>();
     let segments =
@@ -202,5 +207,6 @@ fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>) -> Tra
         segments,
         windows,
         decoder_calls: calls,
+        encode_ms,
     }
 }

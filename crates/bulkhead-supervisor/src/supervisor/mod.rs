@@ -120,6 +120,12 @@ impl Supervisor {
         self.run(Job::tensors(inputs)).await
     }
 
+    /// Transcribes (or translates) one decoded audio on a speech model: the same retry, fallback, poison and
+    /// watchdog rules as every payload; never batched with other requests.
+    pub async fn transcribe(&self, audio: crate::audio::AudioRequest) -> Result<Answered, PredictError> {
+        self.run(Job::audio(audio)).await
+    }
+
     /// A tensor model's graph inputs and outputs, known once a worker has loaded it (empty for embedding models).
     pub fn signature(&self) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
         let s = self.published.signature.lock().unwrap_or_else(|e| e.into_inner());

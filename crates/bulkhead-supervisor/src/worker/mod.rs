@@ -8,6 +8,7 @@
 mod runner;
 mod segment;
 pub mod signals;
+mod speech;
 mod towers;
 
 use std::fs::File;

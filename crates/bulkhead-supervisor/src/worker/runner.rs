@@ -6,6 +6,7 @@ use std::time::Instant;
 use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, Row, RowKind, SessionReport, TensorSpec, Unit};
 use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer, Towers};
 
+use super::speech::SpeechRunner;
 use crate::faults::WorkerFaults;
 use crate::payload::{Answer, Payload, PayloadKind};
 use crate::protocol::{LoadFailureKind, Response, RunError, Signature, WarmupShape};
@@ -23,7 +24,7 @@ pub(crate) struct LoadFailure {
 }
 
 impl LoadFailure {
-    pub(super) fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
+    pub(crate) fn new(kind: LoadFailureKind, reason: impl Into<String>) -> LoadFailure {
         LoadFailure { kind, reason: reason.into() }
     }
 
@@ -60,6 +61,8 @@ enum Model {
     },
     /// A SAM2 segmentation model (`segment.rs`): its two graphs and the image-embedding cache.
     Segment(Box<bulkhead_segment::Sam2>),
+    /// A speech model: audio in, a transcript out.
+    Speech(Box<SpeechRunner>),
 }
 
 /// A loaded, warmed-up model.
@@ -102,6 +105,10 @@ impl Runner {
         if model.task == bulkhead_core::ModelTask::Segmentation {
             let (sam2, warmup) = super::segment::load(engines, model, unit, iterations, on_loaded)?;
             return Ok((Runner { model: Model::Segment(Box::new(sam2)), faults, served: 0 }, warmup));
+        }
+        if model.task.is_speech() {
+            let (speech, warmup) = SpeechRunner::load(engines, model, unit, on_loaded)?;
+            return Ok((Runner { model: Model::Speech(Box::new(speech)), faults, served: 0 }, warmup));
         }
         let tokenizer = Tokenizer::load(model).map_err(|e| LoadFailure::new(LoadFailureKind::Setup, e.to_string()))?;
         if model.task.takes_images() {
@@ -184,13 +191,14 @@ impl Runner {
             Model::Towers { towers, .. } => towers.report(),
             Model::Graph { session, .. } => session.report(),
             Model::Segment(sam2) => sam2.report(),
+            Model::Speech(speech) => speech.report(),
         }
     }
 
     /// A tensor model's inputs and outputs (empty for an embedding model).
     pub fn signature(&self) -> Signature {
         match &self.model {
-            Model::Embed { .. } | Model::Score { .. } | Model::Segment(_) | Model::Towers { .. } => {
+            Model::Embed { .. } | Model::Score { .. } | Model::Segment(_) | Model::Towers { .. } | Model::Speech(_) => {
                 Signature::default()
             }
             Model::Graph { session, .. } => {
@@ -261,6 +269,15 @@ impl Runner {
             (Model::Segment(sam2), Payload::Probe) => super::segment::probe(sam2),
             (Model::Segment(_), _) => Err(RunError::Unsupported(format!(
                 "this is a segmentation model (SAM2): it takes an image and a prompt (POST /v1/segment), not {kind}"
+            ))),
+            (Model::Speech(speech), Payload::Audio(audio)) => {
+                speech.answer(audio).map(|(t, timing)| (Answer::Transcription(t), timing))
+            }
+            (Model::Speech(speech), Payload::Probe) => {
+                speech.probe_answer().map(|(t, timing)| (Answer::Transcription(t), timing))
+            }
+            (Model::Speech(_), _) => Err(RunError::Unsupported(format!(
+                "this is a speech-to-text model: it takes audio, not {kind}; call POST /v1/audio/transcriptions"
             ))),
             (Model::Embed { .. }, _) => {
                 Err(RunError::Unsupported(format!("this is an embedding model: it takes token rows, not {}", kind)))

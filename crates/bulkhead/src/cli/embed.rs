@@ -61,9 +61,12 @@ impl EmbedArgs {
         }
         let t_start = Instant::now();
         let model = self.model.open()?;
-        if model.task.is_cross_encoder() {
-            let command =
-                if matches!(model.task, bulkhead_core::ModelTask::Rerank { .. }) { "rerank" } else { "classify" };
+        if model.task.is_cross_encoder() || model.task.is_speech() {
+            let command = match model.task {
+                bulkhead_core::ModelTask::Rerank { .. } => "rerank",
+                bulkhead_core::ModelTask::SpeechToText => "transcribe",
+                _ => "classify",
+            };
             return Err(UsageError(format!(
                 "{} is {}, not an embedding model; use `bulkhead {command}`",
                 model.name,

@@ -14,6 +14,7 @@ mod quantize;
 mod rerank;
 mod segment;
 mod serve;
+mod transcribe;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write an int8 model folder with a measured accuracy floor (which layers stay fp32 is chosen by measurement).
     Quantize(quantize::QuantizeArgs),
+    /// Transcribe (or translate) audio files with a speech-to-text model (Whisper), in supervised workers.
+    Transcribe(transcribe::TranscribeArgs),
     /// Download a model from the Hugging Face hub into the shared cache ahead of time; prints its folder.
     Pull(pull::PullArgs),
     /// Internal: one supervised worker process (started by `bulkhead serve`, `doctor` and `bench`).
@@ -83,6 +86,7 @@ impl Command {
             Command::Doctor(a) => a.run(),
             Command::Bench(a) => a.run(),
             Command::Pull(a) => a.run(),
+            Command::Transcribe(a) => a.run(),
             Command::Quantize(a) => a.run(),
             Command::Worker { args } => {
                 std::process::exit(bulkhead_supervisor::worker_main(common::engines_with_threads, &args))

@@ -66,6 +66,7 @@ fn load(args: &ModelArgs, command: &str, wanted: fn(&ModelTask) -> bool) -> anyh
             ModelTask::Rerank { .. } => "bulkhead rerank",
             ModelTask::Classify { .. } => "bulkhead classify",
             ModelTask::Segmentation => "bulkhead segment",
+            ModelTask::SpeechToText => "bulkhead transcribe",
         };
         return Err(UsageError(format!(
             "{} is {}, not what `bulkhead {command}` runs; use `{other}`, or give --model a {}",

@@ -10,7 +10,7 @@ use bulkhead_core::{ModelFiles, ModelTask};
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::grouping::Grouping;
 use bulkhead_server::segmenter::Segmenter;
-use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, TraceConfig};
+use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, SpeechInfo, TraceConfig};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{
@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, env = "BULKHEAD_KEEP_ALIVE_TIMEOUT_S", default_value_t = 60.0)]
     keep_alive_timeout_s: f64,
+    /// The longest audio the speech routes take, in seconds (longer files are refused with 413 while decoding).
+    #[arg(long, env = "BULKHEAD_MAX_AUDIO_S", default_value_t = 3600.0)]
+    max_audio_s: f64,
     /// Connections served at once (beyond: a 503 JSON answer and the connection closed); capped below the
     /// open-files limit.
     #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 8192)]
@@ -262,9 +265,10 @@ impl ServeArgs {
 
         let mut opened = vec![];
         for (name, files) in models {
-            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer), a SAM2 model segments;
-            // everything else embeds.
-            let untokenized = files.is_tensor_model() || files.task == ModelTask::Segmentation;
+            // An ONNX graph without a tokenizer is a tensor model (KServe v2 infer), a SAM2 model segments, a Whisper
+            // folder is a speech model (its worker tokenizes); everything else embeds or scores.
+            let untokenized =
+                files.is_tensor_model() || files.task == ModelTask::Segmentation || files.task.is_speech();
             let tokenizer = if untokenized { None } else { Some(Tokenizer::load(&files)?) };
             opened.push((name, files, tokenizer));
         }
@@ -352,6 +356,11 @@ impl ServeArgs {
                 .into())
             }
         };
+        if !self.max_audio_s.is_finite() || self.max_audio_s <= 0.0 {
+            return Err(
+                UsageError(format!("--max-audio-s must be more than 0 seconds, got {}", self.max_audio_s)).into()
+            );
+        }
         Ok(ServeConfig {
             traces,
             request_timeout: (!request_timeout.is_zero()).then_some(request_timeout),
@@ -374,6 +383,7 @@ impl ServeArgs {
                 allow_urls: self.allow_image_urls,
                 ..Default::default()
             },
+            max_audio_s: self.max_audio_s,
             ..ServeConfig::default()
         })
     }
@@ -408,6 +418,12 @@ async fn first_request(
             let segmenter = Segmenter::open(files, config.image_cache_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
             ModelKind::Segmentation(Box::new(segmenter))
         }
+        None if files.task.is_speech() => {
+            // A probe: the worker transcribes its probe audio through the live path.
+            let info = SpeechInfo::read(&files.source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            sup.run(Job::probe()).await.map_err(first)?;
+            ModelKind::Speech(info)
+        }
         None => {
             // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
             sup.run(Job::probe()).await.map_err(first)?;
@@ -426,6 +442,10 @@ fn announce_models(state: &AppState) {
             ModelKind::ImageText { dimensions, .. } => format!("texts and images, {dimensions} dimensions"),
             ModelKind::CrossEncoder { task, .. } => format!("{}: {}", task.noun(), task.routes()),
             ModelKind::Segmentation(s) => format!("segmentation, {0}x{0} input: POST /v1/segment", s.side),
+            ModelKind::Speech(_) => {
+                let task = bulkhead_core::ModelTask::SpeechToText;
+                format!("{}: {}", task.noun(), task.routes())
+            }
             ModelKind::Tensor { inputs, outputs } => format!(
                 "tensor model, {} inputs, {} outputs: POST /v2/models/{}/infer",
                 inputs.len(),

@@ -134,6 +134,7 @@ impl Core {
                     let err = match &error {
                         RunError::Unsupported(m) => PredictError::Unsupported(format!("{unit}: {m}")),
                         RunError::Engine(m) => PredictError::Failed(format!("{unit}: {m}")),
+                        RunError::Invalid(m) => PredictError::Invalid(m.clone()),
                     };
                     if !f.work.probe {
                         self.answer(job, Err(err));

@@ -39,6 +39,11 @@ impl Job {
         Job { payload: Payload::Segment(job), texts: vec![] }
     }
 
+    /// Decoded audio to transcribe (a speech model).
+    pub fn audio(audio: crate::audio::AudioRequest) -> Job {
+        Job { payload: Payload::Audio(audio), texts: vec![] }
+    }
+
     /// A health probe: the worker runs its own warm-up input.
     pub fn probe() -> Job {
         Job { payload: Payload::Probe, texts: vec![] }
@@ -82,6 +87,9 @@ pub enum PredictError {
     /// The model cannot run this kind of input.
     #[error("{0}")]
     Unsupported(String),
+    /// The request's options do not fit the model (the caller's mistake).
+    #[error("{0}")]
+    Invalid(String),
     /// The supervisor is shutting down.
     #[error("the model is shutting down")]
     ShuttingDown,

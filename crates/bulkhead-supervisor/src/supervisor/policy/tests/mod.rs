@@ -293,6 +293,13 @@ impl Sim {
             Payload::Probe => Answer::Vectors(vec![vec![0.0]]),
             Payload::Tensors(t) => Answer::Tensors(t),
             Payload::Segment(_) => Answer::Segment(bulkhead_segment::SegmentOutput::NeedImage),
+            Payload::Audio(a) => Answer::Transcription(crate::audio::Transcript {
+                text: format!("{} samples", a.samples.len()),
+                duration_s: a.duration_s(),
+                language: a.options.language,
+                segments: vec![],
+                timing: Default::default(),
+            }),
         };
         let msg = Response::Answered { id, answer, timing: StageTiming::default(), rss_bytes: rss };
         self.feed(Event::Message { worker: w, msg });

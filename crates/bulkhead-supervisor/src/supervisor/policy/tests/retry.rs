@@ -205,7 +205,7 @@ fn a_crash_every_fourth_prediction_answers_every_request() {
 
 #[test]
 fn payload_kinds_are_batched_only_with_their_own_kind() {
-    use crate::payload::PayloadKind::Tensors;
+    use crate::payload::PayloadKind::{Audio, Tensors};
     const TOKENS: crate::payload::PayloadKind = crate::payload::PayloadKind::Rows(bulkhead_core::RowKind::Tokens);
     use bulkhead_core::{NamedTensor, TensorData};
     let mut sim = Sim::new(&[ORT], SupervisorConfig { max_inflight: 8, ..cfg() });
@@ -218,6 +218,8 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
         Job::tensors(vec![t.clone()]),
         Job::tensors(vec![t]),
         Job::tokens(vec![vec![4]], vec![]),
+        Job::audio(audio(3)),
+        Job::audio(audio(5)),
     ];
     let submitted: Vec<Submitted> = jobs
         .into_iter()
@@ -227,7 +229,7 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
     let ids: Vec<RequestId> = submitted.iter().map(|s| s.id).collect();
     sim.feed(Event::Submit(submitted));
     let kinds: Vec<_> = sim.workers[&w].inbox.iter().map(|(_, p, _)| (p.kind(), p.rows())).collect();
-    assert_eq!(kinds, vec![(TOKENS, 2), (Tensors, 1), (Tensors, 1), (TOKENS, 1)]);
+    assert_eq!(kinds, vec![(TOKENS, 2), (Tensors, 1), (Tensors, 1), (TOKENS, 1), (Audio, 1), (Audio, 1)]);
     sim.drain(w);
     assert!(sim.all_ok(&ids));
     let answer = |i: usize| sim.answers[&ids[i]].as_ref().unwrap().answer.clone();
@@ -236,6 +238,24 @@ fn payload_kinds_are_batched_only_with_their_own_kind() {
     assert_eq!((first.unit, first.precision), (ORT, Some(bulkhead_core::Precision::Fp32)), "who computed it");
     assert_eq!(answer(1), Answer::Vectors(vec![vec![1.0]]));
     assert!(matches!(answer(2), Answer::Tensors(_)));
+    let heard = |i: usize| answer(i).into_transcript().map(|t| t.text);
+    assert_eq!((heard(5), heard(6)), (Some("3 samples".into()), Some("5 samples".into())), "one audio per prediction");
+}
+
+fn audio(samples: usize) -> crate::audio::AudioRequest {
+    crate::audio::AudioRequest { samples: vec![0.0; samples], rate: 16000, options: Default::default() }
+}
+
+#[test]
+fn options_the_model_cannot_take_are_the_request_s_fault_and_the_worker_stays() {
+    let mut sim = Sim::new(&[ORT], cfg());
+    let w = sim.ready_newest();
+    let id = sim.submit_job(Job::audio(audio(16000)));
+    let (run, _, _) = sim.workers.get_mut(&w).unwrap().inbox.pop_front().unwrap();
+    let error = crate::protocol::RunError::Invalid("<|yue|> is not one of the model's languages".into());
+    sim.feed(Event::Message { worker: w, msg: Response::Failed { id: run, error } });
+    assert!(matches!(sim.error(id), Some(PredictError::Invalid(m)) if m.contains("yue")));
+    assert_eq!(sim.state(ORT), UnitState::Serving, "the worker stays");
 }
 
 #[test]

@@ -1,0 +1,108 @@
+//! What a speech payload carries and what its answer holds: decoded mono PCM with the request's options
+//! ([`AudioRequest`]) in, a [`Transcript`] out. The server decodes and resamples the file (so a bad file is refused
+//! before any worker sees it); the worker computes the features, runs the encoder and decodes.
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds of audio per decoding window (Whisper's 30 s): what the cost of a transcription scales with, and the
+/// unit of its shape for the watchdog ([`AudioRequest::windows`]).
+pub const WINDOW_SECONDS: f64 = 30.0;
+
+/// What the model does with the speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeechTask {
+    /// Text in the spoken language.
+    #[default]
+    Transcribe,
+    /// English text.
+    Translate,
+}
+
+impl SpeechTask {
+    /// `transcribe` or `translate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpeechTask::Transcribe => "transcribe",
+            SpeechTask::Translate => "translate",
+        }
+    }
+}
+
+/// The options of one transcription, as the request gave them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SpeechOptions {
+    /// The spoken language (a code such as `de`, or an English name); `None`: detected by a multilingual model.
+    pub language: Option<String>,
+    /// Transcribe or translate.
+    pub task: SpeechTask,
+    /// Text the decoding is conditioned on (earlier speech, spellings of names).
+    pub prompt: Option<String>,
+    /// Sampling temperature; only 0 (greedy decoding) is computed: a worker refuses any other value.
+    pub temperature: f32,
+    /// Timestamps: `Some(true)` for segment times, `None` for the model's default (its generation config).
+    pub timestamps: Option<bool>,
+}
+
+/// One audio to transcribe: mono PCM at the model's sampling rate, and the options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioRequest {
+    /// The samples, nominally in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Samples per second (the model's feature extractor rate: the server resamples before sending).
+    pub rate: u32,
+    /// What to do with it.
+    pub options: SpeechOptions,
+}
+
+impl AudioRequest {
+    /// The duration in seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(self.rate.max(1))
+    }
+
+    /// The 30-second windows the audio spans (at least 1): the width of its shape, so that the watchdog's deadline
+    /// scales with the audio as the decoding does.
+    pub fn windows(&self) -> usize {
+        ((self.duration_s() / WINDOW_SECONDS).ceil() as usize).max(1)
+    }
+}
+
+/// A stretch of the transcript between two times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptSegment {
+    /// Start, seconds from the beginning of the audio.
+    pub start: f64,
+    /// End, seconds.
+    pub end: f64,
+    /// Its text.
+    pub text: String,
+    /// Its token ids (timestamp tokens included when they were generated).
+    pub tokens: Vec<i64>,
+}
+
+/// Milliseconds per stage of one transcription in the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct SpeechTiming {
+    /// PCM to log-mel features.
+    pub features_ms: f64,
+    /// The encoder, every window.
+    pub encode_ms: f64,
+    /// The decoder, every step of every window (language detection, cross-attention keys and values included).
+    pub generate_ms: f64,
+}
+
+/// What a speech model answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// The text.
+    pub text: String,
+    /// The language of the prefix (given or detected); `None` for an English-only model.
+    pub language: Option<String>,
+    /// The audio's duration in seconds.
+    pub duration_s: f64,
+    /// The segments, in order.
+    pub segments: Vec<TranscriptSegment>,
+    /// Where the time went.
+    pub timing: SpeechTiming,
+}

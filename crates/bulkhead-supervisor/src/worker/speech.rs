@@ -1,0 +1,180 @@
+//! Speech models in a worker: the folder loaded on an `ort:` unit, its log-mel features computed from the PCM the
+//! server decoded, the transcription run greedily, and a short probe audio through the same path for warm-up and
+//! health probes.
+//!
+//! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper today): a new kind adds a variant
+//! and an arm in each of its three methods.
+
+use std::time::Instant;
+
+use bulkhead_audio::{FeatureConfig, FeatureExtractor, Padding, PREPROCESSOR_CONFIG};
+use bulkhead_core::{EngineKind, ModelFiles, SessionReport, Unit};
+use bulkhead_embed::{Engines, StageTiming};
+use bulkhead_speech::{MelFeatures, SpeechError, Task, TranscribeOptions, WhisperModel};
+
+use crate::audio::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
+use crate::protocol::{LoadFailureKind, RunError, WarmupShape};
+
+use super::runner::LoadFailure;
+
+/// Seconds of the probe audio (warm-up and health probes).
+const PROBE_SECONDS: f64 = 1.0;
+
+/// A loaded speech model, by kind.
+pub(crate) enum SpeechModel {
+    /// Whisper (`WhisperForConditionalGeneration`).
+    Whisper(WhisperModel),
+}
+
+impl SpeechModel {
+    /// What runs it (the decoder's session report).
+    fn report(&self) -> &SessionReport {
+        match self {
+            SpeechModel::Whisper(m) => m.report(),
+        }
+    }
+
+    /// Transcribes log-mel `features`: (text, language, segments, encoder milliseconds).
+    fn transcribe(
+        &mut self,
+        features: &MelFeatures,
+        options: &SpeechOptions,
+    ) -> Result<(String, Option<String>, Vec<TranscriptSegment>, f64), SpeechError> {
+        match self {
+            SpeechModel::Whisper(m) => {
+                let opts = TranscribeOptions {
+                    language: options.language.clone(),
+                    task: Some(match options.task {
+                        SpeechTask::Transcribe => Task::Transcribe,
+                        SpeechTask::Translate => Task::Translate,
+                    }),
+                    timestamps: options.timestamps,
+                    prompt: options.prompt.clone(),
+                    max_new_tokens: None,
+                };
+                let t = m.transcribe(features, &opts)?;
+                let segments = t
+                    .segments
+                    .into_iter()
+                    .map(|s| TranscriptSegment { start: s.start, end: s.end, text: s.text, tokens: s.token_ids })
+                    .collect();
+                Ok((t.text, t.language, segments, t.encode_ms))
+            }
+        }
+    }
+}
+
+/// A speech model with its feature extractor and probe audio.
+pub(crate) struct SpeechRunner {
+    model: SpeechModel,
+    extractor: FeatureExtractor,
+    probe: AudioRequest,
+}
+
+impl SpeechRunner {
+    /// Loads the speech model of `files` on `unit` and warms it up on the probe audio once: a transcription is a
+    /// whole decoding (up to the model's length limit), so the first run, one-time costs included, is the
+    /// measurement (`iterations`, meant for short forward passes, is not repeated here).
+    pub fn load(
+        engines: &Engines,
+        files: &ModelFiles,
+        unit: &Unit,
+        on_loaded: impl FnOnce(&SessionReport),
+    ) -> Result<(SpeechRunner, Vec<WarmupShape>), LoadFailure> {
+        if unit.engine != EngineKind::Ort {
+            return Err(LoadFailure::new(
+                LoadFailureKind::Unsupported,
+                format!("{unit} does not run speech models (Whisper runs on the ort: units); the chain falls through"),
+            ));
+        }
+        let engine = engines.engine(unit).map_err(|e| LoadFailure::new(LoadFailureKind::from(&e), e.to_string()))?;
+        let folder = files.source.clone();
+        let config_path = folder.join(PREPROCESSOR_CONFIG);
+        let extractor = FeatureConfig::from_file(&config_path)
+            .and_then(FeatureExtractor::new)
+            .map_err(|e| LoadFailure::new(LoadFailureKind::ModelRejected, e.to_string()))?;
+        let model = WhisperModel::load(&folder, engine, unit).map_err(|e| {
+            let kind = match &e {
+                SpeechError::Engine(engine) => LoadFailureKind::from(engine),
+                _ => LoadFailureKind::ModelRejected,
+            };
+            LoadFailure::new(kind, e.to_string())
+        })?;
+        let mut runner =
+            SpeechRunner { model: SpeechModel::Whisper(model), probe: probe(extractor.sampling_rate()), extractor };
+        on_loaded(runner.report());
+        let probe = runner.probe.clone();
+        let t = Instant::now();
+        runner
+            .transcribe(&probe)
+            .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
+        let shape = WarmupShape { batch: 1, seq: probe.windows(), ms: t.elapsed().as_secs_f64() * 1e3 };
+        Ok((runner, vec![shape]))
+    }
+
+    /// What runs it.
+    pub fn report(&self) -> &SessionReport {
+        self.model.report()
+    }
+
+    /// Transcribes the probe audio.
+    pub fn probe_answer(&mut self) -> Result<(Transcript, StageTiming), RunError> {
+        let probe = self.probe.clone();
+        self.answer(&probe)
+    }
+
+    /// Transcribes `audio`: the transcript and the stage timing (`infer_ms` is the whole worker time).
+    pub fn answer(&mut self, audio: &AudioRequest) -> Result<(Transcript, StageTiming), RunError> {
+        let t = Instant::now();
+        let transcript = self.transcribe(audio)?;
+        let timing = StageTiming { infer_ms: t.elapsed().as_secs_f64() * 1e3, ..StageTiming::default() };
+        Ok((transcript, timing))
+    }
+
+    fn transcribe(&mut self, audio: &AudioRequest) -> Result<Transcript, RunError> {
+        let rate = self.extractor.sampling_rate();
+        if audio.rate != rate {
+            return Err(RunError::Invalid(format!("audio at {} Hz; the model takes {rate} Hz", audio.rate)));
+        }
+        if audio.samples.is_empty() {
+            return Err(RunError::Invalid("the audio has no samples".into()));
+        }
+        if audio.options.temperature != 0.0 {
+            return Err(RunError::Invalid(format!(
+                "temperature {} asks for sampling; bulkhead decodes greedily (temperature 0) only",
+                audio.options.temperature
+            )));
+        }
+        let t = Instant::now();
+        // One window or less: padded to 30 s as transformers' default; longer: every frame (its long-form input).
+        let padding = if audio.samples.len() <= self.extractor.config().n_samples {
+            Padding::MaxLength
+        } else {
+            Padding::Longest
+        };
+        let f = self.extractor.extract(&audio.samples, padding);
+        let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).map_err(|e| RunError::Invalid(e.to_string()))?;
+        let features_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let (text, language, segments, encode_ms) =
+            self.model.transcribe(&features, &audio.options).map_err(|e| match e {
+                SpeechError::Language(_) | SpeechError::Options(_) | SpeechError::Features(_) => {
+                    RunError::Invalid(e.to_string())
+                }
+                other => RunError::Engine(other.to_string()),
+            })?;
+        let total_ms = t.elapsed().as_secs_f64() * 1e3;
+        let timing = SpeechTiming { features_ms, encode_ms, generate_ms: (total_ms - encode_ms).max(0.0) };
+        Ok(Transcript { text, language, duration_s: audio.duration_s(), segments, timing })
+    }
+}
+
+/// The probe audio: [`PROBE_SECONDS`] of a quiet 440 Hz tone at `rate` Hz, with the default options (what a live
+/// request without options asks for).
+fn probe(rate: u32) -> AudioRequest {
+    let n = (PROBE_SECONDS * f64::from(rate)) as usize;
+    let samples = (0..n)
+        .map(|i| (0.1 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin()) as f32)
+        .collect();
+    AudioRequest { samples, rate, options: SpeechOptions::default() }
+}
