@@ -35,8 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Parsed once per process, so the size of the largest variant (`serve`'s options) costs nothing.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve models over HTTP (OpenAI, TEI and KServe v2 APIs) from supervised worker processes.
     Serve(serve::ServeArgs),
