@@ -82,7 +82,11 @@ impl ModelTask {
         if IMAGE_TEXT_ARCHITECTURES.contains(&arch) {
             return ModelTask::ImageText;
         }
-        if model_type == "whisper" || arch == "WhisperForConditionalGeneration" {
+        if model_type == "whisper"
+            || arch == "WhisperForConditionalGeneration"
+            || model_type == "qwen3_asr"
+            || arch == "Qwen3ASRForConditionalGeneration"
+        {
             return ModelTask::SpeechToText;
         }
         if !arch.ends_with("ForSequenceClassification") {
@@ -203,6 +207,8 @@ mod tests {
         assert_eq!(w, ModelTask::SpeechToText);
         assert_eq!(ModelTask::from_config(&json!({"model_type": "whisper"})), ModelTask::SpeechToText);
         assert!(w.is_speech() && !w.is_cross_encoder() && !ModelTask::Embedding.is_speech());
+        let q = json!({"architectures": ["Qwen3ASRForConditionalGeneration"], "model_type": "qwen3_asr"});
+        assert_eq!(ModelTask::from_config(&q), ModelTask::SpeechToText);
     }
 
     #[test]

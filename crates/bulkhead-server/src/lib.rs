@@ -59,7 +59,7 @@ pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use http::{raise_open_files_limit, ConnectionLimits};
 pub use router::app;
-pub use state::{AppState, LoadedModel, ModelEntry, ModelKind, SpeechInfo};
+pub use state::{AppState, LoadedModel, ModelEntry, ModelKind, SpeechInfo, SpeechLanguages};
 pub use trace::{TraceConfig, TraceParent};
 
 /// Serves `state` on `listener` with its connection limits until `shutdown` completes, then finishes the requests

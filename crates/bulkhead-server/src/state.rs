@@ -13,7 +13,7 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::segmenter::Segmenter;
-pub use crate::speech::SpeechInfo;
+pub use crate::speech::{SpeechInfo, SpeechLanguages};
 use crate::trace::Tracer;
 
 /// What a served model takes and returns.

@@ -99,6 +99,9 @@ pub struct Transcription {
     pub decoder_calls: Vec<DecoderCall>,
     /// Milliseconds in the encoder, every window (the rest of the call is decoding).
     pub encode_ms: f64,
+    /// Milliseconds computing log-mel features inside the call (0 when the caller passed features in, as
+    /// [`WhisperModel::transcribe`] takes them; Qwen3-ASR's `transcribe_pcm` computes its own per piece).
+    pub features_ms: f64,
 }
 
 impl WhisperModel {
@@ -259,6 +262,7 @@ impl WhisperModel {
             windows,
             decoder_calls: calls,
             encode_ms: self.encode_ms,
+            features_ms: 0.0,
         })
     }
 

@@ -334,3 +334,56 @@ fn the_transcribe_command_prints_json_lines_and_refuses_a_bad_file_with_exit_2()
     let out = bulkhead(&["transcribe", "--model", model.to_str().unwrap(), "--language", "klingon", files[0]], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Qwen3-ASR (`tests/fixtures/speech/qwen3-asr-tiny-random`) served by the same routes: each transcript equals
+/// `Qwen3AsrModel::transcribe_pcm` in this process on the same decoded audio, a language is checked against its
+/// `support_languages` before any worker runs, and translation and unknown languages are 422.
+#[test]
+fn qwen3_asr_is_served_by_the_same_routes_and_equals_the_model_in_process() {
+    if ort_ready().is_none() {
+        return;
+    }
+    let qwen = common::fixture("speech/qwen3-asr-tiny-random");
+    let cache = tempfile::tempdir().unwrap();
+    let unit: Unit = "ort:cpu".parse().unwrap();
+    let mut local =
+        bulkhead_speech::Qwen3AsrModel::load_with_cache(&qwen, &OrtEngine::default(), &unit, cache.path()).unwrap();
+    let model = format!("qwen={}", qwen.display());
+    let server = Server::start(&["--model", model.as_str(), "--compute-units", "ort:cpu"], &[]);
+    for (name, language) in [("speech.wav", None), ("tone-440.wav", None), ("speech.mp3", Some("English"))] {
+        let bytes = std::fs::read(clip(name)).unwrap();
+        let pcm = bulkhead_audio::load(bytes, &Limits::default(), local.sampling_rate()).unwrap();
+        let opts = TranscribeOptions { language: language.map(str::to_string), ..TranscribeOptions::default() };
+        let want = local.transcribe_pcm(&pcm.samples, &opts).unwrap();
+        let mut fields = vec![("model", "qwen"), ("response_format", "verbose_json")];
+        if let Some(l) = language {
+            fields.push(("language", l));
+        }
+        let r = transcribe(&server, &clip(name), &fields);
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert_eq!(r.header("x-bulkhead-unit"), Some("ort:cpu"));
+        let v = r.json();
+        assert_eq!(v["text"].as_str(), Some(want.text.as_str()), "{name}");
+        assert_eq!(v["segments"].as_array().map(Vec::len), Some(want.segments.len()), "{name}: {v}");
+        let timing = r.header("server-timing").unwrap_or_default();
+        for stage in ["features", "encode", "generate"] {
+            assert!(timing.contains(stage), "{name}: {timing}");
+        }
+    }
+    // Plain text and SRT: its pieces are the segments.
+    let srt = transcribe(&server, &clip("speech.wav"), &[("model", "qwen"), ("response_format", "srt")]);
+    assert_eq!(srt.status, 200, "{}", srt.body);
+    assert!(srt.body.starts_with("1\n00:00:00,000 --> "), "{}", srt.body);
+    // Refused before any worker: a language it lacks, and translation.
+    transcribe(&server, &clip("speech.wav"), &[("model", "qwen"), ("language", "Klingon")]).assert_error(
+        422,
+        "Klingon",
+        "a language Qwen3-ASR lacks",
+    );
+    let bytes = std::fs::read(clip("speech.wav")).unwrap();
+    multipart(&server.addr, "/v1/audio/translations", &[("model", "qwen")], Some(("speech.wav", &bytes))).assert_error(
+        422,
+        "does not translate",
+        "translation on Qwen3-ASR",
+    );
+}

@@ -101,7 +101,7 @@ impl Qwen3AsrModel {
         let mut calls = vec![];
         let piece = self.piece(features, opts, language.as_deref(), &mut calls)?;
         let seconds = features.frames as f64 / 100.0;
-        Ok(finish(vec![(0.0, seconds, piece)], calls))
+        Ok(finish(vec![(0.0, seconds, piece)], calls, 0.0))
     }
 
     /// Transcribes mono PCM at [`Qwen3AsrModel::sampling_rate`] as the package's `transcribe` does: the samples
@@ -120,13 +120,16 @@ impl Qwen3AsrModel {
         let rate = self.sampling_rate() as usize;
         let mut calls = vec![];
         let mut pieces = vec![];
+        let mut features_ms = 0.0;
         for (start, samples) in split_pieces(&pcm, rate, MAX_PIECE_SECONDS, SEARCH_SECONDS) {
+            let started = std::time::Instant::now();
             let features = self.features(&samples)?;
+            features_ms += started.elapsed().as_secs_f64() * 1e3;
             let piece = self.piece(&features, opts, language.as_deref(), &mut calls)?;
             let begin = start as f64 / rate as f64;
             pieces.push((begin, begin + samples.len() as f64 / rate as f64, piece));
         }
-        Ok(finish(pieces, calls))
+        Ok(finish(pieces, calls, features_ms))
     }
 
     fn piece(
@@ -192,7 +195,7 @@ impl Qwen3AsrModel {
 }
 
 /// The transcription of the pieces `(start, end, piece)`.
-fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>) -> Transcription {
+fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>, features_ms: f64) -> Transcription {
     let language = merge_languages(pieces.iter().map(|(_, _, p)| p.language.as_str()));
     let windows = pieces.len();
     let encode_ms = pieces.iter().map(|(_, _, p)| p.encode_ms).sum();
@@ -208,5 +211,6 @@ fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>) -> Tra
         windows,
         decoder_calls: calls,
         encode_ms,
+        features_ms,
     }
 }

@@ -2,15 +2,15 @@
 //! server decoded, the transcription run greedily, and a short probe audio through the same path for warm-up and
 //! health probes.
 //!
-//! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper today): a new kind adds a variant
-//! and an arm in each of its three methods.
+//! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper, Qwen3-ASR): a new kind adds a
+//! variant and an arm in each of its methods.
 
 use std::time::Instant;
 
 use bulkhead_audio::{FeatureConfig, FeatureExtractor, Padding, PREPROCESSOR_CONFIG};
 use bulkhead_core::{EngineKind, ModelFiles, SessionReport, Unit};
 use bulkhead_embed::{Engines, StageTiming};
-use bulkhead_speech::{MelFeatures, SpeechError, Task, TranscribeOptions, WhisperModel};
+use bulkhead_speech::{MelFeatures, Qwen3AsrModel, SpeechError, Task, TranscribeOptions, WhisperModel};
 
 use crate::audio::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
 use crate::protocol::{LoadFailureKind, RunError, WarmupShape};
@@ -23,7 +23,20 @@ const PROBE_SECONDS: f64 = 1.0;
 /// A loaded speech model, by kind.
 pub(crate) enum SpeechModel {
     /// Whisper (`WhisperForConditionalGeneration`).
-    Whisper(WhisperModel),
+    Whisper(Box<WhisperModel>),
+    /// Qwen3-ASR (`Qwen3ASRForConditionalGeneration`): its own features, pieces of up to 20 minutes, no timestamps
+    /// inside a piece and no translation (refused as invalid options).
+    Qwen3Asr(Box<Qwen3AsrModel>),
+}
+
+/// What a transcription gives the runner: text, language, segments, and the features' and encoder's milliseconds.
+type Transcribed = (String, Option<String>, Vec<TranscriptSegment>, f64, f64);
+
+/// Whether the folder holds a Qwen3-ASR model (its `config.json` says `model_type: qwen3_asr`).
+fn is_qwen3_asr(files: &ModelFiles) -> bool {
+    let config = files.config.as_deref().and_then(|p| std::fs::read(p).ok());
+    let value: Option<serde_json::Value> = config.and_then(|b| serde_json::from_slice(&b).ok());
+    value.is_some_and(|v| v.get("model_type").and_then(|t| t.as_str()) == Some("qwen3_asr"))
 }
 
 impl SpeechModel {
@@ -31,34 +44,63 @@ impl SpeechModel {
     fn report(&self) -> &SessionReport {
         match self {
             SpeechModel::Whisper(m) => m.report(),
+            SpeechModel::Qwen3Asr(m) => m.report(),
         }
     }
 
-    /// Transcribes log-mel `features`: (text, language, segments, encoder milliseconds).
+    /// Transcribes mono PCM at the model's rate: (text, language, segments, features and encoder milliseconds).
+    /// Whisper's features come from `extractor` (one window or less padded to 30 s, as transformers' default;
+    /// longer audio, every frame: its long-form input); Qwen3-ASR computes its own per piece.
     fn transcribe(
         &mut self,
-        features: &MelFeatures,
+        extractor: &FeatureExtractor,
+        pcm: &[f32],
         options: &SpeechOptions,
-    ) -> Result<(String, Option<String>, Vec<TranscriptSegment>, f64), SpeechError> {
+    ) -> Result<Transcribed, SpeechError> {
+        let segments = |t: &bulkhead_speech::Transcription| -> Vec<TranscriptSegment> {
+            t.segments
+                .iter()
+                .map(|s| TranscriptSegment {
+                    start: s.start,
+                    end: s.end,
+                    text: s.text.clone(),
+                    tokens: s.token_ids.clone(),
+                })
+                .collect()
+        };
+        let task = Some(match options.task {
+            SpeechTask::Transcribe => Task::Transcribe,
+            SpeechTask::Translate => Task::Translate,
+        });
         match self {
             SpeechModel::Whisper(m) => {
+                let t = Instant::now();
+                let padding =
+                    if pcm.len() <= extractor.config().n_samples { Padding::MaxLength } else { Padding::Longest };
+                let f = extractor.extract(pcm, padding);
+                let features = MelFeatures::new(f.n_mels, f.n_frames, f.data)?;
+                let features_ms = t.elapsed().as_secs_f64() * 1e3;
                 let opts = TranscribeOptions {
                     language: options.language.clone(),
-                    task: Some(match options.task {
-                        SpeechTask::Transcribe => Task::Transcribe,
-                        SpeechTask::Translate => Task::Translate,
-                    }),
+                    task,
                     timestamps: options.timestamps,
                     prompt: options.prompt.clone(),
                     max_new_tokens: None,
                 };
-                let t = m.transcribe(features, &opts)?;
-                let segments = t
-                    .segments
-                    .into_iter()
-                    .map(|s| TranscriptSegment { start: s.start, end: s.end, text: s.text, tokens: s.token_ids })
-                    .collect();
-                Ok((t.text, t.language, segments, t.encode_ms))
+                let t = m.transcribe(&features, &opts)?;
+                Ok((t.text.clone(), t.language.clone(), segments(&t), features_ms, t.encode_ms))
+            }
+            SpeechModel::Qwen3Asr(m) => {
+                // Segments are its pieces (start and end in seconds); it writes no timestamps inside one.
+                let opts = TranscribeOptions {
+                    language: options.language.clone(),
+                    task,
+                    timestamps: None,
+                    prompt: options.prompt.clone(),
+                    max_new_tokens: None,
+                };
+                let t = m.transcribe_pcm(pcm, &opts)?;
+                Ok((t.text.clone(), t.language.clone(), segments(&t), t.features_ms, t.encode_ms))
             }
         }
     }
@@ -84,7 +126,10 @@ impl SpeechRunner {
         if unit.engine != EngineKind::Ort {
             return Err(LoadFailure::new(
                 LoadFailureKind::Unsupported,
-                format!("{unit} does not run speech models (Whisper runs on the ort: units); the chain falls through"),
+                format!(
+                    "{unit} does not run speech models (Whisper and Qwen3-ASR run on the ort: units); the chain falls \
+                     through"
+                ),
             ));
         }
         let engine = engines.engine(unit).map_err(|e| LoadFailure::new(LoadFailureKind::from(&e), e.to_string()))?;
@@ -93,15 +138,19 @@ impl SpeechRunner {
         let extractor = FeatureConfig::from_file(&config_path)
             .and_then(FeatureExtractor::new)
             .map_err(|e| LoadFailure::new(LoadFailureKind::ModelRejected, e.to_string()))?;
-        let model = WhisperModel::load(&folder, engine, unit).map_err(|e| {
+        let failure = |e: SpeechError| {
             let kind = match &e {
                 SpeechError::Engine(engine) => LoadFailureKind::from(engine),
                 _ => LoadFailureKind::ModelRejected,
             };
             LoadFailure::new(kind, e.to_string())
-        })?;
-        let mut runner =
-            SpeechRunner { model: SpeechModel::Whisper(model), probe: probe(extractor.sampling_rate()), extractor };
+        };
+        let model = if is_qwen3_asr(files) {
+            SpeechModel::Qwen3Asr(Box::new(Qwen3AsrModel::load(&folder, engine, unit).map_err(failure)?))
+        } else {
+            SpeechModel::Whisper(Box::new(WhisperModel::load(&folder, engine, unit).map_err(failure)?))
+        };
+        let mut runner = SpeechRunner { model, probe: probe(extractor.sampling_rate()), extractor };
         on_loaded(runner.report());
         let probe = runner.probe.clone();
         let t = Instant::now();
@@ -146,25 +195,16 @@ impl SpeechRunner {
             )));
         }
         let t = Instant::now();
-        // One window or less: padded to 30 s as transformers' default; longer: every frame (its long-form input).
-        let padding = if audio.samples.len() <= self.extractor.config().n_samples {
-            Padding::MaxLength
-        } else {
-            Padding::Longest
-        };
-        let f = self.extractor.extract(&audio.samples, padding);
-        let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).map_err(|e| RunError::Invalid(e.to_string()))?;
-        let features_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let (text, language, segments, encode_ms) =
-            self.model.transcribe(&features, &audio.options).map_err(|e| match e {
+        let (text, language, segments, features_ms, encode_ms) =
+            self.model.transcribe(&self.extractor, &audio.samples, &audio.options).map_err(|e| match e {
                 SpeechError::Language(_) | SpeechError::Options(_) | SpeechError::Features(_) => {
                     RunError::Invalid(e.to_string())
                 }
                 other => RunError::Engine(other.to_string()),
             })?;
         let total_ms = t.elapsed().as_secs_f64() * 1e3;
-        let timing = SpeechTiming { features_ms, encode_ms, generate_ms: (total_ms - encode_ms).max(0.0) };
+        let timing =
+            SpeechTiming { features_ms, encode_ms, generate_ms: (total_ms - features_ms - encode_ms).max(0.0) };
         Ok(Transcript { text, language, duration_s: audio.duration_s(), segments, timing })
     }
 }
