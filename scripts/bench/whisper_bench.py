@@ -9,8 +9,8 @@ window; the tokenizer and feature settings are the committed fixture's, the gene
 layout) and converts it with CTranslate2's transformers converter (`TransformersConverter`, float32; the int8 row
 loads the same conversion with `compute_type="int8"`, which quantizes the weights at load as faster-whisper does).
 
-Each engine runs in its own process (so that its peak resident memory, read with `wait4`, is its own: the
-interpreter, the library and the model) and the engines are interleaved: ROUNDS_OUTER passes over all engines, each
+Each engine runs in its own process (so that its peak resident memory, its VmHWM polled every 50 ms, is its own:
+the interpreter, the library and the model) and the engines are interleaved: PASSES passes over all engines, each
 pass loading the model afresh and timing ROUNDS rounds after a warm-up. All engines get THREADS intra-op threads and
 the same features (a fixed deterministic pattern, 80 x 3000: one 30 s window):
 
@@ -150,17 +150,37 @@ def worker_ct2(folder, tokens, rounds, threads, compute):
 
 
 def run_measured(cmd):
-    """Runs `cmd`, returns (its last stdout line as JSON, its peak resident memory in MiB)."""
+    """Runs `cmd`, returns (its last stdout line as JSON, its peak resident memory in MiB).
+
+    The peak is the child's own VmHWM, polled from /proc every 50 ms until it exits (`wait4`'s ru_maxrss would not
+    do: Linux carries a parent's peak over fork and exec, and this parent holds the torch model it built).
+    """
+    import threading
+
+    peak = [0]
+
+    def poll(pid):
+        while True:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+            time.sleep(0.05)
+
     with tempfile.TemporaryFile("w+") as errf:
         p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=errf, text=True)
+        watcher = threading.Thread(target=poll, args=(p.pid,), daemon=True)
+        watcher.start()
         out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)
+        p.wait()
         errf.seek(0)
         err = errf.read()
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+    return json.loads(out.strip().splitlines()[-1]), peak[0] / 1024
 
 
 def bulkhead_binary(release):
