@@ -29,7 +29,7 @@ Tokens per second = tokens generated / decoder seconds (each engine's own count 
 passes. Prints one markdown table, the ratios to bulkhead, and the load average before and after.
 
   /work/fixture-venv/bin/python scripts/bench/whisper_bench.py [--tokens 100] [--rounds 3] [--passes 2]
-      [--threads 2] [--debug]
+      [--threads 2] [--debug] [--prebuilt]
 """
 
 import argparse
@@ -183,7 +183,12 @@ def run_measured(cmd):
     return json.loads(out.strip().splitlines()[-1]), peak[0] / 1024
 
 
-def bulkhead_binary(release):
+def bulkhead_binary(release, prebuilt):
+    if prebuilt:
+        path = REPO / "target" / ("release" if release else "debug") / "examples/whisper_bench"
+        if not path.is_file():
+            sys.exit(f"--prebuilt: {path} is missing; build it with cargo build --example whisper_bench")
+        return str(path)
     cmd = ["cargo", "build", "-q", "-p", "bulkhead-speech", "--example", "whisper_bench", "--message-format=json"]
     cmd += [] if not release else ["--release"]
     out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
@@ -201,6 +206,7 @@ def main():
     ap.add_argument("--passes", type=int, default=2, help="interleaved passes over all engines")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--debug", action="store_true", help="time a debug build of the example (default: release)")
+    ap.add_argument("--prebuilt", action="store_true", help="run target/*/examples/whisper_bench as it is")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -212,7 +218,7 @@ def main():
         print(json.dumps(r))
         return
 
-    binary = bulkhead_binary(not args.debug)
+    binary = bulkhead_binary(not args.debug, args.prebuilt)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "whisper-base-random"
