@@ -21,7 +21,7 @@ depend on them), interleaved round by round so that background load hits them al
 
 Images/s = 1000 / ms per image. The decode + preprocess share comes from the `speed` example of bulkhead-image
 (one thread, medians of 15 runs, over the committed fixture photos): share = (decode + preprocess) / (decode +
-preprocess + tower ms per image at that batch).
+preprocess + tower ms per image at that batch), for the fixture's photo.jpg (333x517) and large.jpg (1280x960).
 
   /work/fixture-venv/bin/python scripts/bench/image_embed_bench.py [--models clip siglip] [--batches 1 32]
       [--threads 2] [--rounds 2] [--seconds 3] [--prebuilt]
@@ -154,13 +154,13 @@ def cargo_example(package, name, prebuilt):
 
 
 def preprocess_ms(binary):
-    """Median over the fixture photos of bulkhead-image's decode + preprocess ms, per processor."""
+    """bulkhead-image's decode + preprocess ms of photo.jpg (333x517) and large.jpg (1280x960), per processor."""
     out = subprocess.run([binary], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     totals = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 5 and cells[0] in ("clip", "siglip") and cells[1].startswith(("photo", "large")):
-            totals.setdefault(cells[0], []).append((cells[1], float(cells[4])))
+        if len(cells) >= 5 and cells[0] in ("clip", "siglip") and cells[1].startswith(("photo.jpg", "large.jpg")):
+            totals.setdefault(cells[0], {})[cells[1].split()[0]] = float(cells[4])
     return totals, out
 
 
@@ -220,17 +220,18 @@ def main():
           f"interleaved rounds (median), load average {load_before[0]:.1f} before / {load_after[0]:.1f} after "
           f"(1-min), {os.cpu_count()} cores\n")
     print("| model | batch | bulkhead ort:cpu img/s | transformers torch img/s | fastembed session img/s "
-          "| fastembed embed() img/s | bulkhead / torch | bulkhead / fastembed session | decode+preprocess share |")
+          "| fastembed embed() img/s | bulkhead / torch | bulkhead / fastembed session "
+          "| decode+preprocess share, photo.jpg 333x517 / large.jpg 1280x960 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, batch, o, t, g, e in rows:
-        p = statistics.median(ms for _, ms in pre.get(kind, [("", float("nan"))]))
+        share = lambda name: (lambda p: f"{p / (p + o) * 100:.1f}%")(pre.get(kind, {}).get(name, float("nan")))
         name = {"clip": "CLIP ViT-B/32", "siglip": "SigLIP base/16 224"}[kind]
         fmt = lambda v: "–" if v is None else f"{1000 / v:.1f}"
         ratio = "–" if g is None else f"{g / o:.2f}x"
         print(f"| {name} | {batch} | {1000 / o:.1f} | {1000 / t:.1f} | {fmt(g)} | {fmt(e)} | {t / o:.2f}x | {ratio} "
-              f"| {p / (p + o) * 100:.0f}% ({p:.1f} of {p + o:.1f} ms) |")
+              f"| {share('photo.jpg')} / {share('large.jpg')} |")
     print("\nbulkhead-image decode + preprocess ms per fixture photo (one thread):",
-          "; ".join(f"{k}: " + ", ".join(f"{n} {ms:.1f}" for n, ms in v) for k, v in pre.items()))
+          "; ".join(f"{k}: " + ", ".join(f"{n} {ms:.1f}" for n, ms in v.items()) for k, v in pre.items()))
 
 
 if __name__ == "__main__":
