@@ -1,13 +1,14 @@
 //! Time of the vision tower graph built from a CLIP/SigLIP folder on ONNX Runtime CPU, per image.
 //!
 //! `cargo run --release -p bulkhead-graph --example tower_bench -- --model DIR [--batch N] [--seconds S]
-//! [--threads T] [--json]`
+//! [--threads T] [--warmup W] [--min-runs R] [--json]`
 //!
 //! Builds the vision tower (into a temporary cache), creates one session (ONNX Runtime's default optimisation
-//! level, `T` intra-op threads, all cores by default), warms it up, then runs batches of `N` random images (the
-//! folder's image size) for `S` seconds and prints the build time, the session creation time, and the median and
-//! 90th percentile of the milliseconds per image over the runs; `--json` prints them as one JSON line instead
-//! (what `scripts/bench/clip_bench.py` reads, next to transformers' time for the same model).
+//! level, `T` intra-op threads, all cores by default), warms it up (`W` runs, 3 by default), then runs batches of `N`
+//! random images (the folder's image size) for `S` seconds and at least `R` runs (5 by default), and prints the build
+//! time, the session creation time, and the median and 90th percentile of the milliseconds per image over the runs;
+//! `--json` prints them as one JSON line instead (what `scripts/bench/clip_bench.py` and
+//! `scripts/bench/image_embed_bench.py` read, next to transformers' time for the same model).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,13 +27,17 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(model) = arg::<PathBuf>(&args, "--model") else {
-        eprintln!("usage: tower_bench --model DIR [--batch N] [--seconds S] [--threads T] [--json]");
+        eprintln!(
+            "usage: tower_bench --model DIR [--batch N] [--seconds S] [--threads T] [--warmup W] [--min-runs R] [--json]"
+        );
         std::process::exit(2);
     };
     let batch: usize = arg(&args, "--batch").unwrap_or(1);
     let seconds: f64 = arg(&args, "--seconds").unwrap_or(5.0);
     let threads: usize =
         arg(&args, "--threads").unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let warmup: usize = arg(&args, "--warmup").unwrap_or(3);
+    let min_runs: usize = arg(&args, "--min-runs").unwrap_or(5).max(1);
     let json = args.iter().any(|a| a == "--json");
 
     let files = tower_model_files(&model).unwrap_or_else(|e| panic!("{e}"));
@@ -65,12 +70,12 @@ fn main() {
         drop(out);
         ms / batch as f64
     };
-    for _ in 0..3 {
+    for _ in 0..warmup {
         run();
     }
     let start = Instant::now();
     let mut per_image = vec![];
-    while start.elapsed().as_secs_f64() < seconds || per_image.len() < 5 {
+    while start.elapsed().as_secs_f64() < seconds || per_image.len() < min_runs {
         per_image.push(run());
     }
     let p50 = common::percentile(&per_image, 0.5);

@@ -1,28 +1,30 @@
 //! Times a Whisper folder on `ort:cpu`: the encoder (seconds of audio per second, one 30 s window per run) and the
 //! greedy decoder (tokens per second: one token per step over the key/value caches).
 //!
-//! `cargo run -p bulkhead-speech --example whisper_bench -- FOLDER [TOKENS] [ROUNDS]` (100 tokens, 3 rounds) prints
-//! one JSON line. `scripts/bench/whisper_bench.py` builds a random-weight folder with whisper-base's real config and
-//! runs this beside transformers (torch) on the same folder, and prints the table. The features are a fixed
-//! deterministic pattern (the speed does not depend on them); `TOKENS` tokens are decoded per round unless the model
-//! ends sooner (the count is printed).
+//! `cargo run -p bulkhead-speech --example whisper_bench -- FOLDER [TOKENS] [ROUNDS] [THREADS]` (100 tokens, 3 rounds,
+//! ONNX Runtime's default intra-op thread count when THREADS is 0 or absent) prints one JSON line.
+//! `scripts/bench/whisper_bench.py` builds a random-weight folder with whisper-base's real config and runs this beside
+//! transformers (torch) and faster-whisper (CTranslate2) on the same folder, and prints the table. The features are a
+//! fixed deterministic pattern (the speed does not depend on them); `TOKENS` tokens are decoded per round unless the
+//! model ends sooner (the count is printed).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use bulkhead_core::Unit;
-use bulkhead_ort::OrtEngine;
+use bulkhead_ort::{OrtEngine, OrtOptions};
 use bulkhead_speech::{MelFeatures, TranscribeOptions, WhisperModel};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(folder) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: whisper_bench FOLDER [TOKENS] [ROUNDS]");
+        eprintln!("usage: whisper_bench FOLDER [TOKENS] [ROUNDS] [THREADS]");
         std::process::exit(2);
     };
     let tokens: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
-    let engine = OrtEngine::default();
+    let intra_threads: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let engine = OrtEngine::new(OrtOptions { intra_threads, ..Default::default() });
     let unit: Unit = "ort:cpu".parse().expect("a known unit");
     let start = Instant::now();
     let mut model = WhisperModel::load(&folder, &engine, &unit).unwrap_or_else(|e| {
