@@ -72,6 +72,7 @@ pub(crate) struct Runner {
     served: u64,
 }
 
+/// The median milliseconds of `iterations` runs of `run` (at least one).
 pub(super) fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
     let mut times = vec![];
     for _ in 0..iterations.max(1) {
@@ -79,8 +80,25 @@ pub(super) fn median_ms(iterations: usize, mut run: impl FnMut() -> Result<(), S
         run()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(bulkhead_core::stats::median(&times))
+}
+
+/// Warms a model up on each batch of `shapes` (`iterations` runs each, the median recorded), as live requests run:
+/// one [`WarmupShape`] per batch, its `seq` the longest row by `len`. The one warm-up loop of every batched model.
+pub(super) fn warm_up<T>(
+    shapes: &[Vec<T>],
+    iterations: usize,
+    len: impl Fn(&T) -> usize,
+    mut run: impl FnMut(&[T]) -> Result<(), String>,
+) -> Result<Vec<WarmupShape>, LoadFailure> {
+    shapes
+        .iter()
+        .map(|rows| {
+            let ms = median_ms(iterations, || run(rows))
+                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
+            Ok(WarmupShape { batch: rows.len(), seq: rows.iter().map(&len).max().unwrap_or(0), ms })
+        })
+        .collect()
 }
 
 pub(super) fn engine_failure(e: bulkhead_core::EngineError) -> LoadFailure {
@@ -124,14 +142,10 @@ impl Runner {
         let session = engines.load(model, unit).map_err(engine_failure)?;
         let mut embedder = Embedder::new(model, session);
         on_loaded(embedder.report());
-        let mut warmup = vec![];
         let shapes = warmup_rows(&tokenizer);
-        for rows in &shapes {
-            let ms = median_ms(iterations, || embedder.embed_tokens(rows).map(|_| ()).map_err(|e| e.to_string()))
-                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
-            let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-            warmup.push(WarmupShape { batch: rows.len(), seq, ms });
-        }
+        let warmup = warm_up(&shapes, iterations, Vec::len, |rows| {
+            embedder.embed_tokens(rows).map(|_| ()).map_err(|e| e.to_string())
+        })?;
         let Some(probe) = shapes.into_iter().next() else {
             return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up rows"));
         };
@@ -152,13 +166,8 @@ impl Runner {
         let mut scorer = Scorer::new(model, session);
         on_loaded(scorer.report());
         let shapes = warmup_pairs(tokenizer);
-        let mut warmup = vec![];
-        for rows in &shapes {
-            let ms = median_ms(iterations, || scorer.score(rows).map(|_| ()).map_err(|e| e.to_string()))
-                .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
-            let seq = rows.iter().map(Row::len).max().unwrap_or(0);
-            warmup.push(WarmupShape { batch: rows.len(), seq, ms });
-        }
+        let warmup =
+            warm_up(&shapes, iterations, Row::len, |rows| scorer.score(rows).map(|_| ()).map_err(|e| e.to_string()))?;
         let Some(probe) = shapes.into_iter().next() else {
             return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up pairs"));
         };

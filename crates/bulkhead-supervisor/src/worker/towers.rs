@@ -5,7 +5,7 @@
 use bulkhead_core::{Row, SessionReport, Unit};
 use bulkhead_embed::{warmup_rows, Engines, Tokenizer, Towers};
 
-use super::runner::{engine_failure, median_ms, LoadFailure};
+use super::runner::{engine_failure, warm_up, LoadFailure};
 use crate::protocol::{LoadFailureKind, WarmupShape};
 
 /// What a health probe runs: token rows through the text tower, then images through the vision tower.
@@ -27,13 +27,9 @@ pub(super) fn load(
         warmup_rows(tokenizer).into_iter().map(|rows| rows.into_iter().map(Row::tokens).collect()).collect();
     let blank = towers.blank_image();
     let images: Vec<Vec<Row>> = [1usize, 8].iter().map(|&n| vec![blank.clone(); n]).collect();
-    let mut warmup = vec![];
-    for rows in texts.iter().chain(&images) {
-        let ms = median_ms(iterations, || towers.embed_rows(rows).map(|_| ()).map_err(|e| e.to_string()))
-            .map_err(|e| LoadFailure::new(LoadFailureKind::Inference, format!("warm-up failed: {e}")))?;
-        let seq = rows.iter().map(Row::len).max().unwrap_or(0);
-        warmup.push(WarmupShape { batch: rows.len(), seq, ms });
-    }
+    let shapes: Vec<Vec<Row>> = texts.iter().chain(&images).cloned().collect();
+    let warmup =
+        warm_up(&shapes, iterations, Row::len, |rows| towers.embed_rows(rows).map(|_| ()).map_err(|e| e.to_string()))?;
     let Some(text_probe) = texts.into_iter().next() else {
         return Err(LoadFailure::new(LoadFailureKind::Setup, "the tokenizer produced no warm-up rows"));
     };
