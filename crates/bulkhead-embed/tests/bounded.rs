@@ -118,8 +118,8 @@ impl Rng {
 const KINDS: &[&str] = &["words", "long-words", "unicode", "emoji", "cjk", "whitespace", "mixed"];
 
 /// A text of about `bytes` bytes of the given kind.
-fn text(kind: &str, seed: u64, bytes: usize) -> String {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+fn text(kind: &str, variant: u64, bytes: usize) -> String {
+    let mut r = Rng(variant.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut s = String::new();
     let letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let word = |r: &mut Rng, n: usize| -> String {
@@ -213,8 +213,8 @@ fn bounded_single_texts_and_prompts_tokenize_as_whole_texts() {
             for side in [Truncation::Right, Truncation::Left] {
                 let (ours, full) = load(&folder, max_len, side);
                 for (k, kind) in KINDS.iter().enumerate() {
-                    let seed = (max_len * 31 + k) as u64;
-                    let t = text(kind, seed, if max_len == 512 { 24_000 } else { 12_000 });
+                    let variant = (max_len * 31 + k) as u64;
+                    let t = text(kind, variant, if max_len == 512 { 24_000 } else { 12_000 });
                     for prompt in [None, Some("query: ")] {
                         let got = ours.encode_prompted(std::slice::from_ref(&t), prompt, side);
                         let want = full.single(&format!("{}{t}", prompt.unwrap_or("")));

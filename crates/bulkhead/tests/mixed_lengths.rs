@@ -24,9 +24,9 @@ const WORDS: [&str; 12] = [
     "passage",
 ];
 
-/// A text of `n` words (about `n` to `2n` tokens), different for each `seed`.
-fn text(seed: usize, n: usize) -> String {
-    (0..n).map(|i| WORDS[(i * 7 + seed * 5 + i / 3) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+/// A text of `n` words (about `n` to `2n` tokens), different for each `variant`.
+fn text(variant: usize, n: usize) -> String {
+    (0..n).map(|i| WORDS[(i * 7 + variant * 5 + i / 3) % WORDS.len()]).collect::<Vec<_>>().join(" ")
 }
 
 fn embed(addr: &str, text: &str) -> (Vec<f32>, (usize, usize, usize)) {

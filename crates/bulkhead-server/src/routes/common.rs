@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use std::sync::Arc;
 
+use crate::backend::{Answer, BackendError, BackendOutput};
 pub use crate::backend::{AudioRequest, SpeechOptions, SpeechTask, Transcript};
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
@@ -111,13 +112,16 @@ pub async fn submit_rows(
     })
 }
 
-/// Runs a tensor model on named inputs (one supervised request, never batched).
-pub async fn submit_tensors(
+/// One supervised request that is never batched (tensors, a segmentation job, an audio): records its stages and
+/// takes its answer apart with `take`, whose `None` is an internal error naming `what` the model failed to answer.
+async fn submit_one<T>(
     model: &ModelEntry,
     state: &AppState,
-    inputs: Vec<NamedTensor>,
-) -> Result<Computed<Vec<NamedTensor>>, ApiError> {
-    let answer = model.backend.infer(inputs).await?;
+    answer: Result<BackendOutput, BackendError>,
+    take: impl FnOnce(Answer) -> Option<T>,
+    what: &str,
+) -> Result<Computed<T>, ApiError> {
+    let answer = answer?;
     record_stages(state, &model.name, &answer.timing);
     let provenance = Provenance {
         unit: answer.unit,
@@ -127,9 +131,17 @@ pub async fn submit_tensors(
         timing: answer.timing,
         shape: None,
     };
-    let value =
-        answer.answer.into_tensors().ok_or_else(|| ApiError::Internal("the model answered no tensors".into()))?;
+    let value = take(answer.answer).ok_or_else(|| ApiError::Internal(format!("the model answered no {what}")))?;
     Ok(Computed { value, provenance })
+}
+
+/// Runs a tensor model on named inputs (one supervised request, never batched).
+pub async fn submit_tensors(
+    model: &ModelEntry,
+    state: &AppState,
+    inputs: Vec<NamedTensor>,
+) -> Result<Computed<Vec<NamedTensor>>, ApiError> {
+    submit_one(model, state, model.backend.infer(inputs).await, Answer::into_tensors, "tensors").await
 }
 
 /// Runs a segmentation job (one supervised request, never batched): masks, or the worker's request for the
@@ -139,19 +151,7 @@ pub async fn submit_segment(
     state: &AppState,
     job: SegmentJob,
 ) -> Result<Computed<SegmentOutput>, ApiError> {
-    let answer = model.backend.segment(job).await?;
-    record_stages(state, &model.name, &answer.timing);
-    let provenance = Provenance {
-        unit: answer.unit,
-        precision: answer.precision,
-        worker_pid: answer.worker_pid,
-        retries: answer.retries,
-        timing: answer.timing,
-        shape: None,
-    };
-    let value =
-        answer.answer.into_segment().ok_or_else(|| ApiError::Internal("the model answered no segmentation".into()))?;
-    Ok(Computed { value, provenance })
+    submit_one(model, state, model.backend.segment(job).await, Answer::into_segment, "segmentation").await
 }
 
 /// Transcribes one decoded audio on a speech model (one supervised request, never batched); records the worker's
@@ -161,25 +161,13 @@ pub async fn submit_audio(
     state: &AppState,
     audio: AudioRequest,
 ) -> Result<Computed<Transcript>, ApiError> {
-    let answer = model.backend.transcribe(audio).await?;
-    record_stages(state, &model.name, &answer.timing);
-    let provenance = Provenance {
-        unit: answer.unit,
-        precision: answer.precision,
-        worker_pid: answer.worker_pid,
-        retries: answer.retries,
-        timing: answer.timing,
-        shape: None,
-    };
-    let value = answer
-        .answer
-        .into_transcript()
-        .ok_or_else(|| ApiError::Internal("the model answered no transcription".into()))?;
-    let t = &value.timing;
+    let done = model.backend.transcribe(audio).await;
+    let computed = submit_one(model, state, done, Answer::into_transcript, "transcription").await?;
+    let t = &computed.value.timing;
     for (stage, ms) in [("features", t.features_ms), ("encode", t.encode_ms), ("generate", t.generate_ms)] {
         state.metrics.stage_ms(&model.name, stage, ms);
     }
-    Ok(Computed { value, provenance })
+    Ok(computed)
 }
 
 /// Runs `work` (tokenization: bounded per text, but CPU-bound) on tokio's blocking pool, at most one per core at
