@@ -28,8 +28,9 @@
 //!   the server owns ([`api::units`]), which `/metrics` reads field by field. *Checked by `tests/invariants.rs`.*
 //! * **One path into a model.** Every route that takes rows (embeddings, reranking, classification, KServe on
 //!   those models) reaches its model through `routes/common.rs` (`submit_rows`, through the model's [`batcher`]);
-//!   KServe tensors through `submit_tensors`, segmentation jobs through `submit_segment`. Errors are mapped and stage metrics recorded there, once; no other
-//!   handler file names the batcher or the backend. *Checked by `tests/invariants.rs`.*
+//!   the unbatched requests (KServe tensors, segmentation jobs, audio) through `submit_tensors`, `submit_segment`
+//!   and `submit_audio`, which share one `submit_one`. Errors are mapped and stage metrics recorded there, once; no
+//!   other handler file names the batcher or the backend. *Checked by `tests/invariants.rs`.*
 //! * **No import cycle between modules**: the router is assembled in one place (`router.rs`) and renders the
 //!   OpenAPI document there; handlers share helpers through `routes/common.rs`. *Checked by `tests/invariants.rs`.*
 //! * A request body is parsed once, straight into its `api` type (malformed JSON 400, wrong shape 422, by the
