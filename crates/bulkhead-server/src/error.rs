@@ -29,8 +29,8 @@ pub enum ApiError {
     #[error("{0}")]
     WrongKind(String),
     /// No such model.
-    #[error("model `{0}` is not served here; GET /v1/models lists the served models")]
-    UnknownModel(String),
+    #[error("model `{0}` is not served here; the served models: {1} (GET /v1/models lists them)")]
+    UnknownModel(String, String),
     /// No such route.
     #[error("no route {0}; GET /openapi.json lists the routes")]
     NoRoute(String),
@@ -165,7 +165,7 @@ impl ApiError {
             ApiError::Invalid(_) => ErrorKind::Invalid,
             ApiError::TooLarge(_) | ApiError::InputTooLarge(_) => ErrorKind::TooLarge,
             ApiError::WrongKind(_) => ErrorKind::WrongKind,
-            ApiError::UnknownModel(_) => ErrorKind::UnknownModel,
+            ApiError::UnknownModel(..) => ErrorKind::UnknownModel,
             ApiError::NoRoute(_) => ErrorKind::NoRoute,
             ApiError::Overloaded(_) => ErrorKind::Overloaded,
             ApiError::Unauthorized => ErrorKind::Unauthorized,

@@ -48,7 +48,9 @@ pub mod error;
 pub mod grouping;
 pub mod http;
 pub mod metrics;
+mod model;
 mod openapi;
+pub mod registry;
 mod router;
 mod routes;
 pub mod segmenter;
@@ -59,8 +61,9 @@ pub mod trace;
 pub use backend::{Backend, BackendError, BackendOutput};
 pub use config::ServeConfig;
 pub use http::{raise_open_files_limit, ConnectionLimits};
+pub use registry::{Candidate, Limits, ModelLoader};
 pub use router::app;
-pub use state::{AppState, LoadedModel, ModelEntry, ModelKind, SpeechInfo, SpeechLanguages};
+pub use state::{AppState, LoadedModel, ModelEntry, ModelKind, OnDemand, SpeechInfo, SpeechLanguages};
 pub use trace::{TraceConfig, TraceParent};
 
 /// Serves `state` on `listener` with its connection limits until `shutdown` completes, then finishes the requests

@@ -2,6 +2,8 @@
 //! listener record through [`Metrics`], and the supervisor's counters (crashes by signal, recycles, quarantines,
 //! resident memory) are read from its typed view ([`ModelUnits`]) at scrape time.
 
+use std::time::Duration;
+
 use crate::api::units::{ModelUnits, UnitState, UnitView};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -51,6 +53,20 @@ pub enum Metric {
     HttpConnectionsRefused,
     /// Trace spans dropped because the exporter's queue was full.
     TraceSpansDropped,
+    /// Model loads (on demand or explicit), by model.
+    ModelLoads,
+    /// Model loads that failed, by model.
+    ModelLoadFailures,
+    /// Seconds the last load of each model took.
+    ModelLoadSeconds,
+    /// Model unloads, by model and why (`idle`, `evicted`, `asked`).
+    ModelUnloads,
+    /// Models unloaded to make room for another, by model.
+    ModelEvictions,
+    /// 1 for each model's current lifecycle state.
+    ModelState,
+    /// Resident memory of a loaded model's workers.
+    ModelResidentBytes,
 }
 
 /// Why an HTTP connection ended.
@@ -101,10 +117,18 @@ impl Metric {
             Metric::HttpConnectionsClosed => "bulkhead_http_connections_closed_total",
             Metric::HttpConnectionsRefused => "bulkhead_http_connections_refused_total",
             Metric::TraceSpansDropped => "bulkhead_trace_spans_dropped_total",
+            Metric::ModelLoads => "bulkhead_model_loads_total",
+            Metric::ModelLoadFailures => "bulkhead_model_load_failures_total",
+            Metric::ModelLoadSeconds => "bulkhead_model_load_seconds",
+            Metric::ModelUnloads => "bulkhead_model_unloads_total",
+            Metric::ModelEvictions => "bulkhead_model_evictions_total",
+            Metric::ModelState => "bulkhead_model_state",
+            Metric::ModelResidentBytes => "bulkhead_model_resident_bytes",
         }
     }
 
-    fn help(self) -> &'static str {
+    /// The help text.
+    pub fn help(self) -> &'static str {
         match self {
             Metric::Requests => "HTTP requests by route, model, computing unit and status code",
             Metric::QueueDepth => "Requests waiting in the model's batch queue",
@@ -134,6 +158,15 @@ impl Metric {
                 "HTTP connections refused at --max-connections (503, or closed when too many arrive at once)"
             }
             Metric::TraceSpansDropped => "Trace spans dropped because the OTLP exporter's queue was full",
+            Metric::ModelLoads => "Model loads that succeeded (at start, on demand or asked for)",
+            Metric::ModelLoadFailures => "Model loads that failed",
+            Metric::ModelLoadSeconds => {
+                "Seconds the model's last load took (workers started, warmed up, first request)"
+            }
+            Metric::ModelUnloads => "Model unloads by why: idle (keep-alive), evicted (room for another), asked",
+            Metric::ModelEvictions => "Models unloaded to make room for another under the limits",
+            Metric::ModelState => "1 for the model's lifecycle state (available, loading, loaded, draining, failed)",
+            Metric::ModelResidentBytes => "Resident memory of the loaded model's worker processes",
         }
     }
 }
@@ -153,6 +186,11 @@ pub struct Metrics {
     connections_closed: IntCounterVec,
     connections_refused: IntCounter,
     spans_dropped: IntCounter,
+    model_loads: IntCounterVec,
+    model_load_failures: IntCounterVec,
+    model_load_seconds: GaugeVec,
+    model_unloads: IntCounterVec,
+    model_evictions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -192,6 +230,11 @@ impl Metrics {
         let connections_closed = IntCounterVec::new(opts(Metric::HttpConnectionsClosed), &["why"]).unwrap();
         let connections_refused = IntCounter::with_opts(opts(Metric::HttpConnectionsRefused)).unwrap();
         let spans_dropped = IntCounter::with_opts(opts(Metric::TraceSpansDropped)).unwrap();
+        let model_loads = IntCounterVec::new(opts(Metric::ModelLoads), &["model"]).unwrap();
+        let model_load_failures = IntCounterVec::new(opts(Metric::ModelLoadFailures), &["model"]).unwrap();
+        let model_load_seconds = GaugeVec::new(opts(Metric::ModelLoadSeconds), &["model"]).unwrap();
+        let model_unloads = IntCounterVec::new(opts(Metric::ModelUnloads), &["model", "why"]).unwrap();
+        let model_evictions = IntCounterVec::new(opts(Metric::ModelEvictions), &["model"]).unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_depth.clone()),
@@ -205,6 +248,11 @@ impl Metrics {
             Box::new(connections_closed.clone()),
             Box::new(connections_refused.clone()),
             Box::new(spans_dropped.clone()),
+            Box::new(model_loads.clone()),
+            Box::new(model_load_failures.clone()),
+            Box::new(model_load_seconds.clone()),
+            Box::new(model_unloads.clone()),
+            Box::new(model_evictions.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -222,7 +270,33 @@ impl Metrics {
             connections_closed,
             connections_refused,
             spans_dropped,
+            model_loads,
+            model_load_failures,
+            model_load_seconds,
+            model_unloads,
+            model_evictions,
         }
+    }
+
+    /// Counts a model loaded, and how long the load took.
+    pub fn model_loaded(&self, model: &str, took: Duration) {
+        self.model_loads.with_label_values(&[model]).inc();
+        self.model_load_seconds.with_label_values(&[model]).set(took.as_secs_f64());
+    }
+
+    /// Counts a model whose load failed.
+    pub fn model_load_failed(&self, model: &str) {
+        self.model_load_failures.with_label_values(&[model]).inc();
+    }
+
+    /// Counts a model unloaded, and why.
+    pub fn model_unloaded(&self, model: &str, why: &str) {
+        self.model_unloads.with_label_values(&[model, why]).inc();
+    }
+
+    /// Counts a model unloaded to make room for another.
+    pub fn model_evicted(&self, model: &str) {
+        self.model_evictions.with_label_values(&[model]).inc();
     }
 
     /// Counts a connection taken.

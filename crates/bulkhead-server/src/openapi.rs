@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{audio, images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -39,6 +39,8 @@ use bulkhead_core::ModelTask;
     paths(
         openai::embeddings,
         openai::models,
+        models::load,
+        models::unload,
         images::embeddings_image,
         tei::embed_route,
         rerank::rerank,
@@ -124,6 +126,8 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/api/ps", ollama::OLLAMA_LIST_ERRORS),
     ("/v1/segment", segment::SEGMENT_ERRORS),
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
+    ("/v1/models/{name}/load", models::LIFECYCLE_ERRORS),
+    ("/v1/models/{name}/unload", models::LIFECYCLE_ERRORS),
     ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
     ("/v1/audio/transcriptions", audio::AUDIO_ERRORS),
@@ -164,12 +168,15 @@ struct Accepted {
     dimensions: Option<Result<usize, Vec<usize>>>,
     prompts: Vec<String>,
     max_inputs: usize,
+    /// Some model is not loaded (models on demand): the limits that only a loaded model knows (vocabulary,
+    /// lengths, dimensions, prompts) are left open.
+    partial: bool,
 }
 
 impl Accepted {
     fn of(state: &AppState) -> Accepted {
         let mut a = Accepted {
-            models: state.models.keys().cloned().collect(),
+            models: state.models.names(),
             embedding_models: vec![],
             image_models: vec![],
             rerankers: vec![],
@@ -181,10 +188,32 @@ impl Accepted {
             dimensions: None,
             prompts: vec![],
             max_inputs: state.config.max_inputs,
+            partial: false,
         };
+        // Models not loaded are named by the task their files declare.
+        for m in state.models.list().into_iter().filter(|m| m.entry.is_none()) {
+            a.partial = true;
+            let Some(files) = m.files.filter(|f| !f.is_tensor_model()) else { continue };
+            match files.task {
+                ModelTask::Rerank { .. } => a.rerankers.push(m.name.clone()),
+                ModelTask::Classify { .. } => a.classifiers.push(m.name.clone()),
+                ModelTask::ImageText => {
+                    a.image_models.push(m.name.clone());
+                    a.embedding_models.push(m.name.clone());
+                }
+                ModelTask::Embedding => {
+                    a.embedding_models.push(m.name.clone());
+                    a.text_models.push(m.name.clone());
+                }
+                _ => {}
+            }
+            if files.task.is_cross_encoder() {
+                a.text_models.push(m.name.clone());
+            }
+        }
         let mut prompts: Option<BTreeSet<String>> = None;
         let mut sizes: Option<BTreeSet<usize>> = None;
-        for m in state.models.values() {
+        for m in state.models.loaded() {
             match m.task() {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
@@ -197,16 +226,16 @@ impl Accepted {
             }
             let (tokenizer, dimensions) = match &m.kind {
                 ModelKind::Embedding { tokenizer, dimensions } | ModelKind::ImageText { tokenizer, dimensions, .. } => {
-                    (tokenizer, dimensions)
+                    (tokenizer, *dimensions)
                 }
                 _ => continue,
             };
             a.embedding_models.push(m.name.clone());
             a.vocab = Some(a.vocab.map_or(tokenizer.vocab_size(), |v| v.min(tokenizer.vocab_size())));
             a.max_tokens = Some(a.max_tokens.map_or(tokenizer.max_len(), |v| v.min(tokenizer.max_len())));
-            let mine: BTreeSet<usize> = match m.files.matryoshka.sizes(*dimensions) {
+            let mine: BTreeSet<usize> = match m.files.matryoshka.sizes(dimensions) {
                 Some(s) => s.into_iter().collect(),
-                None => (1..=*dimensions).collect(),
+                None => (1..=dimensions).collect(),
             };
             sizes = Some(match sizes {
                 None => mine,
@@ -219,6 +248,10 @@ impl Accepted {
             });
         }
         a.prompts = prompts.unwrap_or_default().into_iter().collect();
+        if a.partial {
+            (a.vocab, a.max_vocab, a.max_tokens) = (None, None, None);
+            return a;
+        }
         a.dimensions = sizes.map(|s| {
             let max = s.last().copied().unwrap_or(0);
             if s.len() == max {
@@ -353,7 +386,7 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         arr.min_items = Some(1);
         arr.max_items = Some(2);
     }
-    if let Some(o) = object(schemas.get_mut("PromptName")) {
+    if let Some(o) = object(schemas.get_mut("PromptName")).filter(|_| !a.partial) {
         o.enum_values = Some(names(&a.prompts));
         if a.prompts.is_empty() {
             o.description = Some("this server's embedding models declare no prompts".into());
@@ -363,7 +396,7 @@ fn specialise(doc: &mut Document, a: &Accepted) {
         o.minimum = Some(0usize.into());
         o.maximum = a.vocab.map(|v| v.saturating_sub(1).into());
     }
-    if let Some(o) = object(schemas.get_mut("Dimensions")) {
+    if let Some(o) = object(schemas.get_mut("Dimensions")).filter(|_| !a.partial) {
         match &a.dimensions {
             Some(Ok(max)) => {
                 o.minimum = Some(1usize.into());
@@ -437,7 +470,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 29, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 31, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{audio, images, info, kserve, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -24,6 +24,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{name}/load", post(models::load))
+        .route("/v1/models/{name}/unload", post(models::unload))
         .route("/embeddings_image", post(images::embeddings_image))
         .route("/embed", post(tei::embed_route))
         .route("/rerank", post(rerank::rerank))

@@ -1,199 +1,23 @@
 //! Shared state of the server: the served models, their queues, the settings and the metrics.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead_core::{ModelFiles, ModelTask, TensorSpec};
-use bulkhead_embed::Tokenizer;
+use bulkhead_core::ModelTask;
 
-use crate::backend::Backend;
-use crate::batcher::Batcher;
+pub use crate::api::models::KeepAlive;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::segmenter::Segmenter;
+pub use crate::model::{LoadedModel, ModelEntry, ModelKind};
+use crate::registry::{Candidate, Limits, ModelLoader, Registry};
 pub use crate::speech::{SpeechInfo, SpeechLanguages};
 use crate::trace::Tracer;
 
-/// What a served model takes and returns.
-pub enum ModelKind {
-    /// Texts (or token ids) in, one vector per input out: every route.
-    Embedding {
-        /// Its tokenizer (tokenization happens in the server, so the batcher can count tokens).
-        tokenizer: Tokenizer,
-        /// Embedding dimensions.
-        dimensions: usize,
-    },
-    /// A cross-encoder: a reranker (`/rerank`, `/v1/rerank`) or a classifier (`/predict`), texts or pairs of texts
-    /// in, scores out.
-    CrossEncoder {
-        /// Its tokenizer (pairs are tokenized in the server, so the batcher can count tokens).
-        tokenizer: Tokenizer,
-        /// Reranker or classifier, with its labels.
-        task: ModelTask,
-    },
-    /// A two-tower image-text model (CLIP, SigLIP): texts through its text tower (every embedding route), images
-    /// through its vision tower (`/v1/embeddings` image parts, `/embeddings_image`), into one space.
-    ImageText {
-        /// Its tokenizer (the text tower's).
-        tokenizer: Tokenizer,
-        /// Embedding dimensions.
-        dimensions: usize,
-        /// Its image processor (`preprocessor_config.json`): images are decoded and preprocessed in the server.
-        preprocessor: Arc<bulkhead_image::Preprocessor>,
-        /// Positions of the vision encoder per image: what an image row counts against the token budget.
-        image_positions: usize,
-    },
-    /// An ONNX graph without a tokenizer: named tensors in and out, through KServe v2 infer only.
-    Tensor {
-        /// The graph inputs.
-        inputs: Vec<TensorSpec>,
-        /// The graph outputs.
-        outputs: Vec<TensorSpec>,
-    },
-    /// A SAM2 segmentation model: an image and a prompt in, masks out (`POST /v1/segment`).
-    Segmentation(Box<Segmenter>),
-    /// Speech to text: audio in (decoded and resampled in the server), a transcription out, through
-    /// `/v1/audio/transcriptions` and `/v1/audio/translations`.
-    Speech(SpeechInfo),
-}
-
-/// One served model.
-pub struct ModelEntry {
-    /// The name clients use.
-    pub name: String,
-    /// Its files and settings.
-    pub files: ModelFiles,
-    /// Embedding or tensor model.
-    pub kind: ModelKind,
-    /// What computes it.
-    pub backend: Arc<dyn Backend>,
-    /// Its queue (embedding requests).
-    pub batcher: Batcher,
-    /// Unix time it was loaded.
-    pub created: u64,
-}
-
-impl ModelEntry {
-    /// What the model computes.
-    pub fn task(&self) -> Option<&ModelTask> {
-        match &self.kind {
-            ModelKind::Embedding { .. } => Some(&ModelTask::Embedding),
-            ModelKind::ImageText { .. } => Some(&ModelTask::ImageText),
-            ModelKind::CrossEncoder { task, .. } => Some(task),
-            ModelKind::Tensor { .. } => None,
-            ModelKind::Segmentation(_) => Some(&ModelTask::Segmentation),
-            ModelKind::Speech(_) => Some(&ModelTask::SpeechToText),
-        }
-    }
-
-    /// What a speech model takes; a clear 400 naming the route to use for any other model.
-    pub fn speech(&self) -> Result<&SpeechInfo, ApiError> {
-        match &self.kind {
-            ModelKind::Speech(info) => Ok(info),
-            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
-            _ => {
-                let task = self.task().unwrap_or(&ModelTask::Embedding);
-                Err(ApiError::WrongKind(format!(
-                    "model `{}` is {}, not a speech-to-text model; call {}",
-                    self.name,
-                    task.noun(),
-                    task.routes()
-                )))
-            }
-        }
-    }
-
-    /// The tokenizer and task of a cross-encoder of the kind `wanted` accepts; a clear 400 naming the route to use
-    /// for any other model.
-    pub fn cross_encoder(
-        &self,
-        route: &str,
-        wanted: impl Fn(&ModelTask) -> bool,
-    ) -> Result<(&Tokenizer, &ModelTask), ApiError> {
-        match &self.kind {
-            ModelKind::CrossEncoder { tokenizer, task } if wanted(task) => Ok((tokenizer, task)),
-            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
-            _ => {
-                let task = self.task().unwrap_or(&ModelTask::Embedding);
-                Err(ApiError::WrongKind(format!(
-                    "model `{}` is {}, which {route} does not serve; call {}",
-                    self.name,
-                    task.noun(),
-                    task.routes()
-                )))
-            }
-        }
-    }
-
-    fn tensor_refusal(&self) -> ApiError {
-        ApiError::WrongKind(format!(
-            "model `{}` is a tensor model (an ONNX graph without a tokenizer): it takes named tensors, not texts; \
-             call POST /v2/models/{}/infer (GET /v2/models/{} lists its inputs)",
-            self.name, self.name, self.name
-        ))
-    }
-
-    /// The tokenizer and dimensions of an embedding model; a clear 400 naming the route to use for any other.
-    pub fn embedding(&self) -> Result<(&Tokenizer, usize), ApiError> {
-        match &self.kind {
-            ModelKind::Embedding { tokenizer, dimensions } | ModelKind::ImageText { tokenizer, dimensions, .. } => {
-                Ok((tokenizer, *dimensions))
-            }
-            ModelKind::CrossEncoder { task, .. } => Err(ApiError::WrongKind(format!(
-                "model `{}` is {}, not an embedding model; call {}",
-                self.name,
-                task.noun(),
-                task.routes()
-            ))),
-            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
-            ModelKind::Speech(_) => Err(ApiError::WrongKind(format!(
-                "model `{}` is a speech-to-text model, not an embedding model; call {}",
-                self.name,
-                ModelTask::SpeechToText.routes()
-            ))),
-            ModelKind::Segmentation(_) => Err(ApiError::WrongKind(format!(
-                "model `{}` is a segmentation model (SAM2), not an embedding model; call POST /v1/segment",
-                self.name
-            ))),
-        }
-    }
-
-    /// The server-side state of a segmentation model; a clear 400 naming the route to use for any other.
-    pub fn segmenter(&self) -> Result<&Segmenter, ApiError> {
-        match &self.kind {
-            ModelKind::Segmentation(s) => Ok(s),
-            ModelKind::Tensor { .. } => Err(self.tensor_refusal()),
-            _ => {
-                let task = self.task().unwrap_or(&ModelTask::Embedding);
-                Err(ApiError::WrongKind(format!(
-                    "model `{}` is {}, not a segmentation model; call {}",
-                    self.name,
-                    task.noun(),
-                    task.routes()
-                )))
-            }
-        }
-    }
-}
-
-/// A model ready to be served: what [`AppState::new`] takes.
-pub struct LoadedModel {
-    /// The name clients use.
-    pub name: String,
-    /// Its files and settings.
-    pub files: ModelFiles,
-    /// Embedding or tensor model.
-    pub kind: ModelKind,
-    /// What computes it.
-    pub backend: Arc<dyn Backend>,
-}
-
 /// Everything the handlers share.
 pub struct AppState {
-    /// Models by name.
-    pub models: BTreeMap<String, Arc<ModelEntry>>,
+    /// Models by name: loaded at start, or on demand.
+    pub models: Arc<Registry>,
     /// The model used when a request names none.
     pub default_model: String,
     /// Settings.
@@ -209,48 +33,99 @@ pub struct AppState {
     pub tracer: Option<Tracer>,
 }
 
+/// Models the server loads on demand: [`AppState::on_demand`] takes them.
+pub struct OnDemand {
+    /// The models it may load (a `--models-dir`'s folders).
+    pub candidates: Vec<Candidate>,
+    /// What loads them.
+    pub loader: Arc<dyn ModelLoader>,
+    /// How many, how much memory, how long idle.
+    pub limits: Limits,
+}
+
 impl AppState {
-    /// Builds the state from loaded models (the first is the default) and starts their batchers.
+    /// Builds the state from loaded models (the first is the default), kept loaded while the server runs.
     pub fn new(models: Vec<LoadedModel>, config: ServeConfig) -> Arc<AppState> {
+        Self::build(models, None, config)
+    }
+
+    /// Builds the state from models loaded at start (pinned; the first is the default) and models loaded on demand
+    /// (the first by name is the default when none is pinned). Needs a running Tokio runtime.
+    pub fn on_demand(models: Vec<LoadedModel>, on_demand: OnDemand, config: ServeConfig) -> Arc<AppState> {
+        Self::build(models, Some(on_demand), config)
+    }
+
+    fn build(models: Vec<LoadedModel>, on_demand: Option<OnDemand>, config: ServeConfig) -> Arc<AppState> {
         let metrics = Arc::new(Metrics::new());
-        let default_model = models.first().map(|m| m.name.clone()).unwrap_or_default();
-        let created =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let models = models
-            .into_iter()
-            .map(|LoadedModel { name, files, kind, backend }| {
-                let batcher = Batcher::spawn(name.clone(), backend.clone(), &config, metrics.clone());
-                let entry = ModelEntry { name: name.clone(), files, kind, backend, batcher, created };
-                (name, Arc::new(entry))
-            })
-            .collect();
+        for m in &models {
+            metrics.model_loaded(&m.name, std::time::Duration::ZERO);
+        }
+        let pinned = models.first().map(|m| m.name.clone());
+        let (candidates, loader, limits) = match on_demand {
+            Some(o) => (o.candidates, Some(o.loader), o.limits),
+            None => (vec![], None, Limits::default()),
+        };
+        let registry = Registry::new(models, candidates, loader, limits, config.clone(), metrics.clone());
+        let default_model = pinned.or_else(|| registry.names().into_iter().next()).unwrap_or_default();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let tokenize_permits = tokio::sync::Semaphore::new(cores);
         let tracer = config.traces.clone().map(|t| Tracer::start(t, metrics.clone()));
-        Arc::new(AppState { models, default_model, config, metrics, started: Instant::now(), tokenize_permits, tracer })
+        Arc::new(AppState {
+            models: registry,
+            default_model,
+            config,
+            metrics,
+            started: Instant::now(),
+            tokenize_permits,
+            tracer,
+        })
     }
 
-    /// The model called `name` (or the default one for `None`).
-    pub fn model(&self, name: Option<&str>) -> Result<&Arc<ModelEntry>, ApiError> {
-        let name = name.unwrap_or(&self.default_model);
-        self.models.get(name).ok_or_else(|| ApiError::UnknownModel(name.to_string()))
+    /// The model called `name` (or the default one for `None`), loaded first if it is not.
+    pub async fn model(&self, name: Option<&str>) -> Result<Arc<ModelEntry>, ApiError> {
+        self.model_kept(name, None).await
     }
 
-    /// The model called `name`; for `None`, the default model when `wanted` accepts its task, else the first served
-    /// model it accepts (so a route for rerankers finds the reranker beside an embedding model), else the default
-    /// model (which the route then refuses, naming the route to use).
-    pub fn model_for(
+    /// [`AppState::model`] with the request's `keep_alive` (how long the model stays loaded once idle).
+    pub async fn model_kept(
+        &self,
+        name: Option<&str>,
+        keep_alive: Option<&KeepAlive>,
+    ) -> Result<Arc<ModelEntry>, ApiError> {
+        let keep = keep_alive.map(|k| k.keep().map_err(ApiError::Invalid)).transpose()?;
+        self.models.get(name.unwrap_or(&self.default_model), keep).await
+    }
+
+    /// The model called `name`; for `None`, the default model when `wanted` accepts its task, else the first model
+    /// it accepts, loaded or not (so a route for rerankers finds the reranker beside an embedding model), else the
+    /// default model (which the route then refuses, naming the route to use).
+    pub async fn model_for(
         &self,
         name: Option<&str>,
         wanted: impl Fn(&ModelTask) -> bool,
-    ) -> Result<&Arc<ModelEntry>, ApiError> {
+    ) -> Result<Arc<ModelEntry>, ApiError> {
+        self.model_for_kept(name, None, wanted).await
+    }
+
+    /// [`AppState::model_for`] with the request's `keep_alive`.
+    pub async fn model_for_kept(
+        &self,
+        name: Option<&str>,
+        keep_alive: Option<&KeepAlive>,
+        wanted: impl Fn(&ModelTask) -> bool,
+    ) -> Result<Arc<ModelEntry>, ApiError> {
         if name.is_some() {
-            return self.model(name);
+            return self.model_kept(name, keep_alive).await;
         }
-        let fits = |m: &&Arc<ModelEntry>| m.task().is_some_and(&wanted);
-        match self.models.get(&self.default_model).filter(fits) {
-            Some(m) => Ok(m),
-            None => self.models.values().find(fits).map_or_else(|| self.model(None), Ok),
-        }
+        let default_fits = self.models.list().iter().any(|m| {
+            m.name == self.default_model
+                && m.entry
+                    .as_ref()
+                    .and_then(|e| e.task().cloned())
+                    .or_else(|| m.files.as_ref().filter(|f| !f.is_tensor_model()).map(|f| f.task.clone()))
+                    .is_some_and(|t| wanted(&t))
+        });
+        let name = if default_fits { None } else { self.models.find_task(&wanted) };
+        self.model_kept(name.as_deref(), keep_alive).await
     }
 }

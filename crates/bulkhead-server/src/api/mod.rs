@@ -11,6 +11,7 @@ pub mod audio;
 pub mod images;
 pub mod info;
 pub mod kserve;
+pub mod models;
 pub mod ollama;
 pub mod openai;
 pub mod ops;

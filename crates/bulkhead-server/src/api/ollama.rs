@@ -22,16 +22,7 @@ impl OllamaModelName {
     }
 }
 
-/// How long Ollama should keep a model loaded: seconds, or a duration such as `"5m"`. Accepted and ignored: a
-/// model here stays loaded while the server runs.
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
-#[serde(untagged, expecting = "`keep_alive` must be a number of seconds or a duration such as \"5m\"")]
-pub enum KeepAlive {
-    /// Seconds.
-    Seconds(f64),
-    /// A duration (`"5m"`, `"1h"`, `"-1"`).
-    Duration(String),
-}
+pub use super::models::KeepAlive;
 
 /// `POST /api/embed`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -46,7 +37,7 @@ pub struct OllamaEmbedRequest {
     /// Keep the first N values of each embedding, renormalised.
     #[serde(default)]
     pub dimensions: Option<Dimensions>,
-    /// Accepted and ignored (the model stays loaded while the server runs).
+    /// How long the model stays loaded once idle after this request (`0` unloads it; negative: for good).
     #[serde(default)]
     pub keep_alive: Option<KeepAlive>,
     /// Generation options: accepted and ignored (none applies to an embedding model).
@@ -93,7 +84,7 @@ pub struct OllamaEmbeddingsRequest {
     /// are truncated.
     #[serde(default)]
     pub prompt: String,
-    /// Accepted and ignored.
+    /// How long the model stays loaded once idle after this request (`0` unloads it; negative: for good).
     #[serde(default)]
     pub keep_alive: Option<KeepAlive>,
     /// Accepted and ignored.
@@ -201,7 +192,8 @@ pub struct OllamaRunning {
     pub digest: String,
     /// Format, family, size, precision.
     pub details: OllamaDetails,
-    /// When Ollama would unload it: never here, so a date far ahead.
+    /// When it is unloaded if no request comes (its keep-alive); a date far ahead for a model never unloaded for
+    /// idleness (loaded at start, or a negative keep-alive).
     pub expires_at: String,
     /// `size` when the serving unit runs on a GPU (CUDA, TensorRT, ROCm, DirectML, Metal, CoreML), else 0, so
     /// that `ollama ps` shows where the model runs.
@@ -212,7 +204,7 @@ pub struct OllamaRunning {
     pub unit: Option<String>,
 }
 
-/// The answer of `GET /api/ps`: the embedding models in memory (all of them).
+/// The answer of `GET /api/ps`: the embedding models in memory (those loaded now).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OllamaPs {
     /// Every served embedding model.

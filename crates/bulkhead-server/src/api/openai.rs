@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
+pub use super::models::ModelState;
+
 pub use super::EncodingFormat;
 use super::{Dimensions, EmbeddingModelName, PromptName, TextBatch, TokenBatch, TokenRow};
 
@@ -37,6 +41,10 @@ pub struct EmbeddingsRequest {
     /// A prompt text to prepend to every text (bulkhead extension; wins over `prompt_name`, as in sentence-transformers).
     #[serde(default)]
     pub prompt: Option<String>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// The `input` of an embeddings request.
@@ -202,6 +210,29 @@ pub struct ModelCard {
     pub owned_by: String,
     /// What it takes: `text`, `image` (an image-text model takes both), or `tensor` (a KServe tensor model).
     pub inputs: Vec<String>,
+    /// Where it is in its lifecycle: `available` (loaded by the first request naming it), `loading`, `loaded`,
+    /// `draining`, `failed`.
+    pub state: ModelState,
+    /// Loaded at start (`--model`): never unloaded for idleness or to make room.
+    pub pinned: bool,
+    /// Why its load failed (state `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Resident memory of its workers (measured while loaded; the last measure once unloaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident_bytes: Option<u64>,
+    /// Milliseconds its last load took (workers started, warmed up, first request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
+    /// Successful loads.
+    pub loads: u64,
+    /// Unloads, for any reason.
+    pub unloads: u64,
+    /// Unloads to make room for another model.
+    pub evictions: u64,
+    /// Unix seconds at which it is unloaded if no request comes (loaded on demand, finite keep-alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<f64>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
 use super::tei::TruncationDirection;
 use super::TextBatch;
 
@@ -38,6 +40,10 @@ pub struct RerankRequest {
     /// The reranker (bulkhead extension; default: the first reranker the server was started with).
     #[serde(default)]
     pub model: Option<RerankModelName>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// One ranked document of `POST /rerank`.
@@ -74,6 +80,10 @@ pub struct CohereRerankRequest {
     /// Return each document with its score (default false).
     #[serde(default)]
     pub return_documents: bool,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// How many documents to return: at least 1.
@@ -189,6 +199,10 @@ pub struct PredictRequest {
     /// The classifier (bulkhead extension; default: the first classifier the server was started with).
     #[serde(default)]
     pub model: Option<ClassifierModelName>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// The `inputs` of `/predict`.

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
 use super::{Dimensions, EmbeddingModelName, PromptName, TextBatch};
 
 /// `POST /embed`.
@@ -33,6 +35,10 @@ pub struct EmbedRequest {
     /// The model (bulkhead extension; default: the first model the server was started with).
     #[serde(default)]
     pub model: Option<EmbeddingModelName>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 fn yes() -> bool {

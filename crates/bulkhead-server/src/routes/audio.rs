@@ -187,7 +187,8 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
     };
     let name = form.model.clone().unwrap_or_else(|| state.default_model.clone());
     let result = async {
-        let model = state.model_for(form.model.as_deref(), ModelTask::is_speech)?;
+        let model = state.model_for(form.model.as_deref(), ModelTask::is_speech).await?;
+        let model = &model;
         let info = model.speech()?;
         let (format, temperature) = options(&form)?;
         if let Some(language) = &form.language {

@@ -22,7 +22,8 @@ use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, ModelEntry, ModelKind};
 
 /// The errors `/info` answers with.
-pub const INFO_ERRORS: &[ErrorKind] = &[ErrorKind::Invalid, ErrorKind::WrongKind, ErrorKind::UnknownModel];
+pub const INFO_ERRORS: &[ErrorKind] =
+    &[ErrorKind::Invalid, ErrorKind::WrongKind, ErrorKind::UnknownModel, ErrorKind::Unavailable];
 
 /// The errors `/similarity` answers with: those of the embedding routes.
 pub const SIMILARITY_ERRORS: &[ErrorKind] = super::openai::EMBEDDINGS_ERRORS;
@@ -56,9 +57,12 @@ impl<S: Send + Sync> FromRequestParts<S> for InfoQuery {
 )]
 pub async fn info(State(state): State<Arc<AppState>>, query: InfoQuery) -> Response {
     let name = query.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
-    let described = state.model(Some(&name)).and_then(|m| Ok((m, describe(&state, m)?)));
+    let described = match state.model(Some(&name)).await {
+        Ok(m) => describe(&state, &m).map(|info| (m, info)),
+        Err(e) => Err(e),
+    };
     match described {
-        Ok((model, info)) => with_label(Json(info), model),
+        Ok((model, info)) => with_label(Json(info), &model),
         Err(e) => labelled(e, &name),
     }
 }
@@ -158,7 +162,8 @@ pub async fn similarity(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run_similarity(state: &AppState, req: SimilarityRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let model = state.model(req.model.as_ref().map(|m| m.0.as_str())).await?;
+    let model = &model;
     let sentences = req.inputs.sentences.0;
     let max = state.config.max_inputs;
     if sentences.is_empty() {

@@ -43,7 +43,7 @@ pub const INFER_ERRORS: &[ErrorKind] = &[
 ];
 
 /// The errors of the model metadata and readiness routes.
-pub const MODEL_ERRORS: &[ErrorKind] = &[ErrorKind::UnknownModel];
+pub const MODEL_ERRORS: &[ErrorKind] = &[ErrorKind::UnknownModel, ErrorKind::Unavailable];
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/v2/health/live", tag = "KServe v2", security(()), responses((status = 200, description = "The server process answers", body = Live)))]
@@ -63,7 +63,8 @@ pub async fn live() -> Json<Live> {
     )
 )]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let ready = !state.models.is_empty() && state.models.values().all(|m| m.backend.ready());
+    // Models loaded on demand are ready to be loaded; the loaded ones must have a serving unit.
+    let ready = !state.models.is_empty() && state.models.loaded().iter().all(|m| m.backend.ready());
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(Ready { ready })).into_response()
 }
 
@@ -84,7 +85,7 @@ fn spec_metadata(s: &TensorSpec) -> TensorMetadata {
     responses((status = 200, description = "The model's inputs and outputs", body = ModelMetadata))
 )]
 pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    let m = match state.model(Some(&name)) {
+    let m = match state.model(Some(&name)).await {
         Ok(m) => m,
         Err(e) => return labelled(e, &name),
     };
@@ -131,14 +132,14 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<Strin
     )
 )]
 pub async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match state.model(Some(&name)) {
-        Ok(m) => {
-            let ready = m.backend.ready();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, Json(ModelReady { name: m.name.clone(), ready })).into_response()
-        }
-        Err(e) => labelled(e, &name),
+    // A readiness probe never loads a model: one not loaded now is not ready.
+    if !state.models.names().contains(&name) {
+        let served = state.models.names().iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        return labelled(ApiError::UnknownModel(name.clone(), served), &name);
     }
+    let ready = state.models.loaded().iter().any(|m| m.name == name && m.backend.ready());
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ModelReady { name, ready })).into_response()
 }
 
 /// Inference with JSON tensors. Embedding models: a BYTES tensor of texts, or INT64 `input_ids` `[n, seq]` (with an
@@ -158,7 +159,8 @@ pub async fn infer(
     JsonBody(req): JsonBody<InferRequest>,
 ) -> Response {
     let result = async {
-        let model = state.model(Some(&name))?;
+        let model = state.model(Some(&name)).await?;
+        let model = &model;
         match &model.kind {
             ModelKind::Tensor { inputs, outputs } => return infer_tensors(model, &state, inputs, outputs, req).await,
             ModelKind::CrossEncoder { tokenizer, task } => {

@@ -2,7 +2,7 @@
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
 //! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`audio`] (speech to text),
-//!   [`ops`]: the handlers;
+//!   [`models`] (load and unload on demand), [`ops`]: the handlers;
 //! * [`tokens`] (`/tokenize`, `/decode`), [`info`] (`/info`, `/similarity`), [`ollama`] (`/api/*`): the small
 //!   routes clients rely on, with [`encodings`] (the output encodings of `/v1/embeddings`) and [`weights`] (what
 //!   the Ollama listings say about a model's files);
@@ -16,6 +16,7 @@ pub(crate) mod encodings;
 pub(crate) mod images;
 pub(crate) mod info;
 pub(crate) mod kserve;
+pub(crate) mod models;
 pub(crate) mod ollama;
 pub(crate) mod openai;
 pub(crate) mod ops;

@@ -3,7 +3,8 @@
 //!
 //! A model is named as Ollama clients name it: its served name, or that name with the tag `:latest`. As Ollama,
 //! `/api/embed` L2-normalises its vectors and truncates by default, and `/api/embeddings` returns the model's own
-//! vector. `keep_alive` and `options` are accepted and ignored: models stay loaded while the server runs.
+//! vector. `keep_alive` says how long the model stays loaded once idle (models loaded on demand); `options` are
+//! accepted and ignored.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulkhead_core::{Device, Precision, Unit};
+use bulkhead_core::{Device, ModelFiles, ModelTask, Precision, Unit};
 use bulkhead_embed::Truncation;
 
 use super::common::{inference_headers, labelled, JsonBody};
@@ -25,25 +26,34 @@ use crate::api::ollama::{
     OllamaVersion,
 };
 use crate::error::{ApiError, ErrorKind};
-use crate::state::{AppState, ModelEntry, ModelKind};
+use crate::registry::ModelInfo;
+use crate::state::{AppState, KeepAlive, ModelEntry, ModelKind};
 
 /// The errors `/api/embed` and `/api/embeddings` answer with: those of the embedding routes.
 pub const OLLAMA_EMBED_ERRORS: &[ErrorKind] = super::openai::EMBEDDINGS_ERRORS;
 
 /// The errors `/api/show` answers with.
-pub const OLLAMA_SHOW_ERRORS: &[ErrorKind] =
-    &[ErrorKind::MalformedJson, ErrorKind::Invalid, ErrorKind::WrongKind, ErrorKind::UnknownModel, ErrorKind::Internal];
+pub const OLLAMA_SHOW_ERRORS: &[ErrorKind] = &[
+    ErrorKind::MalformedJson,
+    ErrorKind::Invalid,
+    ErrorKind::WrongKind,
+    ErrorKind::UnknownModel,
+    ErrorKind::Internal,
+    ErrorKind::Unavailable,
+];
 
 /// The errors `/api/tags` and `/api/ps` answer with.
 pub const OLLAMA_LIST_ERRORS: &[ErrorKind] = &[ErrorKind::Internal];
 
-/// The served model an Ollama client names: the name itself, else the name without `:latest`.
-fn find<'a>(state: &'a AppState, name: &OllamaModelName) -> Result<&'a Arc<ModelEntry>, ApiError> {
-    state
-        .models
-        .get(&name.0)
-        .or_else(|| state.models.get(name.served()))
-        .ok_or_else(|| ApiError::UnknownModel(name.0.clone()))
+/// The served model an Ollama client names (the name itself, else the name without `:latest`), loaded first if it
+/// is not, kept loaded as the request's `keep_alive` says.
+async fn find(
+    state: &AppState,
+    name: &OllamaModelName,
+    keep_alive: Option<&KeepAlive>,
+) -> Result<Arc<ModelEntry>, ApiError> {
+    let exact = state.models.names().contains(&name.0);
+    state.model_kept(Some(if exact { &name.0 } else { name.served() }), keep_alive).await
 }
 
 /// Embeds a text or texts (Ollama compatible): L2-normalised vectors.
@@ -64,7 +74,9 @@ pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): Json
 
 async fn run_embed(state: &AppState, req: OllamaEmbedRequest) -> Result<Response, ApiError> {
     let t0 = Instant::now();
-    let model = find(state, &req.model)?;
+    let model = find(state, &req.model, req.keep_alive.as_ref()).await?;
+    let model = &model;
+    let load_duration = t0.elapsed().as_nanos() as u64;
     model.embedding()?;
     let texts = match req.input {
         OllamaInput::Text(t) => vec![t],
@@ -74,7 +86,7 @@ async fn run_embed(state: &AppState, req: OllamaEmbedRequest) -> Result<Response
         model: req.model.0.clone(),
         embeddings,
         total_duration: t0.elapsed().as_nanos() as u64,
-        load_duration: 0,
+        load_duration,
         prompt_eval_count,
     };
     // As Ollama: no texts, no embeddings (and nothing computed, so no unit to name).
@@ -114,7 +126,8 @@ pub async fn embeddings(
 }
 
 async fn run_embeddings(state: &AppState, req: OllamaEmbeddingsRequest) -> Result<Response, ApiError> {
-    let model = find(state, &req.model)?;
+    let model = find(state, &req.model, req.keep_alive.as_ref()).await?;
+    let model = &model;
     model.embedding()?;
     // As Ollama: an empty prompt has an empty embedding.
     if req.prompt.is_empty() {
@@ -135,7 +148,11 @@ async fn run_embeddings(state: &AppState, req: OllamaEmbeddingsRequest) -> Resul
 
 /// What Ollama clients read about a served embedding model, gathered once per listing.
 struct Described {
-    model: Arc<ModelEntry>,
+    name: String,
+    files: ModelFiles,
+    /// Unix seconds at which it is unloaded if idle (loaded on demand).
+    expires_at: Option<f64>,
+    loaded: bool,
     facts: WeightsFacts,
     unit: Option<String>,
     precision: Option<Precision>,
@@ -144,7 +161,7 @@ struct Described {
 
 impl Described {
     fn details(&self) -> OllamaDetails {
-        let family = self.model.files.model_type.clone().unwrap_or_default();
+        let family = self.files.model_type.clone().unwrap_or_default();
         let quantization_level = match self.precision {
             Some(Precision::Fp32) => "F32",
             Some(Precision::Fp16) => "F16",
@@ -163,29 +180,50 @@ impl Described {
     }
 
     fn tagged(&self) -> String {
-        format!("{}:latest", self.model.name)
+        format!("{}:latest", self.name)
     }
 }
 
-/// The embedding models (all of them, or the one named), described: their files read on the blocking pool.
-async fn describe(state: &AppState, only: Option<&Arc<ModelEntry>>) -> Result<Vec<Described>, ApiError> {
-    let models: Vec<Arc<ModelEntry>> = match only {
-        Some(m) => vec![m.clone()],
-        None => state.models.values().filter(|m| matches!(m.kind, ModelKind::Embedding { .. })).cloned().collect(),
-    };
-    let read = models.clone();
-    let all_facts = tokio::task::spawn_blocking(move || read.iter().map(|m| facts(&m.files)).collect::<Vec<_>>())
+/// The embedding models (all of them, loaded or not, or the one named), described: their files read on the
+/// blocking pool.
+async fn describe(state: &AppState, only: Option<&str>) -> Result<Vec<Described>, ApiError> {
+    let models: Vec<(ModelInfo, ModelFiles)> = state
+        .models
+        .list()
+        .into_iter()
+        .filter(|m| only.is_none_or(|n| n == m.name))
+        .filter_map(|m| {
+            let embeds = match &m.entry {
+                Some(e) => matches!(e.kind, ModelKind::Embedding { .. }),
+                None => m.files.as_ref().is_some_and(|f| !f.is_tensor_model() && f.task == ModelTask::Embedding),
+            };
+            let files = m.files.clone()?;
+            embeds.then_some((m, files))
+        })
+        .collect();
+    let read: Vec<ModelFiles> = models.iter().map(|(_, f)| f.clone()).collect();
+    let all_facts = tokio::task::spawn_blocking(move || read.iter().map(facts).collect::<Vec<_>>())
         .await
         .map_err(|e| ApiError::Internal(format!("reading the weights files stopped: {e}")))?;
     Ok(models
         .into_iter()
         .zip(all_facts)
-        .map(|(model, facts)| {
-            let units = model.backend.units();
-            let view = units.serving.as_ref().and_then(|s| units.units.iter().find(|u| &u.unit == s));
+        .map(|((info, files), facts)| {
+            let units = info.entry.as_ref().map(|e| e.backend.units());
+            let serving = units.as_ref().and_then(|u| u.serving.clone());
+            let view = units.as_ref().and_then(|u| u.units.iter().find(|v| Some(&v.unit) == serving.as_ref()));
             let precision = view.and_then(|u| u.precision);
-            let resident = view.map_or(0, |u| u.resident_bytes);
-            Described { facts, unit: units.serving.clone(), precision, resident, model }
+            let resident = info.stats.resident_bytes.filter(|_| info.entry.is_some()).unwrap_or(0);
+            Described {
+                name: info.name,
+                files,
+                expires_at: info.expires_at,
+                loaded: info.entry.is_some(),
+                facts,
+                unit: serving,
+                precision,
+                resident,
+            }
         })
         .collect())
 }
@@ -219,6 +257,7 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
         Ok(all) => {
             let models = all
                 .iter()
+                .filter(|d| d.loaded)
                 .map(|d| {
                     let on_gpu =
                         d.unit.as_deref().and_then(|u| u.parse::<Unit>().ok()).is_some_and(|u| on_gpu(u.device));
@@ -228,9 +267,9 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
                         size: d.resident,
                         digest: d.facts.digest.clone(),
                         details: d.details(),
-                        expires_at: "9999-12-31T23:59:59Z".into(),
+                        expires_at: expiry(d.expires_at),
                         size_vram: if on_gpu { d.resident } else { 0 },
-                        context_length: d.model.files.max_seq_length,
+                        context_length: d.files.max_seq_length,
                         unit: d.unit.clone(),
                     }
                 })
@@ -239,6 +278,24 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
         }
         Err(e) => labelled(e, ""),
     }
+}
+
+/// An RFC 3339 time from Unix seconds; far ahead for a model never unloaded for idleness.
+fn expiry(at: Option<f64>) -> String {
+    let Some(at) = at else { return "9999-12-31T23:59:59Z".into() };
+    let secs = at.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn on_gpu(d: Device) -> bool {
@@ -266,9 +323,11 @@ async fn run_show(state: &AppState, req: OllamaShowRequest) -> Result<Response, 
         .model
         .or(req.name)
         .ok_or_else(|| ApiError::Invalid("`model` is required: name the model to show".into()))?;
-    let model = find(state, &name)?;
+    let model = find(state, &name, None).await?;
+    let model = &model;
     let (_, dimensions) = model.embedding()?;
-    let d = describe(state, Some(model)).await?.pop().ok_or_else(|| ApiError::Internal("no description".into()))?;
+    let d =
+        describe(state, Some(&model.name)).await?.pop().ok_or_else(|| ApiError::Internal("no description".into()))?;
     let arch = model.files.model_type.clone().unwrap_or_else(|| "unknown".into());
     let mut info = std::collections::BTreeMap::new();
     info.insert("general.architecture".to_string(), arch.clone().into());

@@ -47,7 +47,8 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let model = state.model_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref()).await?;
+    let model = &model;
     let encoding = req.encoding_format.unwrap_or_default();
     let mut job = EmbedJob {
         inputs: Inputs::Texts(vec![]),
@@ -87,13 +88,31 @@ async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiEr
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     let data = state
         .models
-        .values()
-        .map(|m| ModelCard {
-            id: m.name.clone(),
-            object: ModelTag::Model,
-            created: m.created,
-            owned_by: "bulkhead".into(),
-            inputs: images::model_inputs(m),
+        .list()
+        .into_iter()
+        .map(|m| {
+            let inputs = match (&m.entry, &m.files) {
+                (Some(e), _) => images::model_inputs(e),
+                (None, Some(f)) if f.is_tensor_model() => vec!["tensor".into()],
+                (None, Some(f)) if f.task.takes_images() => vec!["text".into(), "image".into()],
+                _ => vec!["text".into()],
+            };
+            ModelCard {
+                id: m.name,
+                object: ModelTag::Model,
+                created: m.entry.as_ref().map_or(m.stats.loaded_at.unwrap_or(0), |e| e.created),
+                owned_by: "bulkhead".into(),
+                inputs,
+                state: m.state,
+                pinned: m.pinned,
+                error: m.error,
+                resident_bytes: m.stats.resident_bytes,
+                load_ms: m.stats.last_load.map(|d| d.as_secs_f64() * 1e3),
+                loads: m.stats.loads,
+                unloads: m.stats.unloads,
+                evictions: m.stats.evictions,
+                expires_at: m.expires_at,
+            }
         })
         .collect();
     Json(ModelList { object: ListTag::List, data })

@@ -27,8 +27,9 @@ use crate::state::AppState;
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let window = state.config.health_window;
     let models: std::collections::BTreeMap<String, bool> =
-        state.models.values().map(|m| (m.name.clone(), m.backend.healthy(window))).collect();
-    let ok = !models.is_empty() && models.values().all(|&v| v);
+        state.models.loaded().iter().map(|m| (m.name.clone(), m.backend.healthy(window))).collect();
+    // Models not loaded (on demand) count as healthy: they load when asked for.
+    let ok = !state.models.is_empty() && models.values().all(|&v| v);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Health { status: if ok { HealthStatus::Ok } else { HealthStatus::Unhealthy }, models };
     (status, Json(body)).into_response()
@@ -37,7 +38,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// Per model: the chain and each unit's state, crashes, last exit, stderr tail, predictions, memory, recycles.
 #[utoipa::path(get, path = "/units", tag = "Operations", responses((status = 200, description = "The supervisor's view of every model", body = Units)))]
 pub async fn units(State(state): State<Arc<AppState>>) -> Json<Units> {
-    Json(Units { models: state.models.values().map(|m| (m.name.clone(), m.backend.units())).collect() })
+    Json(Units { models: state.models.loaded().iter().map(|m| (m.name.clone(), m.backend.units())).collect() })
 }
 
 /// Prometheus metrics (text format).
@@ -48,11 +49,13 @@ pub async fn units(State(state): State<Arc<AppState>>) -> Json<Units> {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let units: Vec<_> = state.models.values().map(|m| m.backend.units()).collect();
-    for m in state.models.values() {
+    let loaded = state.models.loaded();
+    let units: Vec<_> = loaded.iter().map(|m| m.backend.units()).collect();
+    for m in &loaded {
         state.metrics.queue_depth(&m.name, m.batcher.depth());
     }
-    let body = state.metrics.render(&units);
+    let mut body = state.metrics.render(&units);
+    body.push_str(&crate::registry::render_metrics(&state.models.list()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

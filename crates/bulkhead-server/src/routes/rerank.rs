@@ -61,7 +61,10 @@ fn relevance(task: &ModelTask, logits: &[Vec<f32>], raw: bool) -> Vec<f32> {
 pub async fn rerank(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<RerankRequest>) -> Response {
     let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
     let result = async {
-        let model = state.model_for(req.model.as_ref().map(|m| m.0.as_str()), is_reranker)?;
+        let model = state
+            .model_for_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref(), is_reranker)
+            .await?;
+        let model = &model;
         let (tokenizer, task) = model.cross_encoder("POST /rerank", is_reranker)?;
         let job = ScoreJob {
             pairs: req.texts.0.iter().map(|t| (req.query.clone(), Some(t.clone()))).collect(),
@@ -95,7 +98,10 @@ pub async fn cohere_rerank(
 ) -> Response {
     let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
     let result = async {
-        let model = state.model_for(req.model.as_ref().map(|m| m.0.as_str()), is_reranker)?;
+        let model = state
+            .model_for_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref(), is_reranker)
+            .await?;
+        let model = &model;
         let (tokenizer, task) = model.cross_encoder("POST /v1/rerank", is_reranker)?;
         let documents: Vec<String> = req.documents.0.into_iter().map(RerankDocument::into_text).collect();
         let mut warnings = vec![];
@@ -157,7 +163,10 @@ pub async fn cohere_rerank(
 pub async fn predict(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<PredictRequest>) -> Response {
     let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
     let result = async {
-        let model = state.model_for(req.model.as_ref().map(|m| m.0.as_str()), is_classifier)?;
+        let model = state
+            .model_for_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref(), is_classifier)
+            .await?;
+        let model = &model;
         let (tokenizer, task) = model.cross_encoder("POST /predict", is_classifier)?;
         let ModelTask::Classify { labels } = task else { unreachable!("checked by cross_encoder") };
         let (sequences, batch) = match req.inputs {

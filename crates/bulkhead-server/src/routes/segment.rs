@@ -259,8 +259,8 @@ pub async fn segment(State(state): State<Arc<AppState>>, req: Request) -> Respon
         Ok(p) => p,
         Err(e) => return labelled(e, ""),
     };
-    let model = match state.model_for(parsed.model.as_deref(), |t| matches!(t, ModelTask::Segmentation)) {
-        Ok(m) => m.clone(),
+    let model = match state.model_for(parsed.model.as_deref(), |t| matches!(t, ModelTask::Segmentation)).await {
+        Ok(m) => m,
         Err(e) => return labelled(e, parsed.model.as_deref().unwrap_or("")),
     };
     match run(&model, &state, &mut parsed).await {

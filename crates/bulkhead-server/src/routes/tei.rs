@@ -35,7 +35,8 @@ pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): Json
 }
 
 async fn run(state: &AppState, req: EmbedRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let model = state.model_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref()).await?;
+    let model = &model;
     let (texts, items) = match req.inputs {
         TeiInput::Text(t) => (vec![t], None),
         TeiInput::Texts(t) => (t.0, None),

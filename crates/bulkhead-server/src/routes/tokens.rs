@@ -23,6 +23,7 @@ pub const TOKEN_ERRORS: &[ErrorKind] = &[
     ErrorKind::TooLarge,
     ErrorKind::Invalid,
     ErrorKind::Internal,
+    ErrorKind::Unavailable,
 ];
 
 /// The tokenizer of a model that has one; a clear 400 for a tensor model.
@@ -69,7 +70,8 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, JsonBody(req): JsonBod
 }
 
 async fn run_tokenize(state: &AppState, req: TokenizeRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let model = state.model(req.model.as_ref().map(|m| m.0.as_str())).await?;
+    let model = &model;
     let tokenizer = tokenizer_of(model)?.clone();
     let texts = match req.inputs {
         TokenizeInput::Text(t) => vec![t],
@@ -120,7 +122,8 @@ pub async fn decode(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<
 }
 
 async fn run_decode(state: &AppState, req: DecodeRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
+    let model = state.model(req.model.as_ref().map(|m| m.0.as_str())).await?;
+    let model = &model;
     let tokenizer = tokenizer_of(model)?.clone();
     let rows: Vec<Vec<u32>> = match &req.ids {
         DecodeIds::One(row) => vec![row.to_ids()],

@@ -14,6 +14,7 @@ mod quantize;
 mod rerank;
 mod segment;
 mod serve;
+mod serve_models;
 mod transcribe;
 mod units;
 

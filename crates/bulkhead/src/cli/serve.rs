@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulkhead_core::{ModelFiles, ModelTask};
 use bulkhead_embed::Tokenizer;
+use bulkhead_server::api::models::Keep;
 use bulkhead_server::grouping::Grouping;
 use bulkhead_server::segmenter::Segmenter;
-use bulkhead_server::{AppState, ConnectionLimits, LoadedModel, ModelKind, ServeConfig, SpeechInfo, TraceConfig};
+use bulkhead_server::{
+    AppState, ConnectionLimits, Limits, LoadedModel, ModelKind, OnDemand, ServeConfig, SpeechInfo, TraceConfig,
+};
 use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
 
 use super::common::{
@@ -24,6 +27,24 @@ pub struct ServeArgs {
     /// is given; repeat for several; the first is the default). Default: all-MiniLM-L6-v2 installed by the set-up.
     #[arg(long = "model", env = "BULKHEAD_MODEL", value_delimiter = ',', value_name = "[NAME=]PATH|ORG/NAME")]
     models: Vec<String>,
+    /// A folder of models (each folder or .onnx file in it is a model, named after it) made available by name and
+    /// loaded by the first request that names one; `--model` models stay loaded (pinned).
+    #[arg(long, env = "BULKHEAD_MODELS_DIR", value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Also make the models of the Hugging Face cache available on demand, named `ORG/NAME`.
+    #[arg(long, env = "BULKHEAD_FROM_HUB_CACHE")]
+    from_hub_cache: bool,
+    /// Models loaded at once (models on demand): loading one more first unloads the least recently used.
+    #[arg(long, env = "BULKHEAD_MAX_LOADED_MODELS", value_name = "N")]
+    max_loaded_models: Option<usize>,
+    /// MiB of resident memory the loaded models' workers may take together (measured; a model never loaded yet
+    /// counts its weights plus 64 MiB): loading one more first unloads the least recently used.
+    #[arg(long, env = "BULKHEAD_MEMORY_BUDGET_MB", value_name = "M")]
+    memory_budget_mb: Option<u64>,
+    /// How long a model loaded on demand stays loaded once idle: seconds or a duration (`5m`, `1h`, `90s`); `0`
+    /// unloads after each request, `-1` never. A request's `keep_alive` overrides it for its model.
+    #[arg(long, env = "BULKHEAD_KEEP_ALIVE", default_value = "5m", value_parser = parse_keep_alive, allow_hyphen_values = true)]
+    keep_alive: Keep,
     #[command(flatten)]
     chain: ChainArgs,
     /// Address to bind (127.0.0.1: this machine only).
@@ -208,6 +229,10 @@ fn plan_workers(workers: Workers, threads: Option<usize>, cores: usize) -> (usiz
     }
 }
 
+fn parse_keep_alive(s: &str) -> Result<Keep, String> {
+    bulkhead_server::api::models::parse_keep(s)
+}
+
 fn parse_spec(s: &str) -> Spec {
     match s.split_once('=') {
         Some((name, model)) if !name.is_empty() && !name.contains('/') => {
@@ -221,7 +246,16 @@ impl ServeArgs {
     /// Runs the server until Ctrl-C or SIGTERM.
     pub fn run(self) -> anyhow::Result<()> {
         let rules = faults::from_env().map_err(|e| UsageError(e.to_string()))?;
-        let specs: Vec<Spec> = if self.models.is_empty() {
+        let on_demand = self.models_dir.is_some() || self.from_hub_cache;
+        if self.max_loaded_models == Some(0) {
+            return Err(UsageError("--max-loaded-models must be 1 or more".into()).into());
+        }
+        if self.memory_budget_mb == Some(0) {
+            return Err(UsageError("--memory-budget-mb must be more than 0".into()).into());
+        }
+        let specs: Vec<Spec> = if self.models.is_empty() && on_demand {
+            vec![]
+        } else if self.models.is_empty() {
             vec![Spec { name: DEFAULT_MODEL_NAME.into(), model: None }]
         } else {
             self.models.iter().map(|s| parse_spec(s)).collect()
@@ -251,6 +285,51 @@ impl ServeArgs {
             .build()
             .context("cannot start the async runtime")?;
         runtime.block_on(self.serve(opened, rules))
+    }
+
+    /// How `--models-dir` and `--from-hub-cache` models are opened: as `--model` ones (precision, default prompt).
+    fn opener(&self) -> super::serve_models::Opener {
+        let (chain, precision) = (self.chain.compute_units.clone(), self.precision);
+        let (prompt_name, prompt) = (self.default_prompt_name.clone(), self.default_prompt.clone());
+        Arc::new(move |path: &std::path::Path| {
+            let text = path.to_string_lossy();
+            let files = open_model(Some(&text), None, Weights::Chain(&chain))?;
+            let mut files = precision.apply(files)?;
+            super::common::set_default_prompt(&mut files, prompt_name.as_deref(), prompt.as_deref())?;
+            Ok(files)
+        })
+    }
+
+    /// The models loaded on demand, and the limits.
+    fn on_demand(&self, sup_config: &SupervisorConfig, config: &ServeConfig) -> anyhow::Result<OnDemand> {
+        let open = self.opener();
+        let mut candidates = vec![];
+        if let Some(dir) = &self.models_dir {
+            candidates = super::serve_models::scan_models_dir(dir, &open).map_err(|e| UsageError(format!("{e:#}")))?;
+        }
+        if self.from_hub_cache {
+            candidates.extend(super::serve_models::scan_hub_cache(&open));
+        }
+        for c in &candidates {
+            match &c.files {
+                Ok(_) => tracing::info!("model {} available on demand ({})", c.name, c.source.display()),
+                Err(e) => tracing::warn!("model {} cannot be served: {e}", c.name),
+            }
+        }
+        let loader = super::serve_models::Loader {
+            chain: self.chain.compute_units.clone(),
+            engines: Arc::new(engines()),
+            supervision: sup_config.clone(),
+            config: config.clone(),
+            open,
+        };
+        let limits = Limits {
+            max_loaded: self.max_loaded_models,
+            memory_budget_bytes: self.memory_budget_mb.map(|m| m << 20),
+            keep_alive: self.keep_alive,
+            load_wait: Duration::from_secs(self.queue_timeout_s.max(1)),
+        };
+        Ok(OnDemand { candidates, loader: Arc::new(loader), limits })
     }
 
     async fn serve(self, models: Vec<(String, ModelFiles)>, rules: Vec<faults::FaultRule>) -> anyhow::Result<()> {
@@ -287,7 +366,18 @@ impl ServeArgs {
             let kind = first_request(&name, &files, tokenizer, sup, &config).await?;
             models.push(LoadedModel { name, files, kind, backend: sup.clone() });
         }
-        let state = AppState::new(models, config);
+        let on_demand = self.on_demand(&sup_config, &config)?;
+        let state = AppState::on_demand(models, on_demand, config);
+        if self.memory_budget_mb.is_some() && self.isolation != Isolation::Process {
+            tracing::warn!("--memory-budget-mb counts worker processes' memory; --isolation none has none");
+        }
+        if let Err(e) = state.models.check_budget() {
+            state.models.shutdown().await;
+            return Err(UsageError(e).into());
+        }
+        if state.models.is_empty() {
+            return Err(UsageError("no model to serve: --models-dir has no model folders".into()).into());
+        }
         let listener = tokio::net::TcpListener::bind((self.host.as_str(), self.port))
             .await
             .with_context(|| format!("cannot bind {}:{}", self.host, self.port))?;
@@ -302,9 +392,7 @@ impl ServeArgs {
         if let Some(tracer) = &state.tracer {
             tracer.shutdown(Duration::from_secs(3));
         }
-        for sup in &sups {
-            sup.shutdown().await;
-        }
+        state.models.shutdown().await;
         Ok(())
     }
 
@@ -391,7 +479,7 @@ impl ServeArgs {
 
 /// One real request through the supervisor before the server listens: it proves the path end to end and gives
 /// what the routes need (an embedding model's dimensions, a tensor model's signature).
-async fn first_request(
+pub(crate) async fn first_request(
     name: &str,
     files: &ModelFiles,
     tokenizer: Option<Tokenizer>,
@@ -435,7 +523,7 @@ async fn first_request(
 
 /// Logs each model, what it is and the unit serving it.
 fn announce_models(state: &AppState) {
-    for m in state.models.values() {
+    for m in state.models.loaded() {
         let serving = m.backend.units().serving.unwrap_or_else(|| "?".into());
         let what = match &m.kind {
             ModelKind::Embedding { dimensions, .. } => format!("{dimensions} dimensions"),
