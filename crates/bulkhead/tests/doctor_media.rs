@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::doctor_schema::assert_matches_schema;
 use common::{bulkhead, fixture, need, stderr, venv_python};
@@ -26,7 +26,7 @@ fn ready() -> bool {
 }
 
 /// `bulkhead doctor --json` with `extra` options; the exit code and the report.
-fn doctor(model: &PathBuf, units: &str, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value) {
+fn doctor(model: &Path, units: &str, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value) {
     let mut args = vec!["doctor", "--json", "--model", model.to_str().unwrap(), "--compute-units", units];
     args.extend(extra);
     let out = bulkhead(&args, env);
@@ -224,7 +224,7 @@ fn bench_reports_real_time_factor_and_clicks_per_second() {
     if !ready() {
         return;
     }
-    let args = |model: &PathBuf, json: bool| {
+    let args = |model: &Path, json: bool| {
         let mut a: Vec<String> = vec!["bench".into(), "--model".into(), model.to_str().unwrap().into()];
         a.extend(["--compute-units", "ort:cpu,candle:cpu", "--seconds", "0", "--iterations", "3"].map(String::from));
         if json {
