@@ -36,9 +36,10 @@ pub struct Options {
     pub chain: Chain,
     /// Batch sizes of the latency and throughput table.
     pub batch_sizes: Vec<usize>,
-    /// Timed predictions per batch size (after a first, untimed one).
+    /// Timed predictions per batch size (after a first, untimed one); a segmentation model: new images through the
+    /// image encoder.
     pub iterations: usize,
-    /// Predictions of the memory run.
+    /// Predictions of the memory run: a speech-to-text model's timed transcriptions, a segmentation model's clicks.
     pub predictions: usize,
     /// Input lengths (tokens, batch 1) of the dynamic-shape sweep; lengths above the model's maximum are dropped.
     pub seq_lengths: Vec<usize>,

@@ -20,7 +20,8 @@ pub struct BenchArgs {
     /// Print one JSON object (schema `bulkhead.bench/1`) instead of a table.
     #[arg(long)]
     json: bool,
-    /// Batch sizes to measure (inputs are the warm-up sentences, about 15 tokens each).
+    /// Batch sizes to measure (inputs are the warm-up sentences, about 15 tokens each); text models only: speech and
+    /// segmentation requests are never batched.
     #[arg(long, env = "BULKHEAD_BATCH_SIZES", default_value = "1,8,32", value_delimiter = ',')]
     batch_sizes: Vec<usize>,
     /// Seconds of timed predictions per unit and batch size.

@@ -41,10 +41,11 @@ pub struct DoctorArgs {
     /// the image encoder.
     #[arg(long, env = "BULKHEAD_ITERATIONS", default_value_t = 20)]
     iterations: usize,
-    /// Batch sizes of the latency and throughput table.
+    /// Batch sizes of the latency and throughput table (text models).
     #[arg(long, env = "BULKHEAD_BATCH_SIZES", default_value = "1,8,32", value_delimiter = ',')]
     batch_sizes: Vec<usize>,
-    /// Input lengths (tokens, batch 1) of the dynamic-shape sweep; lengths above the model's maximum are dropped.
+    /// Input lengths (tokens, batch 1) of the dynamic-shape sweep (text models); lengths above the model's maximum
+    /// are dropped.
     #[arg(long, env = "BULKHEAD_SEQ_LENGTHS", default_value = "8,16,32,64,128,256,512", value_delimiter = ',')]
     seq_lengths: Vec<usize>,
     /// Resident-memory growth allowed before a worker should be recycled (for the recycle recommendation).
