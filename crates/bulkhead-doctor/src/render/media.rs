@@ -185,7 +185,9 @@ pub fn html_sections(o: &mut String, r: &Report) {
         html_table(o, &SPEECH_HEADERS, &speech_rows(r));
         o.push_str("<ul>");
         for (u, s) in speech_units(r) {
-            let _ = write!(o, "<li><b>{}</b>: <code>{}</code></li>", esc(&u.unit), esc(&short(&s.text, 400)));
+            // Quoted and escaped as in the text report: a random-weight model writes control characters.
+            let text = format!("{:?}", short(&s.text, 400));
+            let _ = write!(o, "<li><b>{}</b>: <code>{}</code></li>", esc(&u.unit), esc(&text));
         }
         o.push_str("</ul>");
     }
