@@ -103,6 +103,13 @@ pub fn memory(rss: Vec<u64>, batch: usize, budget_mb: u64) -> Memory {
     }
 }
 
+/// Whether a memory run shows the leak pattern: at least [`LEAK_MIB_PER_PREDICTION`] per prediction over its
+/// second half, and [`LEAK_MIN_GROWTH_MIB`] in all.
+pub fn leaks(m: &Memory) -> bool {
+    let growth = (m.rss_end_bytes as f64 - m.rss_start_bytes as f64) / MIB;
+    m.slope_mib_per_prediction >= LEAK_MIB_PER_PREDICTION && growth >= LEAK_MIN_GROWTH_MIB
+}
+
 /// Node placement of a session: what ran on the unit's provider and what fell back to the CPU.
 pub fn placement(report: &SessionReport, provider: &str) -> Placement {
     let providers: Vec<ProviderNodes> = report
@@ -190,8 +197,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
     }
     let mut found: Vec<(Verdict, String)> = vec![];
     if let Some(m) = &u.memory {
-        let growth = (m.rss_end_bytes as f64 - m.rss_start_bytes as f64) / MIB;
-        if m.slope_mib_per_prediction >= LEAK_MIB_PER_PREDICTION && growth >= LEAK_MIN_GROWTH_MIB {
+        if leaks(m) {
             let mut e = format!(
                 "resident memory grows {:.2} MiB per prediction ({:.0} -> {:.0} MiB over {} predictions)",
                 m.slope_mib_per_prediction,
@@ -218,6 +224,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
             ));
         }
     }
+    found.extend(crate::media::verdict_evidence(u));
     for e in slow_evidence(u, batch1) {
         found.push((Verdict::Slow, e));
     }
@@ -231,6 +238,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
         if let Some(r) = u.latency.iter().max_by_key(|r| r.batch) {
             e.push(format!("{:.0}/s at batch {}", r.throughput_per_s, r.batch));
         }
+        e.extend(crate::media::ok_evidence(u));
         if let Some(a) = &u.accuracy {
             e.push(format!("min cosine {:.6} vs {}", a.min_cosine, a.reference_unit));
         }
@@ -308,7 +316,7 @@ fn speed(u: &UnitReport, batch: Option<usize>) -> f64 {
         Some(b) => u.latency.iter().find(|r| r.batch == b),
         None => u.latency.iter().max_by_key(|r| r.batch),
     };
-    row.map_or(0.0, |r| r.throughput_per_s)
+    row.map_or_else(|| crate::media::speed(u).map_or(0.0, |(s, _)| s), |r| r.throughput_per_s)
 }
 
 /// The recommended chain: healthy units first, fastest first; then units that work with a caveat (slow, leaking
@@ -333,9 +341,10 @@ pub fn recommend(units: &[UnitReport]) -> Recommendation {
     for (i, u) in order.iter().enumerate() {
         let s = speed(u, common);
         let at = common.map_or(String::new(), |b| format!(" at batch {b}"));
+        let s = crate::media::speed(u).map_or(format!("{s:.0}/s{at}"), |(_, words)| words);
         let why = match u.verdict {
-            Verdict::Ok if i == 0 => format!("{} first: ok and the fastest ({s:.0}/s{at})", u.unit),
-            Verdict::Ok => format!("{}: ok ({s:.0}/s{at})", u.unit),
+            Verdict::Ok if i == 0 => format!("{} first: ok and the fastest ({s})", u.unit),
+            Verdict::Ok => format!("{}: ok ({s})", u.unit),
             v => format!("{}: {} ({})", u.unit, v.as_str(), u.evidence.first().cloned().unwrap_or_default()),
         };
         notes.push(why);

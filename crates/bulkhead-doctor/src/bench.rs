@@ -1,6 +1,8 @@
 //! `bulkhead bench`: throughput and latency per unit and batch size, each unit in its own worker process (as
 //! `bulkhead serve` runs it), measured as the doctor measures its latency table ([`measure::latency`]); a table or
-//! JSON (schema `bulkhead.bench/1`, docs/doctor.md).
+//! JSON (schema `bulkhead.bench/1`, docs/doctor.md). Speech-to-text and segmentation models: [`media`].
+
+pub mod media;
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use crate::measure::worker::{Start, Worker};
 use crate::measure::{Batch, Encoder, Limits};
 use crate::progress::Progress;
 use crate::render::terminal::{self, Cell};
-use crate::report::{CrashPhase, LatencyRow, Machine};
+use crate::report::{CrashPhase, LatencyRow, Machine, ModelKind, SegmentSpeed, SpeechSpeed};
 use crate::{checks, Error};
 
 /// The schema identifier of the bench's JSON.
@@ -44,6 +46,9 @@ pub struct BenchReport {
     pub schema: String,
     pub bulkhead_version: String,
     pub model: String,
+    /// What the model takes: `text` (rows per batch size), `speech` or `segmentation` (their own speed per unit).
+    #[serde(default)]
+    pub kind: ModelKind,
     pub machine: Machine,
     pub seconds: f64,
     pub units: Vec<BenchUnit>,
@@ -58,6 +63,32 @@ pub struct BenchUnit {
     /// Why the unit was not measured (or stopped), if so.
     pub error: Option<String>,
     pub rows: Vec<LatencyRow>,
+    /// A speech-to-text model: transcriptions of the synthetic clip.
+    #[serde(default)]
+    pub speech: Option<SpeechSpeed>,
+    /// A segmentation model: the image encoder and clicks on a cached embedding.
+    #[serde(default)]
+    pub segmentation: Option<SegmentSpeed>,
+}
+
+impl BenchUnit {
+    /// A unit not measured yet.
+    fn new(unit: &Unit) -> BenchUnit {
+        BenchUnit {
+            unit: unit.to_string(),
+            runtime: None,
+            precision: None,
+            error: None,
+            rows: vec![],
+            speech: None,
+            segmentation: None,
+        }
+    }
+
+    /// Whether anything was measured.
+    pub fn measured(&self) -> bool {
+        !self.rows.is_empty() || self.speech.is_some() || self.segmentation.is_some()
+    }
 }
 
 /// Measures `model` on every unit of the chain.
@@ -74,7 +105,7 @@ pub fn run(
     let mut progress = Progress::new("bench");
     let mut units = vec![];
     for unit in options.chain.units() {
-        let mut u = BenchUnit { unit: unit.to_string(), runtime: None, precision: None, error: None, rows: vec![] };
+        let mut u = BenchUnit::new(unit);
         match engines.availability(unit) {
             Availability::Usable => {
                 if let Err(e) = runtime.block_on(bench_unit(model, *unit, &batches, options, &mut u, &mut progress)) {
@@ -90,6 +121,7 @@ pub fn run(
         schema: SCHEMA.into(),
         bulkhead_version: env!("CARGO_PKG_VERSION").into(),
         model: model.name.clone(),
+        kind: ModelKind::Text,
         machine: checks::machine(),
         seconds: options.seconds,
         units,
@@ -105,13 +137,7 @@ async fn bench_unit(
     u: &mut BenchUnit,
     progress: &mut Progress,
 ) -> Result<(), ClientError> {
-    progress.phase(&u.unit, "loading");
-    let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
-    let memory = options.worker_memory.as_ref();
-    let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits, memory };
-    let (mut worker, ready) = Worker::start(start).await?;
-    u.runtime = Some(ready.report.runtime.clone());
-    u.precision = Some(ready.report.precision);
+    let mut worker = start_worker(model, unit, options, u, progress).await?;
     let timed = Timed { iterations: options.iterations, at_least: Duration::from_secs_f64(options.seconds) };
     for (size, batch) in batches {
         progress.phase(&u.unit, &format!("batch {size}"));
@@ -123,8 +149,26 @@ async fn bench_unit(
     Ok(())
 }
 
+/// Starts the unit's worker (as `bulkhead serve` does) and records what runs it.
+async fn start_worker(
+    model: &ModelFiles,
+    unit: Unit,
+    options: &Options,
+    u: &mut BenchUnit,
+    progress: &mut Progress,
+) -> Result<Worker, ClientError> {
+    progress.phase(&u.unit, "loading");
+    let limits = Limits { load: Duration::from_secs(120), predict: Duration::from_secs(30) };
+    let memory = options.worker_memory.as_ref();
+    let start = Start { model, unit, generation: 0, faults: &options.faults, cache_dir: None, limits, memory };
+    let (worker, ready) = Worker::start(start).await?;
+    u.runtime = Some(ready.report.runtime.clone());
+    u.precision = Some(ready.report.precision);
+    Ok(worker)
+}
+
 /// Why a unit stopped, in one line.
-fn describe(e: &ClientError) -> String {
+pub(crate) fn describe(e: &ClientError) -> String {
     match e {
         ClientError::Spawn(m) => m.clone(),
         ClientError::Run(e) => e.to_string(),
@@ -140,6 +184,9 @@ fn describe(e: &ClientError) -> String {
 
 /// The bench table.
 pub fn render(r: &BenchReport, colour: bool) -> String {
+    if r.kind != ModelKind::Text {
+        return media::render(r, colour);
+    }
     let mut out = format!(
         "bulkhead bench {}: {} on {} {} ({} CPUs), {} s per cell, round trip to a worker process\n",
         r.bulkhead_version, r.model, r.machine.os, r.machine.arch, r.machine.cpus, r.seconds

@@ -270,7 +270,9 @@ fn architecture_finding(model: &ModelFiles) -> Option<Finding> {
     let candle_ok = model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
             || model.model_type.as_deref() == Some("bert")
             // An image-text model's towers are built by bulkhead-graph too (measured on its text tower).
-            || model.task.takes_images();
+            || model.task.takes_images()
+            // So are the graphs of Whisper, Qwen3-ASR and SAM2.
+            || matches!(model.task, bulkhead_core::ModelTask::SpeechToText | bulkhead_core::ModelTask::Segmentation);
     (model.safetensors.is_some() && !candle_ok).then(|| {
         Finding::new(
             Branch::Unsupported,

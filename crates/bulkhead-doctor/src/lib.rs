@@ -6,6 +6,11 @@
 //! each unit's verdict and the recommended chain from the numbers alone; [`render`] prints a finished report as
 //! tables, one HTML page or JSON, and measures nothing. [`bench`] reuses the measurement of one batch size.
 //!
+//! Models that take audio or images are measured as they are served: a speech-to-text model transcribes a
+//! synthetic clip ([`measure::speech`]), a segmentation model encodes a synthetic image and answers clicks on its
+//! cached embedding ([`measure::segment`]); [`media`] draws their conclusions (real-time factor, agreement with the
+//! first unit, memory growing per transcription or click) and the report carries them in their own sections.
+//!
 //! * [`report`]: the JSON schema `bulkhead.doctor/1` (docs/doctor.md), the boundary types; internal values (the
 //!   protocol's load-failure kind, the worker client's steps) are converted at the edge, so the schema never moves
 //!   with the protocol;
@@ -34,6 +39,7 @@ pub mod analyze;
 pub mod bench;
 pub mod checks;
 pub mod measure;
+pub mod media;
 pub mod progress;
 pub mod render;
 pub mod report;
@@ -50,9 +56,12 @@ pub enum Error {
     /// The async runtime that drives the workers could not be created.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
-    /// A speech-to-text model: the doctor measures models that take texts.
-    #[error("speech-to-text models are not measured by the doctor yet; `bulkhead transcribe` runs them")]
-    Speech,
+    /// Texts asked of a model that takes none (a speech-to-text model is measured on audio instead).
+    #[error("{0} takes no text")]
+    NotText(&'static str),
+    /// A segmentation model whose preprocessor gives no fixed input size for the synthetic image.
+    #[error("cannot make the synthetic input: {0}")]
+    Inputs(String),
     /// A saved report that is not one.
     #[error("not a `{schema}` report: {0}", schema = report::SCHEMA)]
     NotAReport(String),

@@ -3,11 +3,17 @@
 //! resident memory over N predictions, outputs on a fixed probe set), then the accuracy of every unit against the
 //! most exact one (fp32 on the CPU), the verdicts and the recommended chain.
 //!
+//! A speech-to-text model is measured on a synthetic clip instead ([`speech`]), a segmentation model on a
+//! synthetic image ([`segment`]); their outputs are compared with the first unit of the chain that produced them.
+//!
 //! * [`worker`]: one measurement worker over the supervisor crate's worker client;
 //! * [`latency`]: the timed predictions of one batch size (shared with the bench);
+//! * [`speech`], [`segment`]: the transcriptions, and the encoder and click predictions (shared with the bench);
 //! * [`unit`]: everything measured on one unit, and how a failed step becomes a finding.
 
 pub mod latency;
+pub mod segment;
+pub mod speech;
 pub mod unit;
 pub mod worker;
 
@@ -18,8 +24,8 @@ use bulkhead_embed::{probe_texts, Engines, Tokenizer, Truncation};
 use bulkhead_supervisor::{FaultRule, Payload};
 
 use crate::progress::Progress;
-use crate::report::{self, Branch, Finding, Report, Settings, Severity, UnitReport};
-use crate::{analyze, checks, Error};
+use crate::report::{self, Branch, Finding, ModelKind, Report, Settings, Severity, UnitReport};
+use crate::{analyze, checks, media, Error};
 pub use worker::Limits;
 use worker::{Start, Worker};
 
@@ -30,9 +36,10 @@ pub struct Options {
     pub chain: Chain,
     /// Batch sizes of the latency and throughput table.
     pub batch_sizes: Vec<usize>,
-    /// Timed predictions per batch size (after a first, untimed one).
+    /// Timed predictions per batch size (after a first, untimed one); a segmentation model: new images through the
+    /// image encoder.
     pub iterations: usize,
-    /// Predictions of the memory run.
+    /// Predictions of the memory run: a speech-to-text model's timed transcriptions, a segmentation model's clicks.
     pub predictions: usize,
     /// Input lengths (tokens, batch 1) of the dynamic-shape sweep; lengths above the model's maximum are dropped.
     pub seq_lengths: Vec<usize>,
@@ -132,7 +139,7 @@ impl<'t> Encoder<'t> {
                     .collect();
                 Payload::Rows(self.tokenizer.encode_pairs(&pairs, Truncation::Right)?.rows)
             }
-            ModelTask::SpeechToText => return Err(Error::Speech),
+            ModelTask::SpeechToText => return Err(Error::NotText(self.task.noun())),
         };
         Ok(Batch { payload, texts })
     }
@@ -156,6 +163,43 @@ impl<'t> Encoder<'t> {
     }
 }
 
+/// What every unit is sent, by the kind of model.
+pub enum Inputs {
+    /// Texts, as the plan's batches (none without a tokenizer: only loads are measured).
+    Text,
+    /// A synthetic clip to transcribe.
+    Speech(speech::Clip),
+    /// A synthetic image to segment.
+    Segment(segment::Scene),
+}
+
+impl Inputs {
+    /// The inputs of `model`; why none, when a segmentation model's preprocessor gives no input size.
+    pub fn of(model: &ModelFiles) -> Result<Inputs, String> {
+        Ok(match model.task {
+            ModelTask::SpeechToText => Inputs::Speech(speech::Clip::for_model(model)),
+            ModelTask::Segmentation => Inputs::Segment(segment::Scene::for_model(model)?),
+            _ => Inputs::Text,
+        })
+    }
+
+    /// The report's kind.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Inputs::Text => ModelKind::Text,
+            Inputs::Speech(_) => ModelKind::Speech,
+            Inputs::Segment(_) => ModelKind::Segmentation,
+        }
+    }
+}
+
+/// What a unit produced that is compared with the other units': a text model's outputs on the probe set, or a
+/// segmentation model's masks of the fixed prompt (a speech model's token ids are in its report).
+pub enum Outputs {
+    Vectors(Vec<Vec<f32>>),
+    Masks(Box<bulkhead_segment::Masks>),
+}
+
 /// Everything a unit's diagnosis needs.
 pub struct Plan<'a> {
     pub model: &'a ModelFiles,
@@ -168,12 +212,19 @@ pub struct Plan<'a> {
     pub singles: Vec<Batch>,
     /// Where each unit's private compiled-model cache lives during the run.
     pub cache_root: PathBuf,
+    /// What the units are sent.
+    pub inputs: Inputs,
 }
 
 impl<'a> Plan<'a> {
     /// The batches of every measurement, from the model's tokenizer (none without one: only loads are measured).
-    fn new(model: &'a ModelFiles, tokenizer: Option<&Tokenizer>, options: &'a Options) -> Result<Plan<'a>, Error> {
-        let encoder = tokenizer.map(|t| Encoder::new(t, model));
+    fn new(
+        model: &'a ModelFiles,
+        tokenizer: Option<&Tokenizer>,
+        inputs: Inputs,
+        options: &'a Options,
+    ) -> Result<Plan<'a>, Error> {
+        let encoder = tokenizer.filter(|_| matches!(inputs, Inputs::Text)).map(|t| Encoder::new(t, model));
         let mut plan = Plan {
             model,
             options,
@@ -182,6 +233,7 @@ impl<'a> Plan<'a> {
             probes: None,
             singles: vec![],
             cache_root: std::env::temp_dir().join(format!("bulkhead-doctor-{}", std::process::id())),
+            inputs,
         };
         if let Some(e) = encoder {
             for &b in &options.batch_sizes {
@@ -222,14 +274,22 @@ pub fn diagnose(
     options: &Options,
     engines: &Engines,
 ) -> Result<Report, Error> {
-    let tokenizer_status = tokenizer.as_ref().map(|_| ()).map_err(Clone::clone);
-    let plan = Plan::new(model, tokenizer.as_ref().ok(), options)?;
+    // A segmentation model has no tokenizer, and needs none.
+    let tokenizer_status = match model.task {
+        ModelTask::Segmentation => Ok(()),
+        _ => tokenizer.as_ref().map(|_| ()).map_err(Clone::clone),
+    };
     let machine = checks::machine();
-    let model_report = checks::model_report(model, tokenizer_status);
+    let mut model_report = checks::model_report(model, tokenizer_status);
+    let inputs = Inputs::of(model).unwrap_or_else(|why| {
+        model_report.findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, why));
+        Inputs::Text
+    });
+    let plan = Plan::new(model, tokenizer.as_ref().ok(), inputs, options)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Progress::new("doctor");
     let mut units = vec![];
-    let mut outputs: Vec<Option<Vec<Vec<f32>>>> = vec![];
+    let mut outputs: Vec<Option<Outputs>> = vec![];
     for unit in options.chain.units() {
         let availability = engines.availability(unit);
         let (mut r, out) = runtime.block_on(unit::diagnose_unit(&plan, *unit, availability, &mut progress));
@@ -239,9 +299,36 @@ pub fn diagnose(
         units.push(r);
         outputs.push(out);
     }
-    let reference = runtime.block_on(choose_reference(&plan, &units, &outputs, reference, &mut progress));
+    let reference = match plan.inputs {
+        Inputs::Text => {
+            let vectors: Vec<Option<Vec<Vec<f32>>>> = outputs
+                .into_iter()
+                .map(|o| match o {
+                    Some(Outputs::Vectors(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let reference = runtime.block_on(choose_reference(&plan, &units, &vectors, reference, &mut progress));
+            compare_outputs(&mut units, &vectors, reference.as_ref(), model.task.is_cross_encoder());
+            reference
+        }
+        Inputs::Speech(_) => {
+            media::speech_agreement(&mut units);
+            None
+        }
+        Inputs::Segment(_) => {
+            let masks: Vec<Option<bulkhead_segment::Masks>> = outputs
+                .into_iter()
+                .map(|o| match o {
+                    Some(Outputs::Masks(m)) => Some(*m),
+                    _ => None,
+                })
+                .collect();
+            media::mask_agreement(&mut units, &masks);
+            None
+        }
+    };
     progress.finish();
-    compare_outputs(&mut units, &outputs, reference.as_ref(), model.task.is_cross_encoder());
     analyze::verdicts(&mut units);
     let recommendation = analyze::recommend(&units);
     let _ = std::fs::remove_dir_all(&plan.cache_root);
@@ -260,6 +347,7 @@ pub fn diagnose(
 fn settings(plan: &Plan) -> Settings {
     let o = plan.options;
     Settings {
+        kind: plan.inputs.kind(),
         chain: o.chain.to_string(),
         batch_sizes: o.batch_sizes.clone(),
         iterations: o.iterations,

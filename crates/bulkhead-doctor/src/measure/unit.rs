@@ -10,7 +10,7 @@ use bulkhead_supervisor::{ClientError, Ready};
 
 use super::latency::{self, Timed};
 use super::worker::{Start, Worker};
-use super::Plan;
+use super::{segment, speech, Inputs, Outputs, Plan};
 use crate::analyze;
 use crate::progress::Progress;
 use crate::report::{
@@ -22,15 +22,16 @@ use bulkhead_core::stats;
 const MIB: f64 = (1u64 << 20) as f64;
 
 /// A failed step: why, and what the worker was doing, in words.
-type Failed = (ClientError, String);
+pub(crate) type Failed = (ClientError, String);
 
-/// Diagnoses one unit: returns its report and its outputs on the probe set.
+/// Diagnoses one unit: returns its report and its outputs to compare with other units' (on the probe set, or the
+/// masks of the fixed prompt).
 pub async fn diagnose_unit(
     plan: &Plan<'_>,
     unit: Unit,
     availability: bulkhead_core::Availability,
     progress: &mut Progress,
-) -> (UnitReport, Option<Vec<Vec<f32>>>) {
+) -> (UnitReport, Option<Outputs>) {
     let name = unit.to_string();
     let mut r = UnitReport::new(name.clone());
     match availability {
@@ -271,20 +272,30 @@ fn record_failure(r: &mut UnitReport, error: ClientError, during: &str) {
     }
 }
 
-/// The measurements on a ready worker: latency per batch size, input lengths, probe outputs, memory.
+/// The measurements on a ready worker: for a text model latency per batch size, input lengths, probe outputs,
+/// memory; a speech or segmentation model's own measurements otherwise.
 async fn measure(
     plan: &Plan<'_>,
     worker: &mut Worker,
     r: &mut UnitReport,
-    probe_out: &mut Option<Vec<Vec<f32>>>,
+    probe_out: &mut Option<Outputs>,
     progress: &mut Progress,
 ) -> Result<(), Failed> {
+    match &plan.inputs {
+        Inputs::Speech(clip) => return speech::measure(plan, clip, worker, r, progress).await,
+        Inputs::Segment(scene) => {
+            let masks = segment::measure(plan, scene, worker, r, progress).await?;
+            *probe_out = Some(Outputs::Masks(Box::new(masks)));
+            return Ok(());
+        }
+        Inputs::Text => {}
+    }
     latency_per_batch(plan, worker, r, progress).await?;
     input_lengths(plan, worker, r, progress).await?;
     if let Some(probes) = &plan.probes {
         progress.phase(&r.unit, "probe outputs");
         let p = worker.predict(probes).await.map_err(|e| (e, "predicting the probe set".into()))?;
-        *probe_out = Some(p.vectors);
+        *probe_out = Some(Outputs::Vectors(p.vectors));
     }
     memory_run(plan, worker, r, progress).await
 }

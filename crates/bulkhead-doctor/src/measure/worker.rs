@@ -8,7 +8,8 @@ use std::time::Duration;
 use bulkhead_core::{ModelFiles, Unit};
 use bulkhead_embed::StageTiming;
 use bulkhead_supervisor::{
-    Answer, ClientError, FaultRule, MemoryCeiling, Ready, RunError, WorkerClient, WorkerCommand, WorkerSpec,
+    Answer, ClientError, FaultRule, MemoryCeiling, Payload, Ran, Ready, RunError, WorkerClient, WorkerCommand,
+    WorkerSpec,
 };
 
 use super::Batch;
@@ -109,6 +110,12 @@ impl Worker {
             }
         };
         Ok(Prediction { vectors, timing: ran.timing, rss_bytes: ran.rss_bytes, wall_ms: ran.wall_ms })
+    }
+
+    /// Runs one prediction of a payload that carries no texts (audio, a segmentation job): the answer as the
+    /// worker gave it, for the caller to check.
+    pub async fn run(&mut self, payload: &Payload) -> Result<Ran, ClientError> {
+        self.client.run(payload.clone(), &[], self.limits.predict).await
     }
 
     /// Asks the worker to exit and waits for it (killing it if it does not go).

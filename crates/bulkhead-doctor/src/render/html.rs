@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::svg::{bar_chart, line_chart};
-use crate::report::{LatencyRow, Report, UnitReport, Verdict};
+use crate::report::{LatencyRow, ModelKind, Report, UnitReport, Verdict};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -22,7 +22,7 @@ fn verdict_class(v: Verdict) -> &'static str {
     }
 }
 
-fn html_table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn html_table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
     if rows.is_empty() {
         out.push_str("<p class=\"muted\">not measured</p>");
         return;
@@ -60,11 +60,16 @@ pub fn render(r: &Report) -> String {
     verdicts(&mut o, r);
     recommendation(&mut o, r);
     charts(&mut o, r);
-    latency(&mut o, r);
+    match r.settings.kind {
+        ModelKind::Text => latency(&mut o, r),
+        _ => super::media::html_sections(&mut o, r),
+    }
     load(&mut o, r);
     placement(&mut o, r);
     memory(&mut o, r);
-    accuracy(&mut o, r);
+    if r.settings.kind == ModelKind::Text {
+        accuracy(&mut o, r);
+    }
     crashes(&mut o, r);
     findings(&mut o, r);
     o
@@ -129,6 +134,7 @@ fn recommendation(o: &mut String, r: &Report) {
 /// Latency and throughput per batch size, memory over predictions, latency over input length, load times.
 fn charts(o: &mut String, r: &Report) {
     o.push_str("<h2>Charts</h2><div class=\"charts\">");
+    super::media::html_charts(o, r);
     let names: Vec<String> = r.units.iter().filter(|u| !u.latency.is_empty()).map(|u| u.unit.clone()).collect();
     let groups: Vec<String> = r.settings.batch_sizes.iter().map(|b| format!("batch {b}")).collect();
     let per_batch = |f: &dyn Fn(&LatencyRow) -> f64| -> Vec<(String, Vec<Option<f64>>)> {

@@ -3,10 +3,12 @@
 //!
 //! * [`terminal`]: tables, colour on a terminal;
 //! * [`html`]: one self-contained page, with charts drawn by [`svg`];
-//! * [`json`]: the `bulkhead.doctor/1` document, and reading it back.
+//! * [`json`]: the `bulkhead.doctor/1` document, and reading it back;
+//! * [`media`]: the sections of a speech-to-text or segmentation model, as text and HTML.
 
 pub mod html;
 pub mod json;
+pub mod media;
 pub mod svg;
 pub mod terminal;
 

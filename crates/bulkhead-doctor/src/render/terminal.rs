@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use crate::report::{Report, Verdict};
+use crate::report::{ModelKind, Report, Verdict};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -74,7 +74,7 @@ pub fn table(out: &mut String, headers: &[&str], rows: Vec<Vec<Cell>>, colour: b
     }
 }
 
-fn heading(out: &mut String, title: &str, colour: bool) {
+pub(crate) fn heading(out: &mut String, title: &str, colour: bool) {
     if colour {
         let _ = writeln!(out, "\n\x1b[1;4m{title}\x1b[0m");
     } else {
@@ -93,10 +93,18 @@ pub fn render(r: &Report, colour: bool) -> String {
     verdicts(&mut out, r, colour);
     load(&mut out, r, colour);
     placement(&mut out, r, colour);
-    latency(&mut out, r, colour);
-    input_lengths(&mut out, r, colour);
+    match r.settings.kind {
+        ModelKind::Text => {
+            latency(&mut out, r, colour);
+            input_lengths(&mut out, r, colour);
+        }
+        ModelKind::Speech => super::media::terminal_speech(&mut out, r, colour),
+        ModelKind::Segmentation => super::media::terminal_segmentation(&mut out, r, colour),
+    }
     memory(&mut out, r, colour);
-    accuracy(&mut out, r, colour);
+    if r.settings.kind == ModelKind::Text {
+        accuracy(&mut out, r, colour);
+    }
     crashes(&mut out, r, colour);
     findings(&mut out, r, colour);
     recommendation(&mut out, r, colour);
@@ -120,7 +128,9 @@ fn header(out: &mut String, r: &Report) {
         desc.push(format!("ONNX IR {} opset {} ({}, {} nodes)", o.ir_version, opsets.join("/"), o.precision, o.nodes));
     }
     desc.push(format!("{} MiB of weights", mib(m.weights_bytes)));
-    desc.push(format!("{} pooling, max {} tokens", m.pooling, m.max_seq_length));
+    if r.settings.kind == ModelKind::Text {
+        desc.push(format!("{} pooling, max {} tokens", m.pooling, m.max_seq_length));
+    }
     let _ = writeln!(out, "  model    {}", desc.join(", "));
     let mc = &r.machine;
     let _ = writeln!(
@@ -133,14 +143,24 @@ fn header(out: &mut String, r: &Report) {
         mc.memory_available_bytes.map_or("?".into(), mib),
         mc.onnxruntime.as_ref().map_or(String::new(), |o| format!(", {o}"))
     );
+    let s = &r.settings;
+    let what = match s.kind {
+        ModelKind::Text => format!(
+            "batch sizes {:?}, {} iterations each, {} memory predictions, {} probes",
+            s.batch_sizes, s.iterations, s.predictions, s.probes
+        ),
+        ModelKind::Speech => format!("{} timed transcriptions of a synthetic clip", s.predictions),
+        ModelKind::Segmentation => {
+            format!(
+                "{} new images through the image encoder, {} clicks on a cached embedding",
+                s.iterations, s.predictions
+            )
+        }
+    };
     let _ = writeln!(
         out,
-        "  measured chain {}: batch sizes {:?}, {} iterations each, {} memory predictions, {} probes{}",
+        "  measured chain {}: {what}{}",
         r.settings.chain,
-        r.settings.batch_sizes,
-        r.settings.iterations,
-        r.settings.predictions,
-        r.settings.probes,
         if r.settings.faults.as_array().is_some_and(|a| !a.is_empty()) {
             format!(", FAULT INJECTION {}", r.settings.faults)
         } else {

@@ -8,8 +8,12 @@ use bulkhead_core::Precision;
 use serde::{Deserialize, Serialize};
 
 mod codes;
+mod media;
 
 pub use codes::{Availability, Branch, CompiledCache, CrashPhase, LoadErrorKind, Severity, Verdict};
+pub use media::{
+    MaskAgreement, ModelKind, SegmentReport, SegmentSpeed, SpeechReport, SpeechSpeed, StepSpeed, TokenAgreement,
+};
 
 /// The schema identifier; bumped on any incompatible change.
 pub const SCHEMA: &str = "bulkhead.doctor/1";
@@ -137,6 +141,9 @@ pub struct Machine {
 /// What was measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
+    /// What the model takes (`text`, `speech`, `segmentation`): which sections the report has.
+    #[serde(default)]
+    pub kind: ModelKind,
     pub chain: String,
     pub batch_sizes: Vec<usize>,
     pub iterations: usize,
@@ -169,6 +176,12 @@ pub struct UnitReport {
     pub shapes: Option<Shapes>,
     pub memory: Option<Memory>,
     pub accuracy: Option<Accuracy>,
+    /// A speech-to-text model's transcriptions of the synthetic clip.
+    #[serde(default)]
+    pub speech: Option<SpeechReport>,
+    /// A segmentation model's encoder and click latency and masks.
+    #[serde(default)]
+    pub segmentation: Option<SegmentReport>,
     pub findings: Vec<Finding>,
 }
 
@@ -189,6 +202,8 @@ impl UnitReport {
             shapes: None,
             memory: None,
             accuracy: None,
+            speech: None,
+            segmentation: None,
             findings: vec![],
         }
     }

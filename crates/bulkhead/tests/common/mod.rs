@@ -2,6 +2,7 @@
 //! running the real `bulkhead` binary (a command, a server on port 0, plain HTTP to it).
 #![allow(dead_code, unused_imports)]
 
+pub mod doctor_schema;
 pub mod supervise;
 
 use std::path::{Path, PathBuf};
