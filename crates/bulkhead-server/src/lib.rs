@@ -1,6 +1,7 @@
 //! The HTTP server of bulkhead.
 //!
-//! Routes (see the README's table): OpenAI `/v1/embeddings` and `/v1/models`, TEI `/embed`, `/tokenize`,
+//! Routes (see the README's table): OpenAI `/v1/embeddings` and `/v1/models` (with `/v1/models/{name}/load` and
+//! `/unload`), TEI `/embed`, `/tokenize`,
 //! `/decode`, `/info`, `/similarity`, Ollama `/api/embed`, `/api/embeddings`, `/api/tags`, `/api/show`, `/api/ps`,
 //! `/api/version`, KServe v2 health / metadata / ready / infer, `/health`, `/units`, `/metrics`, `/openapi.json`.
 //!
@@ -17,6 +18,8 @@
 //! * [`trace`]: OpenTelemetry spans per request (the server span and one per stage), W3C `traceparent` honoured,
 //!   exported over OTLP/HTTP by one thread behind a bounded queue (`--otlp-endpoint`).
 //! * [`segmenter`]: a segmentation model's preprocessor and its prepared images by `image_id`.
+//! * [`registry`]: the served models and their lifecycles: loaded at start (pinned) or on demand, unloaded when idle
+//!   or to make room under `--max-loaded-models` / `--memory-budget-mb`.
 //!
 //! Requests are tokenized in the handler, queued per model in the batcher, and computed by a [`Backend`] (the
 //! supervisor of worker processes in production).
@@ -38,6 +41,8 @@
 //! * Every inference response carries `x-bulkhead-unit`, `x-bulkhead-precision` (when the unit reported it) and
 //!   `Server-Timing`, taken from the answer itself; no response reads the `/units` view.
 //! * Every connection is bounded in time and in number; every request by the deadline; no input panics a handler.
+//! * A handler gets its model from the [`registry`] and holds the `Arc` for the request's life; nothing else keeps
+//!   a model entry, so its reference count is the model's in-flight count (a draining model stops at one).
 #![deny(missing_docs)]
 
 pub mod api;
