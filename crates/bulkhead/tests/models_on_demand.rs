@@ -293,3 +293,25 @@ fn a_memory_budget_that_fits_two_holds_and_one_smaller_than_any_model_is_refused
     let evictions: u64 = models(&server, none).iter().map(|m| m["evictions"].as_u64().unwrap()).sum();
     assert!(evictions >= 3, "sizes {sizes:?}, budget {budget_mb} MB, {evictions} evictions");
 }
+
+#[test]
+fn the_models_of_the_hub_cache_are_available_by_hub_id() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--acme--tiny-gte");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
+    std::os::unix::fs::symlink(bulkhead_testkit::fixture("arch/gte"), repo.join("snapshots").join("0123abcd")).unwrap();
+    std::fs::create_dir_all(cache.path().join("models--acme--half-downloaded")).unwrap();
+    let env = [("HF_HUB_CACHE", cache.path().to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
+    let server = Server::start(&["--from-hub-cache"], &env);
+    let none: &[(&str, &str)] = &[];
+    assert_eq!(state(&server, none, "acme/tiny-gte"), "available");
+    let half = card(&server, none, "acme/half-downloaded");
+    assert_eq!(half["state"], "failed");
+    assert!(half["error"].as_str().unwrap().contains("bulkhead pull"), "{half}");
+    let r = ask(&server, none, "acme/tiny-gte", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["model"], "acme/tiny-gte");
+    assert_eq!(state(&server, none, "acme/tiny-gte"), "loaded");
+}

@@ -67,6 +67,9 @@ pub struct TranscriptionForm {
     /// `segment` (with `verbose_json`); `word` is not served.
     #[serde(rename = "timestamp_granularities[]")]
     pub timestamp_granularities: Option<Vec<String>>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand): seconds or a
+    /// duration such as `5m`; `0` unloads it after this request, negative never.
+    pub keep_alive: Option<String>,
 }
 
 /// `json`: the text.

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
 use super::EncodingFormat;
 
 /// The name of an image-text model this server serves (texts and images in, vectors out).
@@ -77,6 +79,10 @@ pub struct ImageEmbeddingsRequest {
     /// infinity's input modality (`image` only here).
     #[serde(default)]
     pub modality: Option<Modality>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// The modality of `/embeddings_image` inputs.

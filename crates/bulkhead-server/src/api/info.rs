@@ -6,6 +6,8 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
 use super::tei::TruncationDirection;
 use super::{EmbeddingModelName, PromptName};
 
@@ -95,6 +97,10 @@ pub struct SimilarityRequest {
     /// The model (bulkhead extension; default: the first model the server was started with).
     #[serde(default)]
     pub model: Option<EmbeddingModelName>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// A struct from a JSON object only (serde's derive also reads a struct from an array of its fields in order,

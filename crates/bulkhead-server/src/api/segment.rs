@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::models::KeepAlive;
+
 /// How each mask is encoded in the response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +48,10 @@ pub struct SegmentRequest {
     /// `rle` (default) or `png`.
     #[serde(default)]
     pub mask_format: Option<MaskFormat>,
+    /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
+    /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
 }
 
 /// COCO uncompressed RLE: run lengths in column-major order, starting with a background run.

@@ -87,6 +87,7 @@ struct Form {
     response_format: Option<String>,
     temperature: Option<String>,
     granularities: Vec<String>,
+    keep_alive: Option<String>,
 }
 
 fn form_error(e: MultipartError, limit: usize) -> ApiError {
@@ -118,6 +119,7 @@ async fn read_form(form: Result<Multipart, MultipartRejection>, limit: usize) ->
             "prompt" => form.prompt = text,
             "response_format" => form.response_format = text,
             "temperature" => form.temperature = text,
+            "keep_alive" => form.keep_alive = text,
             "timestamp_granularities[]" | "timestamp_granularities" => form.granularities.extend(text),
             "stream" if text.as_deref().is_some_and(|t| t.trim() != "false") => {
                 return Err(ApiError::Invalid("stream: streamed transcriptions are not served; omit `stream`".into()))
@@ -187,7 +189,8 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
     };
     let name = form.model.clone().unwrap_or_else(|| state.default_model.clone());
     let result = async {
-        let model = state.model_for(form.model.as_deref(), ModelTask::is_speech).await?;
+        let keep_alive = form.keep_alive.clone().map(crate::api::models::KeepAlive::Duration);
+        let model = state.model_for_kept(form.model.as_deref(), keep_alive.as_ref(), ModelTask::is_speech).await?;
         let model = &model;
         let info = model.speech()?;
         let (format, temperature) = options(&form)?;

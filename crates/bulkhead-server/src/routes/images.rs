@@ -377,7 +377,8 @@ pub async fn embeddings_image(
 }
 
 async fn run(state: &AppState, req: ImageEmbeddingsRequest) -> Result<Response, ApiError> {
-    let model = state.model_for(req.model.as_ref().map(|m| m.0.as_str()), ModelTask::takes_images).await?;
+    let name = req.model.as_ref().map(|m| m.0.as_str());
+    let model = state.model_for_kept(name, req.keep_alive.as_ref(), ModelTask::takes_images).await?;
     let model = &model;
     let encoding = req.encoding_format.unwrap_or_default();
     let images = req.input.into_vec();

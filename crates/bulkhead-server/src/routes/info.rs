@@ -162,7 +162,7 @@ pub async fn similarity(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run_similarity(state: &AppState, req: SimilarityRequest) -> Result<Response, ApiError> {
-    let model = state.model(req.model.as_ref().map(|m| m.0.as_str())).await?;
+    let model = state.model_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref()).await?;
     let model = &model;
     let sentences = req.inputs.sentences.0;
     let max = state.config.max_inputs;

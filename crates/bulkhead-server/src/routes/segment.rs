@@ -25,6 +25,7 @@ use bulkhead_segment::prompt::final_masks;
 use bulkhead_segment::{image_id, InputImage, MappedPrompt, Masks, SegmentJob, SegmentOutput};
 
 use super::common::{inference_headers, labelled, submit_segment, tokenize_off_runtime, JsonBody};
+use crate::api::models::KeepAlive;
 use crate::api::segment::{MaskFormat, Rle, SegmentMask, SegmentRequest, SegmentResponse};
 use crate::error::{ApiError, ErrorKind};
 use crate::segmenter::PreparedImage;
@@ -53,6 +54,7 @@ struct Parsed {
     boxes: Vec<[f32; 4]>,
     multimask: Option<bool>,
     format: Option<MaskFormat>,
+    keep_alive: Option<KeepAlive>,
 }
 
 fn image_base64(text: &str) -> Result<Vec<u8>, ApiError> {
@@ -93,6 +95,7 @@ impl Parsed {
             boxes: fixed(r.boxes.unwrap_or_default(), "box", "[x0, y0, x1, y1]")?,
             multimask: r.multimask_output,
             format: r.mask_format,
+            keep_alive: r.keep_alive,
         })
     }
 
@@ -123,6 +126,7 @@ impl Parsed {
             };
             match name.as_str() {
                 "model" => p.model = Some(text),
+                "keep_alive" => p.keep_alive = Some(KeepAlive::Duration(text)),
                 "image" => p.image = Some(image_base64(&text)?),
                 "image_id" => p.image_id = Some(text),
                 "points" => {
@@ -259,7 +263,8 @@ pub async fn segment(State(state): State<Arc<AppState>>, req: Request) -> Respon
         Ok(p) => p,
         Err(e) => return labelled(e, ""),
     };
-    let model = match state.model_for(parsed.model.as_deref(), |t| matches!(t, ModelTask::Segmentation)).await {
+    let segments = |t: &ModelTask| matches!(t, ModelTask::Segmentation);
+    let model = match state.model_for_kept(parsed.model.as_deref(), parsed.keep_alive.as_ref(), segments).await {
         Ok(m) => m,
         Err(e) => return labelled(e, parsed.model.as_deref().unwrap_or("")),
     };
