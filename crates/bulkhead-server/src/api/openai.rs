@@ -37,6 +37,10 @@ pub struct EmbeddingsRequest {
     /// A prompt text to prepend to every text (bulkhead extension; wins over `prompt_name`, as in sentence-transformers).
     #[serde(default)]
     pub prompt: Option<String>,
+    /// Answer sparse embeddings (SPLADE models): `data[].sparse_embedding` as `[{"index", "value"}]` instead of
+    /// `data[].embedding` (bulkhead extension; texts only; default false).
+    #[serde(default)]
+    pub sparse: bool,
 }
 
 /// The `input` of an embeddings request.

@@ -47,6 +47,9 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
+    if req.sparse {
+        return super::sparse::openai(state, req).await;
+    }
     let model = state.model(req.model.as_ref().map(|m| m.0.as_str()))?;
     let encoding = req.encoding_format.unwrap_or_default();
     let mut job = EmbedJob {

@@ -14,6 +14,7 @@ mod quantize;
 mod rerank;
 mod segment;
 mod serve;
+mod sparse;
 mod transcribe;
 mod units;
 

@@ -1,0 +1,138 @@
+//! The SPLADE head of a sparse embedding model: a BERT masked-language-model head on the encoder's token states,
+//! then SPLADE's pooling, so the graph answers the pooled vocabulary-sized vector (`logits` `[batch, vocab]`), not
+//! `[batch, seq, vocab]` MLM logits.
+//!
+//! * The MLM head (transformers' `BertLMPredictionHead`): `cls.predictions.transform.dense`, the encoder's
+//!   activation (`hidden_act`), `cls.predictions.transform.LayerNorm` (`layer_norm_eps`), then the decoder
+//!   `x @ E^T + cls.predictions.bias`, whose weight is `cls.predictions.decoder.weight` when the checkpoint stores
+//!   it and the word embeddings `E` when it is tied to them (transformers then saves it only once);
+//! * SPLADE's pooling (sentence-transformers `SpladePooling`): padding positions zeroed (as its `logits · mask`
+//!   does), then `log(1 + relu(x))` (twice `log1p` for `log1p_relu`), then the maximum (or the sum) over the
+//!   tokens. For `max`, `log1p ∘ relu` is non-decreasing, so it is applied after the maximum: the same values
+//!   (rounding is monotone too), with the element-wise work on `[batch, vocab]` instead of `[batch, seq, vocab]`.
+//!
+//! Which folders get this head is decided by sentence-transformers' `modules.json` (a `SpladePooling` module:
+//! [`bulkhead_core::SparseSpec`]), not by config.json: a plain `BertForMaskedLM` still builds as an encoder.
+//! References: transformers 5 `modeling_bert.py` (`BertPredictionHeadTransform`, `BertLMPredictionHead`);
+//! sentence-transformers 6 `sparse_encoder/modules/splade_pooling.py`.
+
+use bulkhead_core::{SparseActivation, SparsePooling, SparseSpec};
+
+use crate::config::{Cfg, Family};
+use crate::graph::{attr_int, attr_ints, Graph, FLOAT};
+use crate::layers::gelu;
+use crate::GraphError;
+
+/// A SPLADE head as the config and the sentence-transformers modules describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Splade {
+    spec: SparseSpec,
+    /// `hidden_act` of the transform: exact GELU (`false`) or ReLU (`true`).
+    relu: bool,
+    /// `layer_norm_eps` of the transform's norm.
+    eps: f32,
+}
+
+impl Splade {
+    /// The head of a SPLADE model; an architecture whose MLM head is not written here is an error naming it.
+    pub fn parse(c: &Cfg, family: Family, spec: &SparseSpec) -> Result<Splade, GraphError> {
+        let arch = c.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str()).unwrap_or("?");
+        if family != Family::Bert || !arch.ends_with("ForMaskedLM") {
+            return Err(c.unsupported(format!(
+                "{arch}: the ONNX graph builder writes the SPLADE head (masked-language-model head + SpladePooling) \
+                 of BertForMaskedLM only; export this sparse model to ONNX with its pooling and give the .onnx file"
+            )));
+        }
+        let relu = match c.str_or("hidden_act", "gelu") {
+            "gelu" | "gelu_python" => false,
+            "relu" => true,
+            other => return Err(c.unsupported(format!("hidden_act `{other}` of the MLM head is not supported"))),
+        };
+        let vocab = c.usize("vocab_size")?;
+        if vocab != spec.vocab {
+            return Err(c.err(format!("vocab_size {vocab} differs from the sparse model's {}", spec.vocab)));
+        }
+        Ok(Splade { spec: spec.clone(), relu, eps: c.eps(&["layer_norm_eps"], 1e-12)? })
+    }
+
+    /// The vocabulary size: the pooled vector's length.
+    pub fn vocab(&self) -> usize {
+        self.spec.vocab
+    }
+
+    /// Writes the MLM head and the pooling on `states` (`[batch, seq, hidden]`): `[batch, vocab]`.
+    pub fn pooled(&self, g: &mut Graph<'_>, states: &str, h: usize) -> Result<String, GraphError> {
+        let v = self.spec.vocab;
+        let x = linear_exact(g, states, "cls.predictions.transform.dense", h, h)?;
+        let x = if self.relu { g.node("Relu", "mlm_relu", &[&x], vec![]) } else { gelu(g, &x) };
+        let x = layer_norm_exact(g, &x, "cls.predictions.transform.LayerNorm", h, self.eps)?;
+        let decoder = if g.weights().contains_exact("cls.predictions.decoder.weight") {
+            g.weight_exact("cls.predictions.decoder.weight", &[v, h])?
+        } else {
+            g.weight("embeddings.word_embeddings.weight", &[v, h])?
+        };
+        let bias = if g.weights().contains_exact("cls.predictions.bias") {
+            g.weight_exact("cls.predictions.bias", &[v])?
+        } else {
+            g.weight_exact("cls.predictions.decoder.bias", &[v])?
+        };
+        let wt = g.node("Transpose", "mlm_decoder_t", &[&decoder], vec![attr_ints("perm", &[1, 0])]);
+        let logits = g.node("MatMul", "mlm_decoder", &[&x, &wt], vec![]);
+        let logits = g.node("Add", "mlm_logits", &[&logits, &bias], vec![]);
+        // Padding positions to 0, as SpladePooling's `logits · mask`: after relu they add nothing to a max or a sum.
+        let mask = g.node("Cast", "splade_mask", &["attention_mask"], vec![attr_int("to", FLOAT)]);
+        let mask = g.unsqueeze(&mask, &[2], "splade_mask_3d");
+        let masked = g.node("Mul", "splade_masked", &[&logits, &mask], vec![]);
+        Ok(match self.spec.pooling {
+            SparsePooling::Max => {
+                let max = reduce_max(g, &masked, 1, "splade_max");
+                self.activation(g, &max)
+            }
+            SparsePooling::Sum => {
+                let t = self.activation(g, &masked);
+                g.reduce_sum(&t, &[1], false, "splade_sum")
+            }
+        })
+    }
+
+    /// `log(1 + relu(x))`, once more `log1p` for `log1p_relu`.
+    fn activation(&self, g: &mut Graph<'_>, x: &str) -> String {
+        let one = g.scalar(1.0);
+        let r = g.node("Relu", "splade_relu", &[x], vec![]);
+        let p = g.node("Add", "splade_one_plus", &[&r, &one], vec![]);
+        let mut y = g.node("Log", "splade_log1p", &[&p], vec![]);
+        if self.spec.activation == SparseActivation::Log1pRelu {
+            let p = g.node("Add", "splade_one_plus_again", &[&y, &one], vec![]);
+            y = g.node("Log", "splade_log1p_again", &[&p], vec![]);
+        }
+        y
+    }
+}
+
+/// `ReduceMax` over one axis without keeping it (axes as an attribute below opset 18, an input from 18).
+fn reduce_max(g: &mut Graph<'_>, x: &str, axis: i64, hint: &str) -> String {
+    let keep = attr_int("keepdims", 0);
+    if g.opset < 18 {
+        g.node("ReduceMax", hint, &[x], vec![attr_ints("axes", &[axis]), keep])
+    } else {
+        let axes = g.ints("axes", &[axis]);
+        g.node("ReduceMax", hint, &[x, &axes], vec![keep])
+    }
+}
+
+/// `x @ W^T + b` for a head tensor named exactly (beside the prefixed encoder, as `cls.` sits beside `bert.`).
+fn linear_exact(g: &mut Graph<'_>, x: &str, prefix: &str, din: usize, dout: usize) -> Result<String, GraphError> {
+    let w = g.weight_exact(&format!("{prefix}.weight"), &[dout, din])?;
+    let b = g.weight_exact(&format!("{prefix}.bias"), &[dout])?;
+    let wt = g.node("Transpose", &format!("{prefix}.weight_t"), &[&w], vec![attr_ints("perm", &[1, 0])]);
+    let mm = g.node("MatMul", &format!("{prefix}.matmul"), &[x, &wt], vec![]);
+    Ok(g.node("Add", &format!("{prefix}.out"), &[&mm, &b], vec![]))
+}
+
+/// `LayerNormalization` over the last axis for a head norm named exactly.
+fn layer_norm_exact(g: &mut Graph<'_>, x: &str, prefix: &str, h: usize, eps: f32) -> Result<String, GraphError> {
+    let gamma = g.weight_exact(&format!("{prefix}.weight"), &[h])?;
+    let beta = g.weight_exact(&format!("{prefix}.bias"), &[h])?;
+    let attrs = vec![attr_int("axis", -1), crate::graph::attr_float("epsilon", eps)];
+    Ok(g.node("LayerNormalization", "mlm_layer_norm", &[x, &gamma, &beta], attrs))
+}
