@@ -154,10 +154,13 @@ impl ModelTask {
         }
     }
 
-    /// The default scores of one row of logits: the reranker's activation, softmax for a classifier.
+    /// The default scores of one row of logits: the reranker's activation, softmax for a classifier, the pooled vector
+    /// unchanged for a sparse model.
     pub fn scores(&self, logits: &[f32]) -> Vec<f32> {
         match self {
             ModelTask::Rerank { activation } => activation.apply(logits),
+            // A sparse model's row is its pooled vector, already what it answers (before sparsification).
+            ModelTask::SparseEmbedding(_) => logits.to_vec(),
             _ => Activation::Softmax.apply(logits),
         }
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::openai::{EmbeddingTag, ListTag, Usage};
+use super::openai::{EmbeddingTag, EmbeddingsResponse, ListTag, Usage};
 use super::tei::TruncationDirection;
 use super::TextBatch;
 
@@ -75,4 +75,15 @@ pub struct SparseEmbeddingsResponse {
     pub model: String,
     /// Tokens processed.
     pub usage: Usage,
+}
+
+/// What `POST /v1/embeddings` answers: dense vectors (`data[].embedding`), or sparse ones with `"sparse": true`
+/// (`data[].sparse_embedding`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingsAnswer {
+    /// Dense vectors.
+    Dense(EmbeddingsResponse),
+    /// Sparse vectors.
+    Sparse(SparseEmbeddingsResponse),
 }

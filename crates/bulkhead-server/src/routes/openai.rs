@@ -11,9 +11,7 @@ use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::encodings::{check_calibration, response};
 use super::images;
-use crate::api::openai::{
-    EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList, ModelTag,
-};
+use crate::api::openai::{EmbeddingInput, EmbeddingsRequest, ListTag, ModelCard, ModelList, ModelTag};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
@@ -36,7 +34,7 @@ pub const EMBEDDINGS_ERRORS: &[ErrorKind] = &[
     path = "/v1/embeddings",
     tag = "OpenAI",
     request_body = EmbeddingsRequest,
-    responses((status = 200, description = "One embedding per input", body = EmbeddingsResponse))
+    responses((status = 200, description = "One embedding per input", body = crate::api::sparse::EmbeddingsAnswer))
 )]
 pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<EmbeddingsRequest>) -> Response {
     let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
