@@ -8,8 +8,11 @@
 //!   it and the word embeddings `E` when it is tied to them (transformers then saves it only once);
 //! * SPLADE's pooling (sentence-transformers `SpladePooling`): padding positions zeroed (as its `logits · mask`
 //!   does), then `log(1 + relu(x))` (twice `log1p` for `log1p_relu`), then the maximum (or the sum) over the
-//!   tokens. For `max`, `log1p ∘ relu` is non-decreasing, so it is applied after the maximum: the same values
-//!   (rounding is monotone too), with the element-wise work on `[batch, vocab]` instead of `[batch, seq, vocab]`.
+//!   tokens. For `max`, `log1p ∘ relu` is non-decreasing, so it is applied after the maximum (rounding is
+//!   monotone too), and so is the decoder's bias (the same at every position); a zeroed padding position can only
+//!   matter where every real value is below zero, and relu makes those 0 either way, so padding is left out of the
+//!   maximum instead. Both ride in the decoder's matrix product (see `Splade::pooled`): the only pass over
+//!   `[batch, seq, vocab]` after it is the maximum itself, the element-wise work is on `[batch, vocab]`.
 //!
 //! Which folders get this head is decided by sentence-transformers' `modules.json` (a `SpladePooling` module:
 //! [`bulkhead_core::SparseSpec`]), not by config.json: a plain `BertForMaskedLM` still builds as an encoder.
@@ -22,6 +25,12 @@ use crate::config::{Cfg, Family};
 use crate::graph::{attr_int, attr_ints, Graph, FLOAT};
 use crate::layers::gelu;
 use crate::GraphError;
+
+/// The form of the SPLADE head's graph, part of its cache key: a change here is a new graph.
+pub(crate) const SPLADE_GRAPH: &str = "splade head 2: padding and bias folded around the maximum";
+
+/// What a padding position's logits are lowered by before the maximum (MLM logits are within a few tens of zero).
+const PADDING: f32 = 1.0e4;
 
 /// A SPLADE head as the config and the sentence-transformers modules describe it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,19 +85,35 @@ impl Splade {
         } else {
             g.weight_exact("cls.predictions.decoder.bias", &[v])?
         };
-        let wt = g.node("Transpose", "mlm_decoder_t", &[&decoder], vec![attr_ints("perm", &[1, 0])]);
-        let logits = g.node("MatMul", "mlm_decoder", &[&x, &wt], vec![]);
-        let logits = g.node("Add", "mlm_logits", &[&logits, &bias], vec![]);
-        // Padding positions to 0, as SpladePooling's `logits · mask`: after relu they add nothing to a max or a sum.
-        let mask = g.node("Cast", "splade_mask", &["attention_mask"], vec![attr_int("to", FLOAT)]);
-        let mask = g.unsqueeze(&mask, &[2], "splade_mask_3d");
-        let masked = g.node("Mul", "splade_masked", &[&logits, &mask], vec![]);
         Ok(match self.spec.pooling {
             SparsePooling::Max => {
-                let max = reduce_max(g, &masked, 1, "splade_max");
+                // One pass over `[batch, seq, vocab]`: the padding goes into the decoder's matrix product as one
+                // more input column, `(mask - 1) · PADDING` against a column of ones, so a padding position's
+                // logits sit far below any real token's and the maximum never picks them; a real token's logits
+                // get exactly 0 added. The bias is the same at every position, so it is added after the maximum.
+                let mask = g.node("Cast", "splade_mask", &["attention_mask"], vec![attr_int("to", FLOAT)]);
+                let one = g.scalar(1.0);
+                let big = g.scalar(PADDING);
+                let pad = g.node("Sub", "splade_pad", &[&mask, &one], vec![]);
+                let pad = g.node("Mul", "splade_pad_big", &[&pad, &big], vec![]);
+                let pad = g.unsqueeze(&pad, &[2], "splade_pad_3d");
+                let x = g.node("Concat", "splade_states_pad", &[&x, &pad], vec![attr_int("axis", 2)]);
+                let ones = g.const_f32("splade_ones_column", &[v as i64, 1], &vec![1.0; v]);
+                let w = g.node("Concat", "mlm_decoder_pad", &[&decoder, &ones], vec![attr_int("axis", 1)]);
+                let wt = g.node("Transpose", "mlm_decoder_t", &[&w], vec![attr_ints("perm", &[1, 0])]);
+                let logits = g.node("MatMul", "mlm_logits", &[&x, &wt], vec![]);
+                let max = reduce_max(g, &logits, 1, "splade_max");
+                let max = g.node("Add", "splade_max_bias", &[&max, &bias], vec![]);
                 self.activation(g, &max)
             }
             SparsePooling::Sum => {
+                let wt = g.node("Transpose", "mlm_decoder_t", &[&decoder], vec![attr_ints("perm", &[1, 0])]);
+                let logits = g.node("MatMul", "mlm_decoder", &[&x, &wt], vec![]);
+                let logits = g.node("Add", "mlm_logits", &[&logits, &bias], vec![]);
+                // Padding positions to 0, as SpladePooling's `logits · mask`: after relu they add nothing.
+                let mask = g.node("Cast", "splade_mask", &["attention_mask"], vec![attr_int("to", FLOAT)]);
+                let mask = g.unsqueeze(&mask, &[2], "splade_mask_3d");
+                let masked = g.node("Mul", "splade_masked", &[&logits, &mask], vec![]);
                 let t = self.activation(g, &masked);
                 g.reduce_sum(&t, &[1], false, "splade_sum")
             }
