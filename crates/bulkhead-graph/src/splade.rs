@@ -161,3 +161,35 @@ fn layer_norm_exact(g: &mut Graph<'_>, x: &str, prefix: &str, h: usize, eps: f32
     let attrs = vec![attr_int("axis", -1), crate::graph::attr_float("epsilon", eps)];
     Ok(g.node("LayerNormalization", "mlm_layer_norm", &[x, &gamma, &beta], attrs))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str, vocab: usize) -> Result<Splade, GraphError> {
+        let c = Cfg::parse(Path::new("config.json"), text)?;
+        let spec = SparseSpec {
+            vocab,
+            pooling: SparsePooling::Max,
+            activation: SparseActivation::Relu,
+            max_active_dims: None,
+        };
+        Splade::parse(&c, c.family()?, &spec)
+    }
+
+    #[test]
+    fn splade_heads_from_configs() {
+        let h = parse(r#"{"architectures":["BertForMaskedLM"],"vocab_size":420,"layer_norm_eps":1e-5}"#, 420).unwrap();
+        assert_eq!((h.vocab(), h.relu, h.eps), (420, false, 1e-5));
+        let e = parse(r#"{"architectures":["XLMRobertaForMaskedLM"],"vocab_size":420}"#, 420).unwrap_err();
+        assert!(e.to_string().contains("BertForMaskedLM only"), "{e}");
+        let e = parse(r#"{"architectures":["BertModel"],"vocab_size":420}"#, 420).unwrap_err();
+        assert!(e.to_string().contains("BertModel"), "{e}");
+        let e = parse(r#"{"architectures":["BertForMaskedLM"],"vocab_size":420}"#, 30522).unwrap_err();
+        assert!(e.to_string().contains("vocab_size 420 differs"), "{e}");
+        let e = parse(r#"{"architectures":["BertForMaskedLM"],"vocab_size":4,"hidden_act":"mish"}"#, 4).unwrap_err();
+        assert!(e.to_string().contains("hidden_act `mish`"), "{e}");
+    }
+}

@@ -110,6 +110,11 @@ fn sparse_routes_match_sentence_transformers_and_refuse_what_they_do_not_serve()
     assert_eq!(nonzero, indices);
     assert!(indices.iter().zip(&values).all(|(&i, v)| dense[i as usize] == *v));
 
+    // /info describes it as text-embeddings-inference does.
+    let info = server.request("GET", "/info?model=splade", &[], None);
+    assert_eq!(info.status, 200, "{}", info.body);
+    assert_eq!(info.json()["model_type"], json!({"embedding": {"pooling": "splade"}}), "{}", info.body);
+
     // The document lists the route and the extension field.
     let doc = server.request("GET", "/openapi.json", &[], None).json();
     assert!(doc["paths"]["/embed_sparse"]["post"].is_object());
