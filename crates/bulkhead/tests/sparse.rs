@@ -2,7 +2,7 @@
 //! `tests/fixtures/retrieval/` (made by `scripts/fixtures/make_sparse.py` with sentence-transformers'
 //! `SparseEncoder` outputs) served by the real binary: `POST /embed_sparse` and `"sparse": true` on
 //! `/v1/embeddings` exact against the references (texts of different lengths batched together equal to one by
-//! one; every active index, `max_active_dims` kept), KServe infer's pooled vector, the OpenAPI document, the wrong
+//! one; every active index, `max_active_dims` kept; `max` and `sum` pooling, `relu` and `log1p_relu`), KServe infer's pooled vector, the OpenAPI document, the wrong
 //! kinds refused with 400 naming what the model is and the routes that serve it, bad inputs refused with 4xx, and
 //! `bulkhead embed --sparse`.
 
@@ -47,19 +47,26 @@ fn check(got: &Value, want: &Value, what: &str) -> f32 {
     err
 }
 
-/// A server with both SPLADE fixtures and a dense embedding model (the XLM-RoBERTa architecture fixture).
+/// A server with the SPLADE fixtures (max pooling with every entry and with the top 8; sum pooling with
+/// `log1p_relu`) and a dense embedding model (the XLM-RoBERTa architecture fixture).
 fn server() -> Server {
     let splade = format!("splade={}", fixture("splade-bert").display());
     let top8 = format!("splade-top8={}", fixture("splade-bert-top8").display());
+    let sum = format!("splade-sum={}", fixture("splade-bert-sum-log1p").display());
     let dense = format!("dense={}", common::repo().join("tests/fixtures/arch/xlm-roberta").display());
-    Server::start(&["--compute-units", "ort:cpu", "--model", &dense, "--model", &splade, "--model", &top8], &[])
+    let models = ["--model", &dense, "--model", &splade, "--model", &top8, "--model", &sum];
+    let mut args = vec!["--compute-units", "ort:cpu"];
+    args.extend(models);
+    Server::start(&args, &[])
 }
 
 #[test]
 fn sparse_routes_match_sentence_transformers_and_refuse_what_they_do_not_serve() {
     let server = server();
     let mut worst = 0.0f32;
-    for (model, name) in [("splade", "splade-bert"), ("splade-top8", "splade-bert-top8")] {
+    let fixtures =
+        [("splade", "splade-bert"), ("splade-top8", "splade-bert-top8"), ("splade-sum", "splade-bert-sum-log1p")];
+    for (model, name) in fixtures {
         let r = reference(name);
         let texts = texts(&r);
         // One batch of texts of different lengths (one truncated at the model's maximum).
@@ -119,7 +126,7 @@ fn sparse_routes_match_sentence_transformers_and_refuse_what_they_do_not_serve()
     let doc = server.request("GET", "/openapi.json", &[], None).json();
     assert!(doc["paths"]["/embed_sparse"]["post"].is_object());
     assert!(doc["components"]["schemas"]["EmbeddingsRequest"]["properties"]["sparse"].is_object());
-    assert_eq!(doc["components"]["schemas"]["SparseModelName"]["enum"], json!(["splade", "splade-top8"]));
+    assert_eq!(doc["components"]["schemas"]["SparseModelName"]["enum"], json!(["splade", "splade-sum", "splade-top8"]));
 }
 
 fn resp_sparse(server: &Server, text: &str) -> Value {
