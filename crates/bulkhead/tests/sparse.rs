@@ -2,9 +2,9 @@
 //! `tests/fixtures/retrieval/` (made by `scripts/fixtures/make_sparse.py` with sentence-transformers'
 //! `SparseEncoder` outputs) served by the real binary: `POST /embed_sparse` and `"sparse": true` on
 //! `/v1/embeddings` exact against the references (texts of different lengths batched together equal to one by
-//! one; every active index, `max_active_dims` kept; `max` and `sum` pooling, `relu` and `log1p_relu`), KServe infer's pooled vector, the OpenAPI document, the wrong
-//! kinds refused with 400 naming what the model is and the routes that serve it, bad inputs refused with 4xx, and
-//! `bulkhead embed --sparse`.
+//! one; every active index, `max_active_dims` kept; `max` and `sum` pooling, `relu` and `log1p_relu`), KServe
+//! infer's pooled vector, `/info`, the OpenAPI document, the wrong kinds refused with 400 naming what the model is
+//! and the routes that serve it, bad inputs refused with 4xx, and `bulkhead embed --sparse`.
 
 mod common;
 
