@@ -72,10 +72,10 @@ impl Engine for CandleEngine {
             Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
             Availability::Usable => EngineError::Unusable { unit: u.clone(), reason: "no device".into() },
         })?;
-        if model.task.is_cross_encoder() {
-            // Run without its head, a cross-encoder would answer token states that mean nothing.
+        if model.task.is_cross_encoder() || model.task.is_sparse() {
+            // Run without its head, a cross-encoder (or a SPLADE model) would answer token states that mean nothing.
             return Err(unsupported(format!(
-                "{}: {} (`{}`): the candle engine runs no classification heads; an ort: unit runs it",
+                "{}: {} (`{}`): the candle engine runs no classification or SPLADE heads; an ort: unit runs it",
                 model.source.display(),
                 model.task.noun(),
                 model.architecture.as_deref().unwrap_or("?")

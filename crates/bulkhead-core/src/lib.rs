@@ -7,6 +7,7 @@
 //! * [`model`]: what a model folder or `.onnx` file contains (files, pooling, normalisation, sequence limits);
 //! * [`prompts`]: the model's named prompts and the output sizes `dimensions` may ask for;
 //! * [`task`]: what a model computes (embeddings, rerank scores, class scores), from its config;
+//! * [`sparse`]: a SPLADE model's sparse output (pooling, activation, `max_active_dims`) and its sparsification;
 //! * [`tensor`]: the token batch an embedding engine consumes and the tensor it returns; named tensors of any
 //!   supported type for other models;
 //! * [`precision`]: the precision of a model's weights (`fp32`, `fp16`, `bf16`, `int8`) and the one rule that
@@ -40,6 +41,7 @@ pub mod precision;
 pub mod prompts;
 pub mod quantized;
 pub mod row;
+pub mod sparse;
 pub mod stats;
 pub mod task;
 pub mod tensor;
@@ -51,6 +53,7 @@ pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsF
 pub use precision::Precision;
 pub use prompts::{DefaultPrompt, Matryoshka, PromptError, Prompts};
 pub use row::{Row, RowKind};
+pub use sparse::{SparseActivation, SparsePooling, SparseSpec, SparseValue};
 pub use task::{Activation, ModelTask, IMAGE_TEXT_ARCHITECTURES};
 pub use tensor::{DataType, NamedTensor, Tensor, TensorData, TensorSpec, TokenBatch};
 pub use unit::{Chain, CoreMlUnits, Device, EngineKind, Platform, Unit};

@@ -267,6 +267,10 @@ impl ModelFiles {
                     }
                 }
             }
+            let config = self.config.as_deref().map(read_json).transpose()?;
+            if let Some(spec) = crate::sparse::SparseSpec::read(root, list, config.as_ref())? {
+                self.task = ModelTask::SparseEmbedding(spec);
+            }
         }
         if let Some(pooling_path) = existing(pooling_dir.join("config.json")) {
             self.pooling = read_pooling(&pooling_path)?;

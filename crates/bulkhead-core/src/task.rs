@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::sparse::SparseSpec;
+
 /// How logits become the scores a route returns by default (`raw_scores` returns the logits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +69,10 @@ pub enum ModelTask {
     /// Speech to text (a Whisper `*ForConditionalGeneration` folder): audio in, a transcription out
     /// (`/v1/audio/transcriptions`, `/v1/audio/translations`, `bulkhead transcribe`).
     SpeechToText,
+    /// A sparse embedding model (SPLADE: a `*ForMaskedLM` with sentence-transformers' `SpladePooling`): one
+    /// vocabulary-sized vector per text, returned as its active dimensions (`/embed_sparse`, `/v1/embeddings` with
+    /// `"sparse": true`). Read from `modules.json`, not config.json ([`SparseSpec::read`]).
+    SparseEmbedding(SparseSpec),
 }
 
 impl ModelTask {
@@ -133,19 +139,28 @@ impl ModelTask {
         matches!(self, ModelTask::SpeechToText)
     }
 
-    /// The number of logits per row (0 for an embedding model).
+    /// Whether the model answers sparse embeddings (SPLADE).
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, ModelTask::SparseEmbedding(_))
+    }
+
+    /// The number of logits per row (0 for an embedding model; the vocabulary size for a sparse one).
     pub fn outputs(&self) -> usize {
         match self {
             ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText | ModelTask::SpeechToText => 0,
             ModelTask::Rerank { .. } => 1,
             ModelTask::Classify { labels } => labels.len(),
+            ModelTask::SparseEmbedding(spec) => spec.vocab,
         }
     }
 
-    /// The default scores of one row of logits: the reranker's activation, softmax for a classifier.
+    /// The default scores of one row of logits: the reranker's activation, softmax for a classifier, the pooled vector
+    /// unchanged for a sparse model.
     pub fn scores(&self, logits: &[f32]) -> Vec<f32> {
         match self {
             ModelTask::Rerank { activation } => activation.apply(logits),
+            // A sparse model's row is its pooled vector, already what it answers (before sparsification).
+            ModelTask::SparseEmbedding(_) => logits.to_vec(),
             _ => Activation::Softmax.apply(logits),
         }
     }
@@ -159,6 +174,7 @@ impl ModelTask {
             ModelTask::Classify { .. } => "a classifier",
             ModelTask::Segmentation => "a segmentation model",
             ModelTask::SpeechToText => "a speech-to-text model",
+            ModelTask::SparseEmbedding(_) => "a sparse embedding model (SPLADE)",
         }
     }
 
@@ -171,6 +187,7 @@ impl ModelTask {
             ModelTask::Classify { .. } => "POST /predict",
             ModelTask::Segmentation => "POST /v1/segment",
             ModelTask::SpeechToText => "POST /v1/audio/transcriptions or POST /v1/audio/translations",
+            ModelTask::SparseEmbedding(_) => "POST /embed_sparse or POST /v1/embeddings with \"sparse\": true",
         }
     }
 }

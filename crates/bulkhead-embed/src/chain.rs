@@ -72,7 +72,9 @@ pub fn load_scorer_chain(
     tokenizer: &Tokenizer,
     chain: &Chain,
 ) -> Result<LoadedScorer, ChainError> {
-    let rows = warmup_pairs(tokenizer).into_iter().nth(1).unwrap_or_default();
+    // A sparse (SPLADE) model's first pass is on texts, as its live rows are.
+    let shapes = if model.task.is_sparse() { crate::warmup_texts(tokenizer) } else { warmup_pairs(tokenizer) };
+    let rows = shapes.into_iter().nth(1).unwrap_or_default();
     let (scorer, skipped, load_ms) = walk(engines, model, chain, |session| {
         let mut scorer = Scorer::new(model, session);
         scorer.score(&rows).map(|_| scorer)

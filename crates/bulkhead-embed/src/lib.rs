@@ -40,7 +40,7 @@ pub use embedder::{Embedder, StageTiming};
 pub use engines::Engines;
 pub use pooling::{l2_normalize, pool, pool_excluding, truncate_dims};
 pub use scorer::Scorer;
-pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, Encoded, Tokenizer, Truncation};
+pub use tokenizer::{probe_texts, warmup_pairs, warmup_rows, warmup_texts, Encoded, Tokenizer, Truncation};
 pub use tokens::TokenSpan;
 pub use towers::{load_towers_chain, LoadedTowers, Towers};
 

@@ -318,6 +318,19 @@ pub fn warmup_pairs(tokenizer: &Tokenizer) -> Vec<Vec<Row>> {
     vec![cycle(1), cycle(8), cycle(32)]
 }
 
+/// [`warmup_pairs`] of single texts (each a [`Row::Pair`] with type ids 0): the rows of a sparse (SPLADE) model,
+/// tokenized as its live texts are.
+pub fn warmup_texts(tokenizer: &Tokenizer) -> Vec<Vec<Row>> {
+    let texts = probe_texts();
+    let singles: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+    let rows = tokenizer.encode_pairs(&singles, Truncation::Right).unwrap_or_default().rows;
+    if rows.is_empty() {
+        return vec![];
+    }
+    let cycle = |n: usize| rows.iter().cycle().take(n).cloned().collect::<Vec<_>>();
+    vec![cycle(1), cycle(8), cycle(32)]
+}
+
 /// Warm-up batches in live shapes: one row, eight rows and thirty-two rows of varied lengths, tokenized with the
 /// live tokenizer settings.
 pub fn warmup_rows(tokenizer: &Tokenizer) -> Vec<Vec<Vec<i64>>> {

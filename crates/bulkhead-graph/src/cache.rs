@@ -51,6 +51,11 @@ pub(crate) fn cache_key_of(model: &ModelFiles, opts: &BuildOptions, which: &[u8]
         ShapeMode::Static { batch, seq } => h.update(format!("static {batch}x{seq}").as_bytes()),
     }
     h.update(which);
+    // A SPLADE model's graph (head and pooling from modules.json) differs from its encoder-only graph.
+    if let bulkhead_core::ModelTask::SparseEmbedding(spec) = &model.task {
+        h.update(spec.digest());
+        h.update(crate::splade::SPLADE_GRAPH.as_bytes());
+    }
     h.update(fs::read(config).map_err(io(config))?);
     if let Some(meta) = model.tokenizer.as_deref().and_then(|t| fs::metadata(t).ok()) {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());

@@ -51,6 +51,8 @@ pub(crate) enum Head {
     ModernBert(ModernBertHead),
     /// The decoders' `score` on the last token that is not padding; `pad` is `pad_token_id`, if the config has one.
     LastToken { labels: usize, pad: Option<i64> },
+    /// A SPLADE model's MLM head and pooling (`splade`): the pooled vocabulary-sized vector.
+    Splade(crate::splade::Splade),
 }
 
 /// ModernBERT's classification head, as its config describes it.
@@ -129,6 +131,7 @@ impl Head {
         match self {
             Head::BertPooler { labels } | Head::Roberta { labels } | Head::LastToken { labels, .. } => *labels,
             Head::ModernBert(h) => h.labels,
+            Head::Splade(s) => s.vocab(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Head {
             Head::Roberta { .. } => "RoBERTa (classifier.dense + classifier.out_proj)",
             Head::ModernBert(_) => "ModernBERT (head.dense + head.norm + classifier)",
             Head::LastToken { .. } => "decoder (score on the last token)",
+            Head::Splade(_) => "SPLADE (masked-language-model head + SpladePooling)",
         }
     }
 
@@ -178,6 +182,7 @@ impl Head {
                 dense(g, &x, &w, Some(&b), "classifier_out_proj")
             }
             Head::ModernBert(h) => h.logits(g, states, hidden)?,
+            Head::Splade(s) => s.pooled(g, states, hidden)?,
             Head::LastToken { labels, pad } => {
                 let last = last_token(g, states, hidden, *pad);
                 let w = g.weight_exact("score.weight", &[*labels, hidden])?;

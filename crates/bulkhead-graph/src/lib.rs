@@ -15,7 +15,9 @@
 //! [`sam2::build_sam2_cached`] / [`sam2::export_sam2`] (see [`sam2`]).
 //!
 //! A `*ForSequenceClassification` checkpoint (BERT, RoBERTa, XLM-RoBERTa, GTE, ModernBERT, Qwen3, Qwen2) gets its
-//! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`.
+//! classification head (`head`) and the output `logits` `[batch, labels]` instead of `last_hidden_state`. A SPLADE
+//! model (a `BertForMaskedLM` with sentence-transformers' `SpladePooling`) gets its MLM head and the pooling
+//! (`splade`): `logits` `[batch, vocab]`, the pooled sparse vector before sparsification.
 //!
 //! One module per architecture family (`bert`, `gte`, `nomic`, `modernbert`, `decoder`, `clip`, `siglip`; the
 //! towers' API and shared encoder layer in `vision`) builds on shared pieces: the graph writer (`graph`), layers,
@@ -57,6 +59,7 @@ pub mod quant;
 pub mod qwen3_asr;
 pub mod sam2;
 mod siglip;
+mod splade;
 mod vision;
 mod weights;
 pub mod whisper;
@@ -325,7 +328,12 @@ impl Inputs {
             .map_err(|e| GraphError::Io { path: config_path.clone(), source: e })?;
         let cfg = config::Cfg::parse(&config_path, &config_text)?;
         let arch = arch::Arch::parse(&cfg)?;
-        let head = head::Head::parse(&cfg, cfg.family()?)?;
+        let head = match &model.task {
+            bulkhead_core::ModelTask::SparseEmbedding(spec) => {
+                Some(head::Head::Splade(splade::Splade::parse(&cfg, cfg.family()?, spec)?))
+            }
+            _ => head::Head::parse(&cfg, cfg.family()?)?,
+        };
         if let ShapeMode::Static { seq, .. } = opts.shape {
             if seq > arch.max_tokens() {
                 return Err(GraphError::Options(format!(

@@ -95,6 +95,11 @@ impl Weights {
         self.tensors.contains_key(&format!("{}{name}", self.prefix))
     }
 
+    /// Whether the checkpoint has the tensor called exactly `name` (no prefix added).
+    pub fn contains_exact(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     /// Looks a tensor up by its prefix-less name (`encoder.layer.0.attention.self.query.weight`), accepting the old
     /// `gamma`/`beta` spellings of LayerNorm parameters, and checks its shape.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<TensorSlice<'_>, GraphError> {

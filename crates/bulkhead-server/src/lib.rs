@@ -1,9 +1,9 @@
 //! The HTTP server of bulkhead.
 //!
 //! Routes (see the README's table): OpenAI `/v1/embeddings` and `/v1/models` (with `/v1/models/{name}/load` and
-//! `/unload`), TEI `/embed`, `/tokenize`,
-//! `/decode`, `/info`, `/similarity`, Ollama `/api/embed`, `/api/embeddings`, `/api/tags`, `/api/show`, `/api/ps`,
-//! `/api/version`, KServe v2 health / metadata / ready / infer, `/health`, `/units`, `/metrics`, `/openapi.json`.
+//! `/unload`), TEI `/embed`, `/embed_sparse`, `/tokenize`, `/decode`, `/info`, `/similarity`, Ollama `/api/embed`,
+//! `/api/embeddings`, `/api/tags`, `/api/show`, `/api/ps`, `/api/version`, KServe v2 health / metadata / ready /
+//! infer, `/health`, `/units`, `/metrics`, `/openapi.json`.
 //!
 //! * [`api`]: the request and response types of every route (the wire format), from which the OpenAPI document is
 //!   derived;

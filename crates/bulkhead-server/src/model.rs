@@ -22,7 +22,8 @@ pub enum ModelKind {
         dimensions: usize,
     },
     /// A cross-encoder: a reranker (`/rerank`, `/v1/rerank`) or a classifier (`/predict`), texts or pairs of texts
-    /// in, scores out.
+    /// in, scores out. A sparse embedding model (SPLADE, [`ModelTask::SparseEmbedding`]) is served the same way:
+    /// texts in, its pooled vocabulary-sized vector out as the row's logits (`/embed_sparse`).
     CrossEncoder {
         /// Its tokenizer (pairs are tokenized in the server, so the batcher can count tokens).
         tokenizer: Tokenizer,

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::api;
 use crate::error::ErrorKind;
 use crate::routes::common::is_probe;
-use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, sparse, tei, tokens};
 use crate::state::{AppState, ModelKind};
 use bulkhead_core::ModelTask;
 
@@ -43,6 +43,7 @@ use bulkhead_core::ModelTask;
         models::unload,
         images::embeddings_image,
         tei::embed_route,
+        sparse::embed_sparse,
         rerank::rerank,
         rerank::predict,
         rerank::cohere_rerank,
@@ -90,6 +91,8 @@ use bulkhead_core::ModelTask;
         api::rerank::SequenceBatch,
         api::rerank::DocumentBatch,
         api::rerank::TopN,
+        api::sparse::SparseModelName,
+        api::sparse::SparseEmbeddingsResponse,
         api::tokens::DecodeBatch,
         api::tokens::TextModelName,
         api::tokens::VocabId,
@@ -111,6 +114,7 @@ struct ApiDoc;
 const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v1/embeddings", openai::EMBEDDINGS_ERRORS),
     ("/embed", tei::EMBED_ERRORS),
+    ("/embed_sparse", sparse::SPARSE_ERRORS),
     ("/embeddings_image", images::IMAGE_ERRORS),
     ("/rerank", rerank::SCORE_ERRORS),
     ("/v1/rerank", rerank::SCORE_ERRORS),
@@ -139,6 +143,7 @@ const INFERENCE: &[&str] = &[
     "/v1/embeddings",
     "/embeddings_image",
     "/embed",
+    "/embed_sparse",
     "/rerank",
     "/v1/rerank",
     "/predict",
@@ -157,6 +162,7 @@ struct Accepted {
     embedding_models: Vec<String>,
     image_models: Vec<String>,
     rerankers: Vec<String>,
+    sparse_models: Vec<String>,
     classifiers: Vec<String>,
     /// Models with a tokenizer (embedding models and cross-encoders).
     text_models: Vec<String>,
@@ -180,6 +186,7 @@ impl Accepted {
             embedding_models: vec![],
             image_models: vec![],
             rerankers: vec![],
+            sparse_models: vec![],
             classifiers: vec![],
             text_models: vec![],
             vocab: None,
@@ -216,6 +223,7 @@ impl Accepted {
         for m in state.models.loaded() {
             match m.task() {
                 Some(ModelTask::Rerank { .. }) => a.rerankers.push(m.name.clone()),
+                Some(ModelTask::SparseEmbedding(_)) => a.sparse_models.push(m.name.clone()),
                 Some(ModelTask::Classify { .. }) => a.classifiers.push(m.name.clone()),
                 Some(ModelTask::ImageText) => a.image_models.push(m.name.clone()),
                 _ => {}
@@ -376,6 +384,9 @@ fn specialise(doc: &mut Document, a: &Accepted) {
     if let Some(o) = object(schemas.get_mut("RerankModelName")) {
         o.enum_values = Some(names(&a.rerankers));
     }
+    if let Some(o) = object(schemas.get_mut("SparseModelName")) {
+        o.enum_values = Some(names(&a.sparse_models));
+    }
     if let Some(o) = object(schemas.get_mut("ClassifierModelName")) {
         o.enum_values = Some(names(&a.classifiers));
     }
@@ -470,7 +481,7 @@ mod tests {
             assert!(d["paths"][path].is_object(), "the error table names {path}, which the document lacks");
         }
         let paths = d["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 31, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 32, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"]["504"].is_object(), "{method} {path} lacks the deadline's 504");

@@ -12,7 +12,7 @@ use axum::{Extension, Router};
 
 use crate::error::ApiError;
 use crate::routes::common::{is_probe, ModelLabel, OpenApiDocument};
-use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, tei, tokens};
+use crate::routes::{audio, images, info, kserve, models, ollama, openai, ops, rerank, segment, sparse, tei, tokens};
 use crate::state::AppState;
 use crate::trace::{AnswerFacts, RequestRecord, TraceParent};
 
@@ -28,6 +28,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/{name}/unload", post(models::unload))
         .route("/embeddings_image", post(images::embeddings_image))
         .route("/embed", post(tei::embed_route))
+        .route("/embed_sparse", post(sparse::embed_sparse))
         .route("/rerank", post(rerank::rerank))
         .route("/predict", post(rerank::predict))
         .route("/v1/rerank", post(rerank::cohere_rerank))

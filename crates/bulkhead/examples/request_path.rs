@@ -135,7 +135,7 @@ async fn loaded(model: ModelFiles, name: &str, bin: &std::path::Path) -> anyhow:
     let sup = Supervisor::start(model.clone(), &chain, Arc::new(common::engines()), config);
     sup.wait_ready().await?;
     let tokenizer = Tokenizer::load(&model)?;
-    let kind = if model.task.is_cross_encoder() {
+    let kind = if model.task.is_cross_encoder() || model.task.is_sparse() {
         ModelKind::CrossEncoder { tokenizer, task: model.task.clone() }
     } else {
         ModelKind::Embedding { tokenizer, dimensions: 384 }

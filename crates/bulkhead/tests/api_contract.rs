@@ -6,7 +6,7 @@
 //!
 //! Two relaxations, in `tests/schemathesis.toml`: KServe infer may refuse schema-valid requests with 422, because the
 //! rule it checks (a tensor's `data` holds exactly the product of its `shape`, with the names and types the model
-//! lists) cannot be written in JSON Schema; and the cross-encoder routes may refuse them with 422 (a text with no
+//! lists) cannot be written in JSON Schema; and the cross-encoder and sparse routes may refuse them with 422 (a text with no
 //! content, a pair past the model's token limit without `truncate`) or 400 (a route whose kind of model the server
 //! does not serve), which JSON Schema cannot express either.
 
@@ -28,15 +28,17 @@ fn the_server_keeps_the_contract_of_its_openapi_document() {
         return;
     }
     let Some(minilm) = need(common::minilm_folder(), "the all-MiniLM-L6-v2 package") else { return };
-    // An embedding model, a tensor model, a reranker and a classifier, so that every route and every kind of
-    // KServe infer is exercised.
+    // An embedding model, a tensor model, a reranker, a classifier and a sparse (SPLADE) model, so that every route
+    // and every kind of KServe infer is exercised.
     let affine = common::fixture("affine_relu.onnx");
     let cross = common::repo().join("tests/fixtures/cross");
     let key = "contract-key";
     let (minilm, affine) = (format!("minilm={}", minilm.display()), format!("affine={}", affine.display()));
     let reranker = format!("reranker={}", cross.join("bert-reranker").display());
     let classifier = format!("classifier={}", cross.join("xlmr-classifier").display());
-    let models = ["--model", &minilm, "--model", &affine, "--model", &reranker, "--model", &classifier];
+    let splade = format!("splade={}", common::repo().join("tests/fixtures/retrieval/splade-bert").display());
+    let models =
+        ["--model", &minilm, "--model", &affine, "--model", &reranker, "--model", &classifier, "--model", &splade];
     let mut args = vec!["--compute-units", "ort:cpu", "--api-key", key];
     args.extend(models);
     let server = Server::start(&args, &[]);

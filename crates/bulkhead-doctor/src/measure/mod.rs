@@ -128,7 +128,8 @@ impl<'t> Encoder<'t> {
             ModelTask::Embedding | ModelTask::Segmentation | ModelTask::ImageText => {
                 Payload::Rows(self.tokenizer.encode(&texts)?.into_iter().map(Row::tokens).collect())
             }
-            ModelTask::Rerank { .. } | ModelTask::Classify { .. } => {
+            // A sparse (SPLADE) model takes single texts, as a classifier does.
+            ModelTask::Rerank { .. } | ModelTask::Classify { .. } | ModelTask::SparseEmbedding(_) => {
                 let query = matches!(self.task, ModelTask::Rerank { .. }).then_some(RERANK_QUERY);
                 let pairs: Vec<(&str, Option<&str>)> = texts
                     .iter()

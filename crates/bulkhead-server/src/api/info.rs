@@ -71,7 +71,8 @@ pub enum ModelType {
 /// An embedding model's pooling.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EmbeddingModel {
-    /// `cls`, `mean`, `max`, `mean_sqrt_len_tokens`, `weightedmean` or `last_token` (sentence-transformers' names).
+    /// `cls`, `mean`, `max`, `mean_sqrt_len_tokens`, `weightedmean` or `last_token` (sentence-transformers' names);
+    /// `splade` for a sparse embedding model.
     pub pooling: String,
 }
 

@@ -17,6 +17,7 @@ pub mod openai;
 pub mod ops;
 pub mod rerank;
 pub mod segment;
+pub mod sparse;
 pub mod tei;
 pub mod tokens;
 pub mod units;

@@ -45,6 +45,10 @@ pub struct EmbeddingsRequest {
     /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
     #[serde(default)]
     pub keep_alive: Option<KeepAlive>,
+    /// Answer sparse embeddings (SPLADE models): `data[].sparse_embedding` as `[{"index", "value"}]` instead of
+    /// `data[].embedding` (bulkhead extension; texts only; default false).
+    #[serde(default)]
+    pub sparse: bool,
 }
 
 /// The `input` of an embeddings request.

@@ -76,6 +76,10 @@ fn describe(state: &AppState, model: &ModelEntry) -> Result<Info, ApiError> {
         ),
         _ => match model.task() {
             Some(ModelTask::Classify { labels }) => (ModelType::Classifier(labels_of(labels)), None),
+            // As text-embeddings-inference describes a SPLADE model: an embedding model pooled by `splade`.
+            Some(ModelTask::SparseEmbedding(_)) => {
+                (ModelType::Embedding(EmbeddingModel { pooling: "splade".into() }), None)
+            }
             _ => (ModelType::Reranker(labels_of(&["LABEL_0".to_string()])), None),
         },
     };

@@ -2,7 +2,7 @@
 //! assembled in one place (`router.rs`), beside the OpenAPI document that describes them.
 //!
 //! * [`openai`], [`tei`], [`rerank`] (rerank and predict), [`kserve`], [`segment`], [`audio`] (speech to text),
-//!   [`models`] (load and unload on demand), [`ops`]: the handlers;
+//!   [`models`] (load and unload on demand), [`sparse`] (SPLADE sparse embeddings), [`ops`]: the handlers;
 //! * [`tokens`] (`/tokenize`, `/decode`), [`info`] (`/info`, `/similarity`), [`ollama`] (`/api/*`): the small
 //!   routes clients rely on, with [`encodings`] (the output encodings of `/v1/embeddings`) and [`weights`] (what
 //!   the Ollama listings say about a model's files);
@@ -23,6 +23,7 @@ pub(crate) mod ops;
 pub(crate) mod rerank;
 pub(crate) mod score;
 pub(crate) mod segment;
+pub(crate) mod sparse;
 pub(crate) mod tei;
 pub(crate) mod tokens;
 pub(crate) mod weights;

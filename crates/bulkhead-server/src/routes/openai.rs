@@ -11,9 +11,7 @@ use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::encodings::{check_calibration, response};
 use super::images;
-use crate::api::openai::{
-    EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse, ListTag, ModelCard, ModelList, ModelTag,
-};
+use crate::api::openai::{EmbeddingInput, EmbeddingsRequest, ListTag, ModelCard, ModelList, ModelTag};
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
@@ -36,7 +34,7 @@ pub const EMBEDDINGS_ERRORS: &[ErrorKind] = &[
     path = "/v1/embeddings",
     tag = "OpenAI",
     request_body = EmbeddingsRequest,
-    responses((status = 200, description = "One embedding per input", body = EmbeddingsResponse))
+    responses((status = 200, description = "One embedding per input", body = crate::api::sparse::EmbeddingsAnswer))
 )]
 pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonBody<EmbeddingsRequest>) -> Response {
     let name = req.model.as_ref().map_or_else(|| state.default_model.clone(), |m| m.0.clone());
@@ -47,6 +45,9 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, JsonBody(req): JsonB
 }
 
 async fn run(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
+    if req.sparse {
+        return super::sparse::openai(state, req).await;
+    }
     let model = state.model_kept(req.model.as_ref().map(|m| m.0.as_str()), req.keep_alive.as_ref()).await?;
     let model = &model;
     let encoding = req.encoding_format.unwrap_or_default();

@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use bulkhead_core::{GraphSession, ModelFiles, NamedTensor, Row, RowKind, SessionReport, TensorSpec, Unit};
-use bulkhead_embed::{warmup_pairs, warmup_rows, Embedder, Engines, Scorer, StageTiming, Tokenizer, Towers};
+use bulkhead_embed::{
+    warmup_pairs, warmup_rows, warmup_texts, Embedder, Engines, Scorer, StageTiming, Tokenizer, Towers,
+};
 
 use super::speech::SpeechRunner;
 use crate::faults::WorkerFaults;
@@ -136,7 +138,7 @@ impl Runner {
                 },
             );
         }
-        if model.task.is_cross_encoder() {
+        if model.task.is_cross_encoder() || model.task.is_sparse() {
             return Runner::load_scorer(engines, model, unit, &tokenizer, faults, iterations, on_loaded);
         }
         let session = engines.load(model, unit).map_err(engine_failure)?;
@@ -152,7 +154,7 @@ impl Runner {
         Ok((Runner { model: Model::Embed { embedder, probe }, faults, served: 0 }, warmup))
     }
 
-    /// A cross-encoder: load, warm up on (query, probe sentence) pairs in live shapes.
+    /// A cross-encoder: load, warm up on (query, probe sentence) pairs in live shapes (a sparse model: on texts).
     fn load_scorer(
         engines: &Engines,
         model: &ModelFiles,
@@ -165,7 +167,8 @@ impl Runner {
         let session = engines.load(model, unit).map_err(engine_failure)?;
         let mut scorer = Scorer::new(model, session);
         on_loaded(scorer.report());
-        let shapes = warmup_pairs(tokenizer);
+        // A sparse (SPLADE) model runs the same way on single texts: its rows are texts, its logits the pooled vector.
+        let shapes = if model.task.is_sparse() { warmup_texts(tokenizer) } else { warmup_pairs(tokenizer) };
         let warmup =
             warm_up(&shapes, iterations, Row::len, |rows| scorer.score(rows).map(|_| ()).map_err(|e| e.to_string()))?;
         let Some(probe) = shapes.into_iter().next() else {

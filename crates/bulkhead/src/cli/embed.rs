@@ -42,6 +42,9 @@ pub struct EmbedArgs {
     /// Refuse images whose header declares more pixels than this (before decoding).
     #[arg(long, env = "BULKHEAD_MAX_IMAGE_PIXELS", default_value_t = bulkhead_image::DEFAULT_MAX_PIXELS)]
     max_image_pixels: u64,
+    /// Sparse embeddings of a SPLADE model: per text its active vocabulary entries as `{"index", "value"}`.
+    #[arg(long, conflicts_with_all = ["image", "dimensions", "default_prompt_name", "default_prompt"])]
+    sparse: bool,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -61,6 +64,17 @@ impl EmbedArgs {
         }
         let t_start = Instant::now();
         let model = self.model.open()?;
+        if self.sparse || model.task.is_sparse() {
+            if !self.sparse {
+                return Err(UsageError(format!(
+                    "{} is {} (no dense vectors); add --sparse for its sparse embeddings",
+                    model.name,
+                    model.task.noun()
+                ))
+                .into());
+            }
+            return super::sparse::embed(&model, self.model.chain(), &texts, self.json);
+        }
         if model.task.is_cross_encoder() || model.task.is_speech() {
             let command = match model.task {
                 bulkhead_core::ModelTask::Rerank { .. } => "rerank",

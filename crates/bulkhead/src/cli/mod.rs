@@ -15,6 +15,7 @@ mod rerank;
 mod segment;
 mod serve;
 mod serve_models;
+mod sparse;
 mod transcribe;
 mod units;
 

@@ -67,6 +67,7 @@ fn load(args: &ModelArgs, command: &str, wanted: fn(&ModelTask) -> bool) -> anyh
             ModelTask::Classify { .. } => "bulkhead classify",
             ModelTask::Segmentation => "bulkhead segment",
             ModelTask::SpeechToText => "bulkhead transcribe",
+            ModelTask::SparseEmbedding(_) => "bulkhead embed --sparse",
         };
         return Err(UsageError(format!(
             "{} is {}, not what `bulkhead {command}` runs; use `{other}`, or give --model a {}",

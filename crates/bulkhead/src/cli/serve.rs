@@ -489,7 +489,7 @@ pub(crate) async fn first_request(
     let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
     Ok(match tokenizer {
         Some(tokenizer) if files.task.takes_images() => super::images::first_request(files, tokenizer, sup).await?,
-        Some(tokenizer) if files.task.is_cross_encoder() => {
+        Some(tokenizer) if files.task.is_cross_encoder() || files.task.is_sparse() => {
             // A probe: the worker scores its warm-up pair.
             sup.run(Job::probe()).await.map_err(first)?;
             ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
