@@ -132,7 +132,7 @@ const ERRORS: &[(&str, &[ErrorKind])] = &[
     ("/v2/models/{name}", kserve::MODEL_ERRORS),
     ("/v1/models/{name}/load", models::LIFECYCLE_ERRORS),
     ("/v1/models/{name}/unload", models::LIFECYCLE_ERRORS),
-    ("/v2/models/{name}/ready", kserve::MODEL_ERRORS),
+    ("/v2/models/{name}/ready", kserve::READY_ERRORS),
     ("/v2/models/{name}/infer", kserve::INFER_ERRORS),
     ("/v1/audio/transcriptions", audio::AUDIO_ERRORS),
     ("/v1/audio/translations", audio::AUDIO_ERRORS),

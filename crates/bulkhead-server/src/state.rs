@@ -92,7 +92,7 @@ impl AppState {
         name: Option<&str>,
         keep_alive: Option<&KeepAlive>,
     ) -> Result<Arc<ModelEntry>, ApiError> {
-        let keep = keep_alive.map(|k| k.keep().map_err(ApiError::Invalid)).transpose()?;
+        let keep = keep_alive.map(|k| k.keep().map_err(ApiError::Invalid)).transpose()?.flatten();
         self.models.get(name.unwrap_or(&self.default_model), keep).await
     }
 

@@ -36,8 +36,9 @@ impl ModelState {
 }
 
 /// How long a model stays loaded once idle, as Ollama's `keep_alive`: seconds, or a duration such as `"5m"`,
-/// `"1h30m"`, `"90s"`; `0` unloads the model after this request; a negative value keeps it loaded for good.
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+/// `"1h30m"`, `"90s"`; `0` unloads the model after this request; a negative value keeps it loaded for good; an empty
+/// string is the server's `--keep-alive`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged, expecting = "`keep_alive` must be a number of seconds or a duration such as \"5m\"")]
 pub enum KeepAlive {
     /// Seconds.
@@ -55,15 +56,38 @@ pub enum Keep {
     Forever,
 }
 
+/// The strings a keep-alive takes (the OpenAPI document's pattern): seconds, or up to four `h`, `m`, `s`, `ms`,
+/// `us`, `ns` parts, either negative; or empty.
+pub const KEEP_ALIVE_PATTERN: &str =
+    r"^(-?[0-9]{1,9}(\.[0-9]{1,9})?|-?([0-9]{1,9}(\.[0-9]{1,9})?(h|ms|m|s|us|ns)){1,4})?$";
+
 impl KeepAlive {
-    /// The keep-alive it asks for, or what is wrong with it.
-    pub fn keep(&self) -> Result<Keep, String> {
+    /// The keep-alive it asks for (`None`: the server's default, for an empty string), or what is wrong with it.
+    pub fn keep(&self) -> Result<Option<Keep>, String> {
         match self {
-            KeepAlive::Seconds(s) => seconds(*s),
-            KeepAlive::Duration(d) => parse_keep(d),
+            KeepAlive::Seconds(s) => seconds(*s).map(Some),
+            KeepAlive::Duration(d) if d.trim().is_empty() => Ok(None),
+            KeepAlive::Duration(d) => parse_keep(d).map(Some),
         }
     }
 }
+
+impl utoipa::PartialSchema for KeepAlive {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number).description(Some(
+                "Seconds: 0 unloads the model after this request, a negative value never unloads it",
+            )))
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEEP_ALIVE_PATTERN)).description(Some(
+                "Seconds or a duration such as `5m`, `1h30m`, `90s`, `-1`; empty: the server's default",
+            )))
+            .description(Some("How long the model stays loaded once idle (Ollama's `keep_alive`)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for KeepAlive {}
 
 fn seconds(s: f64) -> Result<Keep, String> {
     if s.is_nan() {
@@ -72,9 +96,8 @@ fn seconds(s: f64) -> Result<Keep, String> {
     if s < 0.0 {
         return Ok(Keep::Forever);
     }
-    Duration::try_from_secs_f64(s)
-        .map(Keep::For)
-        .map_err(|_| format!("`keep_alive` {s} is too large; use a negative value to keep the model loaded for good"))
+    // Longer than a Duration holds is as good as for ever.
+    Ok(Duration::try_from_secs_f64(s).map_or(Keep::Forever, Keep::For))
 }
 
 /// Parses a keep-alive as `--keep-alive` and Ollama take it: seconds (`300`, `-1`), or a Go-style duration of
@@ -144,11 +167,18 @@ mod tests {
         assert_eq!(parse_keep("250ms"), d(0.25));
         assert_eq!(parse_keep("-1"), Ok(Keep::Forever));
         assert_eq!(parse_keep("-1m"), Ok(Keep::Forever));
-        assert_eq!(KeepAlive::Seconds(-1.0).keep(), Ok(Keep::Forever));
-        assert_eq!(KeepAlive::Seconds(0.0).keep(), d(0.0));
-        for bad in ["", "soon", "5 minutes", "5x", "m", "1e400"] {
+        assert_eq!(KeepAlive::Seconds(-1.0).keep(), Ok(Some(Keep::Forever)));
+        assert_eq!(KeepAlive::Seconds(0.0).keep(), Ok(Some(Keep::For(Duration::ZERO))));
+        assert_eq!(KeepAlive::Seconds(1e300).keep(), Ok(Some(Keep::Forever)));
+        assert_eq!(KeepAlive::Duration(" ".into()).keep(), Ok(None));
+        assert_eq!(parse_keep("1e400"), Ok(Keep::Forever));
+        for bad in ["", "soon", "5 minutes", "5x", "m"] {
             assert!(parse_keep(bad).is_err(), "{bad}");
         }
         assert!(parse_keep("soon").unwrap_err().contains("5m"));
+        // What the document's pattern admits, the parser takes.
+        for ok in ["0", "-1", "1.5", "5m", "1h30m", "250ms", "1us2ns", "-3h", "999999999h"] {
+            assert!(parse_keep(ok).is_ok(), "{ok}");
+        }
     }
 }

@@ -45,6 +45,9 @@ pub const INFER_ERRORS: &[ErrorKind] = &[
 /// The errors of the model metadata and readiness routes.
 pub const MODEL_ERRORS: &[ErrorKind] = &[ErrorKind::UnknownModel, ErrorKind::Unavailable];
 
+/// The errors `GET /v2/models/{name}/ready` answers with (not ready is its own 503, never a load).
+pub const READY_ERRORS: &[ErrorKind] = &[ErrorKind::UnknownModel];
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/v2/health/live", tag = "KServe v2", security(()), responses((status = 200, description = "The server process answers", body = Live)))]
 pub async fn live() -> Json<Live> {
