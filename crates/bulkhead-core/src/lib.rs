@@ -45,7 +45,9 @@ pub mod task;
 pub mod tensor;
 pub mod unit;
 
-pub use engine::{Availability, Engine, GraphCache, GraphSession, NodePlacement, Session, SessionReport};
+pub use engine::{
+    Availability, Engine, GraphCache, GraphSession, NodePlacement, Session, SessionReport, WhisperSession,
+};
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use precision::Precision;
