@@ -186,14 +186,9 @@ fn the_chain_falls_back_to_candle_when_the_ort_worker_is_killed() {
 fn qwen3_asr_on_candle_is_refused_with_the_reason() {
     let qwen = common::fixture("speech/qwen3-asr-tiny-random");
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "transcribe",
-        "--compute-units",
-        "candle:cpu",
-        "--model",
-        qwen.to_str().unwrap(),
-        clip("speech.wav").to_str().unwrap(),
-    ];
+    let speech = clip("speech.wav");
+    let args =
+        ["transcribe", "--compute-units", "candle:cpu", "--model", qwen.to_str().unwrap(), speech.to_str().unwrap()];
     let out = bulkhead(&args, &[("BULKHEAD_STATE_DIR", dir.path().to_str().unwrap())]);
     assert!(!out.status.success(), "Qwen3-ASR ran on candle:cpu");
     let err = stderr(&out);
