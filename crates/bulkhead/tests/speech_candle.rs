@@ -1,9 +1,10 @@
-//! Whisper served on `candle:cpu` end to end (`tests/fixtures/speech/whisper-tiny-random`): `bulkhead serve
-//! --compute-units candle:cpu` with real worker processes answers the transformers reference token for token (the
-//! recorded `generate()` call of `speech-en.wav` at the default length), equals candle's `WhisperModel` in this process
-//! on other clips, and says `candle:cpu` in `x-bulkhead-unit` and `/units`; the chain `ort:cpu,candle:cpu` falls back
-//! to candle when ONNX Runtime's worker is killed (`BULKHEAD_FAULTS`), with the same transcript; and Qwen3-ASR on
-//! candle is refused with the reason.
+//! Whisper served on `candle:cpu` end to end (`tests/fixtures/speech/whisper-tiny-random`): candle's `WhisperModel`
+//! on transformers' own features of `speech-en.wav` gives transformers' token ids (the recorded `generate()` call at
+//! the default length); `bulkhead serve --compute-units candle:cpu` with real worker processes answers, token for
+//! token, what that model gives in this process on the features bulkhead-audio computes from the file (and ONNX
+//! Runtime's model gives the same ids on them), says `candle:cpu` in `x-bulkhead-unit` and `/units`; the chain
+//! `ort:cpu,candle:cpu` falls back to candle when ONNX Runtime's worker is killed (`BULKHEAD_FAULTS`), with the same
+//! transcript; and Qwen3-ASR on candle is refused with the reason.
 
 mod common;
 
@@ -101,15 +102,45 @@ fn token_ids(v: &serde_json::Value) -> Vec<i64> {
     segments.iter().flat_map(|s| s["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap())).collect()
 }
 
-/// What candle's `WhisperModel` gives in this process for `file` with the default options and `language`.
-fn local_text(model: &mut WhisperModel, file: &Path, language: Option<&str>) -> String {
+/// The features bulkhead-audio computes for `file` (what the server computes), one window.
+fn audio_features(file: &Path) -> MelFeatures {
     let config = FeatureConfig::from_file(&folder().join("preprocessor_config.json")).unwrap();
     let extractor = FeatureExtractor::new(config).unwrap();
     let pcm = bulkhead_audio::load(std::fs::read(file).unwrap(), &Limits::default(), 16000).unwrap();
     let f = extractor.extract(&pcm.samples, Padding::MaxLength);
-    let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap();
-    let opts = TranscribeOptions { language: language.map(str::to_string), ..TranscribeOptions::default() };
-    model.transcribe(&features, &opts).unwrap().text
+    MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap()
+}
+
+/// The features transformers computed for the reference input `name` (recorded beside the reference): `fill`
+/// everywhere but the stored runs of frames.
+fn reference_features(reference: &serde_json::Value, name: &str) -> MelFeatures {
+    let input = reference["inputs"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap();
+    let frames = input["frames"].as_u64().unwrap() as usize;
+    let fill = input["fill"].as_f64().unwrap() as f32;
+    let bytes = std::fs::read(folder().join(format!("reference/{name}.features.bin"))).unwrap();
+    let stored: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let runs: Vec<(usize, usize)> = input["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize))
+        .collect();
+    let width: usize = runs.iter().map(|r| r.1).sum();
+    let mels = stored.len() / width;
+    let mut data = vec![fill; mels * frames];
+    for m in 0..mels {
+        let mut column = 0;
+        for &(start, n) in &runs {
+            data[m * frames + start..m * frames + start + n]
+                .copy_from_slice(&stored[m * width + column..m * width + column + n]);
+            column += n;
+        }
+    }
+    MelFeatures::new(mels, frames, data).unwrap()
+}
+
+fn segment_ids(t: &bulkhead_speech::Transcription) -> Vec<i64> {
+    t.segments.iter().flat_map(|s| s.token_ids.iter().copied()).collect()
 }
 
 #[test]
@@ -119,30 +150,56 @@ fn candle_serves_whisper_with_the_transformers_token_ids() {
         serde_json::from_str(&std::fs::read_to_string(folder().join("reference/reference.json")).unwrap()).unwrap();
     let case = reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "speech-en/default-length").unwrap();
     let want: Vec<i64> = case["token_ids"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+    let english = TranscribeOptions { language: Some("en".into()), ..TranscribeOptions::default() };
+
+    // The model in this process on transformers' own features of speech-en.wav: transformers' token ids.
+    let cache = tempfile::tempdir().unwrap();
+    let mut local = WhisperModel::load_with_cache(&folder(), &CandleEngine, &Unit::CANDLE_CPU, cache.path()).unwrap();
+    let got = local.transcribe(&reference_features(&reference, "speech-en"), &english).unwrap();
+    eprintln!(
+        "candle:cpu on transformers' features: {} token ids, identical: {}",
+        got.token_ids.len(),
+        got.token_ids == want
+    );
+    assert_eq!(got.token_ids, want, "the token ids of transformers' generate()");
+    assert_eq!(got.text, case["text"].as_str().unwrap());
+
+    // Served on candle:cpu: the server computes its own features (bulkhead-audio) from the file; the transcript is
+    // the model's in this process on those features, token for token.
     let wav = folder().join("reference/speech-en.wav");
     let r = transcribe(&server, &wav, &[("model", "whisper"), ("language", "en"), ("response_format", "verbose_json")]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-bulkhead-unit"), Some("candle:cpu"));
     let v = r.json();
-    let got = token_ids(&v);
-    eprintln!("served on candle:cpu: {} token ids, identical to transformers': {}", got.len(), got == want);
-    assert_eq!(got, want, "the token ids of transformers' generate()");
-    assert_eq!(v["text"], case["text"], "the text of transformers' generate()");
+    let here = local.transcribe(&audio_features(&wav), &english).unwrap();
+    assert_eq!(token_ids(&v), segment_ids(&here), "served token ids");
+    assert_eq!(v["text"], here.text.as_str());
     let timing = r.header("server-timing").unwrap_or_default();
     for stage in ["features", "encode", "generate"] {
         assert!(timing.contains(&format!("{stage};dur=")), "Server-Timing lacks {stage}: {timing}");
     }
+    // ONNX Runtime's model in this process on the same features: the same token ids (the engines agree).
+    let ort: Unit = "ort:cpu".parse().unwrap();
+    if OrtEngine::default().availability(&ort) == Availability::Usable {
+        let mut on_ort = WhisperModel::load_with_cache(&folder(), &OrtEngine::default(), &ort, cache.path()).unwrap();
+        let there = on_ort.transcribe(&audio_features(&wav), &english).unwrap();
+        eprintln!(
+            "served candle:cpu vs ort:cpu in process: identical token ids: {}",
+            here.token_ids == there.token_ids
+        );
+        assert_eq!(here.token_ids, there.token_ids, "candle:cpu and ort:cpu on the same features");
+    }
 
     // Other clips and options: the served transcript is candle's WhisperModel in this process.
-    let cache = tempfile::tempdir().unwrap();
-    let mut local = WhisperModel::load_with_cache(&folder(), &CandleEngine, &Unit::CANDLE_CPU, cache.path()).unwrap();
     for (name, language) in [("speech.wav", None), ("tone-440.wav", Some("de")), ("speech.mp3", Some("en"))] {
         let mut fields = vec![("model", "whisper")];
         fields.extend(language.map(|l| ("language", l)));
         let r = transcribe(&server, &clip(name), &fields);
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         assert_eq!(r.header("x-bulkhead-unit"), Some("candle:cpu"), "{name}");
-        assert_eq!(r.json()["text"], local_text(&mut local, &clip(name), language).as_str(), "{name}");
+        let opts = TranscribeOptions { language: language.map(str::to_string), ..TranscribeOptions::default() };
+        let here = local.transcribe(&audio_features(&clip(name)), &opts).unwrap();
+        assert_eq!(r.json()["text"], here.text.as_str(), "{name}");
     }
     let (candle, serving) = unit_view(&server, "candle:cpu");
     assert_eq!(serving, "candle:cpu", "{candle}");
