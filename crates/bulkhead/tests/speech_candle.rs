@@ -173,10 +173,8 @@ fn candle_serves_whisper_with_the_transformers_token_ids() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-bulkhead-unit"), Some("candle:cpu"));
     assert_eq!(r.json()["text"], here.text.as_str());
-    eprintln!(
-        "served on candle:cpu: the text of transformers' generate(): {}",
-        here.text == case["text"].as_str().unwrap()
-    );
+    // bulkhead-audio's features of this clip are close enough to transformers' for the same greedy decoding.
+    assert_eq!(r.json()["text"], case["text"], "the served text is transformers' generate() text");
     let r = transcribe(&server, &wav, &[("model", "whisper"), ("language", "en"), ("response_format", "verbose_json")]);
     assert_eq!(r.status, 200, "{}", r.body);
     let timed = TranscribeOptions { timestamps: Some(true), ..english.clone() };
