@@ -69,7 +69,7 @@ impl Config {
         for (heads, field) in
             [(c.encoder_heads, "encoder_attention_heads"), (c.decoder_heads, "decoder_attention_heads")]
         {
-            if c.d_model % heads != 0 {
+            if !c.d_model.is_multiple_of(heads) {
                 return Err(format!("`d_model` {} is not a multiple of `{field}` {heads}", c.d_model));
             }
         }
