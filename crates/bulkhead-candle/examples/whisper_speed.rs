@@ -7,7 +7,8 @@
 //! rounds) prints a markdown table and the load average. The units are interleaved round by round; the features are
 //! a fixed deterministic pattern (the speed does not depend on them); `TOKENS` tokens are decoded per round unless
 //! the model ends sooner (the count is printed). `scripts/bench/whisper_bench.py` builds a random-weight folder with
-//! whisper-base's real config for this (see its `--folder-only`).
+//! whisper-base's real config for this (see its `--folder-only`); `load s` of `ort:cpu` includes building its graphs
+//! when they are not in bulkhead's graph cache yet.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -96,13 +97,18 @@ fn main() {
         let encoder_s = bulkhead_core::stats::median(&row.encoder);
         // A transcription runs the encoder once more; the rest is the cross keys/values and the decoding steps.
         let decode_s = (bulkhead_core::stats::median(&row.decoding) - encoder_s).max(1e-9);
+        // A decoding that ended after a token or two times nothing but noise: no rate for it.
+        let rate = if row.tokens.len() < 10 {
+            "- (ended early)".to_string()
+        } else {
+            format!("{:.1}", row.tokens.len() as f64 / decode_s)
+        };
         println!(
-            "| {} | {:.2} | {encoder_s:.4} | {:.1} | {} | {decode_s:.4} | {:.1} |",
+            "| {} | {:.2} | {encoder_s:.4} | {:.1} | {} | {decode_s:.4} | {rate} |",
             row.unit,
             row.load_s,
             audio_s / encoder_s,
             row.tokens.len(),
-            row.tokens.len() as f64 / decode_s
         );
     }
     println!(
