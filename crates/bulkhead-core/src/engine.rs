@@ -1,7 +1,8 @@
 //! The engine boundary: a tiny, synchronous trait pair that each engine crate implements.
 //!
 //! An [`Engine`] turns a model and a [`Unit`] into a [`Session`]; a session runs forward passes on token batches.
-//! Everything above (tokenization, pooling, batching, supervision) is engine-neutral.
+//! Everything above (tokenization, pooling, batching, supervision) is engine-neutral. An engine with its own Whisper
+//! encoder-decoder also returns a [`WhisperSession`] from [`Engine::load_whisper`] (the others leave that to graphs).
 
 use std::collections::BTreeMap;
 
