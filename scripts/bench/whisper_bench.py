@@ -208,7 +208,14 @@ def main():
     ap.add_argument("--debug", action="store_true", help="time a debug build of the example (default: release)")
     ap.add_argument("--prebuilt", action="store_true", help="run target/*/examples/whisper_bench as it is")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--folder-only", metavar="OUT", type=Path,
+                    help="only write the whisper-base random-weight folder to OUT (for bulkhead-candle's "
+                         "whisper_speed example: candle:cpu beside ort:cpu) and exit")
     args = ap.parse_args()
+    if args.folder_only:
+        base_folder(args.folder_only)
+        print(args.folder_only)
+        return
     if args.worker:
         engine, folder = args.worker
         if engine == "torch":

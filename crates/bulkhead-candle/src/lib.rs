@@ -1,6 +1,8 @@
 //! The candle engine: safetensors models in pure Rust, on candle-transformers' implementations of BERT
 //! (all-MiniLM, bge, e5, gte-small), XLM-RoBERTa (bge-m3, multilingual-e5), ModernBERT, NomicBERT and Qwen3
-//! (see `models`). An architecture candle cannot run exactly is refused with the reason, so the chain moves on.
+//! (see `models`), and Whisper speech models (see `whisper`: our own layers on candle-nn, loaded by
+//! [`Engine::load_whisper`] for `bulkhead-speech`'s decoding). An architecture candle cannot run exactly is refused
+//! with the reason, so the chain moves on.
 //!
 //! Units: `candle:cpu`; `candle:cuda` and `candle:metal` behind the cargo features `cuda` and `metal` (the binary's
 //! `candle-cuda` / `candle-metal`). Without the feature those units are `NotCompiled`, a different state from
@@ -17,17 +19,19 @@
 #![deny(missing_docs)]
 
 mod models;
+mod whisper;
 
 use std::path::Path;
 
 use bulkhead_core::{
     Availability, Device as UnitDevice, Engine, EngineError, EngineKind, ModelFiles, Precision, Session, SessionReport,
-    Tensor, TokenBatch, Unit,
+    Tensor, TokenBatch, Unit, WhisperSession,
 };
 use candle_core::{DType, Device, Tensor as CTensor};
 use candle_nn::VarBuilder;
 
 pub use models::SUPPORTED_ARCHITECTURES;
+pub use whisper::WHISPER_ARCHITECTURES;
 
 /// The candle engine.
 #[derive(Debug, Default)]
@@ -125,6 +129,72 @@ impl Engine for CandleEngine {
         };
         Ok(Box::new(CandleSession { net, device, report }))
     }
+
+    fn load_whisper(&self, model: &ModelFiles, unit: &Unit) -> Option<Result<Box<dyn WhisperSession>, EngineError>> {
+        Some(load_whisper(model, unit))
+    }
+}
+
+/// Loads a Whisper checkpoint (see `whisper`) on `unit`.
+fn load_whisper(model: &ModelFiles, unit: &Unit) -> Result<Box<dyn WhisperSession>, EngineError> {
+    let u = unit.to_string();
+    let rejected = |reason: String| EngineError::ModelRejected { unit: u.clone(), reason };
+    let device = device(unit).map_err(|a| match a {
+        Availability::NotCompiled(reason) => EngineError::NotCompiled { unit: u.clone(), reason },
+        Availability::Unusable(reason) => EngineError::Unusable { unit: u.clone(), reason },
+        Availability::Usable => EngineError::Unusable { unit: u.clone(), reason: "no device".into() },
+    })?;
+    let config_path = model.config.as_ref().ok_or_else(|| {
+        rejected(format!("{}: no config.json beside the weights; candle needs it", model.source.display()))
+    })?;
+    let text = std::fs::read_to_string(config_path).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| rejected(format!("{}: not valid JSON: {e}", config_path.display())))?;
+    if !whisper::is_whisper(&json) {
+        return Err(EngineError::Unsupported {
+            unit: u.clone(),
+            reason: format!(
+                "{}: not a Whisper checkpoint; candle runs speech models of the architectures {}",
+                config_path.display(),
+                WHISPER_ARCHITECTURES.join(", ")
+            ),
+        });
+    }
+    let config = whisper::Config::from_json(&json).map_err(|e| rejected(format!("{}: {e}", config_path.display())))?;
+    if model.safetensors_shards.is_empty() {
+        return Err(rejected(format!(
+            "{}: the candle engine needs model.safetensors (this model has only ONNX; use an ort: unit)",
+            model.source.display()
+        )));
+    }
+    let mut names = vec![];
+    let mut dtype = None;
+    for shard in &model.safetensors_shards {
+        let (d, n) = weights_header(shard).map_err(&rejected)?;
+        dtype = dtype.or(Some(d));
+        names.extend(n);
+    }
+    let (dtype, precision) = dtype.expect("at least one shard");
+    check_tokenizer(model, &json, &names).map_err(&rejected)?;
+    let weights = &model.safetensors_shards;
+    // SAFETY: the files are memory-mapped read-only; bulkhead does not modify model files while serving them.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &device) }
+        .map_err(|e| rejected(format!("{}: {}", weights[0].display(), models::first_line(&e))))?;
+    let origin = model.safetensors_index.as_ref().unwrap_or(&weights[0]);
+    let prefixed = names.iter().any(|n| n == "model.encoder.conv1.weight");
+    let report = SessionReport {
+        unit: *unit,
+        runtime: "candle 0.11".into(),
+        model_file: origin.display().to_string(),
+        precision,
+        placement: vec![],
+        hidden_size: 0,
+        notes: vec![format!("whisper: weights {dtype:?}, computed in F32 on {unit}")],
+        graph_cache: None,
+    };
+    let net = whisper::CandleWhisper::load(config, vb, prefixed, device, report)
+        .map_err(|e| rejected(format!("{} (whisper): {}", origin.display(), models::first_line(&e))))?;
+    Ok(Box::new(net))
 }
 
 /// A tokenizer with ids past the embedding table would index out of it: refuse the model, naming both.

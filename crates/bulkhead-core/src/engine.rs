@@ -1,7 +1,8 @@
 //! The engine boundary: a tiny, synchronous trait pair that each engine crate implements.
 //!
 //! An [`Engine`] turns a model and a [`Unit`] into a [`Session`]; a session runs forward passes on token batches.
-//! Everything above (tokenization, pooling, batching, supervision) is engine-neutral.
+//! Everything above (tokenization, pooling, batching, supervision) is engine-neutral. An engine with its own Whisper
+//! encoder-decoder also returns a [`WhisperSession`] from [`Engine::load_whisper`] (the others leave that to graphs).
 
 use std::collections::BTreeMap;
 
@@ -107,6 +108,35 @@ pub trait Engine: Send + Sync {
                 .into(),
         })
     }
+
+    /// Loads the Whisper checkpoint `model` on `unit` as the engine's own encoder-decoder, or `None` when the
+    /// engine has none (the caller then builds graphs for [`Engine::load_graph`]). The default is `None`.
+    fn load_whisper(&self, model: &ModelFiles, unit: &Unit) -> Option<Result<Box<dyn WhisperSession>, EngineError>> {
+        let _ = (model, unit);
+        None
+    }
+}
+
+/// A Whisper encoder-decoder run natively by an engine: the encoder on one window of log-mel features, and the
+/// decoder one step at a time over the key/value caches the session keeps between steps.
+pub trait WhisperSession: Send {
+    /// What runs the decoder.
+    fn report(&self) -> &SessionReport;
+
+    /// What runs the encoder (the decoder's report unless they differ).
+    fn encoder_report(&self) -> &SessionReport {
+        self.report()
+    }
+
+    /// Runs the encoder on one window `[mel_bins, frames]` (row-major); returns `[positions, d_model]`.
+    fn encode(&mut self, features: &Tensor) -> Result<Tensor, EngineError>;
+
+    /// Starts a decoding over `encoded` (`[positions, d_model]`, from [`WhisperSession::encode`]): the
+    /// cross-attention keys and values computed once, the self-attention caches emptied.
+    fn start(&mut self, encoded: &Tensor) -> Result<(), EngineError>;
+
+    /// Feeds `ids` after the tokens already cached and returns the logits `[vocab]` of the last position.
+    fn step(&mut self, ids: &[i64]) -> Result<Vec<f32>, EngineError>;
 }
 
 /// A model without a tokenizer loaded on one unit: any graph, named tensors in and out.

@@ -12,7 +12,8 @@
 //!   supported type for other models;
 //! * [`precision`]: the precision of a model's weights (`fp32`, `fp16`, `bf16`, `int8`) and the one rule that
 //!   decides it from element counts;
-//! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`]/[`GraphSession`] traits each engine crate implements;
+//! * [`engine`]: the tiny, synchronous [`Engine`]/[`Session`]/[`GraphSession`] traits each engine crate implements,
+//!   and [`WhisperSession`] for an engine's own Whisper encoder-decoder (candle's);
 //! * [`error`]: typed errors, one enum per concern;
 //! * [`stats`]: percentiles, medians, means, slopes and cosine agreement, for everything that measures;
 //! * [`quantized`]: the manifest `bulkhead quantize` writes beside an int8 model, for its writer and its readers;
@@ -47,7 +48,9 @@ pub mod task;
 pub mod tensor;
 pub mod unit;
 
-pub use engine::{Availability, Engine, GraphCache, GraphSession, NodePlacement, Session, SessionReport};
+pub use engine::{
+    Availability, Engine, GraphCache, GraphSession, NodePlacement, Session, SessionReport, WhisperSession,
+};
 pub use error::{EngineError, ModelError, UnitError};
 pub use model::{tokenizer_vocab_size, ModelFiles, PaddingSide, Pooling, WeightsFormat};
 pub use precision::Precision;

@@ -1,10 +1,13 @@
 //! Speech to text: Whisper (`WhisperForConditionalGeneration`, every size, multilingual and `.en`) from its Hugging
-//! Face folder, on the `ort:` units, decoded greedily exactly as transformers' `generate` does.
+//! Face folder, on the `ort:` units and on candle's, decoded greedily exactly as transformers' `generate` does.
 //!
 //! * [`WhisperModel::load`] reads the folder (config.json, generation_config.json, tokenizer.json,
-//!   preprocessor_config.json), has `bulkhead-graph` build (or find in its cache) the encoder, cross-attention and
-//!   decoder-step graphs ([`bulkhead_graph::whisper`]) and loads each as a [`GraphSession`](bulkhead_core::GraphSession)
-//!   of the given engine (ONNX Runtime's `OrtEngine`) on one unit;
+//!   preprocessor_config.json) and loads its encoder and decoder as a
+//!   [`WhisperSession`](bulkhead_core::WhisperSession): the engine's own Whisper when it has one
+//!   ([`Engine::load_whisper`](bulkhead_core::Engine::load_whisper), candle's), else `bulkhead-graph` builds (or finds
+//!   in its cache) the encoder, cross-attention and decoder-step graphs ([`bulkhead_graph::whisper`]) and each is
+//!   loaded as a [`GraphSession`](bulkhead_core::GraphSession) of the engine (ONNX Runtime's `OrtEngine`) on one
+//!   unit. The decoding below is the same code whichever session runs the model;
 //! * [`WhisperModel::transcribe`] takes log-mel features ([`MelFeatures`], as `WhisperFeatureExtractor` computes them;
 //!   the audio crate computes them from files) and [`TranscribeOptions`] (language, task, timestamps, prompt,
 //!   `max_new_tokens`) and returns the [`Transcription`]: token ids, text, language, segments;
@@ -34,6 +37,7 @@
 mod decode;
 mod files;
 mod generation;
+mod graphs;
 mod languages;
 mod logits;
 mod model;

@@ -1,14 +1,16 @@
-//! A Whisper folder loaded on one unit: its settings, its tokenizer and the sessions of its three graphs (encoder,
-//! cross-attention keys and values, decoder step), with the key/value caches a decoding carries from step to step.
+//! A Whisper folder loaded on one unit: its settings, its tokenizer and its [`WhisperSession`]: the engine's own
+//! encoder-decoder ([`Engine::load_whisper`], candle's) or, for the engines without one (ONNX Runtime), the three
+//! graphs of `bulkhead-graph` (encoder, cross-attention keys and values, decoder step). The session keeps the
+//! key/value caches a decoding carries from step to step; the decoding itself (`decode`) is the same for both.
 
 use std::path::{Path, PathBuf};
 
-use bulkhead_core::{Engine, GraphSession, ModelFiles, NamedTensor, SessionReport, TensorData, Unit};
+use bulkhead_core::{Engine, ModelFiles, SessionReport, Tensor, Unit, WhisperSession};
 use bulkhead_graph::whisper::{self, WhisperConfig, WhisperGraphs};
-use bulkhead_graph::BuildOptions;
 
 use crate::decode::DecoderCall;
 use crate::files::{self, FeatureSettings};
+use crate::graphs::GraphWhisper;
 use crate::{GenerationSettings, SpeechError};
 
 /// Log-mel features of one audio, `[mel_bins, frames]` row-major, as `WhisperFeatureExtractor` returns them (3000
@@ -62,11 +64,8 @@ pub struct EncoderOutput {
     pub data: Vec<f32>,
 }
 
-/// A decoding in progress: the decoder's inputs, kept between steps so that the cross-attention keys and values
-/// are never copied and each step's present keys and values become the next step's past ones without a copy.
+/// A decoding in progress: the tokens in the session's caches and every decoder run.
 pub(crate) struct DecoderState {
-    /// `input_ids`, then `past_key.{l}`, `past_value.{l}` per layer, then `cross_key.{l}`, `cross_value.{l}`.
-    inputs: Vec<NamedTensor>,
     /// Tokens in the caches.
     pub past: usize,
     /// Every decoder run: new tokens and past length.
@@ -80,17 +79,17 @@ pub struct WhisperModel {
     generation: GenerationSettings,
     features: FeatureSettings,
     pub(crate) tokenizer: tokenizers::Tokenizer,
-    encoder: Box<dyn GraphSession>,
-    cross_kv: Box<dyn GraphSession>,
-    decoder: Box<dyn GraphSession>,
-    graphs: WhisperGraphs,
+    session: Box<dyn WhisperSession>,
+    /// The built graphs, when the session runs them (`None` for an engine's own Whisper).
+    graphs: Option<WhisperGraphs>,
     /// Milliseconds in the encoder since the current transcription started.
     pub(crate) encode_ms: f64,
 }
 
 impl WhisperModel {
-    /// Loads the Whisper folder `folder` on `unit` of `engine` (ONNX Runtime's engine for the `ort:` units), with
-    /// the graphs cached under bulkhead's cache directory (`graphs/`, shared with the embedding models).
+    /// Loads the Whisper folder `folder` on `unit` of `engine`: the engine's own Whisper when it has one (candle's),
+    /// else graphs built by `bulkhead-graph` (ONNX Runtime), cached under bulkhead's cache directory (`graphs/`,
+    /// shared with the embedding models).
     pub fn load(folder: &Path, engine: &dyn Engine, unit: &Unit) -> Result<WhisperModel, SpeechError> {
         let cache = bulkhead_core::install::cache_dir().join("graphs");
         Self::load_with_cache(folder, engine, unit, &cache)
@@ -127,20 +126,21 @@ impl WhisperModel {
             });
         }
         let tokenizer = files::tokenizer(folder)?;
-        let graphs = whisper::build_whisper_cached(&model, &BuildOptions::default(), cache_dir)?;
-        let load = |path: &Path| -> Result<Box<dyn GraphSession>, SpeechError> {
-            Ok(engine.load_graph(&ModelFiles::open(path)?, unit)?)
+        let (session, graphs): (Box<dyn WhisperSession>, _) = match engine.load_whisper(&model, unit) {
+            Some(session) => (session?, None),
+            None => {
+                let (session, graphs) = GraphWhisper::load(&model, &config, engine, unit, cache_dir)?;
+                (Box::new(session), Some(graphs))
+            }
         };
         Ok(WhisperModel {
             folder: folder.to_path_buf(),
-            encoder: load(&graphs.encoder.path)?,
-            cross_kv: load(&graphs.cross_kv.path)?,
-            decoder: load(&graphs.decoder.path)?,
+            session,
+            graphs,
             config,
             generation,
             features,
             tokenizer,
-            graphs,
             encode_ms: 0.0,
         })
     }
@@ -165,19 +165,19 @@ impl WhisperModel {
         &self.features
     }
 
-    /// The built graphs (paths, cache hits).
-    pub fn graphs(&self) -> &WhisperGraphs {
-        &self.graphs
+    /// The built graphs (paths, cache hits); `None` when the engine runs its own Whisper (candle).
+    pub fn graphs(&self) -> Option<&WhisperGraphs> {
+        self.graphs.as_ref()
     }
 
     /// What runs the decoder (unit, runtime, node placement); the encoder's is [`WhisperModel::encoder_report`].
     pub fn report(&self) -> &SessionReport {
-        self.decoder.report()
+        self.session.report()
     }
 
     /// What runs the encoder.
     pub fn encoder_report(&self) -> &SessionReport {
-        self.encoder.report()
+        self.session.encoder_report()
     }
 
     /// Runs the encoder on the first window of `features` (`2 · max_source_positions` frames from frame 0; shorter
@@ -204,78 +204,40 @@ impl WhisperModel {
     pub(crate) fn encode_window(&mut self, features: &MelFeatures, seek: usize) -> Result<EncoderOutput, SpeechError> {
         let window = self.config.frames();
         let data = features.window(seek, window, window);
-        let input = NamedTensor::new("input_features", vec![1, self.config.mel_bins, window], TensorData::F32(data))
-            .map_err(SpeechError::Features)?;
+        let input = Tensor::new(vec![self.config.mel_bins, window], data).map_err(SpeechError::Features)?;
         let started = std::time::Instant::now();
-        let out = self.encoder.run(&[input])?;
+        let out = self.session.encode(&input)?;
         self.encode_ms += started.elapsed().as_secs_f64() * 1e3;
-        let (shape, data) = take_f32(out, "last_hidden_state")?;
-        Ok(EncoderOutput { positions: shape[1], width: shape[2], data })
+        if out.shape.len() != 2 || out.shape[1] != self.config.d_model {
+            return Err(SpeechError::Features(format!(
+                "the encoder returned shape {:?}, expected [positions, {}]",
+                out.shape, self.config.d_model
+            )));
+        }
+        Ok(EncoderOutput { positions: out.shape[0], width: out.shape[1], data: out.data })
     }
 
     /// A fresh decoding over `encoded`: the cross-attention keys and values computed once, empty caches.
     pub(crate) fn start(&mut self, encoded: &EncoderOutput) -> Result<DecoderState, SpeechError> {
-        let hidden = NamedTensor::new(
-            "encoder_hidden_states",
-            vec![1, encoded.positions, encoded.width],
-            TensorData::F32(encoded.data.clone()),
-        )
-        .map_err(SpeechError::Features)?;
-        let cross = self.cross_kv.run(&[hidden])?;
-        let (heads, d) = (self.config.decoder_heads, self.config.decoder_head_dim());
-        let mut inputs =
-            vec![NamedTensor { name: "input_ids".into(), shape: vec![1, 0], data: TensorData::I64(vec![]) }];
-        for l in 0..self.config.decoder_layers {
-            for kind in ["key", "value"] {
-                inputs.push(NamedTensor {
-                    name: format!("past_{kind}.{l}"),
-                    shape: vec![1, heads, 0, d],
-                    data: TensorData::F32(vec![]),
-                });
-            }
-        }
-        for l in 0..self.config.decoder_layers {
-            for kind in ["key", "value"] {
-                let name = format!("cross_{kind}.{l}");
-                let t = cross.iter().find(|t| t.name == name).ok_or_else(|| missing(&name))?;
-                inputs.push(t.clone());
-            }
-        }
-        Ok(DecoderState { inputs, past: 0, calls: vec![] })
+        let hidden =
+            Tensor::new(vec![encoded.positions, encoded.width], encoded.data.clone()).map_err(SpeechError::Features)?;
+        self.session.start(&hidden)?;
+        Ok(DecoderState { past: 0, calls: vec![] })
     }
 
     /// Feeds `ids` after the cached tokens of `state`; returns the logits of the last position.
     pub(crate) fn step(&mut self, state: &mut DecoderState, ids: &[i64]) -> Result<Vec<f32>, SpeechError> {
-        state.inputs[0] =
-            NamedTensor { name: "input_ids".into(), shape: vec![1, ids.len()], data: TensorData::I64(ids.to_vec()) };
-        let mut out = self.decoder.run(&state.inputs)?;
+        let logits = self.session.step(ids)?;
         state.calls.push(DecoderCall { new_tokens: ids.len(), past: state.past });
-        for l in 0..self.config.decoder_layers {
-            for (k, kind) in ["key", "value"].into_iter().enumerate() {
-                let name = format!("present_{kind}.{l}");
-                let i = out.iter().position(|t| t.name == name).ok_or_else(|| missing(&name))?;
-                let present = std::mem::replace(&mut out[i].data, TensorData::F32(vec![]));
-                let slot = &mut state.inputs[1 + 2 * l + k];
-                slot.shape = out[i].shape.clone();
-                slot.data = present;
-            }
-        }
         state.past += ids.len();
-        let (_, logits) = take_f32(out, "logits")?;
+        if logits.len() != self.config.vocab {
+            return Err(SpeechError::Features(format!(
+                "the decoder returned {} logits, expected vocab_size {}",
+                logits.len(),
+                self.config.vocab
+            )));
+        }
         Ok(logits)
-    }
-}
-
-fn missing(name: &str) -> SpeechError {
-    SpeechError::Features(format!("the graph has no output `{name}`; rebuild it (clear bulkhead's graph cache)"))
-}
-
-/// The float output `name`: its shape and values.
-fn take_f32(out: Vec<NamedTensor>, name: &str) -> Result<(Vec<usize>, Vec<f32>), SpeechError> {
-    let t = out.into_iter().find(|t| t.name == name).ok_or_else(|| missing(name))?;
-    match t.data {
-        TensorData::F32(v) => Ok((t.shape, v)),
-        _ => Err(SpeechError::Features(format!("output `{name}` is not float32"))),
     }
 }
 

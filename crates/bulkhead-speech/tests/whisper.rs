@@ -280,12 +280,12 @@ fn the_graphs_are_built_once_then_found_in_the_cache() {
     let Some(_) = ort_cpu() else { return };
     let cache = tempfile::tempdir().unwrap();
     let first = load(&folder(), cache.path());
-    let g = first.graphs();
+    let g = first.graphs().expect("ort:cpu runs the built graphs");
     assert!(!g.encoder.cache_hit && !g.cross_kv.cache_hit && !g.decoder.cache_hit);
     let keys = [&g.encoder.key, &g.cross_kv.key, &g.decoder.key];
     assert!(keys[0] != keys[1] && keys[1] != keys[2], "one cache entry per graph");
     let second = load(&folder(), cache.path());
-    let h = second.graphs();
+    let h = second.graphs().expect("ort:cpu runs the built graphs");
     assert!(h.encoder.cache_hit && h.cross_kv.cache_hit && h.decoder.cache_hit);
     assert_eq!([&h.encoder.key, &h.cross_kv.key, &h.decoder.key], keys);
     assert_eq!(second.report().unit.to_string(), "ort:cpu");

@@ -165,8 +165,8 @@ fn served_transcripts_equal_in_process_ones_in_every_format_and_the_openai_clien
     if ort_ready().is_none() {
         return;
     }
-    // candle:cpu first: it cannot run speech models, says so, and the chain falls through to ort:cpu.
-    let server = serve("candle:cpu,ort:cpu", &[], &[]);
+    // (Whisper on candle:cpu is tested in speech_candle.rs.)
+    let server = serve("ort:cpu", &[], &[]);
     let speech = clip("speech.wav");
     let mut local = Local::load();
     let plain = local.transcribe(&speech, Task::Transcribe, None);
@@ -188,11 +188,7 @@ fn served_transcripts_equal_in_process_ones_in_every_format_and_the_openai_clien
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         assert_eq!(r.json()["text"], local.text(&clip(name)).as_str(), "{name}");
     }
-    // The chain fell through candle:cpu, which said why.
     assert_eq!(units(&server)["serving"], "ort:cpu");
-    let candle = unit_view(&server, "candle:cpu");
-    assert_eq!(candle["state"], "unavailable", "{candle}");
-    assert!(candle["reason"].as_str().unwrap_or_default().contains("does not run speech models"), "{candle}");
 
     let Some(python) = need(venv_python(), "the project's .venv") else { return };
     let has_openai = std::process::Command::new(&python).args(["-c", "import openai"]).status();
@@ -311,9 +307,7 @@ fn the_transcribe_command_prints_json_lines_and_refuses_a_bad_file_with_exit_2()
     let model = folder();
     let (speech, tone) = (clip("speech.wav"), clip("tone-440.wav"));
     let mut local = Local::load();
-    // candle:cpu first: the worker refuses it and the command goes on to ort:cpu.
-    let args =
-        ["transcribe", "--format", "json", "--compute-units", "candle:cpu,ort:cpu", "--model", model.to_str().unwrap()];
+    let args = ["transcribe", "--format", "json", "--compute-units", "ort:cpu", "--model", model.to_str().unwrap()];
     let files = [speech.to_str().unwrap(), tone.to_str().unwrap()];
     let out = bulkhead(&[&args[..], &files[..]].concat(), &[("BULKHEAD_STATE_DIR", state)]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -322,7 +316,7 @@ fn the_transcribe_command_prints_json_lines_and_refuses_a_bad_file_with_exit_2()
     assert_eq!(lines.len(), 2, "{stdout}");
     for (line, file) in lines.iter().zip([&speech, &tone]) {
         assert_eq!(line["text"], local.text(file).as_str(), "{line}");
-        assert_eq!(line["unit"], "ort:cpu", "the chain fell through candle:cpu: {line}");
+        assert_eq!(line["unit"], "ort:cpu", "{line}");
     }
 
     let bad = clip("bad-png.wav");

@@ -1,6 +1,6 @@
-//! Speech models in a worker: the folder loaded on an `ort:` unit, its log-mel features computed from the PCM the
-//! server decoded, the transcription run greedily, and a short probe audio through the same path for warm-up and
-//! health probes.
+//! Speech models in a worker: the folder loaded on its unit (Whisper on the `ort:` and `candle:` units, Qwen3-ASR on
+//! the `ort:` units), its log-mel features computed from the PCM the server decoded, the transcription run greedily,
+//! and a short probe audio through the same path for warm-up and health probes.
 //!
 //! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper, Qwen3-ASR): a new kind adds a
 //! variant and an arm in each of its methods.
@@ -22,7 +22,7 @@ const PROBE_SECONDS: f64 = 1.0;
 
 /// A loaded speech model, by kind.
 pub(crate) enum SpeechModel {
-    /// Whisper (`WhisperForConditionalGeneration`).
+    /// Whisper (`WhisperForConditionalGeneration`): ONNX Runtime's graphs or candle's own model, one decoding.
     Whisper(Box<WhisperModel>),
     /// Qwen3-ASR (`Qwen3ASRForConditionalGeneration`): its own features, pieces of up to 20 minutes, no timestamps
     /// inside a piece and no translation (refused as invalid options).
@@ -123,12 +123,13 @@ impl SpeechRunner {
         unit: &Unit,
         on_loaded: impl FnOnce(&SessionReport),
     ) -> Result<(SpeechRunner, Vec<WarmupShape>), LoadFailure> {
-        if unit.engine != EngineKind::Ort {
+        let qwen3_asr = is_qwen3_asr(files);
+        if unit.engine != EngineKind::Ort && qwen3_asr {
             return Err(LoadFailure::new(
                 LoadFailureKind::Unsupported,
                 format!(
-                    "{unit} does not run speech models (Whisper and Qwen3-ASR run on the ort: units); the chain falls \
-                     through"
+                    "{unit} does not run Qwen3-ASR (it runs on the ort: units; candle runs Whisper only); the chain \
+                     falls through"
                 ),
             ));
         }
@@ -145,7 +146,7 @@ impl SpeechRunner {
             };
             LoadFailure::new(kind, e.to_string())
         };
-        let model = if is_qwen3_asr(files) {
+        let model = if qwen3_asr {
             SpeechModel::Qwen3Asr(Box::new(Qwen3AsrModel::load(&folder, engine, unit).map_err(failure)?))
         } else {
             SpeechModel::Whisper(Box::new(WhisperModel::load(&folder, engine, unit).map_err(failure)?))
