@@ -45,7 +45,7 @@ fn positive(v: &Value, what: &str) -> f64 {
     x
 }
 
-/// candle does not run these models: a load error of kind `unsupported` (5a), never a crash.
+/// candle does not run SAM2: a load error of kind `unsupported` (5a), never a crash.
 fn assert_candle_refuses(report: &Value) {
     let candle = unit(report, "candle:cpu");
     assert_eq!(candle["verdict"], "unusable", "{}", candle["evidence"]);
@@ -87,8 +87,20 @@ fn speech_doctor_measures_transcriptions_per_unit_in_every_format() {
     assert_eq!(ort["memory"]["rss_bytes"].as_array().unwrap().len(), 6);
     let findings = ort["findings"].as_array().unwrap();
     assert!(findings.iter().any(|f| f["branch"] == "3a" && f["severity"] == "info"), "{findings:?}");
-    assert_candle_refuses(&r);
-    assert_eq!(r["recommendation"]["compute_units"], "ort:cpu");
+    // candle runs Whisper too: the second unit is measured and agrees with the first, token for token.
+    let candle = unit(&r, "candle:cpu");
+    assert_eq!(candle["verdict"], "ok", "{}", candle["evidence"]);
+    let agreement = &candle["speech"]["agreement"];
+    assert_eq!((&agreement["reference_unit"], &agreement["identical"]), (&"ort:cpu".into(), &Value::Bool(true)));
+    assert_eq!(agreement["tokens"], tokens);
+    assert!(candle["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["branch"] == "4a" && f["message"].as_str().unwrap().contains("token ids identical to ort:cpu's")));
+    // Both serve: the faster first, the other as its fallback.
+    let chain = r["recommendation"]["compute_units"].as_str().unwrap();
+    assert!(chain == "ort:cpu,candle:cpu" || chain == "candle:cpu,ort:cpu", "{}", r["recommendation"]);
     assert!(r["recommendation"]["notes"][0].as_str().unwrap().contains("x real time"), "{}", r["recommendation"]);
 
     // The same report as tables (without measuring again) and as a page.
@@ -245,9 +257,9 @@ fn bench_reports_real_time_factor_and_clicks_per_second() {
     for field in ["rtf", "rtf_encode", "rtf_generate", "decoder_tokens_per_s", "p50_ms"] {
         positive(&s[field], field);
     }
-    assert!(unit(&r, "candle:cpu")["error"].as_str().unwrap().contains("does not run speech models"));
+    positive(&unit(&r, "candle:cpu")["speech"]["rtf"], "candle rtf");
     let text = run(args(&whisper(), false));
-    for needle in ["real time", "decoder tokens/s", "ort:cpu", "candle:cpu: not measured"] {
+    for needle in ["real time", "decoder tokens/s", "ort:cpu", "candle:cpu"] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
 
