@@ -74,9 +74,11 @@ pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): Json
 
 async fn run_embed(state: &AppState, req: OllamaEmbedRequest) -> Result<Response, ApiError> {
     let t0 = Instant::now();
+    let loaded = state.models.loaded().iter().any(|m| m.name == req.model.0 || m.name == req.model.served());
     let model = find(state, &req.model, req.keep_alive.as_ref()).await?;
     let model = &model;
-    let load_duration = t0.elapsed().as_nanos() as u64;
+    // As Ollama: the time spent loading the model for this request (none when it was loaded).
+    let load_duration = if loaded { 0 } else { t0.elapsed().as_nanos() as u64 };
     model.embedding()?;
     let texts = match req.input {
         OllamaInput::Text(t) => vec![t],
