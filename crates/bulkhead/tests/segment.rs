@@ -101,7 +101,21 @@ fn request_of(case: &Value) -> Value {
     if !case["box"].is_null() {
         body["boxes"] = json!([case["box"]]);
     }
+    // A refining click: an earlier answer's low-resolution logits as the mask prompt.
+    if let Some(mask) = case.get("mask_input") {
+        body["mask_input"] = mask.clone();
+    }
+    if case.get("low_res_logits").is_some() {
+        body["return_low_res_logits"] = true.into();
+    }
     body
+}
+
+/// Little-endian f32 values from base64 (`low_res_logits`, `mask_input`).
+fn f32s_b64(v: &Value) -> Vec<f32> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// A POST with a binary body (multipart), over a fresh connection.
@@ -178,6 +192,16 @@ fn masks_match_transformers_and_later_clicks_reuse_the_embedding() {
             );
             assert!(iou >= 0.99, "{what}: IoU {iou} against transformers");
             assert!(score_diff <= 1e-3, "{what}: IoU scores {scores:?} vs {want:?}");
+            if let Some(want) = case.get("low_res_logits") {
+                // The low-resolution logits a client sends back as `mask_input`.
+                let (got, want) = (f32s_b64(&v["low_res_logits"][0]), f32s_b64(want));
+                let side = v["low_res_side"].as_u64().unwrap() as usize;
+                assert_eq!((got.len(), want.len()), (side * side, side * side), "{what}");
+                let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(diff <= 1e-3, "{what}: low-resolution logits differ by {diff}");
+            } else {
+                assert!(v.get("low_res_logits").is_none(), "{what}: logits only when asked for");
+            }
             match &image_id {
                 None => {
                     assert!(encode > 0.0 && timing(&r, "decode") > 0.0, "{what}: the first click encodes");
@@ -192,6 +216,17 @@ fn masks_match_transformers_and_later_clicks_reuse_the_embedding() {
             }
         }
     }
+
+    // A mask prompt of the wrong size is refused, naming the size the model takes.
+    let mask = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([0u8; 12])
+    };
+    let r = server.post_json("/v1/segment", &json!({"image": b64(&png(0)), "points": [[5, 5]], "mask_input": mask}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("low-resolution masks are") && r.body.contains("low_res_logits"), "{}", r.body);
+    let r = server.post_json("/v1/segment", &json!({"image": b64(&png(0)), "points": [[5, 5]], "mask_input": "%%"}));
+    assert_eq!(r.status, 422, "{}", r.body);
 
     // The image sent again equals the click by image_id: same masks, no decoding, no encoding.
     let case = &reference["images"][0]["cases"][0];

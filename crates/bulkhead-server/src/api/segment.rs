@@ -48,6 +48,13 @@ pub struct SegmentRequest {
     /// `rle` (default) or `png`.
     #[serde(default)]
     pub mask_format: Option<MaskFormat>,
+    /// A mask prompt: an earlier answer's low-resolution logits for this image (an entry of its `low_res_logits`:
+    /// base64 of little-endian f32, `low_res_side` squared), refined by this request's points or box.
+    #[serde(default)]
+    pub mask_input: Option<String>,
+    /// Also answer each mask's low-resolution logits (`low_res_logits`), to send back later as `mask_input`.
+    #[serde(default)]
+    pub return_low_res_logits: Option<bool>,
     /// How long the model stays loaded once idle after this request (models loaded on demand; Ollama's
     /// `keep_alive`): seconds or a duration such as `"5m"`; `0` unloads it after this request, negative never.
     #[serde(default)]
@@ -94,4 +101,11 @@ pub struct SegmentResponse {
     pub iou_scores: Vec<f32>,
     /// Whether the image embedding was reused from an earlier request (the image encoder did not run).
     pub embedding_cached: bool,
+    /// With `return_low_res_logits`: each mask's logits at the decoder's resolution, in the order of `masks` (base64
+    /// of little-endian f32, `low_res_side` squared, row-major; a pixel is foreground above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_res_logits: Option<Vec<String>>,
+    /// With `return_low_res_logits`: the side of each low-resolution mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_res_side: Option<usize>,
 }

@@ -55,6 +55,35 @@ struct Parsed {
     multimask: Option<bool>,
     format: Option<MaskFormat>,
     keep_alive: Option<KeepAlive>,
+    /// The mask prompt, decoded (its size is checked against the model's).
+    mask_input: Option<Vec<f32>>,
+    return_logits: bool,
+}
+
+/// A mask prompt from its base64 (little-endian f32).
+fn mask_base64(text: &str) -> Result<Vec<f32>, ApiError> {
+    let data: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data.as_bytes()).map_err(|e| {
+        ApiError::Invalid(format!("`mask_input` is not base64: {e}; send an entry of an earlier `low_res_logits`"))
+    })?;
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return Err(ApiError::Invalid(format!(
+            "`mask_input` holds {} bytes, not a whole number of float32 values; send an entry of an earlier \
+             `low_res_logits`",
+            bytes.len()
+        )));
+    }
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(ApiError::Invalid("`mask_input` holds a value that is not a finite number".into()));
+    }
+    Ok(values)
+}
+
+/// Logits as base64 of little-endian f32.
+fn logits_base64(values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn image_base64(text: &str) -> Result<Vec<u8>, ApiError> {
@@ -96,6 +125,8 @@ impl Parsed {
             multimask: r.multimask_output,
             format: r.mask_format,
             keep_alive: r.keep_alive,
+            mask_input: r.mask_input.as_deref().map(mask_base64).transpose()?,
+            return_logits: r.return_low_res_logits.unwrap_or(false),
         })
     }
 
@@ -127,6 +158,12 @@ impl Parsed {
             match name.as_str() {
                 "model" => p.model = Some(text),
                 "keep_alive" => p.keep_alive = Some(KeepAlive::Duration(text)),
+                "mask_input" => p.mask_input = Some(mask_base64(&text)?),
+                "return_low_res_logits" => {
+                    p.return_logits = text.trim().parse().map_err(|_| {
+                        ApiError::Invalid(format!("`return_low_res_logits` is `{text}`, not true or false"))
+                    })?
+                }
                 "image" => p.image = Some(image_base64(&text)?),
                 "image_id" => p.image_id = Some(text),
                 "points" => {
@@ -159,7 +196,8 @@ impl Parsed {
                 other => {
                     return Err(ApiError::Invalid(format!(
                         "unknown multipart field `{other}`; expected file, model, image, image_id, points, \
-                         point_labels, boxes, multimask_output, mask_format"
+                         point_labels, boxes, multimask_output, mask_format, mask_input, return_low_res_logits, \
+                         keep_alive"
                     )))
                 }
             }
@@ -280,10 +318,23 @@ async fn run(model: &Arc<ModelEntry>, state: &AppState, p: &mut Parsed) -> Resul
     let prompt = MappedPrompt::new(&p.points, p.labels.as_deref(), &p.boxes, resolved.image.original, seg.side)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let multimask = p.multimask.unwrap_or(true);
+    let mut prompt = prompt.prompt;
+    if let Some(mask) = p.mask_input.take() {
+        let side = seg.side as usize / 4;
+        if mask.len() != side * side {
+            return Err(ApiError::Invalid(format!(
+                "`mask_input` holds {} values; this model's low-resolution masks are {side} x {side} ({} values): \
+                 send an entry of an earlier answer's `low_res_logits`",
+                mask.len(),
+                side * side
+            )));
+        }
+        prompt.mask = Some(mask);
+    }
     let mut job = SegmentJob {
         image_id: resolved.id.clone(),
         image: resolved.fresh.then(|| resolved.image.input.clone()),
-        prompt: prompt.prompt,
+        prompt,
         multimask,
     };
     let mut computed = submit_segment(model, state, job.clone()).await?;
@@ -297,6 +348,9 @@ async fn run(model: &Arc<ModelEntry>, state: &AppState, p: &mut Parsed) -> Resul
     let SegmentOutput::Masks(masks) = computed.value else {
         return Err(ApiError::Internal("the worker asked for the image it was just sent".into()));
     };
+    let side = masks.side;
+    let low_res_logits =
+        p.return_logits.then(|| masks.logits.chunks(side.max(1) * side.max(1)).map(logits_base64).collect::<Vec<_>>());
     let format = p.format.unwrap_or_default();
     let original = resolved.image.original;
     let t = Instant::now();
@@ -319,6 +373,8 @@ async fn run(model: &Arc<ModelEntry>, state: &AppState, p: &mut Parsed) -> Resul
         masks: out_masks,
         iou_scores,
         embedding_cached: cached,
+        low_res_side: p.return_logits.then_some(side),
+        low_res_logits,
     };
     let mut provenance = computed.provenance;
     provenance.timing.tokenize_ms = resolved.decode_ms + resolved.preprocess_ms;
