@@ -144,6 +144,13 @@ fn under_a_limit_of_two_the_least_recently_used_model_is_unloaded_and_every_requ
     assert_eq!((m["evictions"].as_u64(), m["unloads"].as_u64(), m["loads"].as_u64()), (Some(1), Some(1), Some(1)));
     assert_eq!(state(&server, none, "gte"), "loaded");
     assert_eq!(state(&server, none, "reranker"), "loaded");
+    // `/units` shows the loaded models' units, and every model's lifecycle.
+    let units = server.request("GET", "/units", &[], None).json();
+    assert!(units["models"]["minilm"].is_null() && units["models"]["gte"].is_object(), "{units}");
+    let life = &units["lifecycle"]["minilm"];
+    assert_eq!((&life["state"], &life["evictions"], &life["loads"]), (&json!("available"), &json!(1), &json!(1)));
+    assert!(life["resident_bytes"].as_u64().unwrap() > 0 && life["load_ms"].as_f64().unwrap() > 0.0, "{life}");
+    assert_eq!(units["lifecycle"]["broken"]["state"], "failed");
 
     // Alternating requests over the three: every one answered, never more than two loaded.
     for round in 0..2 {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use super::common::OpenApiDocument;
-use crate::api::ops::{Health, HealthStatus, Units};
+use crate::api::ops::{Health, HealthStatus, ModelLifecycle, Units};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,7 +38,27 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// Per model: the chain and each unit's state, crashes, last exit, stderr tail, predictions, memory, recycles.
 #[utoipa::path(get, path = "/units", tag = "Operations", responses((status = 200, description = "The supervisor's view of every model", body = Units)))]
 pub async fn units(State(state): State<Arc<AppState>>) -> Json<Units> {
-    Json(Units { models: state.models.loaded().iter().map(|m| (m.name.clone(), m.backend.units())).collect() })
+    let models = state.models.loaded().iter().map(|m| (m.name.clone(), m.backend.units())).collect();
+    let lifecycle = state
+        .models
+        .list()
+        .into_iter()
+        .map(|m| {
+            let view = ModelLifecycle {
+                state: m.state,
+                pinned: m.pinned,
+                loads: m.stats.loads,
+                load_failures: m.stats.load_failures,
+                unloads: m.stats.unloads,
+                evictions: m.stats.evictions,
+                load_ms: m.stats.last_load.map(|d| d.as_secs_f64() * 1e3),
+                resident_bytes: m.stats.resident_bytes,
+                error: m.error,
+            };
+            (m.name, view)
+        })
+        .collect();
+    Json(Units { models, lifecycle })
 }
 
 /// Prometheus metrics (text format).
