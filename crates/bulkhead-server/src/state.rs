@@ -117,14 +117,7 @@ impl AppState {
         if name.is_some() {
             return self.model_kept(name, keep_alive).await;
         }
-        let default_fits = self.models.list().iter().any(|m| {
-            m.name == self.default_model
-                && m.entry
-                    .as_ref()
-                    .and_then(|e| e.task().cloned())
-                    .or_else(|| m.files.as_ref().filter(|f| !f.is_tensor_model()).map(|f| f.task.clone()))
-                    .is_some_and(|t| wanted(&t))
-        });
+        let default_fits = self.models.task_of(&self.default_model).is_some_and(|t| wanted(&t));
         let name = if default_fits { None } else { self.models.find_task(&wanted) };
         self.model_kept(name.as_deref(), keep_alive).await
     }

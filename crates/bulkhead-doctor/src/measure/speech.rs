@@ -55,8 +55,8 @@ fn sampling_rate(model: &ModelFiles) -> u32 {
 }
 
 /// `seconds` of mono audio at `rate`: syllable-long voiced tones (a fundamental between 220 and 440 Hz with two
-/// harmonics, a raised-cosine envelope, a short gap after each) over quiet white noise from a fixed seed, in
-/// [-1, 1]. The same samples on every machine, so every unit hears the same clip.
+/// harmonics, a raised-cosine envelope, a short gap after each) over quiet deterministic white noise, with values
+/// between -1 and 1. The same samples on every machine, so every unit hears the same clip.
 pub fn synthetic(rate: u32, seconds: f64) -> Vec<f32> {
     const SYLLABLE_S: f64 = 0.25;
     const PITCHES: [f64; 8] = [220.0, 330.0, 262.0, 392.0, 294.0, 440.0, 247.0, 349.0];

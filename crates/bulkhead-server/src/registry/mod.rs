@@ -290,6 +290,16 @@ impl Registry {
             .collect()
     }
 
+    /// The task of model `name`, loaded or not (`None` for a tensor model or an unknown name).
+    pub fn task_of(&self, name: &str) -> Option<ModelTask> {
+        self.lock().get(name).and_then(Slot::task)
+    }
+
+    /// Whether model `name` is loaded now.
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|s| matches!(s.phase, Phase::Loaded(_)))
+    }
+
     /// The name of a model whose task `wanted` accepts: a loaded one first, else an available one.
     pub fn find_task(&self, wanted: impl Fn(&ModelTask) -> bool) -> Option<String> {
         let slots = self.lock();
@@ -555,49 +565,6 @@ impl Registry {
         self.bump();
     }
 
-    /// Unloads the least recently used idle unpinned models while the loaded ones, plus `extra` bytes (a model
-    /// about to serve), take more than the memory budget (memory also grows after a load).
-    async fn enforce_budget(&self, extra: u64) {
-        let Some(budget) = self.limits.memory_budget_bytes else { return };
-        let victims: Vec<String> = {
-            let mut slots = self.lock();
-            let mut used = extra;
-            let mut idle = vec![];
-            for (name, s) in slots.iter_mut() {
-                if let Phase::Loaded(e) = &s.phase {
-                    let bytes = resident(e);
-                    s.stats.resident_bytes = Some(bytes);
-                    used += bytes;
-                    if !s.pinned && Arc::strong_count(e) == 1 {
-                        idle.push((s.last_used, name.clone(), bytes));
-                    }
-                }
-            }
-            idle.sort();
-            let mut victims = vec![];
-            for (_, name, bytes) in idle {
-                if used <= budget {
-                    break;
-                }
-                used = used.saturating_sub(bytes);
-                victims.push(name);
-            }
-            for v in &victims {
-                let slot = slots.get_mut(v).expect("a victim is a known model");
-                if let Phase::Loaded(e) = std::mem::replace(&mut slot.phase, Phase::Available) {
-                    slot.phase = Phase::Draining(e);
-                    slot.stats.evictions += 1;
-                    self.metrics.model_evicted(v);
-                }
-            }
-            victims
-        };
-        for v in victims {
-            tracing::info!("unloading model {v}: the loaded models take more than --memory-budget-mb");
-            self.finish_unload(&v, "evicted").await;
-        }
-    }
-
     /// Unloads the unpinned models idle past their keep-alive; a model with requests in flight is in use now.
     async fn expire_idle(&self) {
         let expired: Vec<String> = {
@@ -634,48 +601,6 @@ impl Registry {
         for e in self.loaded() {
             e.backend.shutdown().await;
         }
-    }
-
-    /// The budget check at start: a memory budget smaller than what any one model needs is refused, with the
-    /// sizes; so is one the pinned models alone exceed.
-    pub fn check_budget(&self) -> Result<(), String> {
-        let Some(budget) = self.limits.memory_budget_bytes else { return Ok(()) };
-        let slots = self.lock();
-        let pinned: Vec<(String, u64)> = slots
-            .iter()
-            .filter_map(|(n, s)| match &s.phase {
-                Phase::Loaded(e) if s.pinned => Some((n.clone(), resident(e))),
-                _ => None,
-            })
-            .collect();
-        let pinned_total: u64 = pinned.iter().map(|(_, b)| b).sum();
-        if pinned_total > budget {
-            let each = pinned.iter().map(|(n, b)| format!("{n} {}", mb(*b))).collect::<Vec<_>>().join(", ");
-            return Err(format!(
-                "--memory-budget-mb {}: the models loaded at start already take {} ({each}); raise the budget",
-                budget >> 20,
-                mb(pinned_total)
-            ));
-        }
-        // The weights alone are a lower bound of what a model takes.
-        let needs: Vec<(String, u64)> = slots
-            .iter()
-            .filter(|(_, s)| !s.pinned)
-            .filter_map(|(n, s)| Some((n.clone(), weights_bytes(s.files.as_ref().ok()?))))
-            .collect();
-        if !needs.is_empty() && needs.iter().all(|(_, b)| pinned_total + b > budget) {
-            let each = needs.iter().map(|(n, b)| format!("{n} ~{}", mb(*b))).collect::<Vec<_>>().join(", ");
-            return Err(format!(
-                "--memory-budget-mb {} is smaller than any one model's weights ({each}{}); raise the budget",
-                budget >> 20,
-                if pinned_total > 0 {
-                    format!(", beside {} of models loaded at start", mb(pinned_total))
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        Ok(())
     }
 }
 

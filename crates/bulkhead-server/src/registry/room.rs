@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bulkhead_core::ModelFiles;
 
-use super::{mb, Limits, Phase, Slot};
+use super::{mb, Limits, Phase, Registry, Slot};
 use crate::model::ModelEntry;
 
 /// Which loaded models to unload so that `name` fits under the limits: the least recently used unpinned ones, as
@@ -127,4 +128,92 @@ pub(super) fn fingerprint(source: &Path) -> u64 {
     }
     visit(source, 1, &mut h);
     h.finish()
+}
+
+/// The memory budget, measured: before a model serves, while idle models are checked, and at start.
+impl Registry {
+    /// Unloads the least recently used idle unpinned models while the loaded ones, plus `extra` bytes (a model
+    /// about to serve), take more than the memory budget (memory also grows after a load).
+    pub(super) async fn enforce_budget(&self, extra: u64) {
+        let Some(budget) = self.limits.memory_budget_bytes else { return };
+        let victims: Vec<String> = {
+            let mut slots = self.lock();
+            let mut used = extra;
+            let mut idle = vec![];
+            for (name, s) in slots.iter_mut() {
+                if let Phase::Loaded(e) = &s.phase {
+                    let bytes = resident(e);
+                    s.stats.resident_bytes = Some(bytes);
+                    used += bytes;
+                    if !s.pinned && Arc::strong_count(e) == 1 {
+                        idle.push((s.last_used, name.clone(), bytes));
+                    }
+                }
+            }
+            idle.sort();
+            let mut victims = vec![];
+            for (_, name, bytes) in idle {
+                if used <= budget {
+                    break;
+                }
+                used = used.saturating_sub(bytes);
+                victims.push(name);
+            }
+            for v in &victims {
+                let slot = slots.get_mut(v).expect("a victim is a known model");
+                if let Phase::Loaded(e) = std::mem::replace(&mut slot.phase, Phase::Available) {
+                    slot.phase = Phase::Draining(e);
+                    slot.stats.evictions += 1;
+                    self.metrics.model_evicted(v);
+                }
+            }
+            victims
+        };
+        for v in victims {
+            tracing::info!("unloading model {v}: the loaded models take more than --memory-budget-mb");
+            self.finish_unload(&v, "evicted").await;
+        }
+    }
+
+    /// The budget check at start: a memory budget smaller than what any one model needs is refused, with the
+    /// sizes; so is one the pinned models alone exceed.
+    pub fn check_budget(&self) -> Result<(), String> {
+        let Some(budget) = self.limits.memory_budget_bytes else { return Ok(()) };
+        let slots = self.lock();
+        let pinned: Vec<(String, u64)> = slots
+            .iter()
+            .filter_map(|(n, s)| match &s.phase {
+                Phase::Loaded(e) if s.pinned => Some((n.clone(), resident(e))),
+                _ => None,
+            })
+            .collect();
+        let pinned_total: u64 = pinned.iter().map(|(_, b)| b).sum();
+        if pinned_total > budget {
+            let each = pinned.iter().map(|(n, b)| format!("{n} {}", mb(*b))).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "--memory-budget-mb {}: the models loaded at start already take {} ({each}); raise the budget",
+                budget >> 20,
+                mb(pinned_total)
+            ));
+        }
+        // The weights alone are a lower bound of what a model takes.
+        let needs: Vec<(String, u64)> = slots
+            .iter()
+            .filter(|(_, s)| !s.pinned)
+            .filter_map(|(n, s)| Some((n.clone(), weights_bytes(s.files.as_ref().ok()?))))
+            .collect();
+        if !needs.is_empty() && needs.iter().all(|(_, b)| pinned_total + b > budget) {
+            let each = needs.iter().map(|(n, b)| format!("{n} ~{}", mb(*b))).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "--memory-budget-mb {} is smaller than any one model's weights ({each}{}); raise the budget",
+                budget >> 20,
+                if pinned_total > 0 {
+                    format!(", beside {} of models loaded at start", mb(pinned_total))
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        Ok(())
+    }
 }

@@ -19,7 +19,7 @@ use super::common::{inference_headers, labelled, JsonBody};
 use super::embed::{embed, EmbedJob, Inputs, Normalize};
 use super::info::pooling_name;
 use super::tokens::{check_inputs, with_label};
-use super::weights::{facts, human_count, WeightsFacts};
+use super::weights::{facts, human_count, rfc3339, WeightsFacts};
 use crate::api::ollama::{
     OllamaDetails, OllamaEmbedRequest, OllamaEmbedResponse, OllamaEmbeddingsRequest, OllamaEmbeddingsResponse,
     OllamaInput, OllamaModel, OllamaModelName, OllamaPs, OllamaRunning, OllamaShow, OllamaShowRequest, OllamaTags,
@@ -74,7 +74,7 @@ pub async fn embed_route(State(state): State<Arc<AppState>>, JsonBody(req): Json
 
 async fn run_embed(state: &AppState, req: OllamaEmbedRequest) -> Result<Response, ApiError> {
     let t0 = Instant::now();
-    let loaded = state.models.loaded().iter().any(|m| m.name == req.model.0 || m.name == req.model.served());
+    let loaded = state.models.is_loaded(&req.model.0) || state.models.is_loaded(req.model.served());
     let model = find(state, &req.model, req.keep_alive.as_ref()).await?;
     let model = &model;
     // As Ollama: the time spent loading the model for this request (none when it was loaded).
@@ -284,20 +284,10 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Response {
 
 /// An RFC 3339 time from Unix seconds; far ahead for a model never unloaded for idleness.
 fn expiry(at: Option<f64>) -> String {
-    let Some(at) = at else { return "9999-12-31T23:59:59Z".into() };
-    let secs = at.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    match at {
+        Some(at) => rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(at.max(0.0))),
+        None => "9999-12-31T23:59:59Z".into(),
+    }
 }
 
 fn on_gpu(d: Device) -> bool {

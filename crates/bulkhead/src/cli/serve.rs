@@ -1,20 +1,17 @@
 //! `bulkhead serve`: the HTTP server over supervised workers, one supervisor and one batcher per model.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bulkhead_core::{ModelFiles, ModelTask};
 use bulkhead_embed::Tokenizer;
 use bulkhead_server::api::models::Keep;
 use bulkhead_server::grouping::Grouping;
-use bulkhead_server::segmenter::Segmenter;
-use bulkhead_server::{
-    AppState, ConnectionLimits, Limits, LoadedModel, ModelKind, OnDemand, ServeConfig, SpeechInfo, TraceConfig,
-};
-use bulkhead_supervisor::{faults, Isolation, Job, Supervisor, SupervisorConfig, UnitState};
+use bulkhead_server::{AppState, ConnectionLimits, Limits, LoadedModel, ModelKind, OnDemand, ServeConfig, TraceConfig};
+use bulkhead_supervisor::{faults, Isolation, Supervisor, SupervisorConfig};
 
 use super::common::{
     engines, open_model, ChainArgs, MemoryArgs, PrecisionArg, UsageError, Weights, DEFAULT_MODEL_NAME,
@@ -359,11 +356,11 @@ impl ServeArgs {
                 Arc::new(Supervisor::start(files, &self.chain.compute_units, engines.clone(), sup_config.clone()))
             })
             .collect();
-        wait_all_ready(&sups).await?;
+        super::serve_models::wait_all_ready(&sups).await?;
 
         let mut models = vec![];
         for ((name, files, tokenizer), sup) in opened.into_iter().zip(&sups) {
-            let kind = first_request(&name, &files, tokenizer, sup, &config).await?;
+            let kind = super::serve_models::first_request(&name, &files, tokenizer, sup, &config).await?;
             models.push(LoadedModel { name, files, kind, backend: sup.clone() });
         }
         let on_demand = self.on_demand(&sup_config, &config)?;
@@ -477,50 +474,6 @@ impl ServeArgs {
     }
 }
 
-/// One real request through the supervisor before the server listens: it proves the path end to end and gives
-/// what the routes need (an embedding model's dimensions, a tensor model's signature).
-pub(crate) async fn first_request(
-    name: &str,
-    files: &ModelFiles,
-    tokenizer: Option<Tokenizer>,
-    sup: &Supervisor,
-    config: &ServeConfig,
-) -> anyhow::Result<ModelKind> {
-    let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
-    Ok(match tokenizer {
-        Some(tokenizer) if files.task.takes_images() => super::images::first_request(files, tokenizer, sup).await?,
-        Some(tokenizer) if files.task.is_cross_encoder() || files.task.is_sparse() => {
-            // A probe: the worker scores its warm-up pair.
-            sup.run(Job::probe()).await.map_err(first)?;
-            ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
-        }
-        Some(tokenizer) => {
-            let rows = tokenizer.encode(&["bulkhead".to_string()])?;
-            let probe = sup.embed(rows, vec![]).await.map_err(first)?;
-            let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
-            ModelKind::Embedding { dimensions, tokenizer }
-        }
-        None if files.task == ModelTask::Segmentation => {
-            // A probe: the worker decodes a centre point on its warm-up image.
-            sup.run(Job::probe()).await.map_err(first)?;
-            let segmenter = Segmenter::open(files, config.image_cache_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            ModelKind::Segmentation(Box::new(segmenter))
-        }
-        None if files.task.is_speech() => {
-            // A probe: the worker transcribes its probe audio through the live path.
-            let info = SpeechInfo::read(&files.source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            sup.run(Job::probe()).await.map_err(first)?;
-            ModelKind::Speech(info)
-        }
-        None => {
-            // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
-            sup.run(Job::probe()).await.map_err(first)?;
-            let (inputs, outputs) = sup.signature();
-            ModelKind::Tensor { inputs, outputs }
-        }
-    })
-}
-
 /// Logs each model, what it is and the unit serving it.
 fn announce_models(state: &AppState) {
     for m in state.models.loaded() {
@@ -567,59 +520,6 @@ fn connection_limit(wanted: usize) -> usize {
         );
     }
     wanted.clamp(1, cap)
-}
-
-/// Waits for every model's first unit to serve, with a progress line on stderr.
-async fn wait_all_ready(sups: &[Arc<Supervisor>]) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut waits: Vec<_> = sups.iter().map(|s| Box::pin(s.wait_ready())).collect();
-    let mut done = vec![None; sups.len()];
-    let mut last_line = String::new();
-    loop {
-        for (i, w) in waits.iter_mut().enumerate() {
-            if done[i].is_none() {
-                if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), w.as_mut()).await {
-                    done[i] = Some(r);
-                }
-            }
-        }
-        if let Some(Err(e)) = done.iter().flatten().find(|r| r.is_err()) {
-            if tty {
-                eprintln!();
-            }
-            return Err(anyhow::anyhow!("{e}"));
-        }
-        if done.iter().all(Option::is_some) {
-            if tty {
-                eprintln!();
-            }
-            return Ok(());
-        }
-        let line = sups
-            .iter()
-            .map(|s| {
-                let v = s.units();
-                let active = v
-                    .units
-                    .iter()
-                    .find(|u| matches!(u.state, UnitState::Loading | UnitState::Warming | UnitState::Serving))
-                    .map(|u| format!("{} {:?}", u.unit, u.state).to_lowercase())
-                    .unwrap_or_else(|| "starting".into());
-                format!("{}: {active}", v.model)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if line != last_line {
-            if tty {
-                eprint!("\r\x1b[2K[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
-            } else {
-                eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
-            }
-            last_line = line;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called, before the address is printed, so a signal

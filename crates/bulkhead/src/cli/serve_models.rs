@@ -1,15 +1,18 @@
 //! `bulkhead serve`'s models on demand: the folders of `--models-dir` and the models of the Hugging Face cache
-//! (`--from-hub-cache`) as candidates, and the loader the server calls to start one (the same path as a model
-//! given with `--model`: supervisor, warm-up, first request).
+//! (`--from-hub-cache`) as candidates, and the loader the server calls to start one: the same path as a model given
+//! with `--model` ([`wait_all_ready`] for the warm-up, [`first_request`] for the proof and the model's kind).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bulkhead_core::{Chain, ModelFiles, ModelTask};
 use bulkhead_embed::{Engines, Tokenizer};
 use bulkhead_server::backend::BoxFuture;
-use bulkhead_server::{Candidate, LoadedModel, ModelLoader, ServeConfig};
-use bulkhead_supervisor::{Supervisor, SupervisorConfig};
+use bulkhead_server::segmenter::Segmenter;
+use bulkhead_server::{Candidate, LoadedModel, ModelKind, ModelLoader, ServeConfig, SpeechInfo};
+use bulkhead_supervisor::{Job, Supervisor, SupervisorConfig, UnitState};
 
 /// How a model's files are opened: the path, then `--precision` and the default prompt, as for `--model`.
 pub type Opener = Arc<dyn Fn(&Path) -> anyhow::Result<ModelFiles> + Send + Sync>;
@@ -55,7 +58,7 @@ impl ModelLoader for Loader {
                 sup.shutdown().await;
                 return Err(e.to_string());
             }
-            match super::serve::first_request(&name, &files, tokenizer, &sup, &config).await {
+            match first_request(&name, &files, tokenizer, &sup, &config).await {
                 Ok(kind) => Ok(LoadedModel { name, files, kind, backend: sup }),
                 Err(e) => {
                     sup.shutdown().await;
@@ -117,4 +120,101 @@ pub fn scan_hub_cache(open: &Opener) -> Vec<Candidate> {
             Candidate { name, source, files }
         })
         .collect()
+}
+
+/// One real request through the supervisor before the server listens: it proves the path end to end and gives
+/// what the routes need (an embedding model's dimensions, a tensor model's signature).
+pub async fn first_request(
+    name: &str,
+    files: &ModelFiles,
+    tokenizer: Option<Tokenizer>,
+    sup: &Supervisor,
+    config: &ServeConfig,
+) -> anyhow::Result<ModelKind> {
+    let first = |e| anyhow::anyhow!("{name}: first request failed: {e}");
+    Ok(match tokenizer {
+        Some(tokenizer) if files.task.takes_images() => super::images::first_request(files, tokenizer, sup).await?,
+        Some(tokenizer) if files.task.is_cross_encoder() || files.task.is_sparse() => {
+            // A probe: the worker scores its warm-up pair.
+            sup.run(Job::probe()).await.map_err(first)?;
+            ModelKind::CrossEncoder { tokenizer, task: files.task.clone() }
+        }
+        Some(tokenizer) => {
+            let rows = tokenizer.encode(&["bulkhead".to_string()])?;
+            let probe = sup.embed(rows, vec![]).await.map_err(first)?;
+            let dimensions = probe.answer.into_vectors().and_then(|v| v.first().map(Vec::len)).unwrap_or(0);
+            ModelKind::Embedding { dimensions, tokenizer }
+        }
+        None if files.task == ModelTask::Segmentation => {
+            // A probe: the worker decodes a centre point on its warm-up image.
+            sup.run(Job::probe()).await.map_err(first)?;
+            let segmenter = Segmenter::open(files, config.image_cache_bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ModelKind::Segmentation(Box::new(segmenter))
+        }
+        None if files.task.is_speech() => {
+            // A probe: the worker transcribes its probe audio through the live path.
+            let info = SpeechInfo::read(&files.source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            sup.run(Job::probe()).await.map_err(first)?;
+            ModelKind::Speech(info)
+        }
+        None => {
+            // A probe: the worker runs its warm-up inputs (zeros of every input's shape).
+            sup.run(Job::probe()).await.map_err(first)?;
+            let (inputs, outputs) = sup.signature();
+            ModelKind::Tensor { inputs, outputs }
+        }
+    })
+}
+
+/// Waits for every model's first unit to serve, with a progress line on stderr.
+pub async fn wait_all_ready(sups: &[Arc<Supervisor>]) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut waits: Vec<_> = sups.iter().map(|s| Box::pin(s.wait_ready())).collect();
+    let mut done = vec![None; sups.len()];
+    let mut last_line = String::new();
+    loop {
+        for (i, w) in waits.iter_mut().enumerate() {
+            if done[i].is_none() {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), w.as_mut()).await {
+                    done[i] = Some(r);
+                }
+            }
+        }
+        if let Some(Err(e)) = done.iter().flatten().find(|r| r.is_err()) {
+            if tty {
+                eprintln!();
+            }
+            return Err(anyhow::anyhow!("{e}"));
+        }
+        if done.iter().all(Option::is_some) {
+            if tty {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        let line = sups
+            .iter()
+            .map(|s| {
+                let v = s.units();
+                let active = v
+                    .units
+                    .iter()
+                    .find(|u| matches!(u.state, UnitState::Loading | UnitState::Warming | UnitState::Serving))
+                    .map(|u| format!("{} {:?}", u.unit, u.state).to_lowercase())
+                    .unwrap_or_else(|| "starting".into());
+                format!("{}: {active}", v.model)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if line != last_line {
+            if tty {
+                eprint!("\r\x1b[2K[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            } else {
+                eprintln!("[{:>5.1}s] {line}", start.elapsed().as_secs_f64());
+            }
+            last_line = line;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
