@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Long texts against short ones: `bulkhead serve` (all-MiniLM-L6-v2 on ort:cpu) answers a client sending short
 # requests one after another, first alone ("quiet"), then while 4 other clients send 7 MB texts (`truncate: true`)
-# in a loop ("loaded"). Prints the short requests' p50/p99 latency in both runs, and the CPU time the server and its
-# worker spend per 7 MB request (measured alone, from /proc). Python's standard library drives the HTTP.
+# in a loop ("loaded"). Each server configuration runs both, in one run: one worker; two workers with the short
+# lane off (`--long-row-tokens off`: first come, first served); two workers with the short lane (the default).
+# Prints the short requests' p50/p99 in both runs and their ratio, and the CPU time the server and its worker spend
+# per 7 MB request (measured alone, from /proc). Python's standard library drives the HTTP; the 7 MB clients run in
+# processes of their own, so that the short client's timings never wait for their interpreter.
 #   scripts/bench_long_texts.sh                  # release build, 20 s per run
 #   scripts/bench_long_texts.sh --seconds 10     # another length
 #   scripts/bench_long_texts.sh --debug          # the dev build (dependencies optimised, workspace crates not)
@@ -21,19 +24,29 @@ done
 cargo build "${build[@]}" -p bulkhead --bin bulkhead >&2
 bin="target/$profile/bulkhead"
 log="$(mktemp)"
+export CPU_OUT="$(mktemp)"
 state="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$log" "$state"' EXIT
-"$bin" serve --port 0 --compute-units ort:cpu --state-dir "$state" >"$log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do grep -q "listening on" "$log" && break; sleep 0.5; done
-addr="$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's|listening on http://||')"
-[ -n "$addr" ] || { cat "$log" >&2; exit 1; }
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$log" "$state" "$CPU_OUT"' EXIT
 echo "# long texts vs short ones, $(date -u +%FT%TZ), $profile build, $(nproc) cores," \
   "load average before $(cut -d' ' -f1-3 /proc/loadavg)"
-flock /tmp/bulkhead-bench.lock python3 - "$addr" "$server" "$seconds" <<'EOF'
-import http.client, json, os, sys, threading, time
+echo
+echo "| server | quiet p50 / p99 ms | loaded p50 / p99 ms | loaded p99 / quiet p99 | short requests quiet / loaded | 7 MB requests answered |"
+echo "|---|---:|---:|---:|---:|---:|"
+first=1
+for config in "1 worker|--workers 1" "2 workers, short lane off|--workers 2 --long-row-tokens off" \
+  "2 workers, short lane|--workers 2"; do
+  label="${config%%|*}"
+  read -r -a args <<<"${config#*|}"
+  "$bin" serve --port 0 --compute-units ort:cpu --state-dir "$state" "${args[@]}" >"$log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 300); do grep -q "listening on" "$log" && break; sleep 0.5; done
+  addr="$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's|listening on http://||')"
+  [ -n "$addr" ] || { cat "$log" >&2; exit 1; }
+  flock /tmp/bulkhead-bench.lock python3 - "$addr" "$server" "$seconds" "$label" "$first" <<'PY'
+import http.client, json, multiprocessing as mp, os, sys, threading, time
 
-addr, server, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+addr, server, seconds, label, first = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 host, port = addr.rsplit(":", 1)
 tick = os.sysconf("SC_CLK_TCK")
 words = ["harbour", "lantern", "quietly", "seventeen", "orbit", "maple", "granite", "velvet"]
@@ -69,19 +82,12 @@ def workers():
     return out
 
 
-def short_client(stop, lat):
-    conn = http.client.HTTPConnection(host, int(port), timeout=120)
-    while not stop.is_set():
-        t0 = time.perf_counter()
-        post(conn, SHORT)
-        lat.append((time.perf_counter() - t0) * 1e3)
-
-
 def long_client(stop, count):
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
     while not stop.is_set():
         post(conn, LONG)
-        count.append(1)
+        with count.get_lock():
+            count.value += 1
 
 
 def pct(v, q):
@@ -90,42 +96,51 @@ def pct(v, q):
 
 
 def run(long_clients):
-    stop, lat, count = threading.Event(), [], []
-    threads = [threading.Thread(target=long_client, args=(stop, count)) for _ in range(long_clients)]
-    threads.append(threading.Thread(target=short_client, args=(stop, lat)))
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
+    stop, count = mp.Event(), mp.Value("i", 0)
+    procs = [mp.Process(target=long_client, args=(stop, count)) for _ in range(long_clients)]
+    for p in procs:
+        p.start()
+    if procs:
+        time.sleep(2)  # the long clients are sending
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    lat, t_end = [], time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        post(conn, SHORT)
+        lat.append((time.perf_counter() - t0) * 1e3)
     stop.set()
-    for t in threads:
-        t.join()
-    return lat, len(count)
+    for p in procs:
+        p.join()
+    return lat, count.value
 
 
 conn = http.client.HTTPConnection(host, int(port), timeout=120)
 for _ in range(20):
     post(conn, SHORT)
 post(conn, LONG)
-# CPU per 7 MB request, alone.
-ws = workers()
-n = 10
-s0, w0, t0 = cpu_ms(server), sum(cpu_ms(w) for w in ws), time.perf_counter()
-for _ in range(n):
-    post(conn, LONG)
-s1, w1, t1 = cpu_ms(server), sum(cpu_ms(w) for w in ws), time.perf_counter()
+if first:
+    # CPU per 7 MB request, alone (one worker).
+    ws = workers()
+    n = 10
+    s0, w0, t0 = cpu_ms(server), sum(cpu_ms(w) for w in ws), time.perf_counter()
+    for _ in range(n):
+        post(conn, LONG)
+    s1, w1, t1 = cpu_ms(server), sum(cpu_ms(w) for w in ws), time.perf_counter()
+    with open(os.environ["CPU_OUT"], "w") as f:
+        f.write(f"| per 7 MB request (alone, mean of {n}) | wall {(t1 - t0) * 1e3 / n:.1f} ms | server CPU (HTTP, JSON, "
+                f"bounded tokenization) {(s1 - s0) / n:.1f} ms | worker CPU (256-token forward pass) "
+                f"{(w1 - w0) / n:.1f} ms |\n")
 quiet, _ = run(0)
 loaded, longs = run(4)
-print(f"text: {len(prose) / 1e6:.1f} MB of prose, {len(LONG) / 1e6:.1f} MB request body; {seconds:.0f} s per run")
-print()
-print("| run | short requests | p50 ms | p99 ms | 7 MB requests answered |")
-print("|---|---|---|---|---|")
-print(f"| quiet (1 client, short texts) | {len(quiet)} | {pct(quiet, 0.5):.1f} | {pct(quiet, 0.99):.1f} | - |")
-print(f"| loaded (+4 clients, 7 MB texts) | {len(loaded)} | {pct(loaded, 0.5):.1f} | {pct(loaded, 0.99):.1f} | {longs} |")
-print()
-print("| per 7 MB request (alone, mean of 10) | ms |")
-print("|---|---|")
-print(f"| wall time | {(t1 - t0) * 1e3 / n:.1f} |")
-print(f"| server CPU (HTTP, JSON, bounded tokenization) | {(s1 - s0) / n:.1f} |")
-print(f"| worker CPU (256-token forward pass) | {(w1 - w0) / n:.1f} |")
-EOF
+qp, lp = pct(quiet, 0.99), pct(loaded, 0.99)
+print(f"| {label} | {pct(quiet, 0.5):.1f} / {qp:.1f} | {pct(loaded, 0.5):.1f} / {lp:.1f} | {lp / qp:.2f}x "
+      f"| {len(quiet)} / {len(loaded)} | {longs} |")
+PY
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server="" first=0
+done
+echo
+echo "text: 6.8 MB of prose (\`truncate: true\`); $seconds s per run; 7 MB clients start 2 s before the short one"
+cat "$CPU_OUT" 2>/dev/null || true
 echo "# load average after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -9,11 +9,17 @@
 //! request is answered as soon as the passes holding its rows have answered. The padding each pass carried is
 //! counted ([`Metrics::batch`]) and goes back with the answer ([`JobOutput::shape`]).
 //!
+//! Short requests never wait behind long ones in the batcher ([`ServeConfig::long_row_tokens`]): one batch of short
+//! requests only may run beside the `max_concurrent_batches` batches, and a long request that finds no free slot is
+//! held aside while short ones behind it form batches (it takes the next slot that frees, before new requests). The
+//! supervisor keeps a worker free for short work in the same way.
+//!
 //! Each group goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
 //! alone while the others that shared its batch still get their answer. Rows of different kinds ([`Row::kind`]:
 //! token rows of an embedding model, pairs of a cross-encoder) never share a batch; every kind is counted against
 //! the same budgets.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -85,6 +91,7 @@ impl Job {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     depth: Arc<AtomicUsize>,
+    max_queue: usize,
 }
 
 impl Batcher {
@@ -93,18 +100,15 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(config.max_queue.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
         let budget = PassBudget { rows: config.max_batch_size.max(1), tokens: config.max_batch_tokens.max(1) };
-        tokio::spawn(run(
-            model,
-            backend,
-            rx,
-            depth.clone(),
+        let limits = Limits {
             budget,
-            config.grouping,
-            config.max_batch_wait,
-            config.max_concurrent_batches.max(1),
-            metrics,
-        ));
-        Batcher { tx, depth }
+            grouping: config.grouping,
+            max_wait: config.max_batch_wait,
+            in_flight: config.max_concurrent_batches.max(1),
+            long_rows: config.long_row_tokens,
+        };
+        tokio::spawn(run(model, backend, rx, depth.clone(), limits, metrics));
+        Batcher { tx, depth, max_queue: config.max_queue.max(1) }
     }
 
     /// Queues one request's rows (of one kind) and waits for one vector per row; `texts` go along only for fault
@@ -112,8 +116,8 @@ impl Batcher {
     pub async fn submit(&self, rows: Vec<Row>, texts: Vec<String>) -> Result<JobOutput, SubmitError> {
         let (reply, rx) = oneshot::channel();
         let job = Job { rows, texts, enqueued: Instant::now(), reply: Some(reply) };
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        if self.tx.try_send(job).is_err() {
+        // Long requests held aside have left the channel: the queue's bound counts every request not dispatched.
+        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.max_queue || self.tx.try_send(job).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(SubmitError::Overloaded);
         }
@@ -131,31 +135,86 @@ impl Batcher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How batches form.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    budget: PassBudget,
+    grouping: Grouping,
+    max_wait: std::time::Duration,
+    /// Batches in flight (short requests have one more slot of their own).
+    in_flight: usize,
+    /// Rows longer than this make a request long (`None`: none is).
+    long_rows: Option<usize>,
+}
+
+impl Limits {
+    fn long(&self, job: &Job) -> bool {
+        self.long_rows.is_some_and(|limit| job.longest() > limit)
+    }
+}
+
+/// The next job that was not taken yet: the one that did not fit the last batch, or a new one.
+async fn next_job(pending: &mut Option<Job>, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    match pending.take() {
+        Some(j) => Some(j),
+        None => rx.recv().await,
+    }
+}
+
 async fn run(
     model: String,
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Job>,
     depth: Arc<AtomicUsize>,
-    budget: PassBudget,
-    grouping: Grouping,
-    max_wait: std::time::Duration,
-    in_flight: usize,
+    limits: Limits,
     metrics: Arc<Metrics>,
 ) {
-    let slots = Arc::new(Semaphore::new(in_flight));
+    let Limits { budget, grouping, max_wait, .. } = limits;
+    let slots = Arc::new(Semaphore::new(limits.in_flight));
+    // The slot of short requests only (none when no request is long).
+    let short_slot = Arc::new(Semaphore::new(usize::from(limits.long_rows.is_some())));
     let mut pending: Option<Job> = None;
+    // Long requests that found every slot taken, oldest first: the next free slot is theirs.
+    let mut held: VecDeque<Job> = VecDeque::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let first = match pending.take() {
-            Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => return,
-            },
+        let (first, permit, short_only) = tokio::select! {
+            biased;
+            permit = slots.clone().acquire_owned(), if !held.is_empty() => {
+                let Ok(permit) = permit else { return };
+                (held.pop_front().expect("held is not empty"), permit, false)
+            }
+            job = next_job(&mut pending, &mut rx) => {
+                let Some(job) = job else { return };
+                if limits.long(&job) {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(permit) => (job, permit, false),
+                        Err(_) => {
+                            held.push_back(job);
+                            continue;
+                        }
+                    }
+                } else {
+                    let permit = tokio::select! {
+                        biased;
+                        p = slots.clone().acquire_owned() => p.map(|p| (p, false)),
+                        p = short_slot.clone().acquire_owned() => p.map(|p| (p, true)),
+                    };
+                    let Ok((permit, short_only)) = permit else { return };
+                    (job, permit, short_only)
+                }
+            }
         };
         let mut forming = Forming::default().with(first.rows.len(), first.longest(), first.real());
         let mut jobs = vec![first];
+        // Held long requests join a batch that may hold them, oldest first.
+        while let Some(job) = held.front().filter(|_| !short_only) {
+            let next = forming.with(job.rows.len(), job.longest(), job.real());
+            if job.kind() != jobs[0].kind() || !admits(next, budget, grouping) {
+                break;
+            }
+            forming = next;
+            jobs.extend(held.pop_front());
+        }
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             let next = match rx.try_recv() {
@@ -166,6 +225,10 @@ async fn run(
                 Err(_) => None,
             };
             let Some(job) = next else { break };
+            if short_only && limits.long(&job) {
+                held.push_back(job);
+                continue;
+            }
             let next = forming.with(job.rows.len(), job.longest(), job.real());
             if job.kind() == jobs[0].kind() && admits(next, budget, grouping) {
                 forming = next;
@@ -342,9 +405,13 @@ mod tests {
     use crate::api::units::{Isolation, ModelUnits};
     use crate::backend::{BoxFuture, Payload};
 
-    /// Answers each row with its length after a delay; a job whose text contains POISON fails as poison.
+    /// Answers each row with its length after a delay (20 ms unless `delay` says); a job whose text contains POISON
+    /// fails as poison.
     #[derive(Default)]
     struct Fake {
+        delay: Option<Duration>,
+        /// When each call started, with its longest row.
+        starts: Mutex<Vec<(usize, Instant)>>,
         batches: Mutex<Vec<usize>>,
         /// The row kinds of each call.
         kinds: Mutex<Vec<Vec<RowKind>>>,
@@ -365,8 +432,10 @@ mod tests {
                     Payload::Rows(rows) => Some(rows.iter().map(Row::len)),
                     _ => None,
                 });
-                self.lengths.lock().unwrap().push(lengths.flatten().collect());
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let lengths: Vec<usize> = lengths.flatten().collect();
+                self.starts.lock().unwrap().push((lengths.iter().copied().max().unwrap_or(0), Instant::now()));
+                self.lengths.lock().unwrap().push(lengths);
+                tokio::time::sleep(self.delay.unwrap_or(Duration::from_millis(20))).await;
                 jobs.into_iter()
                     .map(|j| {
                         if j.texts.iter().any(|t| t.contains("POISON")) {
@@ -505,7 +574,9 @@ mod tests {
     /// A blocker occupies the only batch slot; then 24 short requests and one long one queue and form one batch.
     async fn short_and_long(grouping: Grouping) -> (Arc<Fake>, Vec<JobOutput>) {
         let fake = Arc::new(Fake::default());
-        let config = ServeConfig { max_concurrent_batches: 1, grouping, ..ServeConfig::default() };
+        // Every request is short here: this is about the grouping inside one batch.
+        let config =
+            ServeConfig { max_concurrent_batches: 1, grouping, long_row_tokens: None, ..ServeConfig::default() };
         let b = Arc::new(batcher(fake.clone(), config));
         let blocker = {
             let b = b.clone();
@@ -559,6 +630,41 @@ mod tests {
         assert!(fake.lengths.lock().unwrap().len() > 1, "the request's rows were grouped");
         assert_eq!(out.shape.rows, 6);
         assert_eq!(out.shape.real, lengths.iter().sum::<usize>());
+    }
+
+    #[tokio::test]
+    async fn a_short_request_passes_long_ones_waiting_for_a_slot() {
+        for long_rows in [Some(128), None] {
+            // Passes take 300 ms: the order of events below does not depend on the machine's speed.
+            let fake = Arc::new(Fake { delay: Some(Duration::from_millis(300)), ..Fake::default() });
+            let config =
+                ServeConfig { max_concurrent_batches: 1, long_row_tokens: long_rows, ..ServeConfig::default() };
+            let b = Arc::new(batcher(fake.clone(), config));
+            let send = |n: usize| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.submit(vec![tokens(n)], vec![]).await.unwrap();
+                    Instant::now()
+                })
+            };
+            // The first long request takes the only batch slot; the second waits for it; then a short one comes.
+            let first = send(256);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let second = send(250);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let short = send(10);
+            let (first, second, short) = (first.await.unwrap(), second.await.unwrap(), short.await.unwrap());
+            let starts = fake.starts.lock().unwrap().clone();
+            let start = |n: usize| starts.iter().find(|(len, _)| *len == n).map(|(_, t)| *t).unwrap();
+            if long_rows.is_some() {
+                assert!(start(10) < first, "the short request runs beside the first long one");
+                assert!(short < second, "and is answered before the long one it passed");
+                assert!(start(250) >= first, "the held long request takes the next free slot");
+            } else {
+                assert!(start(10) >= first, "without the limit, the short request waits for the slot");
+                assert!(start(250) >= first);
+            }
+        }
     }
 
     async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

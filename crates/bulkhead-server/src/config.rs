@@ -21,6 +21,11 @@ pub struct ServeConfig {
     pub max_batch_wait: Duration,
     /// Batches in flight per model (the workers' queue depth).
     pub max_concurrent_batches: usize,
+    /// A request is *long* when one of its rows has more tokens than this (`None`: none is long; default 128). A
+    /// batch of short requests only may run beside `max_concurrent_batches` batches, and short requests pass long
+    /// ones waiting for a batch slot, so short requests never wait in the batcher behind long ones. The supervisor
+    /// takes the same limit for its short lane.
+    pub long_row_tokens: Option<usize>,
     /// Requests waiting per model before new ones get 429.
     pub max_queue: usize,
     /// Inputs per request.
@@ -78,6 +83,7 @@ impl Default for ServeConfig {
             grouping: Grouping::default(),
             max_batch_wait: Duration::ZERO,
             max_concurrent_batches: 2,
+            long_row_tokens: Some(128),
             max_queue: 1024,
             max_inputs: 2048,
             max_body_bytes: 8 << 20,

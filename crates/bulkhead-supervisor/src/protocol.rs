@@ -31,6 +31,9 @@ pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Frames larger than this are refused (a corrupt length must not allocate gigabytes).
 pub const MAX_FRAME_BYTES: usize = 512 << 20;
 
+/// The nice value (over the worker's own) of the thread that runs a long prediction.
+pub const LONG_NICE: i32 = 10;
+
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -43,6 +46,11 @@ pub enum Request {
         /// The input texts, sent only while a fault rule with `match` is active (it is all they are for); empty
         /// otherwise.
         texts: Vec<String>,
+        /// A long prediction ([`SupervisorConfig::long_row_tokens`](crate::SupervisorConfig::long_row_tokens)): the
+        /// worker runs it on a thread of lower CPU priority ([`LONG_NICE`]), so that on a busy machine the short
+        /// predictions of other workers, and the server, go first.
+        #[serde(default)]
+        long: bool,
     },
     /// Finish and exit 0.
     Shutdown,
@@ -279,7 +287,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let rows = vec![Row::Tokens { ids: vec![5, 2, 9], prompt: 1 }, Row::tokens(vec![])];
-        let req = Request::Run { id: 7, payload: Payload::Rows(rows), texts: vec!["a".into()] };
+        let req = Request::Run { id: 7, payload: Payload::Rows(rows), texts: vec!["a".into()], long: true };
         let mut buf = vec![];
         write_frame(&mut buf, &req).unwrap();
         write_frame(&mut buf, &Request::Shutdown).unwrap();
@@ -319,7 +327,7 @@ mod tests {
             Payload::Tensors(vec![tensor.clone()]),
             Payload::Probe,
         ] {
-            let req = Request::Run { id: 1, payload, texts: vec![] };
+            let req = Request::Run { id: 1, payload, texts: vec![], long: false };
             assert_eq!(read_frame::<Request>(&mut &encode(&req).unwrap()[..]).unwrap(), req);
         }
         for answer in

@@ -56,11 +56,22 @@ fn metric(server: &Server, name: &str) -> f64 {
 
 #[test]
 fn short_and_long_texts_at_once_answer_as_each_alone_within_the_padding_limits() {
+    // One worker and one batch in flight, so that requests queue while it computes and batches form.
+    mixed_traffic(&["--compute-units", "ort:cpu", "--max-concurrent-batches", "1"]);
+}
+
+/// With two workers the short lane is on: long rows (over 128 tokens) go to one worker, on its low-priority thread,
+/// while short ones pass them; every answer is still the text's answer alone.
+#[test]
+fn with_two_workers_short_rows_pass_long_ones_and_every_answer_is_exact() {
+    mixed_traffic(&["--compute-units", "ort:cpu", "--max-concurrent-batches", "1", "--workers", "2"]);
+}
+
+fn mixed_traffic(args: &[&str]) {
     if need(common::minilm_folder(), "the all-MiniLM-L6-v2 package").is_none() {
         return;
     }
-    // One worker and one batch in flight, so that requests queue while it computes and batches form.
-    let server = Server::start(&["--compute-units", "ort:cpu", "--max-concurrent-batches", "1"], &[]);
+    let server = Server::start(args, &[]);
     let texts: Vec<String> =
         (0..40).map(|i| if i % 5 == 4 { text(i, 40 + 25 * (i % 7)) } else { text(i, 3 + i % 9) }).collect();
     let alone: Vec<Vec<f32>> = texts.iter().map(|t| embed(&server.addr, t).0).collect();
@@ -69,6 +80,7 @@ fn short_and_long_texts_at_once_answer_as_each_alone_within_the_padding_limits()
     let real_before = metric(&server, "bulkhead_batch_real_tokens_total");
     let padding_before = metric(&server, "bulkhead_batch_padding_tokens_total");
     let mut shared = vec![];
+    let mut longest = vec![];
     for round in 0..3 {
         let answers: Vec<(Vec<f32>, (usize, usize, usize))> = std::thread::scope(|s| {
             let handles: Vec<_> = texts.iter().map(|t| s.spawn(|| embed(&server.addr, t))).collect();
@@ -86,9 +98,11 @@ fn short_and_long_texts_at_once_answer_as_each_alone_within_the_padding_limits()
                 "text {i}: a pass of {rows} rows, {real} real tokens, {padded} padded"
             );
             shared.push(*rows);
+            longest.push(real / rows);
         }
     }
     assert!(shared.iter().any(|&r| r > 1), "no request shared a forward pass: {shared:?}");
+    assert!(longest.iter().any(|&n| n > 128), "some rows are long (over --long-row-tokens 128): {longest:?}");
     let real = metric(&server, "bulkhead_batch_real_tokens_total") - real_before;
     let padding = metric(&server, "bulkhead_batch_padding_tokens_total") - padding_before;
     assert!(real > 0.0 && padding >= 0.0, "/metrics counts the passes: {real} real, {padding} padding");

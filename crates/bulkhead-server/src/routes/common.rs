@@ -38,10 +38,14 @@ pub(crate) struct OpenApiDocument(pub Bytes);
 pub(crate) struct ModelLabel(pub String);
 
 /// A JSON body parsed straight into its type: malformed JSON is 400, JSON of the wrong shape or types 422, a body
-/// over `--max-body-bytes` 413.
+/// over `--max-body-bytes` 413. A body past [`LARGE_BODY_BYTES`] is parsed on tokio's blocking pool, so that the
+/// milliseconds a multi-megabyte text takes to parse never hold an async runtime thread that other requests need.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+/// Bodies larger than this are parsed off the async runtime's threads (about a quarter of a millisecond of parsing).
+pub const LARGE_BODY_BYTES: usize = 256 << 10;
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
@@ -52,7 +56,14 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
                 ApiError::MalformedJson(e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| match e.classify() {
+        let parsed = if bytes.len() > LARGE_BODY_BYTES {
+            tokio::task::spawn_blocking(move || serde_json::from_slice::<T>(&bytes))
+                .await
+                .map_err(|e| ApiError::Internal(format!("parsing the request body stopped: {e}")))?
+        } else {
+            serde_json::from_slice(&bytes)
+        };
+        parsed.map(JsonBody).map_err(|e| match e.classify() {
             Category::Syntax | Category::Eof => ApiError::MalformedJson(e.to_string()),
             Category::Data | Category::Io => ApiError::Invalid(format!("invalid request: {e}")),
         })

@@ -256,7 +256,7 @@ impl WorkerLink {
                 }
                 Ok((mut runner, warmup)) => {
                     send(runner.ready(warmup, 0));
-                    while let Some(Request::Run { id, payload, texts }) = req_rx.blocking_recv() {
+                    while let Some(Request::Run { id, payload, texts, .. }) = req_rx.blocking_recv() {
                         if !send(runner.run(id, &payload, &texts)) {
                             break;
                         }

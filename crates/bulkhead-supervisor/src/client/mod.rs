@@ -192,7 +192,7 @@ impl WorkerClient {
         self.next_id += 1;
         let t0 = Instant::now();
         let texts = if self.wants_texts { texts.to_vec() } else { vec![] };
-        self.link.send(Request::Run { id, payload, texts });
+        self.link.send(Request::Run { id, payload, texts, long: false });
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {

@@ -93,6 +93,10 @@ impl MemoryCeiling {
     }
 }
 
+/// How long after the last short prediction arrived long ones still leave a worker free for short ones
+/// ([`SupervisorConfig::long_row_tokens`]).
+pub const SHORT_LANE_WINDOW: Duration = Duration::from_secs(2);
+
 /// Supervisor settings (defaults documented on each field).
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -110,6 +114,12 @@ pub struct SupervisorConfig {
     pub worker_threads: Option<usize>,
     /// Predictions sent to one worker before earlier ones are answered (pipelining; default 2).
     pub max_inflight: usize,
+    /// A prediction of token rows is *long* when its longest row has more tokens than this (default 128; `None`:
+    /// no prediction is long). While short predictions arrive (one within [`SHORT_LANE_WINDOW`]), long ones leave
+    /// one warm worker of the serving unit free of long work, short ones go to a worker holding no long one, and
+    /// short ones pass long ones that wait for that reason: a short request never waits behind a full-length forward
+    /// pass when there are two workers or more. Without short traffic, long predictions use every worker.
+    pub long_row_tokens: Option<usize>,
     /// Crashes in the leaky bucket that quarantine a unit (default 3, as Chrome's GPU process).
     pub quarantine_crashes: u32,
     /// One crash is forgiven per this period (default 5 minutes).
@@ -171,6 +181,7 @@ impl Default for SupervisorConfig {
             workers: 1,
             worker_threads: None,
             max_inflight: 2,
+            long_row_tokens: Some(128),
             quarantine_crashes: 3,
             forgive_every: Duration::from_secs(300),
             poison_crashes: 2,

@@ -14,6 +14,7 @@ mod towers;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bulkhead_core::{ModelFiles, Unit};
 use bulkhead_embed::Engines;
@@ -21,7 +22,8 @@ use bulkhead_embed::Engines;
 use crate::client::ceiling::{allocation_failed, OUT_OF_MEMORY_MARKER};
 use crate::faults::{self, WorkerFaults};
 use crate::protocol::{
-    read_frame, write_frame, FrameError, LoadFailureKind, Request, Response, RunError, CRATE_VERSION, PROTOCOL_VERSION,
+    read_frame, write_frame, FrameError, LoadFailureKind, Request, Response, RunError, CRATE_VERSION, LONG_NICE,
+    PROTOCOL_VERSION,
 };
 pub(crate) use runner::Runner;
 pub use runner::WARMUP_ITERATIONS;
@@ -177,7 +179,7 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
     if !loaded_ok {
         return EXIT_PIPE;
     }
-    let mut runner = match loaded {
+    let runner = match loaded {
         Ok((runner, warmup)) => {
             let ready = runner.ready(warmup, rss_bytes(None).unwrap_or(0));
             if !send(&mut out, &ready) {
@@ -190,10 +192,20 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
             return EXIT_LOAD_FAILED;
         }
     };
+    let runner = Arc::new(Mutex::new(runner));
+    // Without it, long predictions run on the main thread like the others.
+    let background =
+        Background::start().map_err(|e| eprintln!("bulkhead worker: no thread for long predictions: {e}")).ok();
     loop {
         match read_frame::<Request>(&mut input) {
-            Ok(Request::Run { id, payload, texts }) => {
-                let answer = runner.run(id, &payload, &texts);
+            Ok(Request::Run { id, payload, texts, long }) => {
+                let answer = match (long, &background) {
+                    (true, Some(bg)) => {
+                        let runner = runner.clone();
+                        bg.run(move || lock(&runner).run(id, &payload, &texts))
+                    }
+                    _ => lock(&runner).run(id, &payload, &texts),
+                };
                 if let Response::Failed { error: RunError::Engine(msg), .. } = &answer {
                     if allocation_failed(msg) {
                         eprintln!("{OUT_OF_MEMORY_MARKER}: {msg}");
@@ -210,6 +222,56 @@ pub fn run_worker(engines: &Engines, args: WorkerArgs) -> i32 {
                 eprintln!("bulkhead worker: bad request frame: {e}");
                 return EXIT_PIPE;
             }
+        }
+    }
+}
+
+/// The runner, also after a panic elsewhere (the worker is exiting then).
+fn lock(runner: &Mutex<Runner>) -> MutexGuard<'_, Runner> {
+    runner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The thread that runs long predictions: its nice value is [`LONG_NICE`] over the worker's (raising it needs no
+/// privilege, and it never has to come back down: short predictions run on the main thread). An engine with one
+/// intra-op thread computes on the calling thread, so the whole forward pass runs at that priority; the pool
+/// threads of an engine with several keep theirs. The thread lives as long as the worker, so the engine's
+/// per-thread buffers are made once.
+struct Background {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Background {
+    fn start() -> std::io::Result<Background> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new().name("long predictions".into()).spawn(move || {
+            #[cfg(target_os = "linux")]
+            // SAFETY: gettid, getpriority and setpriority take and return integers; on Linux the nice value is per
+            // thread.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+                libc::setpriority(libc::PRIO_PROCESS, tid, (now + LONG_NICE).min(19));
+            }
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+        Ok(Background { jobs })
+    }
+
+    /// Runs `f` there and waits for it; a panic in `f` goes on in the caller.
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        };
+        if self.jobs.send(Box::new(job)).is_err() {
+            panic!("the thread of long predictions is gone");
+        }
+        match rx.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the thread of long predictions is gone"),
         }
     }
 }

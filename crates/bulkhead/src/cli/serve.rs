@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Batches in flight per model.
     #[arg(long, env = "BULKHEAD_MAX_CONCURRENT_BATCHES", default_value_t = 2)]
     max_concurrent_batches: usize,
+    /// A request with a row of more tokens than this is long: short requests pass long ones waiting for a batch
+    /// slot, have a batch slot of their own, and, with --workers 2 or more, one worker is kept free of long work
+    /// while short requests arrive. `off`: first come, first served.
+    #[arg(long, env = "BULKHEAD_LONG_ROW_TOKENS", default_value = "128", value_parser = parse_long_rows)]
+    long_row_tokens: LongRows,
     /// Requests waiting per model before new ones get 429.
     #[arg(long, env = "BULKHEAD_MAX_QUEUE", default_value_t = 1024)]
     max_queue: usize,
@@ -194,6 +199,20 @@ fn parse_workers(s: &str) -> Result<Workers, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(Workers::Count(n)),
         _ => Err(format!("`{s}` is not a worker count; give a number of 1 or more, or `auto`")),
+    }
+}
+
+/// `--long-row-tokens`: a token count, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LongRows(Option<usize>);
+
+fn parse_long_rows(s: &str) -> Result<LongRows, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(LongRows(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(LongRows(Some(n))),
+        _ => Err(format!("`{s}` is not a token count; give the row length past which a request is long, or `off`")),
     }
 }
 
@@ -414,6 +433,7 @@ impl ServeArgs {
             recycle_after: self.recycle_after,
             recycle_rss_bytes: self.recycle_rss_mb.map(|m| m << 20),
             recycle_growth_bytes: self.recycle_growth_mb.map(|m| m << 20),
+            long_row_tokens: self.long_row_tokens.0,
             ..SupervisorConfig::default()
         }
     }
@@ -458,6 +478,7 @@ impl ServeArgs {
             },
             max_batch_wait: Duration::from_millis(self.max_batch_wait_ms),
             max_concurrent_batches: self.max_concurrent_batches.max(1),
+            long_row_tokens: self.long_row_tokens.0,
             max_queue: self.max_queue.max(1),
             max_inputs: self.max_inputs.max(1),
             max_body_bytes: self.max_body_bytes.max(1024),
@@ -577,6 +598,15 @@ mod tests {
         assert_eq!(parse_padding_share("OFF"), Ok(PaddingShare(None)));
         for bad in ["-0.1", "NaN", "inf", "lots"] {
             assert!(parse_padding_share(bad).unwrap_err().contains("padding tokens per real token"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_long_row_limit_is_a_token_count_or_off() {
+        assert_eq!(parse_long_rows("128"), Ok(LongRows(Some(128))));
+        assert_eq!(parse_long_rows("off"), Ok(LongRows(None)));
+        for bad in ["0", "-3", "long"] {
+            assert!(parse_long_rows(bad).unwrap_err().contains("past which a request is long"), "{bad}");
         }
     }
 }

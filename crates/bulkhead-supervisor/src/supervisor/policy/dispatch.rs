@@ -12,6 +12,7 @@ use super::watchdog::ms_per_token;
 use super::work::{InFlight, Pending, Work};
 use super::worker::{Drain, Live, Phase, Stopping};
 use super::Core;
+use crate::supervisor::config::SHORT_LANE_WINDOW;
 
 /// A job's stage timing: the worker's `infer`/`post`, and everything else since it was queued as `queue`.
 fn job_timing(job: &Pending, now: Now, worker: &StageTiming) -> StageTiming {
@@ -26,17 +27,32 @@ fn job_timing(job: &Pending, now: Now, worker: &StageTiming) -> StageTiming {
 
 impl Core {
     /// Sends queued work to workers: each request that waits for a clean room to a fresh worker, then the rest in
-    /// order to the least loaded worker of the best serving unit.
+    /// order to the least loaded worker of the best serving unit. While short predictions arrive, long ones keep one
+    /// worker free of long work (the short lane, [`SupervisorConfig::long_row_tokens`]) and short ones pass the long
+    /// ones waiting for that.
+    ///
+    /// [`SupervisorConfig::long_row_tokens`]: crate::SupervisorConfig::long_row_tokens
     pub(super) fn dispatch(&mut self, now: Now) {
         let Some(best) = self.workers.iter().filter(|w| w.accepts()).map(|w| w.unit).min() else { return };
         let max_inflight = self.cfg.max_inflight.max(1);
         // Under a memory ceiling a worker being replaced (for its memory) takes one prediction at a time, so that
         // its memory is checked after each before it takes the next.
         let retiring_inflight = if self.cfg.worker_memory.is_some() { 1 } else { max_inflight };
+        let limit = self.cfg.long_row_tokens;
+        let lane = self.short_lane(now, best);
         let mut i = 0;
         let mut need_clean_room = false;
         while i < self.queue.len() {
             let suspect = self.queue[i].suspect(self.cfg.poison_crashes);
+            let long = self.queue[i].long(limit);
+            // Serving workers of the best unit that hold no long prediction: a long one may not take the last.
+            let free_of_long = self
+                .workers
+                .iter()
+                .filter(|w| w.unit == best && w.accepts())
+                .filter_map(|w| w.live())
+                .filter(|l| !l.inflight.iter().any(|f| f.long))
+                .count();
             let pick = self
                 .workers
                 .iter()
@@ -48,23 +64,36 @@ impl Core {
                     (false, true) => l.inflight.len() < retiring_inflight,
                     (false, false) => l.inflight.len() < max_inflight,
                 })
-                .min_by_key(|(_, l, retiring)| (*retiring, l.stopped_since.is_some(), l.inflight.len()))
+                .filter(|(_, l, _)| !(lane && long && free_of_long <= 1 && !l.inflight.iter().any(|f| f.long)))
+                .min_by_key(|(_, l, retiring)| {
+                    let behind_long = !long && l.inflight.iter().any(|f| f.long);
+                    (*retiring, l.stopped_since.is_some(), behind_long, l.inflight.len())
+                })
                 .map(|(p, _, _)| p);
             match pick {
                 Some(pos) => {
                     let work = self.queue.remove(i).expect("index is in range");
-                    self.send(now, pos, work);
+                    self.send(now, pos, work, long);
                 }
                 None if suspect => {
                     need_clean_room = true;
                     i += 1;
                 }
+                // It waits for a worker that runs long work; short work behind it goes on.
+                None if lane && long => i += 1,
                 None => break,
             }
         }
         if need_clean_room {
             self.ensure_clean_room(now, best);
         }
+    }
+
+    /// Whether long predictions keep a worker of `unit` free for short ones now: short work arrived within
+    /// [`SHORT_LANE_WINDOW`] and the unit has two warm workers or more.
+    fn short_lane(&self, now: Now, unit: usize) -> bool {
+        let recent = self.last_short.is_some_and(|t| now.at.saturating_duration_since(t) < SHORT_LANE_WINDOW);
+        recent && self.workers.iter().filter(|w| w.unit == unit && w.accepts() && w.live().is_some()).count() >= 2
     }
 
     /// A request that crashed workers waits for a fresh worker: when none of the serving unit is fresh or starting,
@@ -86,7 +115,7 @@ impl Core {
         }
     }
 
-    fn send(&mut self, now: Now, pos: usize, work: Work) {
+    fn send(&mut self, now: Now, pos: usize, work: Work, long: bool) {
         let run = self.next_run;
         self.next_run += 1;
         let w = &mut self.workers[pos];
@@ -96,8 +125,8 @@ impl Core {
         if live.inflight.is_empty() {
             live.head_since = now.at;
         }
-        self.effects.push(Effect::Send { worker: id, request: work.request(run) });
-        live.inflight.push_back(InFlight { run, work, sent: now.at, first });
+        self.effects.push(Effect::Send { worker: id, request: work.request(run, long) });
+        live.inflight.push_back(InFlight { run, work, sent: now.at, first, long });
     }
 
     pub(super) fn on_message(&mut self, now: Now, id: WorkerId, msg: Response) {
@@ -315,7 +344,7 @@ impl Core {
             })
             .collect();
         for pos in due {
-            self.send(now, pos, Work::probe(now.at));
+            self.send(now, pos, Work::probe(now.at), false);
         }
     }
 

@@ -83,6 +83,8 @@ pub struct Core {
     stopped: bool,
     mem_available: Option<u64>,
     health: Health,
+    /// When the latest short prediction of token rows was submitted (see [`SupervisorConfig::long_row_tokens`]).
+    last_short: Option<Instant>,
     signature: Signature,
     /// What this event asks of the actor (taken by `handle`).
     effects: Vec<Effect>,
@@ -121,6 +123,7 @@ impl Core {
             stopped: false,
             mem_available: None,
             health: Health::default(),
+            last_short: None,
             signature: Signature::default(),
             effects: vec![],
         };
@@ -203,7 +206,17 @@ impl Core {
             pending.into_iter().for_each(|p| self.answer(p, Err(PredictError::Unavailable(msg.clone()))));
             return;
         }
-        self.queue.extend(Work::group(pending));
+        let works = Work::group(pending);
+        let limit = self.cfg.long_row_tokens;
+        if let Some(at) = works
+            .iter()
+            .filter(|w| w.jobs[0].job.payload.batchable() && !w.long(limit))
+            .map(|w| w.jobs[0].enqueued)
+            .max()
+        {
+            self.last_short = Some(self.last_short.map_or(at, |t| t.max(at)));
+        }
+        self.queue.extend(works);
     }
 
     fn on_wait_ready(&mut self, waiter: WaiterId) {

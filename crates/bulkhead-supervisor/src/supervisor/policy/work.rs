@@ -81,12 +81,21 @@ impl Work {
         (rows, width)
     }
 
+    /// Token rows whose longest row has more tokens than `limit` ([`SupervisorConfig::long_row_tokens`]): a long
+    /// prediction. Probes, tensors, audio and images are never long.
+    ///
+    /// [`SupervisorConfig::long_row_tokens`]: crate::SupervisorConfig::long_row_tokens
+    pub fn long(&self, limit: Option<usize>) -> bool {
+        let Some(limit) = limit else { return false };
+        !self.probe && self.jobs.iter().all(|j| j.job.payload.batchable()) && self.shape().1 > limit
+    }
+
     /// The request to send (payloads merged; texts, present only for fault rules that match on them, concatenated).
     /// The work keeps its jobs (a death requeues them), so the payloads are copied into the request.
-    pub fn request(&self, id: u64) -> Request {
+    pub fn request(&self, id: u64, long: bool) -> Request {
         let payload = Payload::merge(self.jobs.iter().map(|j| j.job.payload.clone())).unwrap_or(Payload::Probe);
         let texts = self.jobs.iter().flat_map(|j| j.job.texts.iter().cloned()).collect();
-        Request::Run { id, payload, texts }
+        Request::Run { id, payload, texts, long }
     }
 
     /// A single request that crashed workers `poison_crashes` times without ever crashing a fresh worker alone:
@@ -110,4 +119,6 @@ pub(crate) struct InFlight {
     pub sent: Instant,
     /// It was sent to a worker that had answered nothing before and held nothing else: its first prediction.
     pub first: bool,
+    /// A long prediction ([`Work::long`]).
+    pub long: bool,
 }

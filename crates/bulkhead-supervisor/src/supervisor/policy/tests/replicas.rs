@@ -128,3 +128,98 @@ fn when_no_fresh_worker_is_coming_one_is_made_for_a_suspect() {
     sim.drain(old);
     assert!(sim.ok(id) && sim.all_ok(&other));
 }
+
+/// Submits one request of one row of `tokens` tokens.
+fn submit_row(sim: &mut Sim, tokens: usize) -> RequestId {
+    sim.submit_job(Job::tokens(vec![vec![1; tokens]], vec![]))
+}
+
+/// The row widths each worker holds, oldest first.
+fn inboxes(sim: &Sim, ws: &[WorkerId]) -> Vec<Vec<usize>> {
+    ws.iter()
+        .map(|w| {
+            sim.workers[w]
+                .inbox
+                .iter()
+                .map(|(_, p, _)| match p {
+                    Payload::Rows(rows) => rows.iter().map(|r| r.len()).max().unwrap_or(0),
+                    _ => 0,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn while_short_requests_arrive_long_ones_leave_a_worker_free_for_them() {
+    let cfg = SupervisorConfig { workers: 2, max_inflight: 2, worker_threads: Some(1), ..cfg() };
+    let mut sim = Sim::new(&[ORT], cfg);
+    let ws = sim.alive();
+    ws.iter().for_each(|&w| sim.make_ready(w));
+    let short = submit_row(&mut sim, 12);
+    sim.drain(ws[0]);
+    sim.drain(ws[1]);
+    assert!(sim.ok(short));
+    // Four long requests arrive one by one: they queue for one worker; the other stays free of long work.
+    let long: Vec<_> = (0..4).map(|_| submit_row(&mut sim, 256)).collect();
+    let held = inboxes(&sim, &ws);
+    assert_eq!(held.iter().filter(|h| h.is_empty()).count(), 1, "one worker is kept for short work: {held:?}");
+    assert_eq!(held.iter().map(Vec::len).sum::<usize>(), 2, "the other takes two (pipelined): {held:?}");
+    // A short request passes the long ones still queued and goes to the free worker at once.
+    let short = submit_row(&mut sim, 9);
+    let free = ws.iter().position(|w| !sim.workers[w].inbox.iter().any(|(_, p, _)| p.shape().1 > 128)).unwrap();
+    assert_eq!(inboxes(&sim, &ws)[free], vec![9], "{:?}", inboxes(&sim, &ws));
+    sim.answer_next(ws[free]);
+    assert!(sim.ok(short));
+    // Every long request is answered in turn.
+    for _ in 0..8 {
+        ws.iter().for_each(|&w| sim.drain(w));
+    }
+    assert!(sim.all_ok(&long), "{:?}", sim.answers);
+}
+
+#[test]
+fn without_short_traffic_long_requests_use_every_worker() {
+    let cfg = SupervisorConfig { workers: 2, max_inflight: 2, worker_threads: Some(1), ..cfg() };
+    let mut sim = Sim::new(&[ORT], cfg);
+    let ws = sim.alive();
+    ws.iter().for_each(|&w| sim.make_ready(w));
+    let long: Vec<_> = (0..4).map(|_| submit_row(&mut sim, 256)).collect();
+    assert_eq!(inboxes(&sim, &ws), vec![vec![256, 256], vec![256, 256]], "no short work: both workers run long work");
+    ws.iter().for_each(|&w| sim.drain(w));
+    assert!(sim.all_ok(&long));
+    // Short work seen, then none for longer than the window: the reservation ends.
+    let short = submit_row(&mut sim, 12);
+    ws.iter().for_each(|&w| sim.drain(w));
+    assert!(sim.ok(short));
+    let long: Vec<_> = (0..2).map(|_| submit_row(&mut sim, 256)).collect();
+    assert_eq!(
+        inboxes(&sim, &ws).iter().filter(|h| h.is_empty()).count(),
+        1,
+        "within the window: {:?}",
+        inboxes(&sim, &ws)
+    );
+    ws.iter().for_each(|&w| sim.drain(w));
+    sim.advance(crate::supervisor::config::SHORT_LANE_WINDOW.as_millis() as u64 + 25);
+    let later: Vec<_> = (0..2).map(|_| submit_row(&mut sim, 256)).collect();
+    assert_eq!(inboxes(&sim, &ws), vec![vec![256], vec![256]], "after the window: {:?}", inboxes(&sim, &ws));
+    ws.iter().for_each(|&w| sim.drain(w));
+    assert!(sim.all_ok(&long) && sim.all_ok(&later));
+}
+
+#[test]
+fn with_one_worker_or_no_limit_long_requests_are_not_held_back() {
+    for (workers, limit) in [(1, Some(128)), (2, None)] {
+        let cfg = SupervisorConfig { workers, max_inflight: 2, long_row_tokens: limit, ..cfg() };
+        let mut sim = Sim::new(&[ORT], cfg);
+        let ws = sim.alive();
+        ws.iter().for_each(|&w| sim.make_ready(w));
+        let short = submit_row(&mut sim, 12);
+        ws.iter().for_each(|&w| sim.drain(w));
+        let long: Vec<_> = (0..2 * workers).map(|_| submit_row(&mut sim, 256)).collect();
+        let held: usize = inboxes(&sim, &ws).iter().map(Vec::len).sum();
+        assert_eq!(held, 2 * workers, "{workers} workers, limit {limit:?}: {:?}", inboxes(&sim, &ws));
+        ws.iter().for_each(|&w| sim.drain(w));
+        assert!(sim.ok(short) && sim.all_ok(&long));
+    }
+}
