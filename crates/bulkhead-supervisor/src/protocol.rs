@@ -23,7 +23,7 @@ pub use crate::payload::{Answer, Payload, PayloadKind};
 /// model as their own load-failure kinds; 6: one row type for every batchable payload, the prompt length inside
 /// its token row; 7: segmentation payloads and answers, image rows ([`Row::Pixels`](bulkhead_core::Row::Pixels)) for
 /// image-text models, audio payloads and transcription answers).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -49,7 +49,6 @@ pub enum Request {
         /// A long prediction ([`SupervisorConfig::long_row_tokens`](crate::SupervisorConfig::long_row_tokens)): the
         /// worker runs it on a thread of lower CPU priority ([`LONG_NICE`]), so that on a busy machine the short
         /// predictions of other workers, and the server, go first.
-        #[serde(default)]
         long: bool,
     },
     /// Finish and exit 0.
