@@ -11,8 +11,9 @@
 //!
 //! Short requests never wait behind long ones in the batcher ([`ServeConfig::long_row_tokens`]): one batch of short
 //! requests only may run beside the `max_concurrent_batches` batches, and a long request that finds no free slot is
-//! held aside while short ones behind it form batches (it takes the next slot that frees, before new requests). The
-//! supervisor keeps a worker free for short work in the same way.
+//! held aside while short ones behind it form batches. A slot that frees goes to the oldest held long request; a
+//! short one takes the slot of short requests while long ones are held (any slot otherwise), so neither kind
+//! starves the other. The supervisor keeps a worker free for short work in the same way.
 //!
 //! Each group goes to the backend as one job per request, so a poison request (one that crashed workers twice) fails
 //! alone while the others that shared its batch still get their answer. Rows of different kinds ([`Row::kind`]:
@@ -176,32 +177,33 @@ async fn run(
     let mut pending: Option<Job> = None;
     // Long requests that found every slot taken, oldest first: the next free slot is theirs.
     let mut held: VecDeque<Job> = VecDeque::new();
+    // The short request next in line, waiting for a slot.
+    let mut waiting: Option<Job> = None;
     loop {
         let (first, permit, short_only) = tokio::select! {
             biased;
+            // A free batch slot goes to the oldest held long request first.
             permit = slots.clone().acquire_owned(), if !held.is_empty() => {
                 let Ok(permit) = permit else { return };
                 (held.pop_front().expect("held is not empty"), permit, false)
             }
-            job = next_job(&mut pending, &mut rx) => {
+            // A short request takes any free slot while no long one waits, else the slot of short ones.
+            permit = slots.clone().acquire_owned(), if waiting.is_some() && held.is_empty() => {
+                let Ok(permit) = permit else { return };
+                (waiting.take().expect("a short request waits"), permit, false)
+            }
+            permit = short_slot.clone().acquire_owned(), if waiting.is_some() => {
+                let Ok(permit) = permit else { return };
+                (waiting.take().expect("a short request waits"), permit, true)
+            }
+            job = next_job(&mut pending, &mut rx), if waiting.is_none() => {
                 let Some(job) = job else { return };
                 if limits.long(&job) {
-                    match slots.clone().try_acquire_owned() {
-                        Ok(permit) => (job, permit, false),
-                        Err(_) => {
-                            held.push_back(job);
-                            continue;
-                        }
-                    }
+                    held.push_back(job);
                 } else {
-                    let permit = tokio::select! {
-                        biased;
-                        p = slots.clone().acquire_owned() => p.map(|p| (p, false)),
-                        p = short_slot.clone().acquire_owned() => p.map(|p| (p, true)),
-                    };
-                    let Ok((permit, short_only)) = permit else { return };
-                    (job, permit, short_only)
+                    waiting = Some(job);
                 }
+                continue;
             }
         };
         let mut forming = Forming::default().with(first.rows.len(), first.longest(), first.real());
@@ -665,6 +667,29 @@ mod tests {
                 assert!(start(250) >= first);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_held_long_request_takes_the_next_free_slot_before_waiting_short_ones() {
+        // Passes take 400 ms; one batch slot and the slot of short requests.
+        let fake = Arc::new(Fake { delay: Some(Duration::from_millis(400)), ..Fake::default() });
+        let config = ServeConfig { max_concurrent_batches: 1, ..ServeConfig::default() };
+        let b = Arc::new(batcher(fake.clone(), config));
+        let send = |n: usize| {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(vec![tokens(n)], vec![]).await.unwrap() })
+        };
+        // t=0: a long request takes the slot (until 400); t=20: another is held; t=100: a short one takes the
+        // short slot (until 500); t=150: a second short one waits. At 400 the slot is the held long request's.
+        let mut tasks = vec![send(256)];
+        for (at, n) in [(20, 250), (80, 10), (50, 11)] {
+            tokio::time::sleep(Duration::from_millis(at)).await;
+            tasks.push(send(n));
+        }
+        futures_join(tasks).await;
+        let starts = fake.starts.lock().unwrap().clone();
+        let order: Vec<usize> = starts.iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, vec![256, 10, 250, 11], "the held long request is not starved by short ones");
     }
 
     async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
