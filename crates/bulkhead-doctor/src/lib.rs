@@ -9,7 +9,9 @@
 //! Models that take audio or images are measured as they are served: a speech-to-text model transcribes a
 //! synthetic clip ([`measure::speech`]), a segmentation model encodes a synthetic image and answers clicks on its
 //! cached embedding ([`measure::segment`]); [`media`] draws their conclusions (real-time factor, agreement with the
-//! first unit, memory growing per transcription or click) and the report carries them in their own sections.
+//! first unit, memory growing per transcription or click) and the report carries them in their own sections. An
+//! image-text model (CLIP, SigLIP) is measured on its text tower as a text model is, and on its vision tower with
+//! synthetic images preprocessed as the server preprocesses them ([`measure::vision`], conclusions in [`vision`]).
 //!
 //! * [`report`]: the JSON schema `bulkhead.doctor/1` (docs/doctor.md), the boundary types; internal values (the
 //!   protocol's load-failure kind, the worker client's steps) are converted at the edge, so the schema never moves
@@ -43,6 +45,7 @@ pub mod media;
 pub mod progress;
 pub mod render;
 pub mod report;
+pub mod vision;
 
 pub use measure::{accuracy_probes, diagnose, Batch, Limits, Options};
 pub use report::{Branch, Finding, Report, Severity, Verdict};

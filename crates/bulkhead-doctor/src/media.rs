@@ -81,7 +81,7 @@ pub fn foreground(masks: &Masks) -> Vec<f64> {
 
 /// Resident memory that grows per prediction (the leak pattern), for `what` (`transcription`, `click`): a
 /// warning naming the growth and the recycling option that bounds it; `info` when memory stays flat.
-fn memory_finding(m: &Memory, what: &str) -> Finding {
+pub(crate) fn memory_finding(m: &Memory, what: &str) -> Finding {
     let (start, end) = (m.rss_start_bytes as f64 / MIB, m.rss_end_bytes as f64 / MIB);
     if analyze::leaks(m) {
         let every = m.recycle_every.map_or(String::new(), |n| format!(", about every {n} {what}s"));
