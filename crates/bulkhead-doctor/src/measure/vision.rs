@@ -56,7 +56,8 @@ impl Images {
         }
         let mut images = Images { side, sizes: vec![], rows: vec![] };
         for (k, (w, h)) in shapes(side).into_iter().enumerate() {
-            let pixels = pre.preprocess(&synthetic(w, h, k)).map_err(|e| format!("the synthetic {w}x{h} image: {e}"))?;
+            let pixels =
+                pre.preprocess(&synthetic(w, h, k)).map_err(|e| format!("the synthetic {w}x{h} image: {e}"))?;
             images.sizes.push(format!("{w}x{h}"));
             images.rows.push(Row::Pixels { values: pixels.data, positions: spec.image_positions });
         }

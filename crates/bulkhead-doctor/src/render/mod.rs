@@ -4,13 +4,15 @@
 //! * [`terminal`]: tables, colour on a terminal;
 //! * [`html`]: one self-contained page, with charts drawn by [`svg`];
 //! * [`json`]: the `bulkhead.doctor/1` document, and reading it back;
-//! * [`media`]: the sections of a speech-to-text or segmentation model, as text and HTML.
+//! * [`media`]: the sections of a speech-to-text or segmentation model, as text and HTML;
+//! * [`vision`]: the vision-tower section of an image-text model, as text and HTML.
 
 pub mod html;
 pub mod json;
 pub mod media;
 pub mod svg;
 pub mod terminal;
+pub mod vision;
 
 #[cfg(test)]
 mod tests {
