@@ -62,7 +62,8 @@ pub enum Error {
     /// Texts asked of a model that takes none (a speech-to-text model is measured on audio instead).
     #[error("{0} takes no text")]
     NotText(&'static str),
-    /// A segmentation model whose preprocessor gives no fixed input size for the synthetic image.
+    /// The synthetic input of a model that takes images could not be made (a segmentation model's preprocessor
+    /// gives no fixed input size; an image-text model's preprocessor does not make its vision tower's input).
     #[error("cannot make the synthetic input: {0}")]
     Inputs(String),
     /// A saved report that is not one.
