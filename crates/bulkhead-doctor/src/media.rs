@@ -18,7 +18,7 @@ const MIB: f64 = (1u64 << 20) as f64;
 pub const MIN_MASK_IOU_OK: f64 = 0.95;
 
 /// `amount` per second of `ms` milliseconds (0 when nothing was timed).
-fn per_second(amount: f64, ms: f64) -> f64 {
+pub(crate) fn per_second(amount: f64, ms: f64) -> f64 {
     if ms > 0.0 && ms.is_finite() {
         amount * 1e3 / ms
     } else {

@@ -8,16 +8,6 @@ use crate::analyze::MIN_COSINE_OK;
 use crate::measure::vision::{min_cosine, Images, BATCH};
 use crate::report::{Branch, Finding, Severity, UnitReport, Verdict, VisionAgreement, VisionSpeed};
 
-/// Items per second of predictions of `batch` items with these round trips (0 when nothing was timed).
-fn per_second(batch: usize, walls: &[f64]) -> f64 {
-    let m = mean(walls);
-    if m > 0.0 {
-        batch as f64 * 1e3 / m
-    } else {
-        0.0
-    }
-}
-
 /// The speed record of single-image round trips (`first`, `walls`, `engine`) and [`BATCH`]-image ones.
 pub fn speed(images: &Images, first: f64, walls: &[f64], engine: &[f64], batch_walls: &[f64]) -> VisionSpeed {
     VisionSpeed {
@@ -31,7 +21,7 @@ pub fn speed(images: &Images, first: f64, walls: &[f64], engine: &[f64], batch_w
         batch: BATCH,
         batch_runs: batch_walls.len(),
         batch_p50_ms: percentile(batch_walls, 0.5),
-        images_per_s: per_second(BATCH, batch_walls),
+        images_per_s: crate::media::per_second(BATCH as f64, mean(batch_walls)),
     }
 }
 
