@@ -211,4 +211,37 @@ mod tests {
         assert!(distinct.len() > 10, "not a flat image: {} colours", distinct.len());
         assert_eq!(shapes(32), [(32, 32), (48, 32), (32, 64), (17, 17)]);
     }
+
+    /// The rows are what the server sends for the same images: the model's own preprocessor, the tower's positions.
+    #[test]
+    fn images_are_preprocessed_as_the_server_does() {
+        for (name, positions) in [("clip-tiny-random", 17), ("siglip-tiny-random", 16)] {
+            let dir = bulkhead_testkit::fixture(&format!("vision/{name}"));
+            let model = ModelFiles::open(&dir).unwrap();
+            let images = Images::for_model(&model).unwrap();
+            assert_eq!((images.side, images.rows.len()), (32, 4), "{name}");
+            let pre = Preprocessor::from_model_dir(&dir).unwrap();
+            for (k, (row, (w, h))) in images.rows.iter().zip(shapes(32)).enumerate() {
+                let want = pre.preprocess(&synthetic(w, h, k)).unwrap().data;
+                assert_eq!(row, &Row::Pixels { values: want, positions }, "{name} image {k}");
+            }
+            let batch = images.batch(3, 8);
+            assert_eq!((batch.len(), batch.texts.len()), (8, 0));
+        }
+    }
+
+    #[test]
+    fn a_preprocessor_that_misses_the_tower_input_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = bulkhead_testkit::fixture("vision/clip-tiny-random");
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let config = std::fs::read_to_string(src.join("preprocessor_config.json")).unwrap();
+        let config = config.replace("\"height\": 32", "\"height\": 48").replace("\"width\": 32", "\"width\": 48");
+        std::fs::write(tmp.path().join("preprocessor_config.json"), config).unwrap();
+        let err = Images::for_model(&ModelFiles::open(tmp.path()).unwrap()).unwrap_err();
+        assert!(err.contains("makes 48x48 images, but the vision tower takes 32x32"), "{err}");
+    }
 }
