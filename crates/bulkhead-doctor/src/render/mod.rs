@@ -19,7 +19,7 @@ mod tests {
     use crate::report::*;
 
     /// A report with one measured unit and one that crashed while loading.
-    fn report() -> Report {
+    pub(super) fn report() -> Report {
         let mut ok = UnitReport::new("ort:cpu".into());
         ok.findings.push(Finding::new(Branch::DynamicShapes, Severity::Info, "no latency spikes"));
         let mut crashed = UnitReport::new("candle:cpu".into());

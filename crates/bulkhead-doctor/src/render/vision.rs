@@ -96,3 +96,45 @@ pub fn html_section(o: &mut String, r: &Report) {
     let _ = write!(o, "<h2>{}</h2>", esc(&title));
     html_table(o, &HEADERS, &rows(r));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze;
+    use crate::report::{VisionAgreement, VisionSpeed};
+
+    fn vision(agreement: Option<VisionAgreement>, deterministic: bool) -> VisionReport {
+        VisionReport {
+            speed: VisionSpeed { image_sizes: vec!["32x32".into()], input_side: 32, p50_ms: 1.5, ..Default::default() },
+            dimensions: 16,
+            deterministic,
+            memory: analyze::memory((0..10).map(|i| (100 << 20) + i * (2 << 20)).collect(), 1, 256),
+            agreement,
+            vectors: vec![],
+        }
+    }
+
+    #[test]
+    fn rows_say_agreement_determinism_and_memory_per_image() {
+        let a = VisionAgreement { reference_unit: "ort:cpu".into(), images: 4, min_cosine: 0.99, max_abs_diff: 0.1 };
+        assert_eq!(agreement(&vision(None, true)), "reference");
+        assert_eq!(agreement(&vision(Some(a.clone()), false)), "min cosine 0.990000 vs ort:cpu, runs differ");
+        let mut u = UnitReport::new("ort:cuda".into());
+        u.vision = Some(vision(Some(a), true));
+        let mut r = crate::render::tests::report();
+        r.units.push(u);
+        let rows = rows(&r);
+        assert_eq!(rows.len(), 1, "units without a vision tower have no row");
+        assert_eq!((rows[0][0].as_str(), rows[0][3].as_str(), rows[0][9].as_str()), ("ort:cuda", "1.5", "+2.00"));
+        let mut out = String::new();
+        terminal(&mut out, &r, false);
+        assert!(out.contains("synthetic images (32x32) preprocessed to 32x32"), "{out}");
+        let page = crate::render::html::render(&r);
+        assert!(page.contains("Vision tower latency") && page.contains("min cosine 0.990000 vs ort:cpu"));
+        r.units.pop();
+        let (mut out, mut page) = (String::new(), String::new());
+        terminal(&mut out, &r, false);
+        html_section(&mut page, &r);
+        assert!(out.is_empty() && page.is_empty(), "no section without a vision tower");
+    }
+}
