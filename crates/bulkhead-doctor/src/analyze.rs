@@ -225,6 +225,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
         }
     }
     found.extend(crate::media::verdict_evidence(u));
+    found.extend(crate::vision::verdict_evidence(u));
     for e in slow_evidence(u, batch1) {
         found.push((Verdict::Slow, e));
     }
@@ -239,6 +240,7 @@ fn decide(u: &UnitReport, batch1: &[(String, f64)]) -> (Verdict, Vec<String>) {
             e.push(format!("{:.0}/s at batch {}", r.throughput_per_s, r.batch));
         }
         e.extend(crate::media::ok_evidence(u));
+        e.extend(crate::vision::ok_evidence(u));
         if let Some(a) = &u.accuracy {
             e.push(format!("min cosine {:.6} vs {}", a.min_cosine, a.reference_unit));
         }

@@ -1,8 +1,10 @@
 //! `bulkhead bench`: throughput and latency per unit and batch size, each unit in its own worker process (as
 //! `bulkhead serve` runs it), measured as the doctor measures its latency table ([`measure::latency`]); a table or
-//! JSON (schema `bulkhead.bench/1`, docs/doctor.md). Speech-to-text and segmentation models: [`media`].
+//! JSON (schema `bulkhead.bench/1`, docs/doctor.md). Speech-to-text and segmentation models: [`media`]; an image-text model's
+//! vision tower, after its text rows: [`vision`].
 
 pub mod media;
+pub mod vision;
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::measure::worker::{Start, Worker};
 use crate::measure::{Batch, Encoder, Limits};
 use crate::progress::Progress;
 use crate::render::terminal::{self, Cell};
-use crate::report::{CrashPhase, LatencyRow, Machine, ModelKind, SegmentSpeed, SpeechSpeed};
+use crate::report::{CrashPhase, LatencyRow, Machine, ModelKind, SegmentSpeed, SpeechSpeed, VisionSpeed};
 use crate::{checks, Error};
 
 /// The schema identifier of the bench's JSON.
@@ -69,6 +71,9 @@ pub struct BenchUnit {
     /// A segmentation model: the image encoder and clicks on a cached embedding.
     #[serde(default)]
     pub segmentation: Option<SegmentSpeed>,
+    /// An image-text model: its vision tower on the synthetic images.
+    #[serde(default)]
+    pub vision: Option<VisionSpeed>,
 }
 
 impl BenchUnit {
@@ -82,12 +87,13 @@ impl BenchUnit {
             rows: vec![],
             speech: None,
             segmentation: None,
+            vision: None,
         }
     }
 
     /// Whether anything was measured.
     pub fn measured(&self) -> bool {
-        !self.rows.is_empty() || self.speech.is_some() || self.segmentation.is_some()
+        !self.rows.is_empty() || self.speech.is_some() || self.segmentation.is_some() || self.vision.is_some()
     }
 }
 
@@ -101,6 +107,10 @@ pub fn run(
     let encoder = Encoder::new(tokenizer, model);
     let batches: Vec<(usize, Batch)> =
         options.batch_sizes.iter().map(|&b| Ok((b, encoder.of_probes(b)?))).collect::<Result<_, Error>>()?;
+    let images = match model.task.takes_images() {
+        true => Some(crate::measure::vision::Images::for_model(model).map_err(Error::Inputs)?),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Progress::new("bench");
     let mut units = vec![];
@@ -108,7 +118,15 @@ pub fn run(
         let mut u = BenchUnit::new(unit);
         match engines.availability(unit) {
             Availability::Usable => {
-                if let Err(e) = runtime.block_on(bench_unit(model, *unit, &batches, options, &mut u, &mut progress)) {
+                if let Err(e) = runtime.block_on(bench_unit(
+                    model,
+                    *unit,
+                    &batches,
+                    images.as_ref(),
+                    options,
+                    &mut u,
+                    &mut progress,
+                )) {
                     u.error = Some(describe(&e));
                 }
             }
@@ -128,11 +146,12 @@ pub fn run(
     })
 }
 
-/// One unit: a worker, then every batch size.
+/// One unit: a worker, then every batch size (then an image-text model's vision tower).
 async fn bench_unit(
     model: &ModelFiles,
     unit: Unit,
     batches: &[(usize, Batch)],
+    images: Option<&crate::measure::vision::Images>,
     options: &Options,
     u: &mut BenchUnit,
     progress: &mut Progress,
@@ -144,6 +163,9 @@ async fn bench_unit(
         let mut tick = |n: usize| progress.tick(n, options.iterations.max(n));
         let row = latency::latency_row(&mut worker, *size, batch, timed, &mut tick).await.map_err(|(_, e)| e)?;
         u.rows.push(row);
+    }
+    if let Some(images) = images {
+        u.vision = Some(vision::speed(&mut worker, images, options, &u.unit.clone(), progress).await?);
     }
     worker.shutdown().await;
     Ok(())
@@ -213,6 +235,7 @@ pub fn render(r: &BenchReport, colour: bool) -> String {
         rows,
         colour,
     );
+    vision::render(&mut out, r, colour);
     for u in r.units.iter().filter(|u| u.error.is_some()) {
         out.push_str(&format!("  {}: not measured: {}\n", u.unit, u.error.as_deref().unwrap_or("")));
     }

@@ -269,7 +269,7 @@ fn precision_findings(onnx: Option<&OnnxSummary>, safetensors: Option<&Safetenso
 fn architecture_finding(model: &ModelFiles) -> Option<Finding> {
     let candle_ok = model.architecture.as_deref().is_some_and(|a| bulkhead_graph::supported_architectures().contains(&a))
             || model.model_type.as_deref() == Some("bert")
-            // An image-text model's towers are built by bulkhead-graph too (measured on its text tower).
+            // An image-text model's towers are built by bulkhead-graph too (the doctor measures both).
             || model.task.takes_images()
             // So are the graphs of Whisper, Qwen3-ASR and SAM2.
             || matches!(model.task, bulkhead_core::ModelTask::SpeechToText | bulkhead_core::ModelTask::Segmentation);

@@ -9,7 +9,9 @@
 //! Models that take audio or images are measured as they are served: a speech-to-text model transcribes a
 //! synthetic clip ([`measure::speech`]), a segmentation model encodes a synthetic image and answers clicks on its
 //! cached embedding ([`measure::segment`]); [`media`] draws their conclusions (real-time factor, agreement with the
-//! first unit, memory growing per transcription or click) and the report carries them in their own sections.
+//! first unit, memory growing per transcription or click) and the report carries them in their own sections. An
+//! image-text model (CLIP, SigLIP) is measured on its text tower as a text model is, and on its vision tower with
+//! synthetic images preprocessed as the server preprocesses them ([`measure::vision`], conclusions in [`vision`]).
 //!
 //! * [`report`]: the JSON schema `bulkhead.doctor/1` (docs/doctor.md), the boundary types; internal values (the
 //!   protocol's load-failure kind, the worker client's steps) are converted at the edge, so the schema never moves
@@ -43,6 +45,7 @@ pub mod media;
 pub mod progress;
 pub mod render;
 pub mod report;
+pub mod vision;
 
 pub use measure::{accuracy_probes, diagnose, Batch, Limits, Options};
 pub use report::{Branch, Finding, Report, Severity, Verdict};
@@ -59,7 +62,8 @@ pub enum Error {
     /// Texts asked of a model that takes none (a speech-to-text model is measured on audio instead).
     #[error("{0} takes no text")]
     NotText(&'static str),
-    /// A segmentation model whose preprocessor gives no fixed input size for the synthetic image.
+    /// The synthetic input of a model that takes images could not be made (a segmentation model's preprocessor
+    /// gives no fixed input size; an image-text model's preprocessor does not make its vision tower's input).
     #[error("cannot make the synthetic input: {0}")]
     Inputs(String),
     /// A saved report that is not one.

@@ -18,7 +18,7 @@ const MIB: f64 = (1u64 << 20) as f64;
 pub const MIN_MASK_IOU_OK: f64 = 0.95;
 
 /// `amount` per second of `ms` milliseconds (0 when nothing was timed).
-fn per_second(amount: f64, ms: f64) -> f64 {
+pub(crate) fn per_second(amount: f64, ms: f64) -> f64 {
     if ms > 0.0 && ms.is_finite() {
         amount * 1e3 / ms
     } else {
@@ -81,7 +81,7 @@ pub fn foreground(masks: &Masks) -> Vec<f64> {
 
 /// Resident memory that grows per prediction (the leak pattern), for `what` (`transcription`, `click`): a
 /// warning naming the growth and the recycling option that bounds it; `info` when memory stays flat.
-fn memory_finding(m: &Memory, what: &str) -> Finding {
+pub(crate) fn memory_finding(m: &Memory, what: &str) -> Finding {
     let (start, end) = (m.rss_start_bytes as f64 / MIB, m.rss_end_bytes as f64 / MIB);
     if analyze::leaks(m) {
         let every = m.recycle_every.map_or(String::new(), |n| format!(", about every {n} {what}s"));

@@ -9,12 +9,14 @@
 //! * [`worker`]: one measurement worker over the supervisor crate's worker client;
 //! * [`latency`]: the timed predictions of one batch size (shared with the bench);
 //! * [`speech`], [`segment`]: the transcriptions, and the encoder and click predictions (shared with the bench);
+//! * [`vision`]: an image-text model's vision tower on synthetic images (shared with the bench);
 //! * [`unit`]: everything measured on one unit, and how a failed step becomes a finding.
 
 pub mod latency;
 pub mod segment;
 pub mod speech;
 pub mod unit;
+pub mod vision;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -215,6 +217,8 @@ pub struct Plan<'a> {
     pub cache_root: PathBuf,
     /// What the units are sent.
     pub inputs: Inputs,
+    /// An image-text model's synthetic images, for its vision tower (beside its texts).
+    pub vision: Option<vision::Images>,
 }
 
 impl<'a> Plan<'a> {
@@ -235,6 +239,7 @@ impl<'a> Plan<'a> {
             singles: vec![],
             cache_root: std::env::temp_dir().join(format!("bulkhead-doctor-{}", std::process::id())),
             inputs,
+            vision: None,
         };
         if let Some(e) = encoder {
             for &b in &options.batch_sizes {
@@ -286,7 +291,13 @@ pub fn diagnose(
         model_report.findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, why));
         Inputs::Text
     });
-    let plan = Plan::new(model, tokenizer.as_ref().ok(), inputs, options)?;
+    let mut plan = Plan::new(model, tokenizer.as_ref().ok(), inputs, options)?;
+    if model.task.takes_images() {
+        match vision::Images::for_model(model) {
+            Ok(images) => plan.vision = Some(images),
+            Err(why) => model_report.findings.push(Finding::new(Branch::BrokenFiles, Severity::Problem, why)),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = Progress::new("doctor");
     let mut units = vec![];
@@ -329,6 +340,7 @@ pub fn diagnose(
             None
         }
     };
+    crate::vision::agreement(&mut units);
     progress.finish();
     analyze::verdicts(&mut units);
     let recommendation = analyze::recommend(&units);

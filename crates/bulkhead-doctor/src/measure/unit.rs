@@ -10,7 +10,7 @@ use bulkhead_supervisor::{ClientError, Ready};
 
 use super::latency::{self, Timed};
 use super::worker::{Start, Worker};
-use super::{segment, speech, Inputs, Outputs, Plan};
+use super::{segment, speech, vision, Inputs, Outputs, Plan};
 use crate::analyze;
 use crate::progress::Progress;
 use crate::report::{
@@ -273,7 +273,7 @@ fn record_failure(r: &mut UnitReport, error: ClientError, during: &str) {
 }
 
 /// The measurements on a ready worker: for a text model latency per batch size, input lengths, probe outputs,
-/// memory; a speech or segmentation model's own measurements otherwise.
+/// memory (then an image-text model's vision tower); a speech or segmentation model's own measurements otherwise.
 async fn measure(
     plan: &Plan<'_>,
     worker: &mut Worker,
@@ -297,7 +297,11 @@ async fn measure(
         let p = worker.predict(probes).await.map_err(|e| (e, "predicting the probe set".into()))?;
         *probe_out = Some(Outputs::Vectors(p.vectors));
     }
-    memory_run(plan, worker, r, progress).await
+    memory_run(plan, worker, r, progress).await?;
+    match &plan.vision {
+        Some(images) => vision::measure(plan, images, worker, r, progress).await,
+        None => Ok(()),
+    }
 }
 
 /// Latency and throughput per batch size (2b, 2c).

@@ -61,7 +61,10 @@ pub fn render(r: &Report) -> String {
     recommendation(&mut o, r);
     charts(&mut o, r);
     match r.settings.kind {
-        ModelKind::Text => latency(&mut o, r),
+        ModelKind::Text => {
+            latency(&mut o, r);
+            super::vision::html_section(&mut o, r);
+        }
         _ => super::media::html_sections(&mut o, r),
     }
     load(&mut o, r);
@@ -135,6 +138,7 @@ fn recommendation(o: &mut String, r: &Report) {
 fn charts(o: &mut String, r: &Report) {
     o.push_str("<h2>Charts</h2><div class=\"charts\">");
     super::media::html_charts(o, r);
+    super::vision::html_charts(o, r);
     let names: Vec<String> = r.units.iter().filter(|u| !u.latency.is_empty()).map(|u| u.unit.clone()).collect();
     let groups: Vec<String> = r.settings.batch_sizes.iter().map(|b| format!("batch {b}")).collect();
     let per_batch = |f: &dyn Fn(&LatencyRow) -> f64| -> Vec<(String, Vec<Option<f64>>)> {

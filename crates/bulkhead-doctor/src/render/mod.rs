@@ -4,20 +4,22 @@
 //! * [`terminal`]: tables, colour on a terminal;
 //! * [`html`]: one self-contained page, with charts drawn by [`svg`];
 //! * [`json`]: the `bulkhead.doctor/1` document, and reading it back;
-//! * [`media`]: the sections of a speech-to-text or segmentation model, as text and HTML.
+//! * [`media`]: the sections of a speech-to-text or segmentation model, as text and HTML;
+//! * [`vision`]: the vision-tower section of an image-text model, as text and HTML.
 
 pub mod html;
 pub mod json;
 pub mod media;
 pub mod svg;
 pub mod terminal;
+pub mod vision;
 
 #[cfg(test)]
 mod tests {
     use crate::report::*;
 
     /// A report with one measured unit and one that crashed while loading.
-    fn report() -> Report {
+    pub(super) fn report() -> Report {
         let mut ok = UnitReport::new("ort:cpu".into());
         ok.findings.push(Finding::new(Branch::DynamicShapes, Severity::Info, "no latency spikes"));
         let mut crashed = UnitReport::new("candle:cpu".into());

@@ -97,6 +97,7 @@ pub fn render(r: &Report, colour: bool) -> String {
         ModelKind::Text => {
             latency(&mut out, r, colour);
             input_lengths(&mut out, r, colour);
+            super::vision::terminal(&mut out, r, colour);
         }
         ModelKind::Speech => super::media::terminal_speech(&mut out, r, colour),
         ModelKind::Segmentation => super::media::terminal_segmentation(&mut out, r, colour),

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 mod codes;
 mod media;
+mod vision;
 
 pub use codes::{Availability, Branch, CompiledCache, CrashPhase, LoadErrorKind, Severity, Verdict};
 pub use media::{
     MaskAgreement, ModelKind, SegmentReport, SegmentSpeed, SpeechReport, SpeechSpeed, StepSpeed, TokenAgreement,
 };
+pub use vision::{VisionAgreement, VisionReport, VisionSpeed};
 
 /// The schema identifier; bumped on any incompatible change.
 pub const SCHEMA: &str = "bulkhead.doctor/1";
@@ -182,6 +184,9 @@ pub struct UnitReport {
     /// A segmentation model's encoder and click latency and masks.
     #[serde(default)]
     pub segmentation: Option<SegmentReport>,
+    /// An image-text model's vision tower on synthetic images.
+    #[serde(default)]
+    pub vision: Option<VisionReport>,
     pub findings: Vec<Finding>,
 }
 
@@ -204,6 +209,7 @@ impl UnitReport {
             accuracy: None,
             speech: None,
             segmentation: None,
+            vision: None,
             findings: vec![],
         }
     }
