@@ -149,8 +149,10 @@ struct Limits {
 }
 
 impl Limits {
+    /// Token rows or pairs past the limit (pixel rows are as long as their tower's fixed positions: never long).
     fn long(&self, job: &Job) -> bool {
-        self.long_rows.is_some_and(|limit| job.longest() > limit)
+        let text = matches!(job.kind(), Some(RowKind::Tokens | RowKind::Pair));
+        text && self.long_rows.is_some_and(|limit| job.longest() > limit)
     }
 }
 

@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use super::job::Job;
-use crate::payload::Payload;
+use crate::payload::{Payload, PayloadKind};
 use crate::protocol::Request;
+use bulkhead_core::RowKind;
 
 use super::event::RequestId;
 
@@ -81,13 +82,17 @@ impl Work {
         (rows, width)
     }
 
-    /// Token rows whose longest row has more tokens than `limit` ([`SupervisorConfig::long_row_tokens`]): a long
-    /// prediction. Probes, tensors, audio and images are never long.
+    /// Token rows (or pairs) whose longest row has more tokens than `limit` ([`SupervisorConfig::long_row_tokens`]):
+    /// a long prediction. Probes, tensors, audio and images (pixel rows, whose length is the tower's fixed
+    /// positions) are never long.
     ///
     /// [`SupervisorConfig::long_row_tokens`]: crate::SupervisorConfig::long_row_tokens
     pub fn long(&self, limit: Option<usize>) -> bool {
         let Some(limit) = limit else { return false };
-        !self.probe && self.jobs.iter().all(|j| j.job.payload.batchable()) && self.shape().1 > limit
+        let text = |j: &Pending| {
+            matches!(j.job.payload.kind(), PayloadKind::Rows(RowKind::Tokens) | PayloadKind::Rows(RowKind::Pair))
+        };
+        !self.probe && self.jobs.iter().all(text) && self.shape().1 > limit
     }
 
     /// The request to send (payloads merged; texts, present only for fault rules that match on them, concatenated).
