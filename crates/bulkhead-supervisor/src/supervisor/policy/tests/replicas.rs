@@ -223,3 +223,32 @@ fn with_one_worker_or_no_limit_long_requests_are_not_held_back() {
         assert!(sim.ok(short) && sim.all_ok(&long));
     }
 }
+
+#[test]
+fn when_short_requests_start_while_every_worker_runs_long_work_one_worker_drains_of_it() {
+    let cfg = SupervisorConfig { workers: 2, max_inflight: 2, worker_threads: Some(1), ..cfg() };
+    let mut sim = Sim::new(&[ORT], cfg);
+    let ws = sim.alive();
+    ws.iter().for_each(|&w| sim.make_ready(w));
+    // No short traffic yet: long work fills both workers.
+    let mut long: Vec<_> = (0..4).map(|_| submit_row(&mut sim, 256)).collect();
+    assert_eq!(inboxes(&sim, &ws), vec![vec![256, 256], vec![256, 256]]);
+    // Short requests start; long ones keep coming, one per answer, as clients sending them back to back do.
+    let mut short = vec![];
+    for round in 0..6 {
+        let w = ws[round % 2];
+        if sim.answer_next(w) {
+            long.push(submit_row(&mut sim, 256));
+        }
+        short.push(submit_row(&mut sim, 9));
+    }
+    let held = inboxes(&sim, &ws);
+    assert!(
+        held.iter().any(|h| h.iter().all(|&n| n <= 128)),
+        "one worker has drained of long work and serves the short requests: {held:?}"
+    );
+    for _ in 0..12 {
+        ws.iter().for_each(|&w| sim.drain(w));
+    }
+    assert!(sim.all_ok(&long) && sim.all_ok(&short), "{:?}", sim.answers);
+}
