@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod decode;
+mod fallback;
 mod files;
 mod generation;
 mod graphs;
@@ -47,6 +48,7 @@ mod qwen3_asr;
 use std::path::PathBuf;
 
 pub use decode::{DecoderCall, Segment, Task, TranscribeOptions, Transcription};
+pub use fallback::{compression_ratio, Fallback, WindowDecoding, DEFAULT_SEED};
 pub use files::FeatureSettings;
 pub use generation::GenerationSettings;
 pub use languages::{code_of, language_name, language_token};
