@@ -1,4 +1,5 @@
-//! Greedy decoding as transformers' `WhisperForConditionalGeneration.generate` does it (temperature 0, one beam):
+//! Decoding as transformers' `WhisperForConditionalGeneration.generate` does it (one beam; greedy, or along the
+//! temperature fallback of `fallback`):
 //! the prefix (`prefix`), the logits processors (`logits`), the stop at end of text or at the length limit, and the
 //! 30-second windows: the decoded tokens of a window are cut into segments at consecutive timestamp pairs
 //! (`_retrieve_segment`), the unfinished tail after the last pair is dropped and the next window starts at the last

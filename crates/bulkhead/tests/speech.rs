@@ -390,6 +390,14 @@ fn qwen3_asr_is_served_by_the_same_routes_and_equals_the_model_in_process() {
         "does not translate",
         "translation on Qwen3-ASR",
     );
+    // Whisper's temperature fallback is not Qwen3-ASR's: a temperature above 0 is refused by the worker, which stays.
+    let r = transcribe(&server, &clip("speech.wav"), &[("model", "qwen"), ("temperature", "0.4")]);
+    assert!(
+        (400..500).contains(&r.status) && r.body.contains("Qwen3-ASR decodes greedily"),
+        "{}: {}",
+        r.status,
+        r.body
+    );
 }
 
 /// Whisper's temperature fallback through the API and the CLI: the default request (temperature 0) falls back on the
