@@ -103,7 +103,8 @@ pub struct Transcription {
     pub segments: Vec<Segment>,
     /// The 30-second windows decoded.
     pub windows: usize,
-    /// Every decoder run, in order: each window's first run feeds its prefix, every later run one token.
+    /// Every decoder run, in order: each decoding's first run feeds its prefix, every later run one token (with a
+    /// fallback, a window starts with the run that gives its no-speech probability, then one decoding per attempt).
     pub decoder_calls: Vec<DecoderCall>,
     /// Milliseconds in the encoder, every window (the rest of the call is decoding).
     pub encode_ms: f64,

@@ -14,7 +14,8 @@
 //! timestamp rules applied, before the temperature). The no-speech probability is the softmax of the raw logits at
 //! the position of `<|startoftranscript|>`, at the id before `<|notimestamps|>` (`WhisperNoSpeechDetection`).
 //!
-//! A temperature above 0 samples from `softmax(logits / T)` of the processed logits (no top-k), with a
+//! A temperature above 0 samples from `softmax(logits / T)` of the processed logits, as openai-whisper's decoder does
+//! (transformers' sampler also keeps only the 50 most probable tokens, its default `top_k`; there is no top-k here), with a
 //! [`SplitMix64`] generator seeded by [`Fallback::seed`] once per transcription: the same request gives the same
 //! text. Temperature 0 is the greedy choice (the first maximum), exactly as without fallback.
 
