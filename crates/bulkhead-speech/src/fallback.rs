@@ -15,8 +15,8 @@
 //! the position of `<|startoftranscript|>`, at the id before `<|notimestamps|>` (`WhisperNoSpeechDetection`).
 //!
 //! A temperature above 0 samples from `softmax(logits / T)` of the processed logits, as openai-whisper's decoder does
-//! (transformers' sampler also keeps only the 50 most probable tokens, its default `top_k`; there is no top-k here), with a
-//! [`SplitMix64`] generator seeded by [`Fallback::seed`] once per transcription: the same request gives the same
+//! (transformers' sampler also keeps only the 50 most probable tokens, its default `top_k`; there is no top-k here),
+//! with a [`SplitMix64`] generator seeded by [`Fallback::seed`] once per transcription: the same request gives the same
 //! text. Temperature 0 is the greedy choice (the first maximum), exactly as without fallback.
 
 use std::io::Write;
@@ -292,7 +292,8 @@ mod tests {
     fn compression_ratio_is_pythons() {
         // The numbers of Python's zlib, as transformers computes them:
         // python -c "import zlib, math; t=[50258, 50259, 50359, 50363, 440, 1723, 50257]; \
-        //   b=b''.join(x.to_bytes(int(math.log2(51865)/8)+1, 'little') for x in t); print(len(b), len(zlib.compress(b)))"
+        //   b=b''.join(x.to_bytes(int(math.log2(51865)/8)+1, 'little') for x in t); \
+        //   print(len(b), len(zlib.compress(b)))"
         let cases: [(Vec<i64>, usize, usize, usize); 8] = [
             (vec![50258, 50259, 50359, 50363, 440, 1723, 50257], 51865, 14, 23),
             ([220i64, 1530].repeat(40).into_iter().chain([50257]).collect(), 51865, 162, 17),

@@ -11,7 +11,8 @@
 //!   unit. The decoding below is the same code whichever session runs the model;
 //! * [`WhisperModel::transcribe`] takes log-mel features ([`MelFeatures`], as `WhisperFeatureExtractor` computes them;
 //!   the audio crate computes them from files) and [`TranscribeOptions`] (language, task, timestamps, prompt,
-//!   `max_new_tokens`, the temperature fallback) and returns the [`Transcription`]: token ids, text, language, segments;
+//!   `max_new_tokens`, the temperature fallback) and returns the [`Transcription`]: token ids, text, language,
+//!   segments;
 //! * [`WhisperModel::encode`] and [`WhisperModel::detect_language`] expose the encoder and the language detection.
 //! * [`Qwen3AsrModel`] runs Qwen3-ASR (`Qwen3ASRForConditionalGeneration` of the `qwen-asr` package) the same way:
 //!   [`Qwen3AsrModel::load`], [`Qwen3AsrModel::features`] (the folder's preprocessor config, no padding),
@@ -28,8 +29,9 @@
 //! at the length limits, and the 30-second windows (`seek`) that a timestamped output moves through; checked against
 //! transformers on a committed random-weight fixture. Every decoding step after the first feeds one token with the
 //! key/value caches of the earlier ones (recorded in [`Transcription::decoder_calls`]); the cross-attention keys and
-//! values are computed once per 30-second window (once per decoding of it with a fallback, whose no-speech probability
-//! is one more decoder run of the input up to `<|startoftranscript|>`). Every config error names the file and the field.
+//! values are computed once per 30-second window (once per decoding of it with a fallback, whose no-speech
+//! probability is one more decoder run of the input up to `<|startoftranscript|>`). Every config error names the file
+//! and the field.
 //!
 //! With a [`Fallback`], each window is decoded at the temperatures of its schedule in order until one passes the
 //! checks of transformers' `_need_fallback` (compression ratio of the tokens by zlib, byte for byte Python's

@@ -1,6 +1,7 @@
 //! Speech models in a worker: the folder loaded on its unit (Whisper on the `ort:` and `candle:` units, Qwen3-ASR on
 //! the `ort:` units), its log-mel features computed from the PCM the server decoded, the transcription run (Whisper:
-//! greedily first, then along the request's temperature fallback; Qwen3-ASR: greedily), and a short probe audio through the same path for warm-up and health probes.
+//! greedily first, then along the request's temperature fallback; Qwen3-ASR: greedily), and a short probe audio
+//! through the same path for warm-up and health probes.
 //!
 //! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper, Qwen3-ASR): a new kind adds a
 //! variant and an arm in each of its methods.

@@ -74,7 +74,8 @@ pub struct TranscribeArgs {
     #[arg(long, value_name = "RATIO|none", default_value = "2.4", value_parser = threshold)]
     compression_ratio_threshold: Threshold,
     /// A window whose average log-probability is below this is decoded at the next temperature (`none`: no check).
-    #[arg(long, value_name = "LOGPROB|none", default_value = "-1.0", value_parser = threshold, allow_hyphen_values = true)]
+    #[arg(long, value_name = "LOGPROB|none", default_value = "-1.0", value_parser = threshold)]
+    #[arg(allow_hyphen_values = true)]
     logprob_threshold: Threshold,
     /// A window with a no-speech probability above this and a low log-probability is skipped (`none`: never).
     #[arg(long, value_name = "PROB|none", default_value = "0.6", value_parser = threshold)]
