@@ -485,4 +485,5 @@ fn temperature_fallback_is_served_reproducibly_and_reported_per_segment() {
         &env,
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--temperature -1: give a number >= 0"), "{}", stderr(&out));
 }

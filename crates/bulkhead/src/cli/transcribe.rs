@@ -65,7 +65,7 @@ pub struct TranscribeArgs {
     prompt: Option<String>,
     /// Whisper's first temperature: 0 decodes greedily, then falls back along 0.2, 0.4, ... 1.0 for a window that
     /// fails the thresholds below; a value above 0 starts the schedule there.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     temperature: f32,
     /// The seed of the sampling at temperatures above 0 (the same file and seed give the same text).
     #[arg(long, default_value_t = bulkhead_speech::DEFAULT_SEED)]
