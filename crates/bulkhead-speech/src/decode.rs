@@ -1,4 +1,5 @@
-//! Greedy decoding as transformers' `WhisperForConditionalGeneration.generate` does it (temperature 0, one beam):
+//! Decoding as transformers' `WhisperForConditionalGeneration.generate` does it (one beam; greedy, or along the
+//! temperature fallback of `fallback`):
 //! the prefix (`prefix`), the logits processors (`logits`), the stop at end of text or at the length limit, and the
 //! 30-second windows: the decoded tokens of a window are cut into segments at consecutive timestamp pairs
 //! (`_retrieve_segment`), the unfinished tail after the last pair is dropped and the next window starts at the last
@@ -8,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fallback::{Fallback, SplitMix64, WindowDecoding, WindowInput};
 use crate::languages::code_of;
-use crate::logits::{argmax, Rules, TimestampRules};
+use crate::logits::{Rules, TimestampRules};
 use crate::model::{EncoderOutput, MelFeatures};
 use crate::prefix::init_tokens;
 use crate::{language_token, SpeechError, WhisperModel};
@@ -42,7 +44,7 @@ impl Task {
 }
 
 /// Options of [`WhisperModel::transcribe`]; the defaults are transformers' `generate()` defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TranscribeOptions {
     /// The spoken language: a code (`de`), an English name (`german`) or a token (`<|de|>`). `None`: detected by a
     /// multilingual model (the most probable language token after `<|startoftranscript|>`), none for `.en` models.
@@ -57,6 +59,9 @@ pub struct TranscribeOptions {
     pub prompt: Option<String>,
     /// Most tokens generated per window; `None`: up to the generation config's `max_length` (prefix included).
     pub max_new_tokens: Option<usize>,
+    /// Temperature fallback (`None`: greedy decoding only, transformers' default; `Some(Fallback::default())`:
+    /// openai-whisper's schedule and thresholds).
+    pub fallback: Option<Fallback>,
 }
 
 /// A stretch of the transcription between two timestamps (or the whole window when it has none).
@@ -70,6 +75,9 @@ pub struct Segment {
     pub token_ids: Vec<i64>,
     /// Its text.
     pub text: String,
+    /// How its window was decoded (temperature, scores); `None` for a model without Whisper's decoding.
+    #[serde(default)]
+    pub decoding: Option<WindowDecoding>,
 }
 
 /// One run of the decoder graph.
@@ -95,7 +103,8 @@ pub struct Transcription {
     pub segments: Vec<Segment>,
     /// The 30-second windows decoded.
     pub windows: usize,
-    /// Every decoder run, in order: each window's first run feeds its prefix, every later run one token.
+    /// Every decoder run, in order: each decoding's first run feeds its prefix, every later run one token (with a
+    /// fallback, a window starts with the run that gives its no-speech probability, then one decoding per attempt).
     pub decoder_calls: Vec<DecoderCall>,
     /// Milliseconds in the encoder, every window (the rest of the call is decoding).
     pub encode_ms: f64,
@@ -150,6 +159,10 @@ impl WhisperModel {
             None => None,
         };
         let prompt = opts.prompt.as_deref().map(|p| self.prompt_ids(p)).transpose()?;
+        if let Some(f) = &opts.fallback {
+            f.check()?;
+        }
+        let mut rng = SplitMix64::new(opts.fallback.as_ref().map_or(0, |f| f.seed));
 
         self.encode_ms = 0.0;
         let first = self.encode_window(features, 0)?;
@@ -179,6 +192,8 @@ impl WhisperModel {
         let mut seek = 0;
         let mut windows = 0;
         let mut first = Some(first);
+        // transformers conditions the next window on the text only after a decoding below temperature 0.5.
+        let mut condition = true;
         while seek < total {
             let seek_frames = (total - seek).min(window);
             let encoded = match first.take() {
@@ -187,7 +202,7 @@ impl WhisperModel {
             };
             let time_offset = seek as f64 * TIME_PRECISION / INPUT_STRIDE as f64;
             let mut input = vec![];
-            if g.condition_on_prev_tokens && !history.is_empty() {
+            if g.condition_on_prev_tokens && condition && !history.is_empty() {
                 let mut prev: Vec<i64> = vec![];
                 for s in &history {
                     // A segment that ends with two timestamps contributes only the first of them.
@@ -204,6 +219,7 @@ impl WhisperModel {
             } else if let Some(p) = &prompt {
                 input.extend_from_slice(p);
             }
+            let sot = input.len();
             input.extend_from_slice(&prefix.ids);
             let limit = match opts.max_new_tokens {
                 Some(n) => {
@@ -232,11 +248,16 @@ impl WhisperModel {
                     config.max_target_positions
                 )));
             }
-            let mut seq = self.greedy(&encoded, &input, &rules, limit, &mut calls)?;
-            if let Some(pad) = g.pad.filter(|p| seq.last() == Some(p)) {
-                let n = seq.iter().filter(|&&t| t == pad).count() - usize::from(g.eos.contains(&pad));
-                seq.truncate(seq.len() - n);
+            let w = WindowInput { encoded: &encoded, input: &input, sot, rules: &rules, limit };
+            let decoded = self.decode_window(&w, opts.fallback.as_ref(), &mut rng, &mut calls)?;
+            condition = decoded.decoding.temperature < 0.5;
+            if decoded.skip {
+                tracing::debug!(seek, "silence: the window is skipped");
+                seek += seek_frames;
+                windows += 1;
+                continue;
             }
+            let mut seq = decoded.seq;
             if seq.last().is_some_and(|t| g.eos.contains(t)) {
                 seq.pop();
             }
@@ -248,7 +269,7 @@ impl WhisperModel {
             }
             for s in found {
                 history.push(s.token_ids.clone());
-                segments.push(Segment { text: self.text(&s.token_ids)?, ..s });
+                segments.push(Segment { text: self.text(&s.token_ids)?, decoding: Some(decoded.decoding), ..s });
             }
             seek += offset;
             windows += 1;
@@ -303,33 +324,6 @@ impl WhisperModel {
         g.lang_to_id.iter().find(|(_, &v)| v == id).map(|(token, _)| code_of(token).to_string())
     }
 
-    /// One window's greedy decoding: feeds `input` at once, then one token per step until end of text or `limit`
-    /// tokens in all; returns the generated tokens (end of text included when reached).
-    fn greedy(
-        &mut self,
-        encoded: &EncoderOutput,
-        input: &[i64],
-        rules: &Rules,
-        limit: usize,
-        calls: &mut Vec<crate::DecoderCall>,
-    ) -> Result<Vec<i64>, SpeechError> {
-        let eos = self.generation().eos.clone();
-        let mut state = self.start(encoded)?;
-        let mut logits = self.step(&mut state, input)?;
-        let mut generated = vec![];
-        loop {
-            rules.apply(&mut logits, &generated);
-            let next = argmax(&logits) as i64;
-            generated.push(next);
-            if eos.contains(&next) || input.len() + generated.len() >= limit {
-                break;
-            }
-            logits = self.step(&mut state, &[next])?;
-        }
-        calls.append(&mut state.calls);
-        Ok(generated)
-    }
-
     /// `<|startofprev|>` and the tokens of `" " + prompt.trim()` (transformers' `get_prompt_ids`).
     fn prompt_ids(&self, prompt: &str) -> Result<Vec<i64>, SpeechError> {
         let g = self.generation();
@@ -373,8 +367,13 @@ fn split_segments(seq: &[i64], ts_begin: i64, time_offset: f64, seek_frames: usi
     let mut slices: Vec<usize> =
         (0..n.saturating_sub(1)).filter(|&i| is_ts[i] && is_ts[i + 1]).map(|i| i + 1).collect();
     let at = |pos: i64| time_offset + pos as f64 * TIME_PRECISION;
-    let segment =
-        |start: f64, end: f64, tokens: &[i64]| Segment { start, end, token_ids: tokens.to_vec(), text: String::new() };
+    let segment = |start: f64, end: f64, tokens: &[i64]| Segment {
+        start,
+        end,
+        token_ids: tokens.to_vec(),
+        text: String::new(),
+        decoding: None,
+    };
     if slices.is_empty() {
         let mut last = (seek_frames as f64 * FRAME_SECONDS / TIME_PRECISION) as i64;
         if let Some(i) = is_ts.iter().rposition(|&t| t) {

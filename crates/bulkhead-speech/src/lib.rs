@@ -1,5 +1,6 @@
 //! Speech to text: Whisper (`WhisperForConditionalGeneration`, every size, multilingual and `.en`) from its Hugging
-//! Face folder, on the `ort:` units and on candle's, decoded greedily exactly as transformers' `generate` does.
+//! Face folder, on the `ort:` units and on candle's, decoded greedily exactly as transformers' `generate` does, with
+//! transformers' temperature fallback ([`Fallback`]) when asked.
 //!
 //! * [`WhisperModel::load`] reads the folder (config.json, generation_config.json, tokenizer.json,
 //!   preprocessor_config.json) and loads its encoder and decoder as a
@@ -10,7 +11,8 @@
 //!   unit. The decoding below is the same code whichever session runs the model;
 //! * [`WhisperModel::transcribe`] takes log-mel features ([`MelFeatures`], as `WhisperFeatureExtractor` computes them;
 //!   the audio crate computes them from files) and [`TranscribeOptions`] (language, task, timestamps, prompt,
-//!   `max_new_tokens`) and returns the [`Transcription`]: token ids, text, language, segments;
+//!   `max_new_tokens`, the temperature fallback) and returns the [`Transcription`]: token ids, text, language,
+//!   segments;
 //! * [`WhisperModel::encode`] and [`WhisperModel::detect_language`] expose the encoder and the language detection.
 //! * [`Qwen3AsrModel`] runs Qwen3-ASR (`Qwen3ASRForConditionalGeneration` of the `qwen-asr` package) the same way:
 //!   [`Qwen3AsrModel::load`], [`Qwen3AsrModel::features`] (the folder's preprocessor config, no padding),
@@ -27,7 +29,16 @@
 //! at the length limits, and the 30-second windows (`seek`) that a timestamped output moves through; checked against
 //! transformers on a committed random-weight fixture. Every decoding step after the first feeds one token with the
 //! key/value caches of the earlier ones (recorded in [`Transcription::decoder_calls`]); the cross-attention keys and
-//! values are computed once per 30-second window. Every config error names the file and the field.
+//! values are computed once per 30-second window (once per decoding of it with a fallback, whose no-speech
+//! probability is one more decoder run of the input up to `<|startoftranscript|>`). Every config error names the file
+//! and the field.
+//!
+//! With a [`Fallback`], each window is decoded at the temperatures of its schedule in order until one passes the
+//! checks of transformers' `_need_fallback` (compression ratio of the tokens by zlib, byte for byte Python's
+//! `zlib.compress`; average log-probability; no-speech skip), the last one kept whatever it scores; a temperature
+//! above 0 samples from the processed logits divided by it with a generator seeded by the options, so that the same
+//! options give the same tokens; temperature 0 is the greedy choice, so a schedule of 0 alone, or every check off, is
+//! greedy decoding token for token. Each segment records its window's temperature and scores ([`WindowDecoding`]).
 //!
 //! Qwen3-ASR's greedy decoding reproduces the `qwen-asr` package's `transcribe` token for token on the committed
 //! fixture (prompt, stop tokens, output parsing), with the audio encoder attending within its `n_window_infer`
@@ -35,6 +46,7 @@
 #![deny(missing_docs)]
 
 mod decode;
+mod fallback;
 mod files;
 mod generation;
 mod graphs;
@@ -47,6 +59,7 @@ mod qwen3_asr;
 use std::path::PathBuf;
 
 pub use decode::{DecoderCall, Segment, Task, TranscribeOptions, Transcription};
+pub use fallback::{compression_ratio, Fallback, WindowDecoding, DEFAULT_SEED};
 pub use files::FeatureSettings;
 pub use generation::GenerationSettings;
 pub use languages::{code_of, language_name, language_token};

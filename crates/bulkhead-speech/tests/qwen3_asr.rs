@@ -211,6 +211,14 @@ fn refused_options_and_inputs_say_why() {
     assert!(matches!(e, SpeechError::Language(_)) && e.to_string().contains("English"), "{e}");
     let e = refuse(&mut model, TranscribeOptions { max_new_tokens: Some(1 << 20), ..Default::default() });
     assert!(e.to_string().contains("max_position_embeddings"), "{e}");
+    // Whisper's temperature fallback is not Qwen3-ASR's: a first temperature above 0 is refused, 0 is greedy.
+    let warm = Some(bulkhead_speech::Fallback::starting_at(0.4));
+    let e = refuse(&mut model, TranscribeOptions { fallback: warm, ..Default::default() });
+    assert!(e.to_string().contains("temperature 0.4: Qwen3-ASR decodes greedily"), "{e}");
+    let greedy = model.transcribe_pcm(&pcm, &TranscribeOptions::default()).unwrap();
+    let fallback = Some(bulkhead_speech::Fallback::default());
+    let zero = model.transcribe_pcm(&pcm, &TranscribeOptions { fallback, ..Default::default() }).unwrap();
+    assert_eq!(zero.token_ids, greedy.token_ids);
     let ok = model.transcribe_pcm(&pcm, &TranscribeOptions { language: Some("en".into()), ..Default::default() });
     assert_eq!(ok.unwrap().language.as_deref(), Some("English"));
     assert!(model.features(&[0.0; 100]).unwrap_err().to_string().contains("no feature frame"));

@@ -87,6 +87,7 @@ fn options(case: &Value) -> TranscribeOptions {
         timestamps: case["return_timestamps"].as_bool(),
         prompt: case["prompt"].as_str().map(str::to_string),
         max_new_tokens: case["max_new_tokens"].as_u64().map(|n| n as usize),
+        fallback: None,
     }
 }
 

@@ -38,10 +38,40 @@ pub struct SpeechOptions {
     pub task: SpeechTask,
     /// Text the decoding is conditioned on (earlier speech, spellings of names).
     pub prompt: Option<String>,
-    /// Sampling temperature; only 0 (greedy decoding) is computed: a worker refuses any other value.
+    /// The first temperature of Whisper's fallback schedule: 0 decodes greedily first, then falls back along 0.2,
+    /// 0.4, ..., 1.0 while a window fails the [`FallbackChecks`]; a value above 0 starts the schedule there (steps of
+    /// 0.2 up to 1.0). Qwen3-ASR decodes greedily and refuses a value above 0.
     pub temperature: f32,
+    /// The seed of the sampling at temperatures above 0: the same audio, options and seed give the same text.
+    #[serde(default)]
+    pub seed: u64,
+    /// When a window is decoded again at the next temperature, or skipped as silence.
+    #[serde(default)]
+    pub checks: FallbackChecks,
     /// Timestamps: `Some(true)` for segment times, `None` for the model's default (its generation config).
     pub timestamps: Option<bool>,
+}
+
+/// The quality checks of Whisper's temperature fallback (openai-whisper's `transcribe` defaults); `None` turns a
+/// check off, and all three off leave greedy decoding alone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FallbackChecks {
+    /// A window whose compression ratio is above this is decoded again (default 2.4).
+    pub compression_ratio_threshold: Option<f64>,
+    /// A window whose average log-probability is below this is decoded again (default -1.0).
+    pub logprob_threshold: Option<f64>,
+    /// A window with a no-speech probability above this and a low log-probability is skipped (default 0.6).
+    pub no_speech_threshold: Option<f64>,
+}
+
+impl Default for FallbackChecks {
+    fn default() -> Self {
+        FallbackChecks {
+            compression_ratio_threshold: Some(2.4),
+            logprob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+        }
+    }
 }
 
 /// One audio to transcribe: mono PCM at the model's sampling rate, and the options.
@@ -79,6 +109,10 @@ pub struct TranscriptSegment {
     pub text: String,
     /// Its token ids (timestamp tokens included when they were generated).
     pub tokens: Vec<i64>,
+    /// How its window was decoded: temperature, average log-probability, compression ratio, no-speech probability
+    /// (Whisper; `None` for Qwen3-ASR).
+    #[serde(default)]
+    pub decoding: Option<bulkhead_speech::WindowDecoding>,
 }
 
 /// Milliseconds per stage of one transcription in the worker.

@@ -53,7 +53,7 @@ pub mod protocol;
 pub mod supervisor;
 pub mod worker;
 
-pub use audio::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
+pub use audio::{AudioRequest, FallbackChecks, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
 pub use client::ceiling::{Enforcement, EnforcementChoice, MemoryCeiling};
 pub use client::{
     signal_name, ClientError, EventSink, ExitCause, KillReason, Ran, Ready, WorkerClient, WorkerCommand, WorkerEvent,

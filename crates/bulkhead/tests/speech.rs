@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bulkhead_audio::{FeatureConfig, FeatureExtractor, Limits, Padding};
 use bulkhead_core::{Availability, Engine, Unit};
 use bulkhead_ort::OrtEngine;
-use bulkhead_speech::{MelFeatures, Task, TranscribeOptions, WhisperModel};
+use bulkhead_speech::{Fallback, MelFeatures, Task, TranscribeOptions, WhisperModel};
 use common::{bulkhead, need, stderr, venv_python, Server};
 
 fn folder() -> PathBuf {
@@ -49,13 +49,20 @@ impl Local {
         Local { model, extractor: FeatureExtractor::new(config).unwrap(), _cache: cache }
     }
 
-    /// What `WhisperModel::transcribe` gives for `file` with `task` and `timestamps`.
-    fn transcribe(&mut self, file: &Path, task: Task, timestamps: Option<bool>) -> bulkhead_speech::Transcription {
+    /// The features of `file`, as the worker computes them.
+    fn features(&self, file: &Path) -> MelFeatures {
         let bytes = std::fs::read(file).unwrap();
         let pcm = bulkhead_audio::load(bytes, &Limits::default(), self.extractor.sampling_rate()).unwrap();
         let f = self.extractor.extract(&pcm.samples, Padding::MaxLength);
-        let features = MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap();
-        let opts = TranscribeOptions { task: Some(task), timestamps, ..TranscribeOptions::default() };
+        MelFeatures::new(f.n_mels, f.n_frames, f.data).unwrap()
+    }
+
+    /// What `WhisperModel::transcribe` gives for `file` with `task` and `timestamps`.
+    fn transcribe(&mut self, file: &Path, task: Task, timestamps: Option<bool>) -> bulkhead_speech::Transcription {
+        let features = self.features(file);
+        // The served default (temperature 0): greedy decoding, then the fallback's schedule and checks.
+        let fallback = Some(Fallback::default());
+        let opts = TranscribeOptions { task: Some(task), timestamps, fallback, ..TranscribeOptions::default() };
         self.model.transcribe(&features, &opts).unwrap()
     }
 
@@ -247,7 +254,10 @@ fn bad_files_and_options_are_4xx_naming_the_problem_and_the_worker_stays() {
         ("speech.wav", &[("response_format", "xml")], 422, "response_format `xml`"),
         ("speech.wav", &[("language", "klingon")], 422, "unknown language `klingon`"),
         ("speech.wav", &[("language", "yue")], 422, "<|yue|> is not one of the model's languages"),
-        ("speech.wav", &[("temperature", "0.7")], 422, "temperature"),
+        ("speech.wav", &[("temperature", "1.5")], 422, "temperature 1.5 is out of range"),
+        ("speech.wav", &[("temperature", "hot")], 422, "temperature `hot`"),
+        ("speech.wav", &[("seed", "-1")], 422, "seed `-1`"),
+        ("speech.wav", &[("logprob_threshold", "low")], 422, "logprob_threshold `low`"),
         ("speech.wav", &[("timestamp_granularities[]", "word")], 422, "word"),
         ("speech.wav", &[("model", "nope")], 404, "nope"),
     ];
@@ -380,4 +390,100 @@ fn qwen3_asr_is_served_by_the_same_routes_and_equals_the_model_in_process() {
         "does not translate",
         "translation on Qwen3-ASR",
     );
+    // Whisper's temperature fallback is not Qwen3-ASR's: a temperature above 0 is refused by the worker, which stays.
+    let r = transcribe(&server, &clip("speech.wav"), &[("model", "qwen"), ("temperature", "0.4")]);
+    assert!(
+        (400..500).contains(&r.status) && r.body.contains("Qwen3-ASR decodes greedily"),
+        "{}: {}",
+        r.status,
+        r.body
+    );
+}
+
+/// Whisper's temperature fallback through the API and the CLI: the default request (temperature 0) falls back on the
+/// fixture's repetitive greedy output and its `verbose_json` segments say which temperature was kept, with their
+/// scores, as the model in this process with the same seed; the same request twice gives the same text; with every
+/// check `none` the answer is greedy decoding's; `bulkhead transcribe` takes the same options.
+#[test]
+fn temperature_fallback_is_served_reproducibly_and_reported_per_segment() {
+    if ort_ready().is_none() {
+        return;
+    }
+    let server = serve("ort:cpu", &[], &[]);
+    let speech = clip("speech.wav");
+    let mut local = Local::load();
+    let features = local.features(&speech);
+    let run = |local: &mut Local, fallback: Option<Fallback>| {
+        let opts = TranscribeOptions { timestamps: Some(true), fallback, ..TranscribeOptions::default() };
+        local.model.transcribe(&features, &opts).unwrap()
+    };
+    let greedy = run(&mut local, None);
+    let g = greedy.segments[0].decoding.unwrap();
+    eprintln!("greedy, timestamps: {g:?}");
+    assert!(g.compression_ratio > 2.4 || g.avg_logprob < -1.0, "the fixture's greedy output fails a check: {g:?}");
+    let want = run(&mut local, Some(Fallback::default()));
+    let verbose = [("response_format", "verbose_json")];
+    let r = transcribe(&server, &speech, &verbose);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let segments = v["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), want.segments.len(), "{v}");
+    for (got, w) in segments.iter().zip(&want.segments) {
+        let d = w.decoding.unwrap();
+        eprintln!("served segment: {got}");
+        assert_eq!(got["temperature"].as_f64().unwrap(), f64::from(d.temperature), "{got}");
+        // (JSON keeps 17 significant digits: equal to the last bits or so.)
+        let close =
+            |field: &str, want: f64| (got[field].as_f64().unwrap() - want).abs() <= 1e-12 * want.abs().max(1e-9);
+        assert!(close("avg_logprob", d.avg_logprob), "{got} vs {d:?}");
+        assert!(close("compression_ratio", d.compression_ratio), "{got} vs {d:?}");
+        assert!(close("no_speech_prob", d.no_speech_prob.unwrap()), "{got} vs {d:?}");
+    }
+    assert!(segments.iter().any(|s| s["temperature"].as_f64().unwrap() > 0.0), "the fallback triggered: {v}");
+    assert_eq!(v["text"], want.text.as_str());
+    let again = transcribe(&server, &speech, &verbose);
+    assert_eq!(again.json()["text"], v["text"], "the same request gives the same text");
+    // Another seed: the model in this process with that seed.
+    let seeded = run(&mut local, Some(Fallback { seed: 7, ..Fallback::default() }));
+    let r = transcribe(&server, &speech, &[("response_format", "verbose_json"), ("seed", "7")]);
+    assert_eq!(r.json()["text"], seeded.text.as_str());
+    // Every check off: greedy decoding, token for token.
+    let off = [("compression_ratio_threshold", "none"), ("logprob_threshold", "none"), ("no_speech_threshold", "none")];
+    let r = transcribe(&server, &speech, &[&verbose[..], &off[..]].concat());
+    assert_eq!(r.json()["text"], greedy.text.as_str());
+    assert!(r.json()["segments"].as_array().unwrap().iter().all(|s| s["temperature"] == 0.0), "{}", r.body);
+    // A start above 0: the schedule from there.
+    let r = transcribe(&server, &speech, &[("response_format", "verbose_json"), ("temperature", "0.5")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let warm = run(&mut local, Some(Fallback::starting_at(0.5)));
+    assert_eq!(r.json()["text"], warm.text.as_str());
+    for s in r.json()["segments"].as_array().unwrap() {
+        let t = s["temperature"].as_f64().unwrap() as f32;
+        assert!(Fallback::starting_at(0.5).temperatures.contains(&t), "{s}");
+    }
+    drop(server);
+
+    // The CLI: the same options, the same answers.
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BULKHEAD_STATE_DIR", dir.path().to_str().unwrap())];
+    let model = folder();
+    let base =
+        ["transcribe", "--format", "verbose_json", "--compute-units", "ort:cpu", "--model", model.to_str().unwrap()];
+    let cli = |extra: &[&str]| {
+        let out = bulkhead(&[&base[..], extra, &[speech.to_str().unwrap()]].concat(), &env);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let line = cli(&["--seed", "7"]);
+    assert_eq!(line["text"], seeded.text.as_str(), "{line}");
+    assert!(line["segments"][0]["compression_ratio"].is_number(), "{line}");
+    let line =
+        cli(&["--compression-ratio-threshold", "none", "--logprob-threshold", "none", "--no-speech-threshold", "none"]);
+    assert_eq!(line["text"], greedy.text.as_str(), "{line}");
+    let out = bulkhead(
+        &["transcribe", "--model", model.to_str().unwrap(), "--temperature", "-1", speech.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--temperature -1: give a number >= 0"), "{}", stderr(&out));
 }

@@ -143,6 +143,10 @@ fn segment_ids(t: &bulkhead_speech::Transcription) -> Vec<i64> {
     t.segments.iter().flat_map(|s| s.token_ids.iter().copied()).collect()
 }
 
+/// The form fields that turn the temperature fallback's checks off: greedy decoding, as transformers' `generate`.
+const GREEDY: [(&str, &str); 3] =
+    [("compression_ratio_threshold", "none"), ("logprob_threshold", "none"), ("no_speech_threshold", "none")];
+
 #[test]
 fn candle_serves_whisper_with_the_transformers_token_ids() {
     let server = serve("candle:cpu", &[], &[]);
@@ -169,13 +173,14 @@ fn candle_serves_whisper_with_the_transformers_token_ids() {
     // on) the same token ids as the model with timestamps.
     let wav = folder().join("reference/speech-en.wav");
     let here = local.transcribe(&audio_features(&wav), &english).unwrap();
-    let r = transcribe(&server, &wav, &[("model", "whisper"), ("language", "en")]);
+    let r = transcribe(&server, &wav, &[&[("model", "whisper"), ("language", "en")][..], &GREEDY].concat());
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-bulkhead-unit"), Some("candle:cpu"));
     assert_eq!(r.json()["text"], here.text.as_str());
     // bulkhead-audio's features of this clip are close enough to transformers' for the same greedy decoding.
     assert_eq!(r.json()["text"], case["text"], "the served text is transformers' generate() text");
-    let r = transcribe(&server, &wav, &[("model", "whisper"), ("language", "en"), ("response_format", "verbose_json")]);
+    let verbose = [("model", "whisper"), ("language", "en"), ("response_format", "verbose_json")];
+    let r = transcribe(&server, &wav, &[&verbose[..], &GREEDY].concat());
     assert_eq!(r.status, 200, "{}", r.body);
     let timed = TranscribeOptions { timestamps: Some(true), ..english.clone() };
     let with_timestamps = local.transcribe(&audio_features(&wav), &timed).unwrap();
@@ -200,6 +205,7 @@ fn candle_serves_whisper_with_the_transformers_token_ids() {
     for (name, language) in [("speech.wav", None), ("tone-440.wav", Some("de")), ("speech.mp3", Some("en"))] {
         let mut fields = vec![("model", "whisper")];
         fields.extend(language.map(|l| ("language", l)));
+        fields.extend(GREEDY);
         let r = transcribe(&server, &clip(name), &fields);
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         assert_eq!(r.header("x-bulkhead-unit"), Some("candle:cpu"), "{name}");

@@ -61,9 +61,25 @@ pub struct TranscriptionForm {
     pub prompt: Option<String>,
     /// What to return (default `json`).
     pub response_format: Option<ResponseFormat>,
-    /// Sampling temperature: only 0 (greedy decoding, the default) is served.
-    #[schema(minimum = 0.0, maximum = 0.0)]
+    /// Sampling temperature, 0 to 1 (Whisper). 0 (the default): greedy decoding first, then, for a 30-second window
+    /// whose text repeats itself (zlib compression ratio of its tokens above 2.4) or is improbable (average
+    /// log-probability below -1), decoded again at 0.2, 0.4, ... up to 1.0 until it passes; a window that is improbable
+    /// and probably silent (no-speech probability above 0.6) is skipped. A value above 0 starts that schedule there.
+    /// `verbose_json` segments say which temperature was kept. Qwen3-ASR decodes greedily and takes only 0.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub temperature: Option<f32>,
+    /// The seed of the sampling at temperatures above 0 (a bulkhead extension; default 0): the same file, options and
+    /// seed give the same text.
+    pub seed: Option<u64>,
+    /// A window whose zlib compression ratio is above this is decoded at the next temperature (a bulkhead extension,
+    /// as openai-whisper's option; default 2.4; `none` turns the check off).
+    pub compression_ratio_threshold: Option<String>,
+    /// A window whose average log-probability is below this is decoded at the next temperature (default -1.0;
+    /// `none`: off).
+    pub logprob_threshold: Option<String>,
+    /// A window with a no-speech probability above this and a low log-probability is skipped (default 0.6;
+    /// `none`: never). With all three `none`, decoding is greedy only.
+    pub no_speech_threshold: Option<String>,
     /// `segment` (with `verbose_json`); `word` is not served.
     #[serde(rename = "timestamp_granularities[]")]
     pub timestamp_granularities: Option<Vec<String>>,
@@ -107,8 +123,35 @@ pub struct VerboseSegment {
     pub text: String,
     /// Its token ids.
     pub tokens: Vec<i64>,
-    /// The temperature it was decoded at (0: greedy).
+    /// The temperature its window was decoded at (0: greedy).
     pub temperature: f32,
+    /// The mean log-probability of its window's tokens (Whisper; absent for Qwen3-ASR).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub avg_logprob: Option<f64>,
+    /// The zlib compression ratio of its window's tokens (Whisper).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compression_ratio: Option<f64>,
+    /// The probability of no speech in its window (Whisper).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub no_speech_prob: Option<f64>,
+}
+
+impl VerboseSegment {
+    /// The segment `id` of a transcript, with its window's decoding.
+    pub fn of(id: usize, s: &bulkhead_supervisor::TranscriptSegment) -> VerboseSegment {
+        let d = s.decoding.as_ref();
+        VerboseSegment {
+            id,
+            start: s.start,
+            end: s.end,
+            text: s.text.clone(),
+            tokens: s.tokens.clone(),
+            temperature: d.map_or(0.0, |d| d.temperature),
+            avg_logprob: d.map(|d| d.avg_logprob),
+            compression_ratio: d.map(|d| d.compression_ratio),
+            no_speech_prob: d.and_then(|d| d.no_speech_prob),
+        }
+    }
 }
 
 /// `seconds` as `HH:MM:SS` + `sep` + milliseconds.
@@ -140,7 +183,9 @@ mod tests {
     use super::*;
 
     fn seg(start: f64, end: f64, text: &str) -> VerboseSegment {
-        VerboseSegment { id: 0, start, end, text: text.into(), tokens: vec![], temperature: 0.0 }
+        let s =
+            bulkhead_supervisor::TranscriptSegment { start, end, text: text.into(), tokens: vec![], decoding: None };
+        VerboseSegment::of(0, &s)
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::api::audio::{
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
+use bulkhead_supervisor::FallbackChecks;
 
 /// The errors the speech routes answer with.
 pub const AUDIO_ERRORS: &[ErrorKind] = &[
@@ -86,6 +87,8 @@ struct Form {
     prompt: Option<String>,
     response_format: Option<String>,
     temperature: Option<String>,
+    seed: Option<String>,
+    thresholds: Vec<(String, String)>,
     granularities: Vec<String>,
     keep_alive: Option<String>,
 }
@@ -119,6 +122,10 @@ async fn read_form(form: Result<Multipart, MultipartRejection>, limit: usize) ->
             "prompt" => form.prompt = text,
             "response_format" => form.response_format = text,
             "temperature" => form.temperature = text,
+            "seed" => form.seed = text,
+            "compression_ratio_threshold" | "logprob_threshold" | "no_speech_threshold" => {
+                form.thresholds.extend(text.map(|t| (name.clone(), t)))
+            }
             "keep_alive" => form.keep_alive = text,
             "timestamp_granularities[]" | "timestamp_granularities" => form.granularities.extend(text),
             "stream" if text.as_deref().is_some_and(|t| t.trim() != "false") => {
@@ -130,8 +137,27 @@ async fn read_form(form: Result<Multipart, MultipartRejection>, limit: usize) ->
     Ok(form)
 }
 
-/// The options of a form, checked: the format, the temperature, the timestamp granularities.
-fn options(form: &Form) -> Result<(ResponseFormat, f32), ApiError> {
+/// The fallback checks of a form: openai-whisper's defaults, each replaced by a number or turned off by `none`.
+fn checks(form: &Form) -> Result<FallbackChecks, ApiError> {
+    let mut c = FallbackChecks::default();
+    for (name, value) in &form.thresholds {
+        let v = if value.trim().eq_ignore_ascii_case("none") {
+            None
+        } else {
+            let v = value.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+            Some(v.ok_or_else(|| ApiError::Invalid(format!("{name} `{value}` is not a number or `none`")))?)
+        };
+        match name.as_str() {
+            "compression_ratio_threshold" => c.compression_ratio_threshold = v,
+            "logprob_threshold" => c.logprob_threshold = v,
+            _ => c.no_speech_threshold = v,
+        }
+    }
+    Ok(c)
+}
+
+/// The options of a form, checked: the format, the temperature and seed, the timestamp granularities.
+fn options(form: &Form) -> Result<(ResponseFormat, f32, u64), ApiError> {
     let format = match form.response_format.as_deref() {
         None => ResponseFormat::Json,
         Some(name) => ResponseFormat::parse(name).ok_or_else(|| {
@@ -147,12 +173,16 @@ fn options(form: &Form) -> Result<(ResponseFormat, f32), ApiError> {
             .filter(|t| t.is_finite())
             .ok_or_else(|| ApiError::Invalid(format!("temperature `{t}` is not a number")))?,
     };
-    if temperature != 0.0 {
-        return Err(ApiError::Invalid(format!(
-            "temperature {temperature}: only 0 is served (greedy decoding, as transformers' generate); omit it or \
-             send 0"
-        )));
+    if !(0.0..=1.0).contains(&temperature) {
+        return Err(ApiError::Invalid(format!("temperature {temperature} is out of range; send a value from 0 to 1")));
     }
+    let seed = match form.seed.as_deref() {
+        None => bulkhead_speech::DEFAULT_SEED,
+        Some(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::Invalid(format!("seed `{s}` is not a whole number from 0 to 2^64 - 1")))?,
+    };
     for g in &form.granularities {
         match g.trim() {
             "segment" if format == ResponseFormat::VerboseJson => {}
@@ -169,7 +199,7 @@ fn options(form: &Form) -> Result<(ResponseFormat, f32), ApiError> {
             }
         }
     }
-    Ok((format, temperature))
+    Ok((format, temperature, seed))
 }
 
 /// A decoding error as the request's fault: too long or too large is 413, anything else 400; the file is named.
@@ -193,7 +223,8 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
         let model = state.model_for_kept(form.model.as_deref(), keep_alive.as_ref(), ModelTask::is_speech).await?;
         let model = &model;
         let info = model.speech()?;
-        let (format, temperature) = options(&form)?;
+        let (format, temperature, seed) = options(&form)?;
+        let checks = checks(&form)?;
         if let Some(language) = &form.language {
             info.check_language(language)?;
         }
@@ -218,6 +249,8 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
             task,
             prompt: form.prompt,
             temperature,
+            seed,
+            checks,
             timestamps: format.timed().then_some(true),
         };
         let computed = submit_audio(model, &state, AudioRequest { samples: pcm.samples, rate, options }).await?;
@@ -229,7 +262,7 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
              generate;dur={:.3}",
             provenance.timing.queue_ms, provenance.timing.infer_ms, t.features_ms, t.encode_ms, t.generate_ms
         );
-        let mut resp = inference_headers(render(format, task, temperature, computed.value), model, &provenance);
+        let mut resp = inference_headers(render(format, task, computed.value), model, &provenance);
         if let Ok(v) = HeaderValue::from_str(&timing) {
             resp.headers_mut().insert("server-timing", v);
         }
@@ -240,21 +273,9 @@ async fn speech(state: Arc<AppState>, form: Result<Multipart, MultipartRejection
 }
 
 /// The body of `format`.
-fn render(format: ResponseFormat, task: SpeechTask, temperature: f32, t: Transcript) -> Response {
-    let segments = || -> Vec<VerboseSegment> {
-        t.segments
-            .iter()
-            .enumerate()
-            .map(|(id, s)| VerboseSegment {
-                id,
-                start: s.start,
-                end: s.end,
-                text: s.text.clone(),
-                tokens: s.tokens.clone(),
-                temperature,
-            })
-            .collect()
-    };
+fn render(format: ResponseFormat, task: SpeechTask, t: Transcript) -> Response {
+    let segments =
+        || -> Vec<VerboseSegment> { t.segments.iter().enumerate().map(|(id, s)| VerboseSegment::of(id, s)).collect() };
     let text = |body: String, kind: &'static str| ([(header::CONTENT_TYPE, kind)], body).into_response();
     match format {
         ResponseFormat::Json => Json(TranscriptionResponse { text: t.text }).into_response(),

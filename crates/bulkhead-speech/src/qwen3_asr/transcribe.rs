@@ -84,6 +84,14 @@ impl Qwen3AsrModel {
         if opts.max_new_tokens == Some(0) {
             return Err(SpeechError::Options("max_new_tokens must be at least 1".into()));
         }
+        // Whisper's temperature fallback is not Qwen3-ASR's decoding: it decodes greedily, whatever the schedule
+        // after a first temperature of 0.
+        if let Some(t) = opts.fallback.as_ref().and_then(|f| f.temperatures.first()).filter(|&&t| t != 0.0) {
+            return Err(SpeechError::Options(format!(
+                "temperature {t}: Qwen3-ASR decodes greedily (temperature 0) only, with no temperature fallback; \
+                 send temperature 0 or omit it"
+            )));
+        }
         Ok(())
     }
 
@@ -201,8 +209,10 @@ fn finish(pieces: Vec<(f64, f64, Piece)>, calls: Vec<crate::DecoderCall>, featur
     let encode_ms = pieces.iter().map(|(_, _, p)| p.encode_ms).sum();
     let token_ids = pieces.iter().flat_map(|(_, _, p)| p.ids.iter().copied()).collect();
     let text = pieces.iter().map(|(_, _, p)| p.text.as_str()).collect::<String>();
-    let segments =
-        pieces.into_iter().map(|(start, end, p)| Segment { start, end, token_ids: p.ids, text: p.text }).collect();
+    let segments = pieces
+        .into_iter()
+        .map(|(start, end, p)| Segment { start, end, token_ids: p.ids, text: p.text, decoding: None })
+        .collect();
     Transcription {
         token_ids,
         text,

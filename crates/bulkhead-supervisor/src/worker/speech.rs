@@ -1,6 +1,7 @@
 //! Speech models in a worker: the folder loaded on its unit (Whisper on the `ort:` and `candle:` units, Qwen3-ASR on
-//! the `ort:` units), its log-mel features computed from the PCM the server decoded, the transcription run greedily,
-//! and a short probe audio through the same path for warm-up and health probes.
+//! the `ort:` units), its log-mel features computed from the PCM the server decoded, the transcription run (Whisper:
+//! greedily first, then along the request's temperature fallback; Qwen3-ASR: greedily), and a short probe audio
+//! through the same path for warm-up and health probes.
 //!
 //! [`SpeechModel`] is the one dispatch point between kinds of speech model (Whisper, Qwen3-ASR): a new kind adds a
 //! variant and an arm in each of its methods.
@@ -10,9 +11,11 @@ use std::time::Instant;
 use bulkhead_audio::{FeatureConfig, FeatureExtractor, Padding, PREPROCESSOR_CONFIG};
 use bulkhead_core::{EngineKind, ModelFiles, SessionReport, Unit};
 use bulkhead_embed::{Engines, StageTiming};
-use bulkhead_speech::{MelFeatures, Qwen3AsrModel, SpeechError, Task, TranscribeOptions, WhisperModel};
+use bulkhead_speech::{Fallback, MelFeatures, Qwen3AsrModel, SpeechError, Task, TranscribeOptions, WhisperModel};
 
-use crate::audio::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
+use crate::audio::{
+    AudioRequest, FallbackChecks, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment,
+};
 use crate::protocol::{LoadFailureKind, RunError, WarmupShape};
 
 use super::runner::LoadFailure;
@@ -65,9 +68,18 @@ impl SpeechModel {
                     end: s.end,
                     text: s.text.clone(),
                     tokens: s.token_ids.clone(),
+                    decoding: s.decoding,
                 })
                 .collect()
         };
+        let c = options.checks;
+        let fallback = Some(Fallback {
+            compression_ratio_threshold: c.compression_ratio_threshold,
+            logprob_threshold: c.logprob_threshold,
+            no_speech_threshold: c.no_speech_threshold,
+            seed: options.seed,
+            ..Fallback::starting_at(options.temperature)
+        });
         let task = Some(match options.task {
             SpeechTask::Transcribe => Task::Transcribe,
             SpeechTask::Translate => Task::Translate,
@@ -86,6 +98,7 @@ impl SpeechModel {
                     timestamps: options.timestamps,
                     prompt: options.prompt.clone(),
                     max_new_tokens: None,
+                    fallback,
                 };
                 let t = m.transcribe(&features, &opts)?;
                 Ok((t.text.clone(), t.language.clone(), segments(&t), features_ms, t.encode_ms))
@@ -98,6 +111,7 @@ impl SpeechModel {
                     timestamps: None,
                     prompt: options.prompt.clone(),
                     max_new_tokens: None,
+                    fallback,
                 };
                 let t = m.transcribe_pcm(pcm, &opts)?;
                 Ok((t.text.clone(), t.language.clone(), segments(&t), t.features_ms, t.encode_ms))
@@ -189,12 +203,6 @@ impl SpeechRunner {
         if audio.samples.is_empty() {
             return Err(RunError::Invalid("the audio has no samples".into()));
         }
-        if audio.options.temperature != 0.0 {
-            return Err(RunError::Invalid(format!(
-                "temperature {} asks for sampling; bulkhead decodes greedily (temperature 0) only",
-                audio.options.temperature
-            )));
-        }
         let t = Instant::now();
         let (text, language, segments, features_ms, encode_ms) =
             self.model.transcribe(&self.extractor, &audio.samples, &audio.options).map_err(|e| match e {
@@ -211,11 +219,13 @@ impl SpeechRunner {
 }
 
 /// The probe audio: [`PROBE_SECONDS`] of a quiet 440 Hz tone at `rate` Hz, with the default options (what a live
-/// request without options asks for).
+/// request without options asks for) but the fallback checks off: one greedy decoding, whatever the tone scores.
 fn probe(rate: u32) -> AudioRequest {
     let n = (PROBE_SECONDS * f64::from(rate)) as usize;
     let samples = (0..n)
         .map(|i| (0.1 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin()) as f32)
         .collect();
-    AudioRequest { samples, rate, options: SpeechOptions::default() }
+    let checks =
+        FallbackChecks { compression_ratio_threshold: None, logprob_threshold: None, no_speech_threshold: None };
+    AudioRequest { samples, rate, options: SpeechOptions { checks, ..SpeechOptions::default() } }
 }

@@ -13,7 +13,8 @@ use bulkhead_audio::{Limits, DEFAULT_MAX_SECONDS};
 use bulkhead_server::api::audio::{srt, vtt, ResponseFormat, VerboseSegment};
 use bulkhead_server::SpeechInfo;
 use bulkhead_supervisor::{
-    faults, AudioRequest, Isolation, SpeechOptions, SpeechTask, Supervisor, SupervisorConfig, Transcript,
+    faults, AudioRequest, FallbackChecks, Isolation, SpeechOptions, SpeechTask, Supervisor, SupervisorConfig,
+    Transcript,
 };
 use serde_json::json;
 
@@ -62,6 +63,23 @@ pub struct TranscribeArgs {
     /// Text to condition the decoding on (earlier speech, spellings of names).
     #[arg(long)]
     prompt: Option<String>,
+    /// Whisper's first temperature: 0 decodes greedily, then falls back along 0.2, 0.4, ... 1.0 for a window that
+    /// fails the thresholds below; a value above 0 starts the schedule there.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    temperature: f32,
+    /// The seed of the sampling at temperatures above 0 (the same file and seed give the same text).
+    #[arg(long, default_value_t = bulkhead_speech::DEFAULT_SEED)]
+    seed: u64,
+    /// A window whose zlib compression ratio is above this is decoded at the next temperature (`none`: no check).
+    #[arg(long, value_name = "RATIO|none", default_value = "2.4", value_parser = threshold)]
+    compression_ratio_threshold: Threshold,
+    /// A window whose average log-probability is below this is decoded at the next temperature (`none`: no check).
+    #[arg(long, value_name = "LOGPROB|none", default_value = "-1.0", value_parser = threshold)]
+    #[arg(allow_hyphen_values = true)]
+    logprob_threshold: Threshold,
+    /// A window with a no-speech probability above this and a low log-probability is skipped (`none`: never).
+    #[arg(long, value_name = "PROB|none", default_value = "0.6", value_parser = threshold)]
+    no_speech_threshold: Threshold,
     /// What to print per file.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -76,6 +94,9 @@ pub struct TranscribeArgs {
 impl TranscribeArgs {
     /// Runs the subcommand.
     pub fn run(self) -> anyhow::Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(UsageError(format!("--temperature {}: give a number >= 0", self.temperature)).into());
+        }
         if self.files.is_empty() {
             return Err(UsageError("no audio file; give FILE arguments".into()).into());
         }
@@ -145,7 +166,13 @@ impl TranscribeArgs {
                 language: self.language.clone(),
                 task: if self.translate { SpeechTask::Translate } else { SpeechTask::Transcribe },
                 prompt: self.prompt.clone(),
-                temperature: 0.0,
+                temperature: self.temperature,
+                seed: self.seed,
+                checks: FallbackChecks {
+                    compression_ratio_threshold: self.compression_ratio_threshold.0,
+                    logprob_threshold: self.logprob_threshold.0,
+                    no_speech_threshold: self.no_speech_threshold.0,
+                },
                 timestamps: format.timed().then_some(true),
             };
             let request = AudioRequest { samples, rate: info.sampling_rate, options };
@@ -203,16 +230,19 @@ impl TranscribeArgs {
 }
 
 fn segments(t: &Transcript) -> Vec<VerboseSegment> {
-    t.segments
-        .iter()
-        .enumerate()
-        .map(|(id, s)| VerboseSegment {
-            id,
-            start: s.start,
-            end: s.end,
-            text: s.text.clone(),
-            tokens: s.tokens.clone(),
-            temperature: 0.0,
-        })
-        .collect()
+    t.segments.iter().enumerate().map(|(id, s)| VerboseSegment::of(id, s)).collect()
+}
+
+/// A fallback threshold: a number, or `None` for `none`.
+#[derive(Debug, Clone, Copy)]
+struct Threshold(Option<f64>);
+
+fn threshold(s: &str) -> Result<Threshold, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Threshold(None));
+    }
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(Threshold(Some(v))),
+        _ => Err(format!("`{s}` is not a number or `none`")),
+    }
 }
