@@ -64,6 +64,12 @@ pub struct FallbackChecks {
     pub no_speech_threshold: Option<f64>,
 }
 
+impl FallbackChecks {
+    /// Every check off: greedy decoding, one pass per window.
+    pub const OFF: FallbackChecks =
+        FallbackChecks { compression_ratio_threshold: None, logprob_threshold: None, no_speech_threshold: None };
+}
+
 impl Default for FallbackChecks {
     fn default() -> Self {
         FallbackChecks {

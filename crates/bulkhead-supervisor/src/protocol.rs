@@ -23,7 +23,7 @@ pub use crate::payload::{Answer, Payload, PayloadKind};
 /// model as their own load-failure kinds; 6: one row type for every batchable payload, the prompt length inside
 /// its token row; 7: segmentation payloads and answers, image rows ([`Row::Pixels`](bulkhead_core::Row::Pixels)) for
 /// image-text models, audio payloads and transcription answers).
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The version of this crate; worker and supervisor must be the same build.
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
