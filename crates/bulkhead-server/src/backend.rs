@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use bulkhead_core::NamedTensor;
 use bulkhead_segment::SegmentJob;
+/// The CPU priority of threads that run work that may wait (see [`crate::bulk`]).
+pub(crate) use bulkhead_supervisor::priority::{lower_this_thread, BACKGROUND_NICE};
 pub use bulkhead_supervisor::{
     Answer, Answered as BackendOutput, Job as BackendJob, Payload, PredictError as BackendError,
 };

@@ -48,6 +48,7 @@
 pub mod api;
 pub mod backend;
 pub mod batcher;
+mod bulk;
 pub mod config;
 pub mod error;
 pub mod grouping;

@@ -49,6 +49,7 @@ pub mod client;
 pub mod faults;
 pub mod history;
 pub mod payload;
+pub mod priority;
 pub mod protocol;
 pub mod supervisor;
 pub mod worker;

@@ -32,7 +32,7 @@ pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MAX_FRAME_BYTES: usize = 512 << 20;
 
 /// The nice value (over the worker's own) of the thread that runs a long prediction.
-pub const LONG_NICE: i32 = 10;
+pub const LONG_NICE: i32 = crate::priority::BACKGROUND_NICE;
 
 /// Supervisor → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

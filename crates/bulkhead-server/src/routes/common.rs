@@ -38,8 +38,9 @@ pub(crate) struct OpenApiDocument(pub Bytes);
 pub(crate) struct ModelLabel(pub String);
 
 /// A JSON body parsed straight into its type: malformed JSON is 400, JSON of the wrong shape or types 422, a body
-/// over `--max-body-bytes` 413. A body past [`LARGE_BODY_BYTES`] is parsed on tokio's blocking pool, so that the
-/// milliseconds a multi-megabyte text takes to parse never hold an async runtime thread that other requests need.
+/// over `--max-body-bytes` 413. A body past [`LARGE_BODY_BYTES`] is parsed on the server's thread for large requests
+/// (at lower CPU priority, [`crate::bulk`]), so that the milliseconds a multi-megabyte text takes to parse never hold
+/// an async runtime thread, nor a core, that short requests need.
 pub struct JsonBody<T>(pub T);
 
 /// Bodies larger than this are parsed off the async runtime's threads (about a quarter of a millisecond of parsing).
@@ -57,7 +58,7 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<AppState>> for JsonBo
             }
         })?;
         let parsed = if bytes.len() > LARGE_BODY_BYTES {
-            tokio::task::spawn_blocking(move || serde_json::from_slice::<T>(&bytes))
+            crate::bulk::run(move || serde_json::from_slice::<T>(&bytes))
                 .await
                 .map_err(|e| ApiError::Internal(format!("parsing the request body stopped: {e}")))?
         } else {

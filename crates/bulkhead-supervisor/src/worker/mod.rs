@@ -244,14 +244,7 @@ impl Background {
     fn start() -> std::io::Result<Background> {
         let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         std::thread::Builder::new().name("long predictions".into()).spawn(move || {
-            #[cfg(target_os = "linux")]
-            // SAFETY: gettid, getpriority and setpriority take and return integers; on Linux the nice value is per
-            // thread.
-            unsafe {
-                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-                libc::setpriority(libc::PRIO_PROCESS, tid, (now + LONG_NICE).min(19));
-            }
+            crate::priority::lower_this_thread(LONG_NICE);
             while let Ok(job) = rx.recv() {
                 job();
             }
