@@ -15,7 +15,9 @@ pub(crate) use bulkhead_supervisor::priority::{lower_this_thread, BACKGROUND_NIC
 pub use bulkhead_supervisor::{
     Answer, Answered as BackendOutput, Job as BackendJob, Payload, PredictError as BackendError,
 };
-pub use bulkhead_supervisor::{AudioRequest, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment};
+pub use bulkhead_supervisor::{
+    AudioRequest, FallbackChecks, SpeechOptions, SpeechTask, SpeechTiming, Transcript, TranscriptSegment,
+};
 use bulkhead_supervisor::{Job, Supervisor};
 
 use crate::api::units::{

@@ -138,7 +138,7 @@ pub struct VerboseSegment {
 
 impl VerboseSegment {
     /// The segment `id` of a transcript, with its window's decoding.
-    pub fn of(id: usize, s: &bulkhead_supervisor::TranscriptSegment) -> VerboseSegment {
+    pub fn of(id: usize, s: &crate::backend::TranscriptSegment) -> VerboseSegment {
         let d = s.decoding.as_ref();
         VerboseSegment {
             id,
@@ -183,8 +183,7 @@ mod tests {
     use super::*;
 
     fn seg(start: f64, end: f64, text: &str) -> VerboseSegment {
-        let s =
-            bulkhead_supervisor::TranscriptSegment { start, end, text: text.into(), tokens: vec![], decoding: None };
+        let s = crate::backend::TranscriptSegment { start, end, text: text.into(), tokens: vec![], decoding: None };
         VerboseSegment::of(0, &s)
     }
 

@@ -21,13 +21,12 @@ use bulkhead_audio::{AudioError, Limits};
 use bulkhead_core::ModelTask;
 
 use super::common::{inference_headers, labelled, submit_audio, tokenize_off_runtime};
-use super::common::{AudioRequest, SpeechOptions, SpeechTask, Transcript};
+use super::common::{AudioRequest, FallbackChecks, SpeechOptions, SpeechTask, Transcript};
 use crate::api::audio::{
     srt, vtt, ResponseFormat, TranscriptionForm, TranscriptionResponse, VerboseSegment, VerboseTranscription,
 };
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
-use bulkhead_supervisor::FallbackChecks;
 
 /// The errors the speech routes answer with.
 pub const AUDIO_ERRORS: &[ErrorKind] = &[

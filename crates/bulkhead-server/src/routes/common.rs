@@ -17,7 +17,7 @@ use serde_json::error::Category;
 use std::sync::Arc;
 
 use crate::backend::{Answer, BackendError, BackendOutput};
-pub use crate::backend::{AudioRequest, SpeechOptions, SpeechTask, Transcript};
+pub use crate::backend::{AudioRequest, FallbackChecks, SpeechOptions, SpeechTask, Transcript};
 use crate::batcher::SubmitError;
 use crate::error::ApiError;
 use crate::grouping::Shape;
