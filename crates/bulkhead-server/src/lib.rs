@@ -37,7 +37,10 @@
 //! * **No import cycle between modules**: the router is assembled in one place (`router.rs`) and renders the
 //!   OpenAPI document there; handlers share helpers through `routes/common.rs`. *Checked by `tests/invariants.rs`.*
 //! * A request body is parsed once, straight into its `api` type (malformed JSON 400, wrong shape 422, by the
-//!   parser); every error response is an [`error::ApiError`] whose status comes from one table.
+//!   parser), and never on an async runtime thread when it is large (one low-priority thread, `bulk.rs`); every
+//!   error response is an [`error::ApiError`] whose status comes from one table.
+//! * Short requests never wait behind long ones in the [`batcher`] (a slot of their own; long ones held aside take
+//!   the next free slot), and the supervisor keeps a worker free of long work while they arrive.
 //! * Every inference response carries `x-bulkhead-unit`, `x-bulkhead-precision` (when the unit reported it) and
 //!   `Server-Timing`, taken from the answer itself; no response reads the `/units` view.
 //! * Every connection is bounded in time and in number; every request by the deadline; no input panics a handler.
