@@ -31,27 +31,7 @@ fn floats(path: &Path) -> Vec<f32> {
 
 /// The recorded features of `input`: `fill` everywhere but the stored runs of frames.
 fn features(input: &Value) -> MelFeatures {
-    let name = input["name"].as_str().unwrap();
-    let frames = input["frames"].as_u64().unwrap() as usize;
-    let fill = input["fill"].as_f64().unwrap() as f32;
-    let runs: Vec<(usize, usize)> = input["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize))
-        .collect();
-    let stored = floats(&folder().join("reference").join(format!("{name}.features.bin")));
-    let width: usize = runs.iter().map(|r| r.1).sum();
-    assert_eq!(stored.len(), MEL_BINS * width, "{name}");
-    let mut data = vec![fill; MEL_BINS * frames];
-    for m in 0..MEL_BINS {
-        let mut column = 0;
-        for &(start, n) in &runs {
-            let src = &stored[m * width + column..m * width + column + n];
-            data[m * frames + start..m * frames + start + n].copy_from_slice(src);
-            column += n;
-        }
-    }
+    let (frames, data) = bulkhead_testkit::whisper_reference_features(&folder(), input, MEL_BINS);
     MelFeatures::new(MEL_BINS, frames, data).unwrap()
 }
 

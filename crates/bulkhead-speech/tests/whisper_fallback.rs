@@ -26,28 +26,8 @@ fn reference() -> Value {
 /// The recorded features of the reference input `name`: `fill` everywhere but the stored runs of frames.
 fn features(name: &str) -> MelFeatures {
     let reference = reference();
-    let input = reference["inputs"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap().clone();
-    let frames = input["frames"].as_u64().unwrap() as usize;
-    let fill = input["fill"].as_f64().unwrap() as f32;
-    let runs: Vec<(usize, usize)> = input["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize))
-        .collect();
-    let path = folder().join("reference").join(format!("{name}.features.bin"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let stored: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let width: usize = runs.iter().map(|r| r.1).sum();
-    let mut data = vec![fill; MEL_BINS * frames];
-    for m in 0..MEL_BINS {
-        let mut column = 0;
-        for &(start, n) in &runs {
-            data[m * frames + start..m * frames + start + n]
-                .copy_from_slice(&stored[m * width + column..m * width + column + n]);
-            column += n;
-        }
-    }
+    let input = reference["inputs"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap();
+    let (frames, data) = bulkhead_testkit::whisper_reference_features(&folder(), input, MEL_BINS);
     MelFeatures::new(MEL_BINS, frames, data).unwrap()
 }
 

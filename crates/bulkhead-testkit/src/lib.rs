@@ -132,6 +132,36 @@ pub fn reference() -> Reference {
     Reference { sentences, embeddings }
 }
 
+/// The mel features transformers computed for one input of the Whisper fixture's reference (`input`, an entry of
+/// its `inputs`; recorded under `folder/reference/` by the fixture script) with `mels` mel bins: `(frames, values)`,
+/// the input's `fill` everywhere but its stored `runs` of frames (none for silence).
+pub fn whisper_reference_features(folder: &Path, input: &serde_json::Value, mels: usize) -> (usize, Vec<f32>) {
+    let name = input["name"].as_str().expect("a reference input has a name");
+    let frames = input["frames"].as_u64().unwrap() as usize;
+    let fill = input["fill"].as_f64().unwrap() as f32;
+    let runs: Vec<(usize, usize)> = input["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize))
+        .collect();
+    let path = folder.join("reference").join(format!("{name}.features.bin"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let stored: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let width: usize = runs.iter().map(|r| r.1).sum();
+    assert_eq!(stored.len(), mels * width, "{name}: {mels} mel bins of runs {width} frames wide");
+    let mut data = vec![fill; mels * frames];
+    for m in 0..mels {
+        let mut column = 0;
+        for &(start, n) in &runs {
+            data[m * frames + start..m * frames + start + n]
+                .copy_from_slice(&stored[m * width + column..m * width + column + n]);
+            column += n;
+        }
+    }
+    (frames, data)
+}
+
 /// (min cosine, max abs diff) of `got` against `want`, row by row; panics when the shapes differ.
 pub fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> (f32, f32) {
     assert_eq!(got.len(), want.len(), "row count");

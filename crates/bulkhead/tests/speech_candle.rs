@@ -115,28 +115,9 @@ fn audio_features(file: &Path) -> MelFeatures {
 /// everywhere but the stored runs of frames.
 fn reference_features(reference: &serde_json::Value, name: &str) -> MelFeatures {
     let input = reference["inputs"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap();
-    let frames = input["frames"].as_u64().unwrap() as usize;
-    let fill = input["fill"].as_f64().unwrap() as f32;
-    let bytes = std::fs::read(folder().join(format!("reference/{name}.features.bin"))).unwrap();
-    let stored: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let runs: Vec<(usize, usize)> = input["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize))
-        .collect();
-    let width: usize = runs.iter().map(|r| r.1).sum();
-    let mels = stored.len() / width;
-    let mut data = vec![fill; mels * frames];
-    for m in 0..mels {
-        let mut column = 0;
-        for &(start, n) in &runs {
-            data[m * frames + start..m * frames + start + n]
-                .copy_from_slice(&stored[m * width + column..m * width + column + n]);
-            column += n;
-        }
-    }
-    MelFeatures::new(mels, frames, data).unwrap()
+    // whisper-tiny-random's `num_mel_bins`.
+    let (frames, data) = bulkhead_testkit::whisper_reference_features(&folder(), input, 80);
+    MelFeatures::new(80, frames, data).unwrap()
 }
 
 fn segment_ids(t: &bulkhead_speech::Transcription) -> Vec<i64> {
