@@ -42,7 +42,7 @@ pub struct Fallback {
     /// A window whose no-speech probability is above this, with its average log-probability below
     /// `logprob_threshold`, is silence and skipped (default 0.6; `None`: never skipped).
     pub no_speech_threshold: Option<f64>,
-    /// The seed of the sampling generator (default [`DEFAULT_SEED`]).
+    /// Where the sampling generator starts (default [`DEFAULT_SEED`]).
     pub seed: u64,
 }
 

@@ -42,7 +42,7 @@ pub struct SpeechOptions {
     /// 0.4, ..., 1.0 while a window fails the [`FallbackChecks`]; a value above 0 starts the schedule there (steps of
     /// 0.2 up to 1.0). Qwen3-ASR decodes greedily and refuses a value above 0.
     pub temperature: f32,
-    /// The seed of the sampling at temperatures above 0: the same audio, options and seed give the same text.
+    /// Where the random draws at temperatures above 0 start: the same audio, options and number give the same text.
     #[serde(default)]
     pub seed: u64,
     /// When a window is decoded again at the next temperature, or skipped as silence.

@@ -68,8 +68,8 @@ pub struct TranscriptionForm {
     /// `verbose_json` segments say which temperature was kept. Qwen3-ASR decodes greedily and takes only 0.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub temperature: Option<f32>,
-    /// The seed of the sampling at temperatures above 0 (a bulkhead extension; default 0): the same file, options and
-    /// seed give the same text.
+    /// Where the random draws at temperatures above 0 start (a bulkhead extension; default 0): the same file,
+    /// options and number give the same text.
     pub seed: Option<u64>,
     /// A window whose zlib compression ratio is above this is decoded at the next temperature (a bulkhead extension,
     /// as openai-whisper's option; default 2.4; `none` turns the check off).

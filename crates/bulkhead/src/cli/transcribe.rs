@@ -67,7 +67,7 @@ pub struct TranscribeArgs {
     /// fails the thresholds below; a value above 0 starts the schedule there.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     temperature: f32,
-    /// The seed of the sampling at temperatures above 0 (the same file and seed give the same text).
+    /// Where the random draws at temperatures above 0 start (the same file and number give the same text).
     #[arg(long, default_value_t = bulkhead_speech::DEFAULT_SEED)]
     seed: u64,
     /// A window whose zlib compression ratio is above this is decoded at the next temperature (`none`: no check).
